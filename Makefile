@@ -1,0 +1,53 @@
+# Everything a fresh Debian 12 machine needs, as root. Re-running any target is harmless.
+PREFIX ?= /opt/shifter
+STATE  ?= /var/lib/shifter-cluster
+PY     := $(PREFIX)/bin/python
+export SHIFTER_PREFIX := $(PREFIX)
+export SHIFTER_CLUSTER_STATE := $(STATE)
+
+APT_PACKAGES := slurmctld slurmd slurm-client munge libslurm-dev \
+	squashfs-tools squashfs-tools-ng squashfuse xfsprogs e2fsprogs busybox-static debootstrap \
+	docker-registry skopeo umoci python3.11 python3.11-venv python3.11-dev python3-venv python3-dev \
+	build-essential libffi-dev util-linux procps psmisc curl ca-certificates
+
+.PHONY: install apt venv package plugin cluster-up cluster-down cluster-status demo test clean
+
+install: apt package plugin
+
+apt:
+	@if dpkg-query -W -f='$${Status}\n' $(APT_PACKAGES) 2>/dev/null | grep -vq 'install ok installed' \
+	   || [ $$(dpkg-query -W -f='$${Status}\n' $(APT_PACKAGES) 2>/dev/null | wc -l) -ne $(words $(APT_PACKAGES)) ]; then \
+	  echo "installing Debian packages"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(APT_PACKAGES); \
+	else echo "Debian packages already installed"; fi
+
+# Debian's python3.11 has a world-readable shared libpython: the one Slurm can embed.
+venv: apt
+	@test -x $(PY) || /usr/bin/python3.11 -m venv $(PREFIX)
+	@$(PY) -m pip install -q --upgrade pip setuptools wheel
+
+package: venv
+	$(PY) -m pip install -q --no-build-isolation '.[test]'
+	chmod -R a+rX $(PREFIX)
+
+plugin: venv
+	$(PY) -m spank.build $(PREFIX)/lib/shifter_spank.so
+
+cluster-up: install
+	$(PY) tools/localcluster.py up
+
+cluster-down:
+	@if [ -x $(PY) ]; then $(PY) tools/localcluster.py down; else python3 tools/localcluster.py down; fi
+
+cluster-status:
+	@python3 tools/localcluster.py status
+
+demo: install cluster-up
+	tools/demo.sh
+
+test: package plugin
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf build *.egg-info .pytest_cache

@@ -1,0 +1,14 @@
+"""`shifter-gateway`: the image gateway HTTP service."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    print("shifter-gateway: the image gateway is not installed in this version yet", file=sys.stderr)
+    return 69  # EX_UNAVAILABLE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""One distribution: the gateway, the runtime, the SPANK glue and the shared site layer."""
+from setuptools import setup
+
+setup(
+    name="shifter-hpc",
+    version="0.1.0",
+    description="Containers for HPC batch jobs: image gateway, runtime and Slurm integration",
+    python_requires=">=3.11",
+    packages=["shifter_site", "imagegw", "runtime", "spank", "shifter_wlm"],
+    package_data={"spank": ["*.c"]},
+    install_requires=[
+        "PyYAML>=6",
+        "msgspec>=0.18",
+        "structlog>=23",
+        "cffi>=1.15",
+    ],
+    extras_require={"test": ["pytest>=7", "pytest-mock>=3"]},
+    entry_points={
+        "console_scripts": [
+            "shifter=runtime.cli:main",
+            "shifterimg=imagegw.cli:main",
+            "shifter-gateway=imagegw.service:main",
+            "shifter-config=shifter_site.cli:main",
+        ]
+    },
+)

@@ -1,0 +1,407 @@
+"""The site configuration: one YAML file loaded into typed, validated, read-only objects.
+
+Every part reads the same file (default /etc/shifter/shifter.yaml). A mistake in it is
+reported as one line naming the file, the key and the fix, because the person reading the
+message is an admin looking at a failed job, not at this code. Privileged code (Slurm hooks,
+`shifter` as root) also refuses a file that a non-root user could have written.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import stat
+import types
+import typing
+from typing import Literal
+from urllib.parse import urlsplit
+
+import msgspec
+import yaml
+
+from shifter_site.errors import ConfigError
+from shifter_site.sizes import parse_size
+
+DEFAULT_PATH = "/etc/shifter/shifter.yaml"
+ENV_VAR = "SHIFTER_CONFIG"
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ACCOUNT = re.compile(r"^[a-z_][a-z0-9_.-]*\$?$")
+
+
+class _Invalid(ValueError):
+    """A failed check inside a section; msgspec adds where the section is."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"`{key}`: {message}")
+
+
+def _absolute(key: str, value: str | None) -> None:
+    if value is None:
+        return
+    if not value.startswith("/"):
+        raise _Invalid(key, f"{value!r} is a relative path; write an absolute path (starting with /)")
+    if ".." in value.split("/"):
+        raise _Invalid(key, f"{value!r} contains '..'; write the path without '..'")
+    if "\0" in value:
+        raise _Invalid(key, "contains a NUL character; remove it")
+
+
+def _url(key: str, value: str) -> None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise _Invalid(key, f"{value!r} is not a URL; write http://host[:port] or https://host[:port]")
+
+
+def _names(key: str, values: typing.Iterable[str], pattern: re.Pattern, what: str) -> None:
+    for i, value in enumerate(values):
+        if not pattern.match(value):
+            raise _Invalid(f"{key}[{i}]" if not isinstance(values, dict) else key,
+                           f"{value!r} is not a valid {what}")
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Base for every section: unknown keys are errors, values are read-only."""
+
+
+class SiteMount(_Section):
+    """A host path the site mounts into every container (or a module's containers)."""
+
+    from_: str = msgspec.field(name="from")
+    to: str
+    flags: list[Literal["ro", "rec", "slave", "private"]] = []
+
+    def __post_init__(self) -> None:
+        _absolute("from", self.from_)
+        _absolute("to", self.to)
+        if len(set(self.flags)) != len(self.flags):
+            raise _Invalid("flags", f"{self.flags} lists a flag twice; list each flag once")
+        if "slave" in self.flags and "private" in self.flags:
+            raise _Invalid("flags", "'slave' and 'private' exclude each other; keep one")
+
+
+class SiteEnv(_Section):
+    """Environment changes applied last, after the image's and the user's."""
+
+    # values typed loosely so a wrong one is reported by its variable name, not as [...]
+    set: dict[str, typing.Any] = {}
+    append: dict[str, typing.Any] = {}
+    prepend: dict[str, typing.Any] = {}
+    unset: list[str] = []
+
+    def __post_init__(self) -> None:
+        for key in ("set", "append", "prepend"):
+            for name, value in getattr(self, key).items():
+                if not _ENV_NAME.match(name):
+                    raise _Invalid(key, f"{name!r} is not a variable name (letters, digits, _)")
+                if not isinstance(value, str):
+                    raise _Invalid(f"{key}.{name}", f"expected a string, got {value!r}; quote the value")
+                if "\0" in value:
+                    raise _Invalid(f"{key}.{name}", "contains a NUL character; remove it")
+        _names("unset", self.unset, _ENV_NAME, "variable name (letters, digits, _)")
+
+
+class Gateway(_Section):
+    """Where clients find the image gateway; URLs are tried in random order."""
+
+    urls: list[str]
+    timeout: float = msgspec.field(default=60.0)
+
+    def __post_init__(self) -> None:
+        if not self.urls:
+            raise _Invalid("urls", "is empty; list at least one gateway URL")
+        for i, url in enumerate(self.urls):
+            _url(f"urls[{i}]", url)
+        if not self.timeout > 0:
+            raise _Invalid("timeout", f"{self.timeout} is not a positive number of seconds")
+
+
+class Registries(_Section):
+    """Which registry a reference names: `docker:app` uses `default`, `docker:host/app` uses
+    `hosts[host]` when listed (a mirror), else https://host."""
+
+    default: str
+    hosts: dict[str, typing.Any] = {}  # checked below, to name the host in messages
+    platform: str = "linux/amd64"
+
+    def __post_init__(self) -> None:
+        _url("default", self.default)
+        for host, url in self.hosts.items():
+            _url(f"hosts.{host}", url if isinstance(url, str) else repr(url))
+        if not re.match(r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$", self.platform):
+            raise _Invalid("platform", f"{self.platform!r} is not os/arch[/variant], e.g. linux/amd64")
+
+
+class PerNodeCache(_Section):
+    """Limits for `--volume=...:perNodeCache=size=..`: where backing files go, how big, which fs."""
+
+    dir: str = "/tmp"
+    size_limit: str = "100G"
+    allowed_fs: list[Literal["xfs", "ext4"]] = msgspec.field(default_factory=lambda: ["xfs"])
+
+    def __post_init__(self) -> None:
+        _absolute("dir", self.dir)
+        try:
+            parse_size(self.size_limit)
+        except ValueError as err:
+            raise _Invalid("size_limit", str(err)) from None
+        if not self.allowed_fs:
+            raise _Invalid("allowed_fs", "is empty; allow at least one of xfs, ext4")
+
+    @property
+    def size_limit_bytes(self) -> int:
+        return parse_size(self.size_limit)
+
+
+class Sshd(_Section):
+    """The per-job sshd inside the container, for non-MPI parallel jobs."""
+
+    enabled: bool = False
+    port: typing.Annotated[int, msgspec.Meta(ge=1, le=65535)] = 1204
+
+
+class Module(_Section):
+    """A site module (GPU, MPI...): extra mounts, files and environment, opted into per job."""
+
+    enabled: bool = True
+    site_mounts: list[SiteMount] = []
+    env: SiteEnv = SiteEnv()
+    copy_path: str | None = None
+    user_hook: str | None = None
+    root_hook: str | None = None
+    conflict: list[str] = []
+
+    def __post_init__(self) -> None:
+        _absolute("copy_path", self.copy_path)
+        _absolute("user_hook", self.user_hook)
+        _absolute("root_hook", self.root_hook)
+
+
+class Config(_Section):
+    """The whole site configuration; see config/shifter.yaml.example for every key."""
+
+    system: str
+    image_dir: str
+    gateway: Gateway
+    registries: Registries
+    run_dir: str = "/var/run/shifter"
+    default_image_type: Literal["docker", "id", "local", "custom"] = "docker"
+    allow_local_images: bool = False
+    site_mounts: list[SiteMount] = []
+    site_env: SiteEnv = SiteEnv()
+    import_accounts: list[str] = []
+    max_group_count: typing.Annotated[int, msgspec.Meta(ge=0, le=65536)] = 31
+    mount_propagation: Literal["private", "slave"] = "private"
+    per_node_cache: PerNodeCache = PerNodeCache()
+    sshd: Sshd = Sshd()
+    opt_udi_image: str | None = None
+    etc_dir: str | None = None
+    modules: dict[str, Module] = {}
+    default_modules: list[str] = []
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.system):
+            raise _Invalid("system", f"{self.system!r} is not a name (letters, digits, . _ -)")
+        for key in ("image_dir", "run_dir", "opt_udi_image", "etc_dir"):
+            _absolute(key, getattr(self, key))
+        _names("import_accounts", self.import_accounts, _ACCOUNT, "account name")
+        for name, module in self.modules.items():
+            if not _NAME.match(name):
+                raise _Invalid(f"modules.{name}", "is not a module name (letters, digits, . _ -)")
+            for other in module.conflict:
+                if other not in self.modules:
+                    raise _Invalid(f"modules.{name}.conflict", f"names {other!r}, which is not a module; define it or remove it")
+        for i, name in enumerate(self.default_modules):
+            if name not in self.modules:
+                raise _Invalid(f"default_modules[{i}]", f"{name!r} is not defined under modules; define it or remove it")
+
+
+# ---------------------------------------------------------------- loading
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML loader that refuses a key given twice (PyYAML silently keeps the last)."""
+
+
+def _mapping_without_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict:
+    seen: dict = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise ConfigError(
+                f"key {key!r} appears twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1}); keep one"
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
+def config_path(explicit: str | None = None) -> str:
+    """The file to read: an explicit path, else $SHIFTER_CONFIG, else the default.
+
+    Privileged hooks pass the path from plugstack.conf explicitly, so a user's environment
+    never chooses the configuration of root code.
+    """
+    return explicit or os.environ.get(ENV_VAR) or DEFAULT_PATH
+
+
+def check_owner(path: str) -> None:
+    """Refuse a file that anyone but root could have changed: the file, and every directory
+    above it (a world-writable directory is accepted only with the sticky bit)."""
+    real = os.path.realpath(path)
+    current = real
+    while True:
+        st = os.stat(current)
+        loose = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        sticky_dir = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX
+        if st.st_uid != 0 or (loose and not sticky_dir):
+            what = "config file" if current == real else f"directory {current} holding config file"
+            raise ConfigError(
+                f"{path}: {what} can be written by non-root (owner uid {st.st_uid}, mode "
+                f"{stat.S_IMODE(st.st_mode):04o}); run: chown root {current} && chmod go-w {current}"
+            )
+        if current == "/":
+            return
+        current = os.path.dirname(current)
+
+
+def parse(text: str, source: str = "<config>") -> Config:
+    """A Config from YAML text; ConfigError (one line: source, key, fix) when it is wrong."""
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{source}: {where}not valid YAML ({problem}); fix the syntax") from None
+    if data is None:
+        raise ConfigError(f"{source}: the file is empty; see config/shifter.yaml.example")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys (system:, image_dir:, ...)")
+    modules = data.get("modules")
+    if isinstance(modules, dict):
+        # msgspec writes a dict key as [...]; check each module alone to name it in the message
+        for name, module in modules.items():
+            try:
+                msgspec.convert(module, Module)
+            except msgspec.ValidationError as err:
+                raise ConfigError(f"{source}: {_explain(str(err), f'modules.{name}')}") from None
+    try:
+        return msgspec.convert(data, Config)
+    except msgspec.ValidationError as err:
+        raise ConfigError(f"{source}: {_explain(str(err))}") from None
+
+
+def load(path: str | None = None, privileged: bool | None = None) -> Config:
+    """Read and validate the site configuration.
+
+    `privileged` (default: running as root) adds the ownership check: root code must not run
+    on a file a user could have edited.
+    """
+    path = config_path(path)
+    if privileged is None:
+        privileged = os.geteuid() == 0
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no such config file; create it (see config/shifter.yaml.example) or set {ENV_VAR}"
+        ) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read the config file ({err}); fix its permissions or content") from None
+    if privileged:
+        check_owner(path)
+    return parse(text, path)
+
+
+# ---------------------------------------------------------------- messages
+
+_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+_TYPE_WORDS = {
+    "str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
+    "array": "a list", "object": "a mapping", "null": "nothing", "dict": "a mapping",
+}
+
+
+def _words(match: re.Match) -> str:
+    return " or ".join(_TYPE_WORDS.get(t.strip(), t.strip()) for t in match.group(1).split("|"))
+
+
+def _explain(raw: str, prefix: str = "") -> str:
+    """msgspec's message ('Expected `int`, got `str` - at `$.a.b`') as 'a.b: <what>; <fix>'."""
+    parts = _AT.match(raw)
+    msg, path = parts.group("msg"), prefix + (parts.group("path") or "")
+    path = path.lstrip(".")
+    join = lambda *names: ".".join(n for n in names if n).replace(".[", "[")  # noqa: E731
+
+    own = re.match(r"^`([^`]+)`: (.*)$", msg)
+    if own:
+        return f"{join(path, own.group(1))}: {own.group(2)}"
+    unknown = re.match(r"^Object contains unknown field `([^`]+)`$", msg)
+    if unknown:
+        key = unknown.group(1)
+        hint = ""
+        known = _known_keys(path)
+        close = difflib.get_close_matches(key, known, n=1)
+        if close:
+            hint = f" (did you mean {close[0]!r}?)"
+        elif known:
+            hint = f" (known keys here: {', '.join(sorted(known))})"
+        return f"{join(path, key)}: unknown key; remove it or fix its spelling{hint}"
+    missing = re.match(r"^Object missing required field `([^`]+)`$", msg)
+    if missing:
+        return f"{join(path, missing.group(1))}: required key is missing; add it"
+    enum = re.match(r"^Invalid enum value (.*)$", msg)
+    if enum:
+        allowed = _literal_values(path)
+        choice = f"; use one of {', '.join(allowed)}" if allowed else ""
+        return f"{path or 'value'}: {enum.group(1)} is not allowed{choice}"
+    expected = re.sub(r"`([^`]+)`", _words, msg)
+    expected = expected[0].lower() + expected[1:] if expected else expected
+    return f"{path or 'top level'}: {expected}; fix the value"
+
+
+def _type_at(path: str):
+    """The declared type at a msgspec error path, to name the keys or values allowed there."""
+    current: typing.Any = Config
+    for token in re.findall(r"[A-Za-z_][A-Za-z0-9_-]*|\[[^\]]*\]", path):
+        current = _unwrap(current)
+        if token.startswith("[") or typing.get_origin(current) is dict:
+            args = typing.get_args(current)
+            current = args[-1] if args else None
+        elif isinstance(current, type) and issubclass(current, msgspec.Struct):
+            fields = {f.encode_name: f.type for f in msgspec.structs.fields(current)}
+            current = fields.get(token)
+        else:
+            return None
+    return _unwrap(current)
+
+
+def _unwrap(tp):
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1:
+        return args[0]
+    return tp
+
+
+def _known_keys(path: str) -> list[str]:
+    tp = _type_at(path)
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+        return [f.encode_name for f in msgspec.structs.fields(tp)]
+    return []
+
+
+def _literal_values(path: str) -> list[str]:
+    tp = _type_at(path)
+    if typing.get_origin(tp) is list:
+        tp = typing.get_args(tp)[0]
+    if typing.get_origin(tp) is Literal:
+        return [str(v) for v in typing.get_args(tp)]
+    return []
