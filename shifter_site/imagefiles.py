@@ -1,0 +1,114 @@
+"""The image files the gateway publishes and compute nodes read: the contract between them.
+
+In the site's `image_dir`, for each image id (the manifest digest's 64 hex digits):
+
+    <id>.squashfs   the flattened image (ro, root-owned entries, no setuid/device nodes)
+    <id>.json       its ImageRecord (below)
+
+Both are written under a temporary name and renamed into place, the squashfs first and the
+record last: an image exists for readers exactly when its record exists, so a reader never
+sees a half-written image.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import msgspec
+
+from shifter_site.errors import ShifterError
+
+_ID = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ImageError(ShifterError):
+    """An image file is missing or unusable; the message says which and what to do."""
+
+
+class ImageRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
+    """What a node needs to know about an image besides its squashfs.
+
+    Field names follow the original gateway's JSON records where one exists.
+    """
+
+    id: str                                   # 64 hex digits; = digest without "sha256:"
+    system: str                               # cluster name it was pulled for
+    itype: str = "docker"                     # reference type: docker, id, local, custom
+    tag: str = ""                             # the reference as pulled, e.g. ubuntu:22.04
+    digest: str = ""                          # sha256:<id>
+    env: list[str] = []                       # image ENV, "K=V" entries in order
+    entrypoint: list[str] | None = None       # ENTRYPOINT
+    cmd: list[str] | None = None              # CMD
+    workdir: str = ""                         # WORKDIR ("" = not set)
+    user: str = ""                            # USER (informational: we always run as the caller)
+    labels: dict[str, str] = {}
+    user_acl: list[int] = []                  # private image: uids allowed (empty = public)
+    group_acl: list[int] = []                 # private image: gids allowed
+    size: int = 0                             # bytes of the squashfs
+    neutralised: dict[str, int] = {}          # hostile/unsafe entries dropped or fixed, by kind
+    last_pull: float = 0.0                    # unix time of the conversion
+
+
+def check_id(image_id: str) -> str:
+    """The id itself when it is 64 lowercase hex digits; never rewritten."""
+    if not _ID.match(image_id):
+        raise ImageError(f"{image_id!r} is not an image id: an id is 64 hex digits (the sha256 of the manifest)")
+    return image_id
+
+
+def squashfs_path(image_dir: str, image_id: str) -> Path:
+    return Path(image_dir) / f"{check_id(image_id)}.squashfs"
+
+
+def record_path(image_dir: str, image_id: str) -> Path:
+    return Path(image_dir) / f"{check_id(image_id)}.json"
+
+
+def read_record(image_dir: str, image_id: str) -> ImageRecord:
+    """The record of a published image, or ImageError saying it is not there."""
+    path = record_path(image_dir, image_id)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageError(f"image {image_id} is not in {image_dir}; pull it first (shifterimg pull REF)") from None
+    try:
+        record = msgspec.json.decode(data, type=ImageRecord)
+    except msgspec.DecodeError as err:
+        raise ImageError(f"{path} is not a valid image record ({err}); re-pull the image") from None
+    if record.id != image_id:
+        raise ImageError(f"{path} describes image {record.id}, not {image_id}; re-pull the image")
+    if not squashfs_path(image_dir, image_id).is_file():
+        raise ImageError(f"{squashfs_path(image_dir, image_id)} is missing; re-pull the image")
+    return record
+
+
+def publish(image_dir: str, record: ImageRecord, squashfs_tmp: str | os.PathLike) -> None:
+    """Move a finished squashfs into place, then write its record: readers never see half."""
+    target = squashfs_path(image_dir, record.id)
+    os.chmod(squashfs_tmp, 0o644)
+    os.replace(squashfs_tmp, target)
+    fd, tmp = tempfile.mkstemp(dir=image_dir, prefix=f".{record.id}.", suffix=".json.tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(msgspec.json.encode(record))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, record_path(image_dir, record.id))
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def list_records(image_dir: str) -> list[ImageRecord]:
+    """Every published image (records whose squashfs is present)."""
+    out = []
+    for path in sorted(Path(image_dir).glob("*.json")):
+        try:
+            out.append(read_record(image_dir, path.stem))
+        except ImageError:
+            continue
+    return out
