@@ -57,7 +57,7 @@ def _url(key: str, value: str) -> None:
 
 def _names(key: str, values: typing.Iterable[str], pattern: re.Pattern, what: str) -> None:
     for i, value in enumerate(values):
-        if not pattern.match(value):
+        if not pattern.fullmatch(value):
             raise _Invalid(f"{key}[{i}]" if not isinstance(values, dict) else key,
                            f"{value!r} is not a valid {what}")
 
@@ -94,7 +94,7 @@ class SiteEnv(_Section):
     def __post_init__(self) -> None:
         for key in ("set", "append", "prepend"):
             for name, value in getattr(self, key).items():
-                if not _ENV_NAME.match(name):
+                if not _ENV_NAME.fullmatch(name):
                     raise _Invalid(key, f"{name!r} is not a variable name (letters, digits, _)")
                 if not isinstance(value, str):
                     raise _Invalid(f"{key}.{name}", f"expected a string, got {value!r}; quote the value")
@@ -130,7 +130,7 @@ class Registries(_Section):
         _url("default", self.default)
         for host, url in self.hosts.items():
             _url(f"hosts.{host}", url if isinstance(url, str) else repr(url))
-        if not re.match(r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$", self.platform):
+        if not re.fullmatch(r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?", self.platform):
             raise _Invalid("platform", f"{self.platform!r} is not os/arch[/variant], e.g. linux/amd64")
 
 
@@ -202,13 +202,13 @@ class Config(_Section):
     default_modules: list[str] = []
 
     def __post_init__(self) -> None:
-        if not _NAME.match(self.system):
+        if not _NAME.fullmatch(self.system):
             raise _Invalid("system", f"{self.system!r} is not a name (letters, digits, . _ -)")
         for key in ("image_dir", "run_dir", "opt_udi_image", "etc_dir"):
             _absolute(key, getattr(self, key))
         _names("import_accounts", self.import_accounts, _ACCOUNT, "account name")
         for name, module in self.modules.items():
-            if not _NAME.match(name):
+            if not _NAME.fullmatch(name):
                 raise _Invalid(f"modules.{name}", "is not a module name (letters, digits, . _ -)")
             for other in module.conflict:
                 if other not in self.modules:

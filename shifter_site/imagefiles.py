@@ -54,7 +54,7 @@ class ImageRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
 
 def check_id(image_id: str) -> str:
     """The id itself when it is 64 lowercase hex digits; never rewritten."""
-    if not _ID.match(image_id):
+    if not _ID.fullmatch(image_id):
         raise ImageError(f"{image_id!r} is not an image id: an id is 64 hex digits (the sha256 of the manifest)")
     return image_id
 

@@ -11,7 +11,7 @@ def parse_size(text: str) -> int:
 
     Raises ValueError with a message that says what a size looks like; never guesses.
     """
-    match = _SIZE.match(text)
+    match = _SIZE.fullmatch(text)
     if not match:
         raise ValueError(
             f"{text!r} is not a size: write digits with an optional unit b, k, m, g, t, p or e "

@@ -4,6 +4,7 @@ names the file, the offending key and the fix; root code refuses files users cou
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -227,3 +228,20 @@ def test_sizes(text, expected):
 def test_bad_sizes_are_refused_not_guessed(text):
     with pytest.raises(ValueError, match="is not a size"):
         parse_size(text)
+
+
+@pytest.mark.parametrize("snippet,key", [
+    ('system: "local\\n"', "system"),
+    ('site_env: {unset: ["PATH\\n"]}', "site_env.unset[0]"),
+    ('import_accounts: ["nobody\\n"]', "import_accounts[0]"),
+    ('registries: {default: "http://r", platform: "linux/amd64\\n"}', "registries.platform"),
+])
+def test_trailing_newline_is_not_accepted(snippet, key):
+    top = snippet.split(":", 1)[0]
+    with pytest.raises(ConfigError, match=f": {re.escape(key)}: "):
+        config.parse(_without(BASE, top) + snippet + "\n")
+
+
+def test_size_with_trailing_newline_is_refused():
+    with pytest.raises(ValueError):
+        parse_size("10G\n")
