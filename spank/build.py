@@ -1,6 +1,11 @@
-"""Build the SPANK plugin `.so` that plugstack.conf names (run by `make install`).
+"""Build the SPANK plugin (run by `make install`).
 
-usage: python -m spank.build OUTPUT.so
+usage: python -m spank.build OUTDIR
+
+Writes two files into OUTDIR (plugstack.conf names the first):
+  shifter_spank.so     the tiny shim Slurm loads everywhere; no libpython dependency
+  shifter_spank_py.so  the cffi embedding-mode library it loads only when a job uses us;
+                       its Python is the interpreter running this build (the venv)
 """
 
 from __future__ import annotations
@@ -9,44 +14,140 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
-SOURCE = Path(__file__).with_name("shim.c")
+HERE = Path(__file__).resolve().parent
+SOURCE = HERE / "shim.c"
+PY_SOURCE = HERE / "pyentry.c"
+INIT_CODE = HERE / "init_code.py"
 SLURM_HEADER = Path("/usr/include/slurm/spank.h")
+
+# What the Python hooks may call: the typed helpers in pyentry.c and Slurm's own API,
+# resolved from the process that loaded us (srun, sbatch, slurmstepd).
+CDEF = """
+    typedef struct spank_handle *spank_t;
+    typedef int... spank_err_t;
+    typedef int... spank_context_t;
+    typedef unsigned int gid_t;
+    #define S_CTX_LOCAL ...
+    #define S_CTX_REMOTE ...
+    #define S_CTX_ALLOCATOR ...
+    #define S_CTX_SLURMD ...
+    #define S_CTX_JOB_SCRIPT ...
+    #define S_JOB_ID ...
+    #define S_JOB_STEPID ...
+    #define S_JOB_NNODES ...
+    #define S_JOB_NODEID ...
+    #define S_JOB_LOCAL_TASK_COUNT ...
+    #define S_JOB_TOTAL_TASK_COUNT ...
+    #define S_TASK_ID ...
+    #define S_TASK_GLOBAL_ID ...
+    #define S_TASK_PID ...
+    #define ESPANK_SUCCESS ...
+
+    extern int shifter_py_ready;
+    int shifter_get_argv(spank_t sp, int *argc, char ***argv);
+    int shifter_get_env(spank_t sp, char ***env);
+    int shifter_get_u32(spank_t sp, int item, uint32_t *v);
+    int shifter_get_int(spank_t sp, int item, int *v);
+    int shifter_get_pid(spank_t sp, int item, int *v);
+    int shifter_get_uid(spank_t sp, uint32_t *v);
+    int shifter_get_gid(spank_t sp, uint32_t *v);
+    int shifter_get_gids(spank_t sp, gid_t **gids, int *n);
+    void shifter_log_error(const char *msg);
+    void shifter_log_info(const char *msg);
+    void shifter_log_debug(const char *msg);
+
+    spank_context_t spank_context(void);
+    int spank_remote(spank_t sp);
+    spank_err_t spank_getenv(spank_t sp, const char *var, char *buf, int len);
+    spank_err_t spank_setenv(spank_t sp, const char *var, const char *val, int overwrite);
+    spank_err_t spank_unsetenv(spank_t sp, const char *var);
+    spank_err_t spank_job_control_setenv(spank_t sp, const char *name, const char *value, int overwrite);
+    const char *spank_strerror(spank_err_t err);
+"""
+
+EMBEDDING_API = """
+    int shifter_py_hook(const char *hook, void *sp, int ac, char **av,
+                        const char *image, const char *volume, const char *module, int ccm);
+"""
 
 
 class BuildError(Exception):
     """The plugin could not be built; the message says what is missing."""
 
 
-def build(output: str) -> Path:
-    """Compile the shim into `output` (written beside it, then renamed: Slurm may be loading
-    the old one right now, and must never see a half-written file)."""
-    if not SLURM_HEADER.exists():
-        raise BuildError(f"{SLURM_HEADER} is missing: install libslurm-dev")
+def _compiler() -> str:
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not compiler:
         raise BuildError("no C compiler found: install build-essential")
-    out = Path(output).resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    cmd = [compiler, "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(tmp), str(SOURCE)]
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    if result.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        raise BuildError(f"compiling {SOURCE.name} failed:\n{result.stderr}")
+    return compiler
+
+
+def _place(tmp: Path, out: Path) -> Path:
+    """Rename into place: Slurm may be loading the old file right now and must never see
+    a half-written one."""
     tmp.chmod(0o755)
     tmp.replace(out)
     return out
 
 
+def build_shim(output: str) -> Path:
+    """Compile the tiny shim into `output`."""
+    if not SLURM_HEADER.exists():
+        raise BuildError(f"{SLURM_HEADER} is missing: install libslurm-dev")
+    out = Path(output).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    cmd = [_compiler(), "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(tmp),
+           str(SOURCE), "-ldl"]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise BuildError(f"compiling {SOURCE.name} failed:\n{result.stderr}")
+    return _place(tmp, out)
+
+
+def build_python_part(output: str, python: str | None = None) -> Path:
+    """Build the cffi embedding library; `python` is the interpreter it will start."""
+    import cffi  # build-time only
+
+    if not SLURM_HEADER.exists():
+        raise BuildError(f"{SLURM_HEADER} is missing: install libslurm-dev")
+    python = python or str(Path(sys.prefix) / "bin" / "python3")
+    out = Path(output).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ffi = cffi.FFI()
+    ffi.embedding_api(EMBEDDING_API)
+    ffi.cdef(CDEF)
+    ffi.set_source("_shifter_spank", PY_SOURCE.read_text(),
+                   define_macros=[("SHIFTER_DEFAULT_PYTHON", f'"{python}"')],
+                   extra_compile_args=["-O2", "-Wall"], libraries=["dl"])
+    ffi.embedding_init_code(INIT_CODE.read_text())
+    with tempfile.TemporaryDirectory(prefix="shifter-spank-build-") as tmpdir:
+        try:
+            built = ffi.compile(tmpdir=tmpdir, target="shifter_spank_py.so", verbose=False)
+        except Exception as err:  # cffi raises distutils/setuptools errors of several types
+            raise BuildError(f"building the Python part failed: {err}") from None
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        shutil.copyfile(built, tmp)
+    return _place(tmp, out)
+
+
+def build(outdir: str) -> list[Path]:
+    return [build_shim(os.path.join(outdir, "shifter_spank.so")),
+            build_python_part(os.path.join(outdir, "shifter_spank_py.so"))]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m spank.build OUTPUT.so", file=sys.stderr)
+        print("usage: python -m spank.build OUTDIR", file=sys.stderr)
         return 2
     try:
-        print(f"built {build(argv[0])}")
+        for path in build(argv[0]):
+            print(f"built {path}")
     except BuildError as err:
         print(f"spank.build: {err}", file=sys.stderr)
         return 1

@@ -1,40 +1,192 @@
 /*
- * The SPANK plugin Slurm loads (plugstack.conf). It is deliberately tiny and has no
- * libpython dependency: a job that uses none of our options must cost nothing.
+ * The SPANK plugin Slurm loads (plugstack.conf). Deliberately tiny, with no libpython
+ * dependency: a job that uses none of our options never starts Python and pays nothing.
  *
- * Foundation stage: the plugin loads in every Slurm context and checks its arguments;
- * the options and the forwarding to the Python hooks (shifter_wlm) come with the Slurm
- * integration. It declares no options yet, so no job can ask for a container and
- * silently run without one.
+ * It declares the options statically, stores their values, and only where a value is set
+ * (or in the prolog/epilog of a job that has one) loads the Python part,
+ * shifter_spank_py.so (beside this file), RTLD_NOW|RTLD_GLOBAL, and forwards the hook to
+ * it. Everything it cannot do (load the library, start Python) fails the hook: a job
+ * that asked for a container never runs without one.
+ *
+ * Plugin arguments (plugstack.conf): shifter_config=PATH python=VENV/bin/python3
+ * enable_ccm=0|1 enable_sshd=0|1 extern_setup=PATH extern_cgroup=0|1; all are passed on.
  */
 #include <slurm/spank.h>
+#include <dlfcn.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 SPANK_PLUGIN(shifter, 1);
+
+typedef int (*py_entry_f)(const char *hook, spank_t sp, int ac, char **av,
+                          const char *image, const char *volume, const char *module, int ccm);
+
+static char *opt_image;
+static char *opt_volume;
+static char *opt_module;
+static int opt_ccm;
+static py_entry_f py_entry;
+
+static int store(char **slot, const char *arg)
+{
+    /* each use of an option replaces the previous value (as in the original Shifter) */
+    free(*slot);
+    *slot = strdup(arg ? arg : "");
+    return *slot ? 0 : -1;
+}
+
+static int cb_image(int val, const char *arg, int remote) { (void)val; (void)remote; return store(&opt_image, arg); }
+static int cb_volume(int val, const char *arg, int remote) { (void)val; (void)remote; return store(&opt_volume, arg); }
+static int cb_module(int val, const char *arg, int remote) { (void)val; (void)remote; return store(&opt_module, arg); }
+static int cb_ccm(int val, const char *arg, int remote) { (void)val; (void)arg; (void)remote; opt_ccm = 1; return 0; }
+
+struct spank_option spank_options[] = {
+    {"image", "type:tag", "Container image to run this job's `shifter` steps in, e.g. docker:ubuntu:22.04",
+     1, 0, cb_image},
+    {"volume", "from:to[:flags][;...]", "Host paths to mount into the container (needs --image)",
+     1, 0, cb_volume},
+    {"module", "name[,name...]|none", "Site modules for the container (GPU, MPI...)", 1, 0, cb_module},
+    SPANK_OPTIONS_TABLE_END
+};
+
+static struct spank_option ccm_option = {
+    "ccm", NULL, "Run the batch script inside the container, with an sshd on every node",
+    0, 0, cb_ccm,
+};
 
 static const char *known_args[] = {
     "shifter_config=", "extern_setup=", "extern_cgroup=", "enable_ccm=", "enable_sshd=",
     "python=", NULL,
 };
 
-static int known(const char *arg)
+static int check_args(int ac, char **av)
 {
-    for (int i = 0; known_args[i]; i++)
-        if (strncmp(arg, known_args[i], strlen(known_args[i])) == 0)
+    for (int i = 0; i < ac; i++) {
+        int ok = 0;
+        for (int k = 0; known_args[k]; k++)
+            if (strncmp(av[i], known_args[k], strlen(known_args[k])) == 0)
+                ok = 1;
+        if (!ok) {
+            slurm_error("shifter: unknown plugin argument '%s' in plugstack.conf; known: "
+                        "shifter_config= python= enable_ccm= enable_sshd= extern_setup= "
+                        "extern_cgroup=", av[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int arg_true(int ac, char **av, const char *name)
+{
+    size_t n = strlen(name);
+    for (int i = 0; i < ac; i++)
+        if (strncmp(av[i], name, n) == 0 && av[i][n] == '=' && strcmp(av[i] + n + 1, "1") == 0)
             return 1;
     return 0;
 }
 
-int slurm_spank_init(spank_t sp, int ac, char **av)
+/* Load the Python part on first need; -1 (with the reason in Slurm's log) if impossible. */
+static int load_python_part(void)
 {
-    (void)sp;
-    for (int i = 0; i < ac; i++) {
-        if (!known(av[i])) {
-            slurm_error("shifter: unknown plugin argument '%s' in plugstack.conf; "
-                        "known: shifter_config= extern_setup= extern_cgroup= enable_ccm= "
-                        "enable_sshd= python=", av[i]);
-            return -1; /* fail closed: a misconfigured plugin stops the job */
-        }
+    Dl_info self;
+    char path[PATH_MAX], dir[PATH_MAX];
+    void *handle;
+
+    if (py_entry)
+        return 0;
+    if (!dladdr((void *)&load_python_part, &self) || !self.dli_fname) {
+        slurm_error("shifter: cannot find where the plugin was loaded from");
+        return -1;
+    }
+    snprintf(dir, sizeof dir, "%s", self.dli_fname);
+    snprintf(path, sizeof path, "%s/shifter_spank_py.so", dirname(dir));
+    handle = dlopen(path, RTLD_NOW | RTLD_GLOBAL);
+    if (!handle) {
+        slurm_error("shifter: cannot load %s: %s", path, dlerror());
+        return -1;
+    }
+    py_entry = (py_entry_f)dlsym(handle, "shifter_py_entry");
+    if (!py_entry) {
+        slurm_error("shifter: %s has no shifter_py_entry: %s", path, dlerror());
+        return -1;
     }
     return 0;
+}
+
+static int forward(const char *hook, spank_t sp, int ac, char **av)
+{
+    if (load_python_part() < 0)
+        return -1;
+    return py_entry(hook, sp, ac, av, opt_image, opt_volume, opt_module, opt_ccm);
+}
+
+/* Does this job (or step) use us at all? Only then does Python start. */
+static int wanted(spank_t sp)
+{
+    spank_context_t ctx = spank_context();
+    char *arg = NULL;
+
+    if (ctx == S_CTX_SLURMD)
+        return 0;
+    if (ctx == S_CTX_JOB_SCRIPT) {
+        /* prolog/epilog: a separate process that sees only the job-level value */
+        if (spank_option_getopt(sp, &spank_options[0], &arg) == ESPANK_SUCCESS && arg)
+            store(&opt_image, arg);
+        arg = NULL;
+        if (spank_option_getopt(sp, &spank_options[1], &arg) == ESPANK_SUCCESS && arg)
+            store(&opt_volume, arg);
+        arg = NULL;
+        if (spank_option_getopt(sp, &spank_options[2], &arg) == ESPANK_SUCCESS && arg)
+            store(&opt_module, arg);
+        if (spank_option_getopt(sp, &ccm_option, &arg) == ESPANK_SUCCESS)
+            opt_ccm = 1;
+    }
+    return opt_image != NULL || opt_volume != NULL || opt_module != NULL || opt_ccm;
+}
+
+int slurm_spank_init(spank_t sp, int ac, char **av)
+{
+    if (check_args(ac, av) < 0)
+        return -1;
+    if (arg_true(ac, av, "enable_ccm")) {
+        spank_context_t ctx = spank_context();
+        if (ctx == S_CTX_ALLOCATOR || ctx == S_CTX_LOCAL || ctx == S_CTX_REMOTE)
+            if (spank_option_register(sp, &ccm_option) != ESPANK_SUCCESS) {
+                slurm_error("shifter: cannot register --ccm");
+                return -1;
+            }
+    }
+    return 0;
+}
+
+#define FORWARD_IF_WANTED(fn)                                   \
+    int fn(spank_t sp, int ac, char **av)                       \
+    {                                                           \
+        if (!wanted(sp))                                        \
+            return 0;                                           \
+        return forward(#fn, sp, ac, av);                        \
+    }
+
+FORWARD_IF_WANTED(slurm_spank_init_post_opt)
+FORWARD_IF_WANTED(slurm_spank_user_init)
+FORWARD_IF_WANTED(slurm_spank_task_init_privileged)
+FORWARD_IF_WANTED(slurm_spank_task_post_fork)
+FORWARD_IF_WANTED(slurm_spank_task_exit)
+FORWARD_IF_WANTED(slurm_spank_job_prolog)
+FORWARD_IF_WANTED(slurm_spank_job_epilog)
+
+int slurm_spank_exit(spank_t sp, int ac, char **av)
+{
+    int rc = 0;
+    /* only a process that already runs Python has anything to finish */
+    if (py_entry && wanted(sp))
+        rc = forward("slurm_spank_exit", sp, ac, av);
+    free(opt_image);
+    free(opt_volume);
+    free(opt_module);
+    opt_image = opt_volume = opt_module = NULL;
+    return rc;
 }

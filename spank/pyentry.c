@@ -1,0 +1,105 @@
+/*
+ * C part of shifter_spank_py.so, the cffi embedding-mode library the SPANK shim loads on
+ * first need. It starts Python itself (DESIGN.md decision 2): re-open libpython
+ * RTLD_GLOBAL so C extension modules link, an isolated PyConfig (no PYTHON* from the
+ * environment, no signal handlers: srun's and slurmstepd's stay theirs), executable = the
+ * venv's python so its site-packages are used. Then the cffi-generated shifter_py_hook runs
+ * the Python hooks. If Python or the init code did not come up, every hook returns -1.
+ */
+#include <slurm/spank.h>
+#include <dlfcn.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/types.h>
+
+#ifndef SHIFTER_DEFAULT_PYTHON
+#define SHIFTER_DEFAULT_PYTHON "/opt/shifter/bin/python3"
+#endif
+
+int shifter_py_ready = 0;      /* set to 1 by the init code once shifter_wlm imported */
+static int python_failed = 0;
+
+int shifter_py_hook(const char *hook, void *sp, int ac, char **av,
+                    const char *image, const char *volume, const char *module, int ccm);
+
+/* spank_get_item is variadic: small typed wrappers Python can call */
+int shifter_get_argv(spank_t sp, int *argc, char ***argv) { return spank_get_item(sp, S_JOB_ARGV, argc, argv); }
+int shifter_get_env(spank_t sp, char ***env) { return spank_get_item(sp, S_JOB_ENV, env); }
+int shifter_get_u32(spank_t sp, int item, uint32_t *v) { return spank_get_item(sp, (spank_item_t)item, v); }
+int shifter_get_int(spank_t sp, int item, int *v) { return spank_get_item(sp, (spank_item_t)item, v); }
+int shifter_get_pid(spank_t sp, int item, int *v) { pid_t p = 0; int rc = spank_get_item(sp, (spank_item_t)item, &p); *v = (int)p; return rc; }
+int shifter_get_uid(spank_t sp, uint32_t *v) { uid_t u = (uid_t)-1; int rc = spank_get_item(sp, S_JOB_UID, &u); *v = u; return rc; }
+int shifter_get_gid(spank_t sp, uint32_t *v) { gid_t g = (gid_t)-1; int rc = spank_get_item(sp, S_JOB_GID, &g); *v = g; return rc; }
+int shifter_get_gids(spank_t sp, gid_t **gids, int *n) { return spank_get_item(sp, S_JOB_SUPPLEMENTARY_GIDS, gids, n); }
+int shifter_get_task_id(spank_t sp, int item, uint32_t *v) { return spank_get_item(sp, (spank_item_t)item, v); }
+void shifter_log_error(const char *msg) { slurm_error("%s", msg); }
+void shifter_log_info(const char *msg) { slurm_info("%s", msg); }
+void shifter_log_debug(const char *msg) { slurm_debug("%s", msg); }
+
+static const char *arg_value(int ac, char **av, const char *name)
+{
+    size_t n = strlen(name);
+    for (int i = 0; i < ac; i++)
+        if (strncmp(av[i], name, n) == 0 && av[i][n] == '=')
+            return av[i] + n + 1;
+    return NULL;
+}
+
+static int start_python(int ac, char **av)
+{
+    PyConfig config;
+    PyStatus st;
+    Dl_info info;
+    const char *python = arg_value(ac, av, "python");
+
+    if (Py_IsInitialized())
+        return 0;
+    if (python_failed)
+        return -1;
+    python_failed = 1;  /* until proven otherwise: never try twice */
+    if (!python || !*python)
+        python = SHIFTER_DEFAULT_PYTHON;
+    /* Slurm dlopens plugins RTLD_LOCAL: make libpython's symbols global so that C
+       extension modules (_cffi_backend, _json, ...) can link against it. */
+    if (dladdr((void *)&Py_IsInitialized, &info) && info.dli_fname)
+        if (!dlopen(info.dli_fname, RTLD_NOW | RTLD_GLOBAL | RTLD_NOLOAD))
+            slurm_error("shifter: re-opening %s RTLD_GLOBAL failed: %s", info.dli_fname, dlerror());
+    PyConfig_InitIsolatedConfig(&config);
+    config.install_signal_handlers = 0;
+    config.safe_path = 1;
+    st = PyConfig_SetBytesString(&config, &config.program_name, python);
+    if (PyStatus_Exception(st))
+        goto fail;
+    st = PyConfig_SetBytesString(&config, &config.executable, python);
+    if (PyStatus_Exception(st))
+        goto fail;
+    st = Py_InitializeFromConfig(&config);
+    if (PyStatus_Exception(st))
+        goto fail;
+    PyConfig_Clear(&config);
+    PyEval_SaveThread();  /* release the GIL: cffi takes it with PyGILState_Ensure */
+    python_failed = 0;
+    return 0;
+fail:
+    slurm_error("shifter: cannot start Python (%s) for the container hooks: %s", python,
+                st.err_msg ? st.err_msg : "unknown error");
+    PyConfig_Clear(&config);
+    return -1;
+}
+
+int shifter_py_entry(const char *hook, void *sp, int ac, char **av,
+                     const char *image, const char *volume, const char *module, int ccm)
+{
+    int rc;
+
+    if (start_python(ac, av) < 0)
+        return -1;
+    rc = shifter_py_hook(hook, sp, ac, av, image, volume, module, ccm);
+    if (!shifter_py_ready) {
+        /* cffi reports a failed init code and returns 0: refuse instead (fail closed) */
+        slurm_error("shifter: the Python hooks did not load; refusing %s", hook);
+        return -1;
+    }
+    return rc;
+}
