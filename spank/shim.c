@@ -11,6 +11,7 @@
  * Plugin arguments (plugstack.conf): shifter_config=PATH python=VENV/bin/python3
  * enable_ccm=0|1 enable_sshd=0|1 extern_setup=PATH extern_cgroup=0|1; all are passed on.
  */
+#define _GNU_SOURCE
 #include <slurm/spank.h>
 #include <dlfcn.h>
 #include <libgen.h>
@@ -149,10 +150,18 @@ static int wanted(spank_t sp)
 
 int slurm_spank_init(spank_t sp, int ac, char **av)
 {
+    spank_context_t ctx = spank_context();
+
     if (check_args(ac, av) < 0)
         return -1;
+    /* Slurm reads the static table everywhere except in sbatch/salloc: register there */
+    if (ctx == S_CTX_ALLOCATOR)
+        for (int i = 0; spank_options[i].name; i++)
+            if (spank_option_register(sp, &spank_options[i]) != ESPANK_SUCCESS) {
+                slurm_error("shifter: cannot register --%s", spank_options[i].name);
+                return -1;
+            }
     if (arg_true(ac, av, "enable_ccm")) {
-        spank_context_t ctx = spank_context();
         if (ctx == S_CTX_ALLOCATOR || ctx == S_CTX_LOCAL || ctx == S_CTX_REMOTE)
             if (spank_option_register(sp, &ccm_option) != ESPANK_SUCCESS) {
                 slurm_error("shifter: cannot register --ccm");

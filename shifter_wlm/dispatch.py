@@ -1,0 +1,97 @@
+"""Every SPANK hook arrives here and goes to the module for its Slurm context:
+
+    allocator (sbatch/salloc, user)   init_post_opt        -> submit.allocator
+    local (srun, user)                init_post_opt        -> submit.local
+    job_script (prolog/epilog, root)  job_prolog           -> prolog.run
+                                      job_epilog           -> epilog.run
+    remote (slurmstepd, root)         user_init            -> task.step_setup
+                                      task_init_privileged -> task.enter
+                                      exit                 -> task.step_exit
+
+A ShifterError becomes one line in Slurm's output/log and the hook's -1 (the job or step
+fails with that reason). Anything else is a bug: the init code logs its traceback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shifter_site import logs
+from shifter_site.errors import ShifterError
+from shifter_wlm import epilog, prolog, submit, task
+from shifter_wlm.spank_api import SlurmLogStream, Spank
+
+_ffi = None
+_lib = None
+
+
+@dataclass(frozen=True)
+class PluginArgs:
+    """The plugin's arguments from plugstack.conf (trusted: written by root)."""
+
+    shifter_config: str = "/etc/shifter/shifter.yaml"
+    enable_ccm: bool = False
+    enable_sshd: bool = False
+    extern_setup: str = ""
+    extern_cgroup: bool = False
+
+    @classmethod
+    def parse(cls, args: list[str]) -> "PluginArgs":
+        values: dict = {}
+        for arg in args:
+            key, _, value = arg.partition("=")
+            if key in ("enable_ccm", "enable_sshd", "extern_cgroup"):
+                values[key] = value == "1"
+            elif key in ("shifter_config", "extern_setup"):
+                values[key] = value
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class RawOptions:
+    """Option values exactly as the user typed them (None = not given)."""
+
+    image: str | None = None
+    volume: str | None = None
+    module: str | None = None
+    ccm: bool = False
+
+
+ROUTES = {
+    ("allocator", "init_post_opt"): submit.allocator,
+    ("local", "init_post_opt"): submit.local,
+    ("job_script", "job_prolog"): prolog.run,
+    ("job_script", "job_epilog"): epilog.run,
+    ("remote", "user_init"): task.step_setup,
+    ("remote", "task_init_privileged"): task.enter,
+    ("remote", "exit"): task.step_exit,
+}
+
+
+def bind(ffi, lib) -> None:
+    """Called once by the embedding init code, with the process's cffi library."""
+    global _ffi, _lib
+    _ffi, _lib = ffi, lib
+
+
+def _text(ptr) -> str | None:
+    return None if ptr == _ffi.NULL else _ffi.string(ptr).decode(errors="surrogateescape")
+
+
+def run(hook, sp, ac, av, image, volume, module, ccm) -> int:
+    """Route one hook call; 0 on success, -1 (with the reason logged) on failure."""
+    name = _text(hook).removeprefix("slurm_spank_")
+    spank = Spank(_ffi, _lib, sp)
+    handler = ROUTES.get((spank.context, name))
+    if handler is None:
+        return 0
+    args = PluginArgs.parse([_text(av[i]) for i in range(ac)])
+    options = RawOptions(image=_text(image), volume=_text(volume), module=_text(module), ccm=bool(ccm))
+    user_side = spank.context in ("allocator", "local")
+    logs.configure(json=True, stream=SlurmLogStream(_lib, debug=user_side))
+    try:
+        handler(spank, args, options)
+    except ShifterError as err:
+        spank.error(f"shifter: {err}")
+        return -1
+    return 0
