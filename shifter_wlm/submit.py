@@ -1,7 +1,15 @@
-"""Submit side (sbatch/salloc = allocator, srun = local), as the user: check the options,
-resolve the image once, and pass the result to every node and step."""
+"""Submit side, as the user: sbatch/salloc (allocator) and srun (local).
+
+Check the options, resolve the image once through the gateway, and hand the result on:
+`SHIFTER_*` in the job's environment (steps, nested sruns) and the job-control environment
+(the prolog and epilog see it as SPANK_SHIFTER_*). A wrong value refuses the submission
+with one line, before anything is queued. Nothing here is trusted by root code later: the
+prolog and the step hooks check everything again.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from shifter_site.errors import ShifterError
 
@@ -12,14 +20,113 @@ class OptionError(ShifterError):
     exit_code = 2
 
 
-def _check(options) -> None:
-    if options.volume is not None and options.image is None:
-        raise OptionError("--volume needs --image: add --image=TYPE:TAG (e.g. --image=docker:ubuntu:22.04)")
+@dataclass(frozen=True)
+class Resolved:
+    """What the options mean, ready to export."""
+
+    image_id: str
+    request: str          # --image as the user typed it
+    volume: str           # --volume as typed ("" = none)
+    module: str           # --module as typed ("" = site default)
+
+
+def check_combination(options) -> None:
+    """Rules that need no configuration (pure)."""
+    if options.image is None:
+        if options.volume is not None:
+            raise OptionError("--volume needs --image: add --image=TYPE:TAG (e.g. --image=docker:ubuntu:22.04)")
+        if options.module is not None:
+            raise OptionError("--module needs --image: add --image=TYPE:TAG (e.g. --image=docker:ubuntu:22.04)")
+        if options.ccm:
+            raise OptionError("--ccm needs --image: add --image=TYPE:TAG (e.g. --image=docker:ubuntu:22.04)")
+    if options.image == "":
+        raise OptionError("--image is empty: give an image, e.g. --image=docker:ubuntu:22.04")
+
+
+def check_modules(text: str, cfg) -> list[str]:
+    """Module names from `a,b` or `none`, each defined and enabled, none conflicting."""
+    if text == "none":
+        return []
+    names = text.split(",")
+    for name in names:
+        if not name:
+            raise OptionError(f"--module={text!r} has an empty name; write names separated by commas, or none")
+        module = cfg.modules.get(name)
+        if module is None:
+            known = ", ".join(n for n, m in cfg.modules.items() if m.enabled) or "none on this system"
+            raise OptionError(f"--module: {name!r} is not a module here (available: {known})")
+        if not module.enabled:
+            raise OptionError(f"--module: {name!r} is disabled on this system; remove it")
+        for other in module.conflict:
+            if other in names:
+                raise OptionError(f"--module: {name!r} and {other!r} cannot be used together; keep one")
+    if len(set(names)) != len(names):
+        raise OptionError(f"--module={text!r} names a module twice; list each once")
+    return names
+
+
+def check_volumes(text: str, cfg) -> None:
+    """The syntax and user rules of --volume, and the site's perNodeCache limits."""
+    from runtime import volumes
+
+    parsed = volumes.check_all(volumes.parse(text))
+    volumes.check_cache_limits(parsed, cfg.per_node_cache.size_limit_bytes, list(cfg.per_node_cache.allowed_fs))
+
+
+def resolve(options, cfg) -> Resolved:
+    """Look the image up in the gateway and check the other options against the site."""
+    from imagegw import client, reference
+
+    ref = reference.parse(options.image, cfg.default_image_type)
+    record = client.lookup(cfg, ref)
+    if options.volume:
+        check_volumes(options.volume, cfg)
+    if options.module is not None:
+        check_modules(options.module, cfg)
+    return Resolved(image_id=record.id, request=options.image, volume=options.volume or "",
+                    module=options.module or "")
+
+
+def export(spank, resolved: Resolved, job_level: bool) -> None:
+    """Environment for the job's steps (and, at job level, for the prolog/epilog)."""
+    values = {
+        "SHIFTER_IMAGE": resolved.image_id,
+        "SHIFTER_IMAGETYPE": "id",
+        "SHIFTER_IMAGEREQUEST": resolved.request,
+        "SHIFTER_VOLUME": resolved.volume,
+        "SHIFTER_MODULE": resolved.module,
+    }
+    for name, value in values.items():
+        spank.setenv(name, value)
+        if job_level:
+            spank.job_control_setenv(name, value)
+
+
+def _config(args):
+    from shifter_site import config
+
+    return config.load(args.shifter_config, privileged=False)
 
 
 def allocator(spank, args, options) -> None:
-    _check(options)
+    """sbatch/salloc: the job's image, resolved once for every node and step."""
+    check_combination(options)
+    if options.image is None:
+        return
+    export(spank, resolve(options, _config(args)), job_level=True)
 
 
 def local(spank, args, options) -> None:
-    _check(options)
+    """srun: inside an allocation the job's resolved image is reused as is; a different
+    --image (or an srun outside any allocation) is resolved here, for this step only."""
+    check_combination(options)
+    if options.image is None:
+        return
+    inherited = (spank.getenv("SHIFTER_IMAGEREQUEST") == options.image
+                 and spank.getenv("SHIFTER_IMAGE")
+                 and (spank.getenv("SHIFTER_VOLUME") or "") == (options.volume or "")
+                 and (spank.getenv("SHIFTER_MODULE") or "") == (options.module or ""))
+    if inherited:
+        return
+    job_level = spank.getenv("SLURM_JOB_ID") is None  # srun that creates its own allocation
+    export(spank, resolve(options, _config(args)), job_level=job_level)

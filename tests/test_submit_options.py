@@ -1,0 +1,96 @@
+"""Submit-side rules for --image/--volume/--module/--ccm (pure parts), and the dispatcher's
+contract: a ShifterError is one line in Slurm's output and -1, nothing else runs."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from shifter_site import config
+from shifter_wlm import dispatch, submit
+from shifter_wlm.dispatch import PluginArgs, RawOptions
+
+CFG = config.parse("""
+system: t
+image_dir: /images
+gateway: {urls: ["http://127.0.0.1:1"]}
+registries: {default: "http://127.0.0.1:5000"}
+modules:
+  gpu: {}
+  mpich: {conflict: [openmpi]}
+  openmpi: {conflict: [mpich]}
+  old: {enabled: false}
+""")
+
+
+@pytest.mark.parametrize("options,words", [
+    (RawOptions(volume="/a:/b"), "--volume needs --image"),
+    (RawOptions(module="gpu"), "--module needs --image"),
+    (RawOptions(ccm=True), "--ccm needs --image"),
+    (RawOptions(image=""), "--image is empty"),
+])
+def test_option_combinations_refused(options, words):
+    with pytest.raises(submit.OptionError, match=words):
+        submit.check_combination(options)
+
+
+def test_plain_job_and_image_job_pass_the_combination_rules():
+    submit.check_combination(RawOptions())
+    submit.check_combination(RawOptions(image="docker:ubuntu:22.04", volume="/a:/b", module="gpu", ccm=True))
+
+
+@pytest.mark.parametrize("text,expected", [("gpu", ["gpu"]), ("gpu,mpich", ["gpu", "mpich"]), ("none", [])])
+def test_modules_accepted(text, expected):
+    assert submit.check_modules(text, CFG) == expected
+
+
+@pytest.mark.parametrize("text,words", [
+    ("cuda", "'cuda' is not a module here (available: gpu, mpich, openmpi)"),
+    ("old", "'old' is disabled"),
+    ("mpich,openmpi", "cannot be used together"),
+    ("gpu,,mpich", "empty name"),
+    ("gpu,gpu", "names a module twice"),
+    ("", "empty name"),
+])
+def test_modules_refused(text, words):
+    with pytest.raises(submit.OptionError, match=re.escape(words)):
+        submit.check_modules(text, CFG)
+
+
+def test_plugin_args_parse():
+    args = PluginArgs.parse(["shifter_config=/etc/x.yaml", "enable_sshd=1", "enable_ccm=0", "python=/p"])
+    assert args.shifter_config == "/etc/x.yaml" and args.enable_sshd and not args.enable_ccm
+
+
+class FakeSpank:
+    def __init__(self, context):
+        self.context = context
+        self.errors: list[str] = []
+
+    def error(self, message):
+        self.errors.append(message)
+
+
+def test_dispatch_turns_user_errors_into_one_line_and_minus_one(mocker):
+    spank = FakeSpank("allocator")
+    mocker.patch.object(dispatch, "Spank", return_value=spank)
+    mocker.patch.object(dispatch, "SlurmLogStream")
+    ffi = mocker.Mock()
+    ffi.NULL = None
+    ffi.string = lambda p: p
+    dispatch.bind(ffi, mocker.Mock())
+    rc = dispatch.run(b"slurm_spank_init_post_opt", object(), 0, [], None, b"/a:/b", None, 0)
+    assert rc == -1
+    assert spank.errors == ["shifter: --volume needs --image: add --image=TYPE:TAG (e.g. --image=docker:ubuntu:22.04)"]
+
+
+def test_dispatch_ignores_hooks_it_has_no_route_for(mocker):
+    spank = FakeSpank("slurmd")
+    mocker.patch.object(dispatch, "Spank", return_value=spank)
+    ffi = mocker.Mock()
+    ffi.NULL = None
+    ffi.string = lambda p: p
+    dispatch.bind(ffi, mocker.Mock())
+    assert dispatch.run(b"slurm_spank_init_post_opt", object(), 0, [], None, b"/a:/b", None, 0) == 0
+    assert spank.errors == []
