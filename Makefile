@@ -32,7 +32,7 @@ package: venv
 	chmod -R a+rX $(PREFIX)
 
 plugin: venv
-	$(PY) -m spank.build $(PREFIX)/lib/shifter_spank.so
+	$(PY) -m spank.build $(PREFIX)/lib
 
 cluster-up: install
 	$(PY) tools/localcluster.py up
