@@ -124,11 +124,39 @@ static int forward(const char *hook, spank_t sp, int ac, char **av)
     return py_entry(hook, sp, ac, av, opt_image, opt_volume, opt_module, opt_ccm);
 }
 
-/* Does this job (or step) use us at all? Only then does Python start. */
+static int same(const char *a, const char *b)
+{
+    return strcmp(a ? a : "", b ? b : "") == 0;
+}
+
+/* A step's command is `shifter ...` (argv[0] or its basename). */
+static int step_runs_shifter(spank_t sp)
+{
+    int argc = 0;
+    char **argv = NULL;
+    const char *base;
+
+    if (spank_get_item(sp, S_JOB_ARGV, &argc, &argv) != ESPANK_SUCCESS || argc < 1 || !argv[0])
+        return 0;
+    base = strrchr(argv[0], '/');
+    return strcmp(base ? base + 1 : argv[0], "shifter") == 0;
+}
+
+/* srun inside an allocation whose image the allocator already resolved, with the same
+ * options: nothing to check or resolve again (DESIGN.md: nested sruns reuse the id). This
+ * mirrors shifter_wlm.submit.local, which makes the same decision when it does run. */
+static int already_resolved(void)
+{
+    return getenv("SHIFTER_IMAGE") && same(getenv("SHIFTER_IMAGEREQUEST"), opt_image)
+        && same(getenv("SHIFTER_VOLUME"), opt_volume) && same(getenv("SHIFTER_MODULE"), opt_module);
+}
+
+/* Does this hook need Python? Only where a job or step uses us; never in slurmd. */
 static int wanted(spank_t sp)
 {
     spank_context_t ctx = spank_context();
     char *arg = NULL;
+    int any;
 
     if (ctx == S_CTX_SLURMD)
         return 0;
@@ -145,7 +173,13 @@ static int wanted(spank_t sp)
         if (spank_option_getopt(sp, &ccm_option, &arg) == ESPANK_SUCCESS)
             opt_ccm = 1;
     }
-    return opt_image != NULL || opt_volume != NULL || opt_module != NULL || opt_ccm;
+    any = opt_image != NULL || opt_volume != NULL || opt_module != NULL || opt_ccm;
+    if (ctx == S_CTX_REMOTE)
+        /* a step enters a container only when its command is `shifter` (or for --ccm) */
+        return step_runs_shifter(sp) || opt_ccm;
+    if (ctx == S_CTX_LOCAL && any && opt_image && already_resolved())
+        return 0;
+    return any;
 }
 
 int slurm_spank_init(spank_t sp, int ac, char **av)

@@ -282,6 +282,17 @@ def leftover_processes() -> list[str]:
     return found
 
 
+def mounts_under(path: Path) -> list[str]:
+    """Mount points at or below `path`, deepest first."""
+    points = []
+    with open("/proc/self/mountinfo") as handle:
+        for line in handle:
+            point = line.split()[4].replace("\\040", " ")
+            if point == str(path) or point.startswith(str(path) + "/"):
+                points.append(point)
+    return sorted(points, key=lambda p: p.count("/"), reverse=True)
+
+
 def down() -> None:
     if os.geteuid() != 0:
         raise ClusterError("run as root")
@@ -298,6 +309,8 @@ def down() -> None:
             os.kill(int(entry.split()[0]), signal.SIGKILL)
         except ProcessLookupError:
             pass
+    for point in mounts_under(STATE):  # e.g. per-node run directories pinned by the prolog
+        subprocess.run(["umount", "--lazy", point], check=False)
     for sock in (STATE / "munge").glob("munge.socket.2*"):
         sock.unlink(missing_ok=True)
     for spool in (STATE / "slurm/spool").glob("*"):
@@ -307,6 +320,8 @@ def down() -> None:
     left = leftover_processes()
     if left:
         raise ClusterError(f"processes still running after down: {', '.join(left)}")
+    if mounts_under(STATE):
+        raise ClusterError(f"mounts still present after down: {', '.join(mounts_under(STATE))}")
 
 
 def status() -> int:
