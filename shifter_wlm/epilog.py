@@ -1,4 +1,38 @@
-"""placeholder"""
+"""Epilog (root, once per node of a job with --image): stop what still runs in the job's
+container, tear it down, forget the job. Idempotent, and correct after a prolog that
+failed or was killed half-way. It never fails the hook: a failed epilog drains the node,
+so problems are logged for the admin instead.
+"""
 
-def run(spank, args, options):
-    return None
+from __future__ import annotations
+
+
+def run(spank, args, options) -> None:
+    from runtime import teardown
+    from shifter_site import config, logs
+    from shifter_wlm import jobs
+    from shifter_wlm.prolog import node_name
+
+    log = logs.get("epilog")
+    job_id = spank.job_id()
+    try:
+        node = node_name(spank)
+        cfg = config.load(args.shifter_config, privileged=True)
+        run_dir = jobs.node_dir(cfg.run_dir, node)
+        names = [str(job_id)] + sorted(p.stem for p in jobs_dir(run_dir).glob(f"{job_id}.*.json"))
+        for name in names:
+            record = jobs.read(run_dir, name)
+            if record is None:
+                continue
+            jobs.remove(run_dir, name)
+            if record.key and record.key not in jobs.keys_in_use(run_dir):
+                with logs.step(log, "teardown", job=job_id, node=node, key=record.key, record=name):
+                    teardown.teardown(run_dir, record.key)
+    except Exception as err:  # noqa: BLE001 - logged, never drains the node
+        log.error("epilog_failed", job=job_id, error=f"{type(err).__name__}: {err}")
+
+
+def jobs_dir(run_dir: str):
+    from pathlib import Path
+
+    return Path(run_dir) / "jobs"

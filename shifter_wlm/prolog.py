@@ -1,4 +1,124 @@
-"""placeholder"""
+"""Prolog (root, once per node of a job with --image): build the job's container on this
+node in a pinned namespace, with the site mounts, the user's volumes, perNodeCache and
+/var/hostsfile, so every step on the node can enter it.
 
-def run(spank, args, options):
-    return None
+A prolog that fails would make Slurm drain the node; so a problem with the job's request
+(an image gone since submission, a volume the user cannot read) is recorded instead and
+reported by each `shifter` step of the job, and the prolog itself succeeds.
+"""
+
+from __future__ import annotations
+
+import os
+
+from shifter_site.errors import ShifterError
+
+
+class PrologError(ShifterError):
+    """The job's container cannot be built; the message goes to the job's shifter steps."""
+
+
+def node_name(spank) -> str:
+    name = os.environ.get("SLURMD_NODENAME") or spank.getenv("SLURMD_NODENAME")
+    if not name:
+        raise PrologError("SLURMD_NODENAME is not set in the prolog environment")
+    return name
+
+
+def image_id(options, cfg) -> str:
+    """The id the submit side resolved (SPANK_SHIFTER_IMAGE), checked; or resolve again."""
+    from shifter_site import imagefiles
+
+    resolved = os.environ.get("SPANK_SHIFTER_IMAGE", "")
+    if resolved:
+        return imagefiles.check_id(resolved)
+    from imagegw import client
+
+    return client.lookup(cfg, options.image).id
+
+
+def check_acl(record, user) -> None:
+    """A private image is used only by the users and groups it was pulled for."""
+    if not record.user_acl and not record.group_acl:
+        return
+    if user.uid in record.user_acl or {user.gid, *user.gids} & set(record.group_acl):
+        return
+    raise PrologError(f"image {record.tag or record.id} is private and not shared with user {user.name}")
+
+
+def hostsfile_entries(job) -> list[str]:
+    """One line per task on each node of the job (the original's /var/hostsfile)."""
+    return [node for node in job.nodes for _ in range(job.tasks_per_node.get(node, 1))]
+
+
+def make_spec(cfg, args_image_request: str, volume: str, module: str, image: str, uid: int,
+              hosts: list[str] | None, node: str, scope: str):
+    """The ContainerSpec for this job or step on this node; everything checked again here
+    with the user's rights (nothing from the submit side is trusted)."""
+    from runtime import spec as rspec
+    from runtime import volumes as rvolumes
+    from shifter_site import imagefiles
+
+    user = rspec.user_from_host(uid, cfg.max_group_count)
+    record = imagefiles.read_record(cfg.image_dir, image)
+    check_acl(record, user)
+    vols = tuple(rvolumes.check_all(rvolumes.parse(volume))) if volume else ()
+    modules = module.split(",") if module else None
+    return rspec.from_config(cfg, record, user, volumes=vols, modules=modules, hosts=hosts,
+                             image_request=args_image_request, hostname=node, scope=scope)
+
+
+def job_record(job_id: int, uid: int, spec, key: str, state: str, message: str = "", volume: str = "",
+               module: str = ""):
+    from dataclasses import asdict
+
+    from shifter_wlm.jobs import JobRecord
+
+    return JobRecord(
+        job_id=job_id, uid=uid, key=key, image_id=spec.image_id if spec else "",
+        state=state, message=message, image_request=spec.image_request if spec else "",
+        volume=volume, module=module,
+        image_env=list(spec.image_env) if spec else [],
+        image_entrypoint=list(spec.image_entrypoint) if spec and spec.image_entrypoint is not None else None,
+        image_cmd=list(spec.image_cmd) if spec and spec.image_cmd is not None else None,
+        image_workdir=spec.image_workdir if spec else "",
+        site_env=[asdict(e) for e in spec.site_env] if spec else [],
+        user=asdict(spec.user) if spec else {},
+    )
+
+
+def run(spank, args, options) -> None:
+    from runtime import build
+    from shifter_site import config, logs
+    from shifter_wlm import jobs, slurm
+
+    log = logs.get("prolog")
+    job_id = spank.job_id()
+    uid = spank.uid()
+    node = node_name(spank)
+    with logs.step(log, "load_config", job=job_id, node=node):
+        cfg = config.load(args.shifter_config, privileged=True)
+    run_dir = jobs.node_dir(cfg.run_dir, node)
+    volume = options.volume or ""
+    module = options.module or ""
+    spec = None
+    key = ""
+    try:
+        with logs.step(log, "job_info", job=job_id, node=node) as info:
+            job = slurm.job_info(job_id)
+            info["nodes"] = len(job.nodes)
+        with logs.step(log, "spec", job=job_id, node=node) as info:
+            image = image_id(options, cfg)
+            spec = make_spec(cfg, options.image or f"id:{image}", volume, module, image, uid,
+                             hostsfile_entries(job), node, scope=f"job-{job_id}")
+            key = spec.build_key()
+            info.update(image=image, key=key)
+        jobs.write(run_dir, str(job_id), job_record(job_id, uid, spec, key, "building", volume=volume, module=module))
+        with logs.step(log, "build", job=job_id, node=node, key=key):
+            build.build(spec, run_dir)
+        jobs.write(run_dir, str(job_id), job_record(job_id, uid, spec, key, "ready", volume=volume, module=module))
+    except (ShifterError, OSError) as err:
+        # recorded for the job's shifter steps; the node stays in service
+        log.error("prolog_failed", job=job_id, node=node, error=str(err))
+        jobs.write(run_dir, str(job_id), job_record(job_id, uid, spec, key, "failed", message=str(err),
+                                                    volume=volume, module=module))

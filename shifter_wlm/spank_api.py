@@ -9,6 +9,7 @@ from __future__ import annotations
 from shifter_site.errors import ShifterError
 
 _ENV_BUF = 1 << 16
+_KEEP: list = []  # C strings handed to Slurm (the task's new argv)
 
 
 class SpankError(ShifterError):
@@ -95,19 +96,22 @@ class Spank:
         self._check(self._lib.shifter_get_argv(self._sp, argc, argv), "S_JOB_ARGV")
         return [self._ffi.string(argv[0][i]).decode(errors="surrogateescape") for i in range(argc[0])]
 
-    def shift_argv(self, count: int) -> None:
-        """Drop the first `count` words of the task's argv in place (the `char **` Slurm execs),
-        so slurmstepd runs the user's command instead of `shifter`. argc is not updated by
-        Slurm; the array stays NULL-terminated, which is what exec uses."""
+    def replace_argv(self, words: list[str]) -> None:
+        """Make the task exec `words` instead of `shifter ...`: rewrite the `char **` Slurm
+        execs, in place (Slurm does not update argc; the array stays NULL-terminated, which
+        is what exec uses). It cannot grow: `words` must fit in the original argc."""
         argc = self._ffi.new("int *")
         argv = self._ffi.new("char ***")
         self._check(self._lib.shifter_get_argv(self._sp, argc, argv), "S_JOB_ARGV")
-        words = argv[0]
-        n = argc[0]
-        for i in range(n - count):
-            words[i] = words[i + count]
-        for i in range(max(n - count, 0), n):
-            words[i] = self._ffi.NULL
+        if len(words) > argc[0]:
+            raise SpankError(f"the command ({len(words)} words) is longer than the step's command line "
+                             f"({argc[0]}); give it explicitly after shifter's options")
+        for i, word in enumerate(words):
+            text = self._ffi.new("char[]", word.encode(errors="surrogateescape"))
+            _KEEP.append(text)  # must outlive this call: slurmstepd execs it later
+            argv[0][i] = text
+        for i in range(len(words), argc[0]):
+            argv[0][i] = self._ffi.NULL
 
     def env(self) -> dict[str, str]:
         envp = self._ffi.new("char ***")

@@ -1,10 +1,219 @@
-"""placeholder"""
+"""Steps (remote context, slurmstepd as root) whose command is `shifter ...`.
 
-def step_setup(spank, args, options):
-    return None
+    user_init (slurmstepd, once per node)   decide which container: the job's (built by the
+        prolog) or, for `srun --image=OTHER shifter` / `srun shifter -i OTHER` / other
+        volumes, a step-level one built now; everything the tasks need is prepared here
+    task_init_privileged (each task, root)  join the container's namespace, set the task's
+        environment, rewrite argv to the user's command, no_new_privs, empty bounding set;
+        slurmstepd then drops to the user and execs it: the task keeps Slurm's pid,
+        signals, cgroup and accounting
+    exit (slurmstepd)                       tear down a step-level container
 
-def enter(spank, args, options):
-    return None
+The tasks are forked from slurmstepd after user_init, so they inherit `_prepared`.
+"""
 
-def step_exit(spank, args, options):
-    return None
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from shifter_site.errors import ShifterError
+
+
+class StepError(ShifterError):
+    """This shifter step cannot run; the message says why."""
+
+
+@dataclass
+class Prepared:
+    ns_path: str
+    spec: object                 # runtime.spec.ContainerSpec (entering fields)
+    command: list[str]           # the user's command after shifter's options
+    env_file: str | None         # read in the task, with the user's rights
+    run_dir: str
+    step_record: str | None      # "<job>.<step>" when this step built its own container
+    key: str
+
+
+_prepared: Prepared | None = None
+
+
+def is_shifter(argv: list[str]) -> bool:
+    return bool(argv) and os.path.basename(argv[0]) == "shifter"
+
+
+def _node(spank) -> str:
+    # slurmstepd sets SLURMD_NODENAME in the task environment itself (not the user's value)
+    node = spank.getenv("SLURMD_NODENAME")
+    if not node:
+        raise StepError("SLURMD_NODENAME is not set for this step")
+    return node
+
+
+def _parse(argv: list[str]) -> dict:
+    from runtime.cli import UsageError, parse_args
+
+    try:
+        opts = parse_args(argv[1:])
+    except UsageError as err:
+        raise StepError(f"shifter: {err}") from None
+    if opts["help"]:
+        raise StepError("shifter --help: run it outside srun to read the usage")
+    return opts
+
+
+def _spec_from_record(record, opts):
+    """The entering half of a ContainerSpec, from what the prolog recorded (no config load)."""
+    from runtime import spec as rspec
+
+    user = dict(record.user)
+    user["groups"] = tuple(rspec.Group(g["name"], g["gid"], tuple(g.get("members", ()))) for g in user["groups"])
+    site_env = tuple(rspec.SiteEnv(set=tuple(map(tuple, e["set"])), append=tuple(map(tuple, e["append"])),
+                                   prepend=tuple(map(tuple, e["prepend"])), unset=tuple(e["unset"]))
+                     for e in record.site_env)
+    return rspec.ContainerSpec(
+        image_id=record.image_id, squashfs="", user=rspec.User(**user), image_env=tuple(record.image_env),
+        image_entrypoint=tuple(record.image_entrypoint) if record.image_entrypoint is not None else None,
+        image_cmd=tuple(record.image_cmd) if record.image_cmd is not None else None,
+        image_workdir=record.image_workdir, image_request=record.image_request, site_env=site_env,
+        env=tuple(opts["env"]), clearenv=opts["clearenv"], workdir=opts["workdir"],
+        entrypoint=opts["entrypoint"])
+
+
+def step_setup(spank, args, options) -> None:
+    """user_init: choose and, when needed, build this step's container."""
+    global _prepared
+    argv = spank.argv()
+    if not is_shifter(argv):
+        return
+    from dataclasses import replace
+
+    from runtime.enter import check_env_entry
+    from shifter_site import config, imagefiles
+    from shifter_wlm import jobs
+
+    opts = _parse(argv)
+    for entry in opts["env"]:
+        check_env_entry(entry, "--env")
+    cfg = config.load(args.shifter_config, privileged=True)
+    node = _node(spank)
+    job_id, step_id, uid = spank.job_id(), spank.step_id(), spank.uid()
+    run_dir = jobs.node_dir(cfg.run_dir, node)
+    job = jobs.read(run_dir, str(job_id))
+
+    if opts["image"] is not None:
+        from runtime.cli import resolve_image
+        image, request = resolve_image(cfg, opts["image"]), opts["image"]
+    else:
+        image = spank.getenv("SHIFTER_IMAGE") or ""
+        request = spank.getenv("SHIFTER_IMAGEREQUEST") or f"id:{image}"
+        if not image:
+            raise StepError("no image for this step: submit the job with --image=REF, or run srun --image=REF "
+                            "shifter ..., or shifter --image=REF ...")
+        imagefiles.check_id(image)
+    volume = ";".join(opts["volume"]) if opts["volume"] else (spank.getenv("SHIFTER_VOLUME") or "")
+    module = opts["module"] if opts["module"] is not None else (spank.getenv("SHIFTER_MODULE") or "")
+
+    if job is not None and job.uid != uid:
+        raise StepError(f"the container record of job {job_id} belongs to another user; refusing it")
+    same_as_job = job is not None and job.image_id == image and job.volume == volume and job.module == module
+    if same_as_job and job.state == "failed":
+        raise StepError(job.message)
+    if same_as_job and job.state == "ready":
+        key, step_record = job.key, None
+        spec = _spec_from_record(job, opts)
+    else:
+        key, spec, step_record = _build_step_container(spank, cfg, run_dir, job_id, step_id, uid, image,
+                                                       request, volume, module, node, opts)
+    _prepared = Prepared(ns_path=os.path.join(run_dir, key, "ns"), spec=spec, command=list(opts["command"]),
+                         env_file=opts["env_file"], run_dir=run_dir, step_record=step_record, key=key)
+    # refuse a bad --entrypoint before any task starts
+    from runtime.enter import command, environment
+    command(spec, opts["command"], environment(spec, {}))
+
+
+def _build_step_container(spank, cfg, run_dir, job_id, step_id, uid, image, request, volume, module, node, opts):
+    from runtime import build
+    from shifter_site import logs
+    from shifter_wlm import jobs, prolog, slurm
+
+    log = logs.get("step")
+    name = f"{job_id}.{step_id}"
+    with logs.step(log, "step_container", job=job_id, step=step_id, node=node, image=image) as info:
+        hosts = prolog.hostsfile_entries(slurm.job_info(job_id))
+        full = prolog.make_spec(cfg, request, volume, module, image, uid, hosts, node, scope=f"step-{name}")
+        key = full.build_key()
+        info["key"] = key
+        jobs.write(run_dir, name, prolog.job_record(job_id, uid, full, key, "building", volume=volume, module=module))
+        build.build(full, run_dir)
+        record = prolog.job_record(job_id, uid, full, key, "ready", volume=volume, module=module)
+        jobs.write(run_dir, name, record)
+    return key, _spec_from_record(record, opts), name
+
+
+def _read_env_file(path: str, uid: int, gid: int) -> tuple[str, ...]:
+    """--env-file, read with the user's rights (this task process is single-threaded)."""
+    from runtime.enter import parse_env_file
+
+    os.setegid(gid)
+    os.seteuid(uid)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as err:
+        raise StepError(f"--env-file {path}: cannot read it ({getattr(err, 'strerror', None) or err})") from None
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+    return parse_env_file(text, path)
+
+
+def enter(spank, args, options) -> None:
+    """task_init_privileged: put this task into the container, as its own process."""
+    prepared = _prepared
+    if prepared is None:
+        return
+    from dataclasses import replace
+
+    from runtime import enter as renter
+    from runtime import syscalls
+
+    spec = prepared.spec
+    if prepared.env_file is not None:
+        spec = replace(spec, env_file=_read_env_file(prepared.env_file, spec.user.uid, spec.user.gid))
+    task_env = spank.env()
+    env = renter.environment(spec, task_env)
+    command = renter.command(spec, prepared.command, env)
+    cwd = task_env.get("PWD")
+    renter.join(prepared.ns_path)
+    if spec.workdir is None:
+        try:
+            os.chdir(cwd or "/")
+        except OSError:
+            os.chdir("/")
+    else:
+        target = spec.workdir or spec.image_workdir or "/"
+        try:
+            os.chdir(target)
+        except OSError as err:
+            raise StepError(f"--workdir {target}: {err.strerror} in the container") from None
+    for name in task_env.keys() - env.keys():
+        spank.unsetenv(name)
+    for name, value in env.items():
+        if task_env.get(name) != value:
+            spank.setenv(name, value)
+    spank.replace_argv(command)
+    syscalls.drop_bounding_set()
+    syscalls.no_new_privs()
+
+
+def step_exit(spank, args, options) -> None:
+    """exit (slurmstepd): a step-level container goes with its step."""
+    prepared = _prepared
+    if prepared is None or prepared.step_record is None:
+        return
+    from runtime import teardown
+    from shifter_wlm import jobs
+
+    teardown.teardown(prepared.run_dir, prepared.key)
+    jobs.remove(prepared.run_dir, prepared.step_record)

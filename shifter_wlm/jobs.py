@@ -1,0 +1,93 @@
+"""Which container each job (and step-level image) uses on a node, written by root.
+
+    <run_dir>/<node>/<key>/            a pinned container (runtime.build)
+    <run_dir>/<node>/jobs/<job>.json   JobRecord of a job's container on that node
+    <run_dir>/<node>/jobs/<job>.<step>.json   a step-level container (srun --image=OTHER)
+
+The prolog writes the record *before* it builds (state "building"), so the epilog can clean
+up after a prolog killed half-way; "ready" once built; "failed" with the reason, which each
+`shifter` step then reports (a failed prolog must not drain the node).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from shifter_site.errors import ShifterError
+
+
+class JobStateError(ShifterError):
+    """The job's state on this node is missing or not trustworthy."""
+
+
+@dataclass
+class JobRecord:
+    job_id: int
+    uid: int
+    key: str                       # runtime.build key of the container
+    image_id: str
+    state: str = "building"        # building | ready | failed
+    message: str = ""              # why it failed (user-ready)
+    image_request: str = ""
+    volume: str = ""
+    module: str = ""
+    # what entering needs, so a step does not load the site config again
+    image_env: list[str] = field(default_factory=list)
+    image_entrypoint: list[str] | None = None
+    image_cmd: list[str] | None = None
+    image_workdir: str = ""
+    site_env: list[dict] = field(default_factory=list)
+    user: dict = field(default_factory=dict)
+
+
+def node_dir(run_dir: str, node: str) -> str:
+    if not node or "/" in node or node in (".", "..") or node.startswith("."):
+        raise JobStateError(f"node name {node!r} cannot name a directory")
+    return os.path.join(run_dir, node)
+
+
+def _path(node_run_dir: str, name: str) -> Path:
+    return Path(node_run_dir) / "jobs" / f"{name}.json"
+
+
+def write(node_run_dir: str, name: str, record: JobRecord) -> None:
+    directory = Path(node_run_dir) / "jobs"
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = directory / f".{name}.json.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(asdict(record), handle)
+    os.replace(tmp, _path(node_run_dir, name))
+
+
+def read(node_run_dir: str, name: str) -> JobRecord | None:
+    """The record, or None when nothing was set up; a record root did not write is refused."""
+    path = _path(node_run_dir, name)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd) as handle:
+        st = os.fstat(handle.fileno())
+        if st.st_uid != 0 or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise JobStateError(f"{path} was not written by root; refusing it")
+        return JobRecord(**json.load(handle))
+
+
+def remove(node_run_dir: str, name: str) -> None:
+    _path(node_run_dir, name).unlink(missing_ok=True)
+
+
+def keys_in_use(node_run_dir: str) -> set[str]:
+    """Container keys some job or step on this node still records."""
+    keys = set()
+    for path in (Path(node_run_dir) / "jobs").glob("*.json"):
+        try:
+            keys.add(json.loads(path.read_text())["key"])
+        except (OSError, ValueError, KeyError):
+            continue
+    return keys
