@@ -34,7 +34,6 @@ from runtime import etcfiles, loop
 from runtime import syscalls as sc
 from runtime.spec import ContainerSpec
 from runtime.volumes import Volume
-from shifter_site import logs
 from shifter_site.errors import ShifterError
 
 SAFE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
@@ -42,6 +41,9 @@ SKELETON_DIRS = ("etc", "opt/udiImage", "var/spool", "var/run", "var/tmp", "proc
 SPECIAL_TOP = {"etc", "proc", "sys", "dev", "tmp", "opt", "var"}
 SPECIAL_VAR = {"tmp", "spool", "run", "empty", "hostsfile"}
 STAGE = ".shifter-stage"  # temporary dir in the new root, removed before anyone enters
+
+# The CLI turns step logging off unless -v: importing structlog alone costs ~35 ms a launch.
+LOG_STEPS = True
 
 # Tests set this (in a child process) to a step name: the builder SIGKILLs itself right
 # after that step, to prove teardown copes with a build stopped anywhere.
@@ -85,7 +87,10 @@ class _Steps:
     """One structured log event per build step, with its duration."""
 
     def __init__(self, spec: ContainerSpec):
-        self.log = logs.get("runtime")
+        self.log = None
+        if LOG_STEPS:
+            from shifter_site import logs
+            self.log = logs.get("runtime")
         self.fields = {"image": spec.image_id[:12], "uid": spec.user.uid}
 
     def __call__(self, name: str, **extra):
@@ -97,11 +102,15 @@ class _Step:
         self.steps, self.name, self.extra = steps, name, extra
 
     def __enter__(self):
+        if self.steps.log is None:
+            self.cm = None
+            return {}
+        from shifter_site import logs
         self.cm = logs.step(self.steps.log, f"build.{self.name}", **self.steps.fields, **self.extra)
         return self.cm.__enter__()
 
     def __exit__(self, *exc):
-        result = self.cm.__exit__(*exc)
+        result = self.cm.__exit__(*exc) if self.cm else None
         if exc[0] is None:
             _killpoint(self.name)
         return result
