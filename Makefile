@@ -8,7 +8,8 @@ export SHIFTER_CLUSTER_STATE := $(STATE)
 APT_PACKAGES := slurmctld slurmd slurm-client munge libslurm-dev \
 	squashfs-tools squashfs-tools-ng squashfuse xfsprogs e2fsprogs busybox-static debootstrap \
 	docker-registry skopeo umoci python3.11 python3.11-venv python3.11-dev python3-venv python3-dev \
-	build-essential libffi-dev util-linux procps psmisc curl ca-certificates
+	build-essential libffi-dev util-linux procps psmisc curl ca-certificates \
+	charliecloud fuse3
 
 .PHONY: install apt venv package plugin cluster-up cluster-down cluster-status demo test clean
 
@@ -29,6 +30,7 @@ venv: apt
 
 package: venv
 	$(PY) -m pip install -q --no-build-isolation '.[test]'
+	$(PY) -m runtime.syscalls_build --inplace >/dev/null  # for tests run from the checkout
 	chmod -R a+rX $(PREFIX)
 
 plugin: venv

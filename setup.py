@@ -14,6 +14,9 @@ setup(
         "structlog>=23",
         "cffi>=1.15",
     ],
+    # runtime/_syscalls: compiled cffi module (API mode: no cdef parsing at launch)
+    setup_requires=["cffi>=1.15"],
+    cffi_modules=["runtime/syscalls_build.py:ffi"],
     extras_require={"test": ["pytest>=7", "pytest-mock>=3"]},
     entry_points={
         "console_scripts": [

@@ -1,13 +1,227 @@
-"""`shifter`: run a command inside a container image (the runtime is built in its own issue)."""
+"""`shifter`: run a command in a container image.
+
+    shifter [-i IMAGE] [-V SPEC]... [-e K=V]... [--env-file F] [-E] [-w[PATH]]
+            [--entrypoint[=CMD]] [-m MODULES] [-v] [--] [COMMAND [ARG...]]
+
+As root: a privileged build (or join an identical pinned container, e.g. the job's). As a
+user outside Slurm: rootless. Inside a Slurm job with a job image and no --image: the job's
+image (SHIFTER_IMAGE) and volumes (SHIFTER_VOLUME). Options stop at the first non-option.
+Imports stay inside functions so that a launch loads only what it uses.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
+
+USAGE = """\
+usage: shifter [options] [--] [COMMAND [ARG...]]
+  -i, --image=REF        image (id:<64 hex>, or docker:name:tag via the image gateway)
+  -V, --volume=SPEC      from:to[:ro|:perNodeCache=size=N[,fs=xfs|ext4][,bs=N]]; repeatable,
+                         several mappings joined by ';'; replaces $SHIFTER_VOLUME
+  -e, --env=NAME=VALUE   set a variable in the container (repeatable)
+      --env-file=FILE    NAME=VALUE lines ('#' comments)
+  -E, --clearenv         start from an empty environment
+  -w, --workdir[=PATH]   working directory (no PATH: the image's WORKDIR)
+      --entrypoint[=CMD] run the image's ENTRYPOINT (or CMD) before the command
+  -m, --module=a,b|none  site modules
+  -v, --verbose          log each step
+  -h, --help             this help
+"""
+
+
+class UsageError(Exception):
+    """A command-line mistake: one line, exit 64."""
+
+
+_LONG_ARG = {"image": "image", "volume": "volume", "env": "env", "env-file": "env_file", "module": "module"}
+_LONG_OPTIONAL = {"workdir": "workdir", "entrypoint": "entrypoint"}
+_LONG_FLAG = {"clearenv": "clearenv", "verbose": "verbose", "help": "help"}
+_SHORT_ARG = {"i": "image", "V": "volume", "e": "env", "m": "module"}
+_SHORT_FLAG = {"E": "clearenv", "v": "verbose", "h": "help"}
+
+
+def parse_args(argv: list[str]) -> dict:
+    """getopt_long semantics: `--opt=v`/`--opt v`, `-ov`/`-o v`, optional arguments only
+    attached (`--workdir=/x`, `-w/x`), parsing stops at the first non-option or `--`."""
+    opts: dict = {"volume": [], "env": [], "image": None, "env_file": None, "module": None, "workdir": None,
+                  "entrypoint": None, "clearenv": False, "verbose": False, "help": False, "command": []}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            opts["command"] = argv[i + 1:]
+            return opts
+        if not arg.startswith("-") or arg == "-":
+            opts["command"] = argv[i:]
+            return opts
+        if arg.startswith("--"):
+            name, eq, value = arg[2:].partition("=")
+            if name in _LONG_ARG:
+                if not eq:
+                    i += 1
+                    if i >= len(argv):
+                        raise UsageError(f"option --{name} needs a value")
+                    value = argv[i]
+                _store(opts, _LONG_ARG[name], value)
+            elif name in _LONG_OPTIONAL:
+                opts[_LONG_OPTIONAL[name]] = value if eq else ""
+                if eq and value == "":
+                    raise UsageError(f"option --{name}= has an empty value; write --{name} alone or give a value")
+            elif name in _LONG_FLAG:
+                if eq:
+                    raise UsageError(f"option --{name} takes no value")
+                opts[_LONG_FLAG[name]] = True
+            else:
+                raise UsageError(f"unknown option --{name} (see shifter --help)")
+        else:
+            j = 1
+            while j < len(arg):
+                letter = arg[j]
+                if letter in _SHORT_FLAG:
+                    opts[_SHORT_FLAG[letter]] = True
+                    j += 1
+                    continue
+                if letter in _SHORT_ARG:
+                    value = arg[j + 1:]
+                    if not value:
+                        i += 1
+                        if i >= len(argv):
+                            raise UsageError(f"option -{letter} needs a value")
+                        value = argv[i]
+                    _store(opts, _SHORT_ARG[letter], value)
+                    break
+                if letter == "w":
+                    opts["workdir"] = arg[j + 1:]
+                    break
+                raise UsageError(f"unknown option -{letter} (see shifter --help)")
+        i += 1
+    return opts
+
+
+def _store(opts: dict, key: str, value: str) -> None:
+    if key in ("volume", "env"):
+        opts[key].append(value)
+    else:
+        if opts[key] is not None:
+            raise UsageError(f"option --{key.replace('_', '-')} is given twice; give it once")
+        opts[key] = value
+
+
+def resolve_image(cfg, ref: str) -> str:
+    """The image id for a reference: `id:<64 hex>` locally, anything else via the gateway."""
+    from shifter_site.imagefiles import check_id
+
+    if ref.startswith("id:"):
+        return check_id(ref[3:])
+    try:
+        from imagegw.client import lookup
+    except ImportError:
+        from shifter_site.errors import ShifterError
+        raise ShifterError(f"image {ref!r}: looking up references other than id:<64 hex> needs the image "
+                           "gateway client (imagegw.client), which is not installed here; use id:<image id>") from None
+    return check_id(lookup(cfg, ref))
+
+
+def _check_acl(record, user) -> None:
+    from shifter_site.errors import ShifterError
+
+    if not record.user_acl and not record.group_acl:
+        return
+    if user.uid in record.user_acl or {user.gid, *user.gids} & set(record.group_acl):
+        return
+    raise ShifterError(f"image {record.id[:12]} is private and you are not on its access list")
+
+
+def run(argv: list[str]) -> int:
+    opts = parse_args(argv)
+    if opts["help"]:
+        sys.stdout.write(USAGE)
+        return 0
+    host_env = dict(os.environ)
+    try:
+        cwd: str | None = os.getcwd()
+    except OSError:
+        cwd = None
+    from runtime import spec as specs
+    from runtime.volumes import VolumeError, check_all, parse
+    from shifter_site import config, imagefiles
+
+    if opts["verbose"]:
+        from shifter_site import logs
+        logs.configure(verbose=True)
+    else:
+        import runtime.build
+        runtime.build.LOG_STEPS = False
+    cfg = config.load()
+    in_job = "SLURM_JOB_ID" in host_env
+    ref = opts["image"]
+    if ref is None:
+        if in_job and host_env.get("SHIFTER_IMAGE"):
+            ref = f"id:{host_env['SHIFTER_IMAGE']}"
+        else:
+            raise UsageError("no image: give --image=REF (or run inside a job submitted with --image)")
+    image_id = resolve_image(cfg, ref)
+    record = imagefiles.read_record(cfg.image_dir, image_id)
+    volume_texts = opts["volume"] or ([host_env["SHIFTER_VOLUME"]] if in_job and host_env.get("SHIFTER_VOLUME") else [])
+    volumes = []
+    for text in volume_texts:
+        volumes += parse(text)
+    check_all(volumes)
+    env_file: tuple[str, ...] = ()
+    if opts["env_file"] is not None:
+        from runtime.enter import parse_env_file
+        try:
+            with open(opts["env_file"], encoding="utf-8") as f:
+                env_file = parse_env_file(f.read(), opts["env_file"])
+        except (OSError, UnicodeDecodeError) as err:
+            raise UsageError(f"--env-file {opts['env_file']}: cannot read it ({getattr(err, 'strerror', None) or err})") from None
+    from runtime.enter import check_env_entry
+    for entry in opts["env"]:
+        check_env_entry(entry, "--env")
+    modules = None
+    if opts["module"] is not None:
+        modules = opts["module"].split(",")
+        if "" in modules or ("none" in modules and len(modules) > 1):
+            raise VolumeError(f"--module {opts['module']!r}: write a,b or none")
+    user = specs.user_from_host(os.getuid(), cfg.max_group_count)
+    _check_acl(record, user)
+    spec = specs.from_config(cfg, record, user, volumes=tuple(volumes), modules=modules,
+                             image_request=ref, env=tuple(opts["env"]), env_file=env_file,
+                             clearenv=opts["clearenv"], workdir=opts["workdir"], entrypoint=opts["entrypoint"])
+    command = opts["command"]
+    from runtime.enter import command as choose, environment
+    choose(spec, command, environment(spec, host_env))  # refuse a bad --entrypoint before building
+    if os.geteuid() == 0:
+        from runtime import build, enter
+        found = build.find(cfg.run_dir, spec.build_key())
+        if found:
+            enter.join(found.ns_path)
+        else:
+            build.build_private(spec, cfg.run_dir)
+        enter.exec_command(spec, command, host_env, cwd)
+    else:
+        from runtime import rootless
+        rootless.run(spec, cfg.run_dir, command, host_env, cwd)
+    return 1  # not reached: exec replaces this process
 
 
 def main(argv: list[str] | None = None) -> int:
-    print("shifter: the container runtime is not installed in this version yet", file=sys.stderr)
-    return 69  # EX_UNAVAILABLE
+    from shifter_site.errors import ShifterError
+
+    try:
+        return run(sys.argv[1:] if argv is None else argv)
+    except UsageError as err:
+        print(f"shifter: {err}", file=sys.stderr)
+        return 64
+    except ShifterError as err:
+        print(f"shifter: {err}", file=sys.stderr)
+        return err.exit_code
+    except OSError as err:
+        print(f"shifter: {err.strerror or err}{': ' + str(err.filename) if err.filename else ''}", file=sys.stderr)
+        return 71  # EX_OSERR
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

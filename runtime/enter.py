@@ -1,0 +1,136 @@
+"""Enter a built container as the user: environment, command, working directory, and the
+privilege drop (bounding set, groups, gid, uid, capabilities, no_new_privs) before exec.
+
+The pure parts (`environment`, `command`) are what the Slurm task hook reuses: it joins the
+namespace with `join`, sets the environment and argv, and lets slurmstepd drop to the user
+and exec. The CLI calls `exec_command`, which does the drop itself.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from runtime import syscalls as sc
+from runtime.spec import ContainerSpec, User
+from shifter_site.errors import ShifterError
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class EnterError(ShifterError):
+    """The container cannot be entered as asked (bad env entry, missing workdir, command)."""
+
+    exit_code = 64
+
+
+def check_env_entry(entry: str, where: str) -> tuple[str, str]:
+    """`K=V` split, or EnterError naming where the entry came from."""
+    name, sep, value = entry.partition("=")
+    if not sep or not _ENV_NAME.fullmatch(name):
+        raise EnterError(f"{where}: {entry!r} is not NAME=value (NAME: letters, digits, _; not starting with a digit)")
+    if "\0" in value:
+        raise EnterError(f"{where}: {name} contains a NUL character")
+    return name, value
+
+
+def parse_env_file(text: str, path: str) -> tuple[str, ...]:
+    """--env-file content: NAME=value lines; blank lines and lines starting with # skipped."""
+    out = []
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        check_env_entry(line, f"{path} line {number}")
+        out.append(line)
+    return tuple(out)
+
+
+def environment(spec: ContainerSpec, host_env: dict[str, str]) -> dict[str, str]:
+    """The container's environment, in the reference order: host env (none with clearenv)
+    + SHIFTER_IMAGEREQUEST/SHIFTER_IMAGE; image ENV; --env-file; --env; each module's site
+    env then the global site env (set, append, prepend with ':', unset)."""
+    env = {} if spec.clearenv else dict(host_env)
+    env["SHIFTER_IMAGEREQUEST"] = spec.image_request or f"id:{spec.image_id}"
+    env["SHIFTER_IMAGE"] = spec.image_id
+    for source, entries in (("image ENV", spec.image_env), ("--env-file", spec.env_file), ("--env", spec.env)):
+        for entry in entries:
+            name, value = check_env_entry(entry, source)
+            env[name] = value
+    for site in spec.site_env:
+        for name, value in site.set:
+            env[name] = value
+        for name, value in site.append:
+            env[name] = f"{env[name]}:{value}" if env.get(name) else value
+        for name, value in site.prepend:
+            env[name] = f"{value}:{env[name]}" if env.get(name) else value
+        for name in site.unset:
+            env.pop(name, None)
+    return env
+
+
+def command(spec: ContainerSpec, argv: list[str], env: dict[str, str]) -> list[str]:
+    """Docker's rules: the command line wins; --entrypoint prefixes it (bare --entrypoint:
+    the image's ENTRYPOINT, then the image's CMD if no command); no command: $SHELL or /bin/sh."""
+    if spec.entrypoint is not None:
+        if spec.entrypoint == "":
+            entry = list(spec.image_entrypoint or ())
+            rest = list(argv) if argv else list(spec.image_cmd or ())
+        else:
+            entry, rest = [spec.entrypoint], list(argv)
+        full = entry + rest
+        if not full:
+            raise EnterError("--entrypoint: the image has no ENTRYPOINT or CMD and no command was given")
+        return full
+    if argv:
+        return list(argv)
+    return [env.get("SHELL") or "/bin/sh"]
+
+
+def join(ns_path: str) -> None:
+    """Join a pinned container's mount namespace (root); its root is the container root."""
+    fd = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        sc.setns(fd, sc.CLONE_NEWNS)
+    finally:
+        os.close(fd)
+
+
+def drop_privileges(user: User, set_groups: bool = True) -> None:
+    """Become the user for good: empty bounding set, groups, gid, uid, no capabilities,
+    no_new_privs (a setuid binary in the image cannot elevate)."""
+    sc.drop_bounding_set()
+    if set_groups:
+        os.setgroups(user.gids)
+    os.setresgid(user.gid, user.gid, user.gid)
+    os.setresuid(user.uid, user.uid, user.uid)
+    sc.clear_capabilities()
+    sc.no_new_privs()
+
+
+def _chdir(spec: ContainerSpec, cwd: str | None) -> None:
+    if spec.workdir is None:
+        try:
+            os.chdir(cwd or "/")
+        except OSError:
+            os.chdir("/")
+        return
+    target = spec.workdir or spec.image_workdir or "/"
+    try:
+        os.chdir(target)
+    except OSError as err:
+        where = "the image's WORKDIR" if not spec.workdir else "--workdir"
+        raise EnterError(f"{where} {target}: {err.strerror} in the container") from None
+
+
+def exec_command(spec: ContainerSpec, argv: list[str], host_env: dict[str, str], cwd: str | None,
+                 set_groups: bool = True) -> None:
+    """Drop to the user inside the (already entered) container and exec; never returns."""
+    env = environment(spec, host_env)
+    full = command(spec, argv, env)
+    drop_privileges(spec.user, set_groups=set_groups)
+    _chdir(spec, cwd)
+    try:
+        os.execvpe(full[0], full, env)  # resolved with the container's PATH
+    except OSError as err:
+        raise EnterError(f"cannot run {full[0]!r} in the container: {err.strerror}") from None

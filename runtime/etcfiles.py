@@ -1,0 +1,59 @@
+"""The container's generated /etc files and /var/hostsfile, as text (pure functions).
+
+The site, not the image, says who exists in the container: the user, their (filtered)
+groups and the site's imported accounts. NSS inside reads only these files, so a lookup
+never reaches the host's LDAP/sssd from inside an image whose libc may not match.
+"""
+
+from __future__ import annotations
+
+from runtime.spec import ContainerSpec
+
+GENERATED = ("passwd", "group", "nsswitch.conf", "shadow", "hosts", "resolv.conf", "mtab")
+
+NSSWITCH = """\
+passwd:     files
+group:      files
+shadow:     files
+hosts:      files dns
+networks:   files
+protocols:  files
+services:   files
+ethers:     files
+rpc:        files
+"""
+
+
+def _field(value: str) -> str:
+    """passwd/group fields cannot hold ':' or newlines; such a value is blanked, not guessed."""
+    return "" if (":" in value or "\n" in value) else value
+
+
+def passwd(spec: ContainerSpec) -> str:
+    u = spec.user
+    lines = [f"{_field(u.name)}:x:{u.uid}:{u.gid}:{_field(u.gecos)}:{_field(u.home)}:{_field(u.shell)}"]
+    for a in spec.accounts:
+        lines.append(f"{_field(a.name)}:x:{a.uid}:{a.gid}:{_field(a.gecos)}:{_field(a.home)}:{_field(a.shell)}")
+    return "\n".join(lines) + "\n"
+
+
+def group(spec: ContainerSpec, primary_name: str | None = None) -> str:
+    """The user's primary group, their filtered groups, and the imported accounts' groups."""
+    u = spec.user
+    seen: set[int] = set()
+    lines = []
+    name = primary_name or u.name
+    if u.gid != 0 or u.uid == 0:
+        lines.append(f"{_field(name)}:x:{u.gid}:{_field(u.name)}")
+        seen.add(u.gid)
+    for g in (*u.groups, *spec.account_groups):
+        if g.gid in seen or g.gid == 0:
+            continue
+        seen.add(g.gid)
+        lines.append(f"{_field(g.name)}:x:{g.gid}:{','.join(_field(m) for m in g.members)}")
+    return "\n".join(lines) + "\n"
+
+
+def hostsfile(hosts: tuple[str, ...]) -> str:
+    """One line per task: `hosts` already lists a host once per task on it."""
+    return "".join(f"{h}\n" for h in hosts)

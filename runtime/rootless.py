@@ -1,0 +1,109 @@
+"""`shifter` as a plain user outside Slurm: a user namespace that maps only the user's own
+uid and gid, the image through squashfuse, the same root layout, pivot_root, exec.
+
+squashfuse serves the image from a child that gets SIGKILL when the container's command
+ends (parent-death signal), so nothing is left running. Where the host does not allow this
+(user namespaces off, /dev/fuse not usable, squashfuse missing), the error names the cause.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+from runtime import build
+from runtime import syscalls as sc
+from runtime.spec import ContainerSpec
+from shifter_site.errors import ShifterError
+
+
+class RootlessError(ShifterError):
+    """Rootless containers are impossible on this host; the message says why."""
+
+    exit_code = 69  # EX_UNAVAILABLE
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def check_host() -> str:
+    """The squashfuse path, or RootlessError naming what this host lacks."""
+    if _read("/proc/sys/kernel/unprivileged_userns_clone") == "0":
+        raise RootlessError("cannot run rootless: unprivileged user namespaces are disabled "
+                            "(kernel.unprivileged_userns_clone=0); ask the admins, or run inside a Slurm job")
+    if _read("/proc/sys/user/max_user_namespaces") == "0":
+        raise RootlessError("cannot run rootless: user.max_user_namespaces is 0; ask the admins, "
+                            "or run inside a Slurm job")
+    squashfuse = shutil.which("squashfuse", path=build.SAFE_PATH)
+    if not squashfuse:
+        raise RootlessError("cannot run rootless: squashfuse is not installed on this host")
+    return squashfuse
+
+
+def _squashfuse_mounter(squashfuse: str, fuse_fd_holder: list[int]):
+    def mount(squashfs: str, target: str) -> str:
+        with open(squashfs, "rb") as f:
+            if f.read(4) != b"hsqs":
+                raise build.BuildError(f"{squashfs} is not a squashfs image; re-pull the image")
+        fd = fuse_fd_holder[0]
+        sc.mount("squashfuse", target, "fuse.squashfuse", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV,
+                 f"fd={fd},rootmode=40000,user_id={os.getuid()},group_id={os.getgid()}")
+        subprocess.Popen([squashfuse, "-f", squashfs, f"/dev/fd/{fd}"], pass_fds=[fd], close_fds=True,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env={"PATH": build.SAFE_PATH},
+                         preexec_fn=lambda: sc.parent_death_signal(9))
+        os.close(fd)  # only the daemon holds it: if it dies, the mount fails instead of hanging
+        fuse_fd_holder[0] = -1
+        return "squashfuse"
+    return mount
+
+
+def enter_namespace() -> None:
+    """A user + mount namespace mapping only our own uid and gid to themselves."""
+    uid, gid = os.getuid(), os.getgid()
+    try:
+        sc.unshare(sc.CLONE_NEWUSER | sc.CLONE_NEWNS)
+    except OSError as err:
+        raise RootlessError(f"cannot run rootless: creating a user namespace failed ({err.strerror}); "
+                            "user namespaces may be restricted here: ask the admins, or run inside a Slurm job") from None
+    with open("/proc/self/setgroups", "w") as f:
+        f.write("deny")
+    with open("/proc/self/uid_map", "w") as f:
+        f.write(f"{uid} {uid} 1\n")
+    with open("/proc/self/gid_map", "w") as f:
+        f.write(f"{gid} {gid} 1\n")
+    sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+
+
+def run(spec: ContainerSpec, run_dir: str, argv: list[str], host_env: dict[str, str], cwd: str | None) -> None:
+    """Build the container rootless and exec the command in it; never returns."""
+    from runtime.enter import exec_command
+
+    if any(v.cache for v in spec.volumes):
+        raise RootlessError("perNodeCache needs the privileged path (a Slurm job with "
+                            "--volume=...:perNodeCache=...); it cannot be made rootless")
+    squashfuse = check_host()
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        raise RootlessError("cannot run rootless: /dev/fuse is not readable and writable by you (users "
+                            "need mode 0666 on it); ask the admins, or run inside a Slurm job")
+    holder = [-1]
+    try:
+        enter_namespace()
+        # opened inside the namespace: FUSE refuses a device fd from another user namespace
+        holder[0] = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
+        user_fds = build.resolve_sources([v for v in spec.volumes if not v.cache])
+        mountpoint = run_dir if os.path.isdir(run_dir) else "/mnt"
+        build.populate(spec, mountpoint, key=spec.build_key(), privileged=False,
+                       image_mounter=_squashfuse_mounter(squashfuse, holder), source_fds=user_fds)
+        for fd in user_fds:
+            os.close(fd)
+        build.pivot_into(mountpoint)
+    finally:
+        if holder[0] >= 0:
+            os.close(holder[0])
+    exec_command(spec, argv, host_env, cwd, set_groups=False)

@@ -1,0 +1,258 @@
+"""`ContainerSpec`: everything needed to build and enter one container, as plain data.
+
+The CLI builds one from its options; the Slurm hooks build one from the job's context; the
+runtime (build, enter, teardown) takes nothing else. Nothing here touches the system except
+`user_from_host` and `from_config`, which read the host's account databases.
+
+Fields that change what is *built* (image, user, groups, volumes, site mounts, modules,
+hosts, cache limits, /etc sources) make up `build_key()`; two requests with the same key can
+share one built container. The rest (env, argv, workdir, entrypoint) only change how it is
+*entered*.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+
+from runtime.volumes import Volume
+
+
+@dataclass(frozen=True)
+class Account:
+    """A passwd entry copied into the container's /etc/passwd."""
+
+    name: str
+    uid: int
+    gid: int
+    gecos: str = ""
+    home: str = "/"
+    shell: str = "/bin/sh"
+
+
+@dataclass(frozen=True)
+class Group:
+    """A group entry for the container's /etc/group (members: names)."""
+
+    name: str
+    gid: int
+    members: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class User:
+    """Who runs in the container. `groups` are the supplementary gids after the site's
+    filter (no gid 0, at most max_group_count), primary gid not repeated."""
+
+    name: str
+    uid: int
+    gid: int
+    home: str
+    shell: str
+    groups: tuple[Group, ...] = ()
+    gecos: str = ""
+
+    @property
+    def gids(self) -> list[int]:
+        return [g.gid for g in self.groups]
+
+
+@dataclass(frozen=True)
+class SiteEnv:
+    """Environment changes applied after the image's and the user's (modules first, then
+    the global site env): set, then append/prepend (joined with ':'), then unset."""
+
+    set: tuple[tuple[str, str], ...] = ()
+    append: tuple[tuple[str, str], ...] = ()
+    prepend: tuple[tuple[str, str], ...] = ()
+    unset: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """One container request. All paths are absolute host paths unless said otherwise.
+
+    image_id        64 hex digits (the gateway's image id)
+    squashfs        host path of <image_id>.squashfs
+    image_env       image ENV, "K=V" in order
+    image_entrypoint, image_cmd   image ENTRYPOINT / CMD (None: not set)
+    image_workdir   image WORKDIR ("" = not set)
+    image_request   what the user asked for (SHIFTER_IMAGEREQUEST), e.g. "docker:ubuntu:22.04"
+    user            the container's user (uid/gid/groups from the host databases)
+    volumes         the user's volumes (incl. perNodeCache), validated (runtime.volumes)
+    site_mounts     the site's and the enabled modules' mounts, in order
+    accounts, account_groups   site-imported accounts for /etc/passwd and /etc/group
+    site_env        env changes applied in order: each module's, then the global site env
+    modules         enabled module names; module_copy: (name, host dir) for /opt/udiImage/modules
+    hosts           the job's hosts, one entry per task (None: no /var/hostsfile)
+    cache_dir, cache_size_limit, cache_allowed_fs   perNodeCache site settings
+    opt_udi_image, etc_dir      site content for /opt/udiImage and site /etc files (None: none)
+    mount_propagation           'private' or 'slave' for the container's mounts
+    hostname                    the node name (part of perNodeCache backing file names)
+    env, env_file   user's --env entries and --env-file entries ("K=V"), in order
+    clearenv        start from an empty environment instead of the caller's
+    workdir         None: caller's cwd if present in the container, else "/";
+                    "" : image WORKDIR (-w with no path); a path: that path
+    entrypoint      None: not asked; "" : the image's ENTRYPOINT; else that command
+    """
+
+    image_id: str
+    squashfs: str
+    user: User
+    image_env: tuple[str, ...] = ()
+    image_entrypoint: tuple[str, ...] | None = None
+    image_cmd: tuple[str, ...] | None = None
+    image_workdir: str = ""
+    image_request: str = ""
+    volumes: tuple[Volume, ...] = ()
+    site_mounts: tuple[Volume, ...] = ()
+    accounts: tuple[Account, ...] = ()
+    account_groups: tuple[Group, ...] = ()
+    site_env: tuple[SiteEnv, ...] = ()
+    modules: tuple[str, ...] = ()
+    module_copy: tuple[tuple[str, str], ...] = ()
+    hosts: tuple[str, ...] | None = None
+    cache_dir: str = "/tmp"
+    cache_size_limit: int = 100 * 1024**3
+    cache_allowed_fs: tuple[str, ...] = ("xfs",)
+    opt_udi_image: str | None = None
+    etc_dir: str | None = None
+    mount_propagation: str = "private"
+    hostname: str = ""
+    env: tuple[str, ...] = ()
+    env_file: tuple[str, ...] = ()
+    clearenv: bool = False
+    workdir: str | None = None
+    entrypoint: str | None = None
+
+    def build_key(self) -> str:
+        """A digest of what the build depends on: equal keys = an identical container."""
+        built = {
+            "image": self.image_id, "squashfs": self.squashfs, "user": asdict(self.user),
+            "volumes": [v.text() for v in self.volumes], "site": [v.text() for v in self.site_mounts],
+            "accounts": [asdict(a) for a in self.accounts],
+            "account_groups": [asdict(g) for g in self.account_groups],
+            "modules": list(self.modules), "module_copy": [list(m) for m in self.module_copy],
+            "hosts": list(self.hosts) if self.hosts is not None else None,
+            "cache": [self.cache_dir, self.cache_size_limit, list(self.cache_allowed_fs)],
+            "udi": self.opt_udi_image, "etc": self.etc_dir, "prop": self.mount_propagation,
+        }
+        blob = json.dumps(built, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:32]
+
+
+# ---------------------------------------------------------------- from the host and site
+
+
+def filter_groups(gids: list[int], primary: int, limit: int) -> list[int]:
+    """Supplementary gids as the container gets them: no gid 0, no duplicate, not the
+    primary, at most `limit` in all (original order kept: the first ones win)."""
+    out: list[int] = []
+    for gid in gids:
+        if gid == 0 or gid == primary or gid in out:
+            continue
+        out.append(gid)
+    return out[: max(limit - 1, 0)] if limit else []
+
+
+def user_from_host(uid: int, max_groups: int = 31) -> User:
+    """The user's entry and groups from the host's databases (NSS), filtered."""
+    import grp
+    import pwd
+
+    from shifter_site.errors import ShifterError
+
+    try:
+        entry = pwd.getpwuid(uid)
+    except KeyError:
+        raise ShifterError(f"uid {uid} has no passwd entry on this host; ask the admins") from None
+    gids = filter_groups(os.getgrouplist(entry.pw_name, entry.pw_gid), entry.pw_gid, max_groups)
+    groups = []
+    for gid in gids:
+        try:
+            groups.append(Group(grp.getgrgid(gid).gr_name, gid, (entry.pw_name,)))
+        except KeyError:
+            groups.append(Group(f"group{gid}", gid, (entry.pw_name,)))
+    return User(name=entry.pw_name, uid=uid, gid=entry.pw_gid, home=entry.pw_dir,
+                shell=entry.pw_shell or "/bin/sh", groups=tuple(groups), gecos=entry.pw_gecos)
+
+
+def _accounts(names: list[str], skip_uid: int) -> tuple[tuple[Account, ...], tuple[Group, ...]]:
+    import grp
+    import pwd
+
+    accounts, groups = [], []
+    for name in names:
+        try:
+            p = pwd.getpwnam(name)
+        except KeyError:
+            continue  # a site-listed account missing on this node is not the user's problem
+        if p.pw_uid == skip_uid:
+            continue
+        accounts.append(Account(p.pw_name, p.pw_uid, p.pw_gid, p.pw_gecos, p.pw_dir, p.pw_shell))
+        try:
+            g = grp.getgrgid(p.pw_gid)
+            groups.append(Group(g.gr_name, g.gr_gid))
+        except KeyError:
+            pass
+    return tuple(accounts), tuple(groups)
+
+
+def from_config(cfg, record, user: User, *, volumes: tuple[Volume, ...] = (),
+                modules: list[str] | None = None, hosts: list[str] | None = None,
+                image_request: str = "", **options) -> ContainerSpec:
+    """A ContainerSpec from the site config, an ImageRecord, the user and the user's options
+    (`options`: env, env_file, clearenv, workdir, entrypoint)."""
+    from runtime.volumes import VolumeError, check_cache_limits, parse_mapping
+    from shifter_site.imagefiles import squashfs_path
+
+    check_cache_limits(list(volumes), cfg.per_node_cache.size_limit_bytes, list(cfg.per_node_cache.allowed_fs))
+    if modules is None:
+        modules = list(cfg.default_modules)
+    if modules == ["none"]:
+        modules = []
+    site = [parse_mapping(_site_text(m), site=True) for m in cfg.site_mounts]
+    envs: list[SiteEnv] = []
+    copies = []
+    for name in modules:
+        module = cfg.modules.get(name)
+        if module is None:
+            raise VolumeError(f"module {name!r} is not defined on this system; "
+                              f"available: {', '.join(sorted(cfg.modules)) or 'none'}")
+        if not module.enabled:
+            raise VolumeError(f"module {name!r} is disabled on this system")
+        for other in module.conflict:
+            if other in modules:
+                raise VolumeError(f"modules {name!r} and {other!r} conflict; choose one")
+        site += [parse_mapping(_site_text(m), site=True) for m in module.site_mounts]
+        envs.append(_site_env(module.env))
+        if module.copy_path:
+            copies.append((name, module.copy_path))
+    envs.append(_site_env(cfg.site_env))
+    accounts, account_groups = _accounts(list(cfg.import_accounts), user.uid)
+    return ContainerSpec(
+        image_id=record.id, squashfs=str(squashfs_path(cfg.image_dir, record.id)), user=user,
+        image_env=tuple(record.env), image_entrypoint=_tuple(record.entrypoint),
+        image_cmd=_tuple(record.cmd), image_workdir=record.workdir, image_request=image_request,
+        volumes=tuple(volumes), site_mounts=tuple(site), accounts=accounts,
+        account_groups=account_groups, site_env=tuple(envs), modules=tuple(modules),
+        module_copy=tuple(copies), hosts=tuple(hosts) if hosts is not None else None,
+        cache_dir=cfg.per_node_cache.dir, cache_size_limit=cfg.per_node_cache.size_limit_bytes,
+        cache_allowed_fs=tuple(cfg.per_node_cache.allowed_fs), opt_udi_image=cfg.opt_udi_image,
+        etc_dir=cfg.etc_dir, mount_propagation=cfg.mount_propagation,
+        hostname=os.uname().nodename, **options)
+
+
+def _tuple(value):
+    return tuple(value) if value is not None else None
+
+
+def _site_text(mount) -> str:
+    return ":".join([mount.from_, mount.to, *mount.flags])
+
+
+def _site_env(more) -> SiteEnv:
+    return SiteEnv(set=tuple(more.set.items()), append=tuple(more.append.items()),
+                   prepend=tuple(more.prepend.items()), unset=tuple(more.unset))

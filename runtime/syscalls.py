@@ -1,0 +1,109 @@
+"""The Linux calls Python 3.11 lacks (mount, umount2, unshare, setns, pivot_root, prctl,
+capset, mount_setattr), through one compiled cffi module.
+
+Each wrapper raises OSError with the errno and the path it was about, so a failed mount says
+which mount; callers turn it into a user- or admin-facing message.
+"""
+
+from __future__ import annotations
+
+import os
+
+try:
+    from runtime._syscalls import ffi, lib
+except ImportError as err:  # a source checkout without the in-place build
+    raise ImportError(
+        "runtime._syscalls is not built: run `pip install .` or "
+        "`python -m runtime.syscalls_build --inplace`"
+    ) from err
+
+# mount(2) flags
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_REMOUNT = 0x20
+MS_BIND = 0x1000
+MS_MOVE = 0x2000
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+MS_SLAVE = 0x80000
+# umount2
+MNT_DETACH = 0x2
+# namespaces
+CLONE_NEWNS = 0x20000
+CLONE_NEWUSER = 0x10000000
+# mount_setattr
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+AT_RECURSIVE = 0x8000
+AT_FDCWD = -100
+# prctl
+PR_SET_PDEATHSIG = 1
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+
+def _check(result: int, what: str, path: str | None = None) -> None:
+    if result != 0:
+        errno = ffi.errno
+        raise OSError(errno, f"{what}: {os.strerror(errno)}", path)
+
+
+def _c(path: str | None):
+    return ffi.NULL if path is None else os.fsencode(path)
+
+
+def mount(source: str | None, target: str, fstype: str | None = None, flags: int = 0,
+          data: str | None = None) -> None:
+    _check(lib.mount(_c(source), _c(target), _c(fstype), flags, _c(data)), f"mount {source} on", target)
+
+
+def umount2(target: str, flags: int = 0) -> None:
+    _check(lib.umount2(_c(target), flags), "umount", target)
+
+
+def unshare(flags: int) -> None:
+    _check(lib.unshare(flags), "unshare")
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    _check(lib.setns(fd, nstype), "setns")
+
+
+def chroot(path: str) -> None:
+    _check(lib.chroot(_c(path)), "chroot", path)
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    _check(lib.shf_pivot_root(_c(new_root), _c(put_old)), "pivot_root", new_root)
+
+
+def mount_setattr(path: str, attr_set: int, attr_clr: int = 0, propagation: int = 0,
+                  recursive: bool = False, dirfd: int = AT_FDCWD) -> None:
+    """Add mount attributes (nosuid, nodev, ro...) without restating the locked ones, which a
+    classic remount must do and cannot know for mounts inherited into a user namespace."""
+    flags = AT_RECURSIVE if recursive else 0
+    _check(lib.shf_mount_setattr(dirfd, _c(path), flags, attr_set, attr_clr, propagation),
+           "mount_setattr", path)
+
+
+def drop_bounding_set() -> None:
+    _check(lib.shf_drop_bounding(), "dropping the capability bounding set")
+
+
+def clear_capabilities() -> None:
+    """Empty permitted/effective/inheritable and ambient sets."""
+    _check(lib.shf_prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL), "clearing ambient capabilities")
+    _check(lib.shf_clear_caps(), "capset")
+
+
+def no_new_privs() -> None:
+    _check(lib.shf_prctl(PR_SET_NO_NEW_PRIVS, 1), "prctl(NO_NEW_PRIVS)")
+
+
+def parent_death_signal(sig: int) -> None:
+    _check(lib.shf_prctl(PR_SET_PDEATHSIG, sig), "prctl(PDEATHSIG)")
