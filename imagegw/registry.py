@@ -244,13 +244,18 @@ class Client:
     def _download(self, layer: Layer, out, progress) -> None:
         hasher = hashlib.sha256()
         size = 0
-        with self.request("GET", f"blobs/{layer.digest}", stream=True) as resp:
+        resp = self.request("GET", f"blobs/{layer.digest}", stream=True)
+        try:
             for chunk in resp.iter_raw(CHUNK):
                 hasher.update(chunk)
                 out.write(chunk)
                 size += len(chunk)
                 if progress:
                     progress(len(chunk))
+        except httpx.HTTPError as err:
+            raise RegistryError(f"layer {layer.digest} of {self.repository}: download broke off ({err})") from None
+        finally:
+            resp.close()
         got = "sha256:" + hasher.hexdigest()
         if got != layer.digest:
             raise RegistryError(f"layer {layer.digest} of {self.repository}: downloaded content hashes to "
