@@ -92,13 +92,14 @@ class Client:
     """One registry, one repository. Thread-safe for parallel blob downloads."""
 
     def __init__(self, base_url: str, repository: str, credentials: Credentials | None = None,
-                 retries: int = 4, backoff: float = 0.5, timeout: float = 60.0):
+                 retries: int = 4, backoff: float = 0.5, timeout: float = 60.0,
+                 transport: httpx.BaseTransport | None = None):
         self.base = base_url.rstrip("/")
         self.repository = repository
         self.credentials = credentials
         self.retries = retries
         self.backoff = backoff
-        self.http = httpx.Client(timeout=timeout, follow_redirects=True,
+        self.http = httpx.Client(timeout=timeout, follow_redirects=True, transport=transport,
                                  limits=httpx.Limits(max_connections=8))
         self._auth_header: str | None = None
         self._lock = threading.Lock()
@@ -138,12 +139,13 @@ class Client:
     def _send(self, method: str, url: str, authorised: bool = True, stream: bool = False, **kw) -> httpx.Response:
         """One request with retries on connection errors and transient statuses."""
         headers = dict(kw.pop("headers", {}))
+        auth = kw.pop("auth", None)
         for attempt in range(self.retries + 1):
             if authorised and self._auth_header:
                 headers["Authorization"] = self._auth_header
             try:
                 req = self.http.build_request(method, url, headers=headers, **kw)
-                resp = self.http.send(req, stream=stream)
+                resp = self.http.send(req, stream=stream, auth=auth)
             except (httpx.TransportError,) as err:
                 if attempt == self.retries:
                     raise RegistryError(f"cannot reach {url} ({err.__class__.__name__}: {err}) "
@@ -246,7 +248,7 @@ class Client:
         size = 0
         resp = self.request("GET", f"blobs/{layer.digest}", stream=True)
         try:
-            for chunk in resp.iter_raw(CHUNK):
+            for chunk in resp.iter_bytes(CHUNK):
                 hasher.update(chunk)
                 out.write(chunk)
                 size += len(chunk)
