@@ -13,6 +13,10 @@ setup(
         "msgspec>=0.18",
         "structlog>=23",
         "cffi>=1.15",
+        "httpx>=0.24",
+        "isal>=1.0",
+        "fastapi>=0.100",
+        "uvicorn>=0.23",
     ],
     # runtime/_syscalls: compiled cffi module (API mode: no cdef parsing at launch)
     setup_requires=["cffi>=1.15"],

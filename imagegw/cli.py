@@ -1,13 +1,113 @@
-"""`shifterimg`: pull, list and look up images through the image gateway."""
+"""`shifterimg`: pull, list and look up images through the image gateway.
+
+    shifterimg images [--json]     images ready on this system
+    shifterimg lookup REF          print the image id (exit 3 when it is not there)
+    shifterimg pull REF            pull and convert, showing progress, until READY or FAILURE
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
+import time
+
+from shifter_site import config, logs
+from shifter_site.errors import ShifterError
+
+from imagegw import client
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    return str(n)
+
+
+def progress_line(body: dict) -> str:
+    p = body.get("progress") or {}
+    parts = [body.get("status", "?")]
+    if p.get("layers"):
+        parts.append(f"layers {p.get('layers_done', 0)}/{p['layers']}")
+    if p.get("bytes_total"):
+        parts.append(f"{_size(p.get('bytes', 0))}/{_size(p['bytes_total'])}")
+    if p.get("entries"):
+        parts.append(f"{p['entries']} files")
+    return "  ".join(parts)
+
+
+def cmd_pull(cfg, args) -> int:
+    tty = sys.stdout.isatty()
+    last = [""]
+    start = time.monotonic()
+
+    def show(body: dict) -> None:
+        line = progress_line(body)
+        if line == last[0]:
+            return
+        last[0] = line
+        if tty:
+            print(f"\r\033[K{line}", end="", flush=True)
+        else:
+            print(line, flush=True)
+
+    body = client.pull(cfg, args.ref, on_update=show)
+    if tty:
+        print()
+    if body.get("status") == "READY":
+        print(f"{args.ref}: READY {body['id']} ({time.monotonic() - start:.1f}s)")
+        return 0
+    print(f"shifterimg: pull of {args.ref} failed: {body.get('status_message') or body.get('status')}", file=sys.stderr)
+    return 1
+
+
+def cmd_lookup(cfg, args) -> int:
+    print(client.lookup(cfg, args.ref).id)
+    return 0
+
+
+def cmd_images(cfg, args) -> int:
+    rows = client.images(cfg)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'SYSTEM':10} {'TYPE':7} {'ID':14} {'STATUS':8} {'PULLED':19} TAG")
+    for r in rows:
+        pulled = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(r.get("last_pull") or 0))
+        print(f"{r['system']:10} {r['itype']:7} {(r.get('id') or '-')[:12]:14} {r['status']:8} {pulled:19} {r['tag']}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="shifterimg", description="Pull, list and look up container images.")
+    p.add_argument("--config", help="site config (default $SHIFTER_CONFIG or /etc/shifter/shifter.yaml)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    s = sub.add_parser("images", help="list images ready on this system")
+    s.add_argument("--json", action="store_true", help="print the records as JSON")
+    s.set_defaults(func=cmd_images)
+    s = sub.add_parser("lookup", help="print the id of an image (exit 3 if absent)")
+    s.add_argument("ref", metavar="REF")
+    s.set_defaults(func=cmd_lookup)
+    s = sub.add_parser("pull", help="pull an image and wait until it is READY or FAILED")
+    s.add_argument("ref", metavar="REF")
+    s.set_defaults(func=cmd_pull)
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    print("shifterimg: the image gateway is not installed in this version yet", file=sys.stderr)
-    return 69  # EX_UNAVAILABLE
+    args = parser().parse_args(argv)
+    logs.configure(json=False, verbose=args.verbose)
+    try:
+        cfg = config.load(args.config, privileged=False)
+        return args.func(cfg, args)
+    except ShifterError as err:
+        print(f"shifterimg: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

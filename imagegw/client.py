@@ -1,0 +1,117 @@
+"""Talking to the image gateway from login and compute nodes (`shifterimg`, `shifter`, the
+Slurm submit hook). Gateways listed in the site config are tried in random order.
+
+    record = imagegw.client.lookup(cfg, "docker:ubuntu:22.04")   # ImageRecord, or GatewayError
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Callable
+from urllib.parse import quote
+
+import httpx
+import msgspec
+
+from shifter_site import imagefiles
+from shifter_site.config import Config
+from shifter_site.errors import ShifterError
+
+from imagegw import reference
+
+DONE = ("READY", "FAILURE")
+
+
+class GatewayError(ShifterError):
+    """The gateway is unreachable, refused the request, or the image is not there."""
+
+
+class NotFound(GatewayError):
+    """The image is not on this system (not pulled yet, or gone)."""
+
+    exit_code = 3
+
+
+def _request(cfg: Config, method: str, path: str) -> dict:
+    urls = list(cfg.gateway.urls)
+    random.shuffle(urls)
+    errors = []
+    for url in urls:
+        try:
+            resp = httpx.request(method, f"{url.rstrip('/')}{path}", timeout=cfg.gateway.timeout)
+        except httpx.HTTPError as err:
+            errors.append(f"{url}: {err.__class__.__name__}")
+            continue
+        try:
+            body = resp.json()
+        except ValueError:
+            body = {}
+        if resp.status_code == 404:
+            raise NotFound(body.get("error") or f"not found: {path}")
+        if resp.status_code >= 400:
+            raise GatewayError(body.get("error") or body.get("detail") or f"gateway {url}: HTTP {resp.status_code}")
+        return body
+    raise GatewayError(f"cannot reach the image gateway ({'; '.join(errors)}); is shifter-gateway running? "
+                       "(gateway.urls in the site config)")
+
+
+def _path(cfg: Config, action: str, ref: reference.Reference) -> str:
+    return f"/api/{action}/{quote(cfg.system)}/{ref.itype}/{quote(ref.key, safe='/:@')}/"
+
+
+def parse(cfg: Config, ref: str | reference.Reference) -> reference.Reference:
+    return ref if isinstance(ref, reference.Reference) else reference.parse(ref, cfg.default_image_type)
+
+
+def status(cfg: Config, ref: str | reference.Reference) -> dict:
+    """The gateway's record for `ref` (any state); NotFound when it has none."""
+    return _request(cfg, "GET", _path(cfg, "lookup", parse(cfg, ref)))
+
+
+def lookup(cfg: Config, ref: str | reference.Reference) -> imagefiles.ImageRecord:
+    """The published record of a READY image; NotFound (one line, how to fix) otherwise.
+
+    `id:<64 hex>` is answered from the image directory without the gateway.
+    """
+    parsed = parse(cfg, ref)
+    if parsed.itype == "id":
+        try:
+            return imagefiles.read_record(cfg.image_dir, parsed.tag.removeprefix("sha256:"))
+        except imagefiles.ImageError as err:
+            raise NotFound(str(err)) from None
+    body = status(cfg, parsed)
+    if body.get("status") != "READY" or not body.get("record"):
+        why = f" ({body['status_message']})" if body.get("status_message") else ""
+        raise NotFound(f"{parsed.itype}:{parsed.tag} is not ready on {cfg.system}: {body.get('status')}{why}; "
+                       f"pull it: shifterimg pull {parsed.itype}:{parsed.tag}")
+    return msgspec.convert(body["record"], imagefiles.ImageRecord)
+
+
+def images(cfg: Config) -> list[dict]:
+    """Every READY image the gateway knows for this system."""
+    return _request(cfg, "GET", f"/api/list/{quote(cfg.system)}/")["list"]
+
+
+def start_pull(cfg: Config, ref: str | reference.Reference) -> dict:
+    parsed = parse(cfg, ref)
+    if parsed.itype != "docker":
+        raise GatewayError(f"{parsed.itype}:{parsed.tag} cannot be pulled; only docker: images are pulled")
+    return _request(cfg, "POST", _path(cfg, "pull", parsed))
+
+
+def pull(cfg: Config, ref: str | reference.Reference, on_update: Callable[[dict], None] | None = None,
+         poll: float = 0.5, timeout: float | None = None) -> dict:
+    """Start (or join) a pull and wait until READY or FAILURE; the final gateway record."""
+    parsed = parse(cfg, ref)
+    body = start_pull(cfg, parsed)
+    deadline = time.monotonic() + timeout if timeout else None
+    while True:
+        if on_update:
+            on_update(body)
+        if body.get("status") in DONE or body.get("status") == "MISSING":
+            return body
+        if deadline and time.monotonic() > deadline:
+            raise GatewayError(f"pull of {parsed.tag} still {body.get('status')} after {timeout:.0f}s")
+        time.sleep(poll)
+        body = status(cfg, parsed)

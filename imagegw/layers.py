@@ -1,0 +1,245 @@
+"""Flatten an image's layers into one tar stream, in one pass, without touching the disk.
+
+Layers are read newest first: an entry is written when no newer layer has provided,
+deleted (`.wh.<name>`) or hidden (opaque `.wh..wh..opq`, or a non-directory over a directory)
+its path, so every path appears exactly once and the result is what applying the layers in
+order would give. Because nothing is extracted, hostile entries cannot touch the host; they
+are still neutralised so the image is safe wherever it is unpacked or mounted:
+
+- names that are absolute or contain `..`: dropped (`absolute_path`, `path_traversal`)
+- entries beneath a symlink or other non-directory of the same layer: dropped (`through_link`)
+- symlinks whose target climbs above the image root: dropped (`symlink_escape`); absolute
+  symlinks that stay inside are kept (they resolve inside the container at run time)
+- hard links to a path outside, or to no regular file of the same layer: dropped
+  (`hardlink_escape`, `hardlink_unresolved`)
+- character and block devices: dropped (`device`)
+- setuid/setgid bits on non-directories: cleared (`setuid_setgid`)
+- whiteouts naming `.`, `..` or nothing: dropped (`bad_whiteout`)
+- extended attributes (file capabilities...): not copied (`xattr`)
+Counts end up in the image record (`neutralised`).
+"""
+
+from __future__ import annotations
+
+import io
+import posixpath
+import tarfile
+import zlib
+from collections import Counter
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterable
+
+from shifter_site.errors import ShifterError
+
+try:  # ISA-L decompresses gzip several times faster than zlib (DESIGN decision 11)
+    from isal import igzip as _gzip
+except ImportError:  # pragma: no cover - isal is a dependency; zlib keeps working without it
+    import gzip as _gzip
+
+WHITEOUT = ".wh."
+OPAQUE = ".wh..wh..opq"
+BUF = 1 << 20
+
+
+class LayerError(ShifterError):
+    """A layer cannot be read (corrupt, unknown compression); the message names it."""
+
+
+def open_layer(path: str | Path) -> BinaryIO:
+    """A layer blob as an uncompressed byte stream, chosen by magic bytes (gzip, zstd, tar)."""
+    f = open(path, "rb")
+    magic = f.read(4)
+    f.seek(0)
+    if magic[:2] == b"\x1f\x8b":
+        return _gzip.GzipFile(fileobj=f, mode="rb")
+    if magic == b"\x28\xb5\x2f\xfd":
+        try:
+            import zstandard
+        except ImportError:
+            f.close()
+            raise LayerError(f"layer {Path(path).name} is zstd-compressed; install the 'zstandard' package") from None
+        return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True)
+    return f
+
+
+def _normalise(name: str) -> tuple[str | None, str | None]:
+    """(path without leading ./, None) or (None, reason it is refused)."""
+    if name.startswith("/"):
+        return None, "absolute_path"
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        return None, "path_traversal"
+    return "/".join(parts), None
+
+
+def _ancestors(path: str) -> Iterable[str]:
+    i = path.find("/")
+    while i != -1:
+        yield path[:i]
+        i = path.find("/", i + 1)
+
+
+def _link_escapes(path: str, target: str) -> bool:
+    """True when a symlink at `path` to `target` climbs above the image root (lexically)."""
+    base = [] if target.startswith("/") else path.split("/")[:-1]
+    depth = len(base)
+    for part in target.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                return True
+        else:
+            depth += 1
+    return False
+
+
+class Flattener:
+    """Writes the merged tar of layers (given oldest first, as in a manifest) to `out`."""
+
+    def __init__(self, out: BinaryIO, all_root: bool = True,
+                 progress: Callable[[int, int], None] | None = None):
+        self.tar = tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=BUF)
+        self.tar.copybufsize = BUF
+        self.all_root = all_root
+        self.progress = progress
+        self.neutralised: Counter[str] = Counter()
+        self.entries = 0
+        self.bytes = 0
+        self._upper: dict[str, bool] = {}   # path -> is a directory, from newer layers
+        self._deleted: set[str] = set()
+        self._opaque: set[str] = set()
+
+    def add_layers(self, layers: list[str | Path]) -> None:
+        for index, path in enumerate(reversed(layers)):
+            try:
+                with open_layer(path) as stream:
+                    self.add_layer(stream)
+            except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
+                raise LayerError(f"layer {Path(path).name} (number {len(layers) - index}) cannot be read: {err}") from None
+
+    def close(self) -> None:
+        self.tar.close()
+
+    def add_layer(self, stream: BinaryIO) -> None:
+        """Merge one layer under everything added before it."""
+        here: dict[str, bool] = {}
+        regular: set[str] = set()
+        deleted: set[str] = set()
+        opaque: set[str] = set()
+        with tarfile.open(fileobj=stream, mode="r|", bufsize=BUF) as layer:
+            for member in layer:
+                path, why = _normalise(member.name)
+                if why:
+                    self.neutralised[why] += 1
+                    continue
+                if not path:
+                    continue  # the root itself: the image root's attributes are fixed
+                parent, base = posixpath.split(path)
+                if base.startswith(WHITEOUT):
+                    if base == OPAQUE:
+                        opaque.add(parent)
+                        continue
+                    name = base[len(WHITEOUT):]
+                    if name in ("", ".", "..") or "/" in name:
+                        self.neutralised["bad_whiteout"] += 1
+                        continue
+                    deleted.add(posixpath.join(parent, name))
+                    continue
+                if self._hidden(path, here):
+                    continue
+                if path in here:
+                    self.neutralised["duplicate"] += 1
+                    continue
+                info = self._check(member, path, here, regular)
+                if info is None:
+                    continue
+                here[path] = member.isdir()
+                if member.isreg():
+                    regular.add(path)
+                    self.tar.addfile(info, layer.extractfile(member))
+                    self.bytes += info.size
+                else:
+                    self.tar.addfile(info)
+                self.entries += 1
+                if self.progress and self.entries % 512 == 0:
+                    self.progress(self.entries, self.bytes)
+        self._upper.update(here)
+        self._deleted |= deleted
+        self._opaque |= opaque
+
+    def _hidden(self, path: str, here: dict[str, bool]) -> bool:
+        if path in self._upper or path in self._deleted:
+            return True
+        for a in _ancestors(path):
+            if a in self._deleted or a in self._opaque or self._upper.get(a) is False:
+                return True
+            if here.get(a) is False:
+                self.neutralised["through_link"] += 1
+                return True
+        return False
+
+    def _check(self, member: tarfile.TarInfo, path: str, here: dict, regular: set) -> tarfile.TarInfo | None:
+        """A clean copy of the entry to write, or None when it is dropped (and counted)."""
+        if member.ischr() or member.isblk():
+            self.neutralised["device"] += 1
+            return None
+        if member.pax_headers and any(k.startswith(("SCHILY.xattr", "LIBARCHIVE.xattr")) for k in member.pax_headers):
+            self.neutralised["xattr"] += 1
+        info = tarfile.TarInfo(path)
+        info.mode = member.mode & 0o7777
+        if not member.isdir() and info.mode & 0o6000:
+            info.mode &= ~0o6000
+            self.neutralised["setuid_setgid"] += 1
+        info.mtime = member.mtime
+        if self.all_root:
+            info.uid = info.gid = 0
+        else:
+            info.uid, info.gid = member.uid, member.gid
+        if member.isreg():
+            info.type = tarfile.REGTYPE
+            info.size = member.size
+        elif member.isdir():
+            info.type = tarfile.DIRTYPE
+        elif member.issym():
+            if _link_escapes(path, member.linkname):
+                self.neutralised["symlink_escape"] += 1
+                return None
+            info.type = tarfile.SYMTYPE
+            info.linkname = member.linkname
+        elif member.islnk():
+            target, why = _normalise(member.linkname)
+            if why or not target:
+                self.neutralised["hardlink_escape"] += 1
+                return None
+            if target not in regular:
+                self.neutralised["hardlink_unresolved"] += 1
+                return None
+            info.type = tarfile.LNKTYPE
+            info.linkname = target
+        elif member.isfifo():
+            info.type = tarfile.FIFOTYPE
+        else:
+            self.neutralised["unknown_type"] += 1
+            return None
+        return info
+
+
+def flatten(layers: list[str | Path], out: BinaryIO, all_root: bool = True,
+            progress: Callable[[int, int], None] | None = None) -> Flattener:
+    """Write the merged tar of `layers` (oldest first) to `out`; returns the counts."""
+    flat = Flattener(out, all_root=all_root, progress=progress)
+    flat.add_layers(layers)
+    flat.close()
+    return flat
+
+
+def flatten_bytes(layers: list[bytes], all_root: bool = True) -> tuple[bytes, Flattener]:
+    """Merge in-memory layer tars (for tests and tools)."""
+    out = io.BytesIO()
+    flat = Flattener(out, all_root=all_root)
+    for data in reversed(layers):
+        flat.add_layer(io.BytesIO(data))
+    flat.close()
+    return out.getvalue(), flat

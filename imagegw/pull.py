@@ -1,0 +1,134 @@
+"""One pull, start to end: resolve the manifest, fetch layers into the cache, convert, publish.
+
+Used by the service's workers (and by bench/ and tests directly). Each step is one log event
+with its duration. The squashfs is written as `.<id>.<pid>.squashfs.tmp` in the image
+directory (same filesystem, so the final rename is atomic) and published with
+shifter_site.imagefiles.publish, record last.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from shifter_site import imagefiles, logs
+from shifter_site.config import Config
+
+from imagegw import reference, registry, squash
+
+log = logs.get("gateway.pull")
+_TMP = re.compile(r"^\.([0-9a-f]{64})\.(\d+)\.squashfs\.tmp$")
+
+
+def metadata(config: dict) -> dict:
+    """ENV, ENTRYPOINT, CMD, WORKDIR, USER, LABELS from an image config, as ImageRecord fields."""
+    c = config.get("config") or {}
+    return {
+        "env": list(c.get("Env") or []),
+        "entrypoint": list(c["Entrypoint"]) if c.get("Entrypoint") else None,
+        "cmd": list(c["Cmd"]) if c.get("Cmd") else None,
+        "workdir": c.get("WorkingDir") or "",
+        "user": c.get("User") or "",
+        "labels": {str(k): str(v) for k, v in (c.get("Labels") or {}).items()},
+    }
+
+
+def temp_path(image_dir: str, image_id: str) -> Path:
+    return Path(image_dir) / f".{imagefiles.check_id(image_id)}.{os.getpid()}.squashfs.tmp"
+
+
+def clean_stale_temps(image_dir: str) -> int:
+    """Remove temporary squashfs files whose writer process is gone (a killed gateway)."""
+    removed = 0
+    for path in Path(image_dir).glob(".*.squashfs.tmp"):
+        m = _TMP.match(path.name)
+        if not m:
+            continue
+        pid = int(m.group(2))
+        alive = pid != os.getpid() and Path(f"/proc/{pid}").exists()
+        if not alive or pid == os.getpid():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+class Progress:
+    """Counters a pull updates and a reporter reads (layers, bytes, entries)."""
+
+    def __init__(self, report: Callable[[dict], None] | None = None, every: float = 0.25):
+        self.data = {"layers": 0, "layers_done": 0, "bytes": 0, "bytes_total": 0, "entries": 0}
+        self._report = report
+        self._every = every
+        self._last = 0.0
+        self._lock = threading.Lock()
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for k, v in counts.items():
+                self.data[k] = self.data.get(k, 0) + v
+            now = time.monotonic()
+            if self._report and now - self._last >= self._every:
+                self._last = now
+                self._report(dict(self.data))
+
+    def set(self, **values: int) -> None:
+        with self._lock:
+            self.data.update(values)
+        if self._report:
+            self._report(dict(self.data))
+
+
+def pull(cfg: Config, ref: reference.Reference, cache: registry.LayerCache, *,
+         compression: str = "zstd", auth_file: str | None = None,
+         on_state: Callable[[str], None] | None = None, progress: Progress | None = None,
+         workers: int = 4) -> imagefiles.ImageRecord:
+    """Pull and convert `ref`, publish it in cfg.image_dir, return its record.
+
+    An image already published under the same manifest digest is not converted again.
+    """
+    progress = progress or Progress()
+    on_state = on_state or (lambda state: None)
+    base, repository = reference.registry_url(ref, cfg.registries.default, cfg.registries.hosts)
+    host = ref.host or (base.split("://", 1)[-1])
+    client = registry.Client(base, repository, registry.credentials_for(host, auth_file),
+                             timeout=cfg.gateway.timeout)
+    try:
+        on_state("PULLING")
+        with logs.step(log, "resolve", ref=ref.key) as info:
+            resolved = client.resolve(ref.manifest_ref, cfg.registries.platform)
+            info.update(digest=resolved.digest, layers=len(resolved.layers))
+        image_id = resolved.digest.split(":", 1)[1]
+        try:
+            existing = imagefiles.read_record(cfg.image_dir, image_id)
+        except imagefiles.ImageError:
+            existing = None
+        progress.set(layers=len(resolved.layers), bytes_total=sum(l.size for l in resolved.layers))
+        with logs.step(log, "fetch_layers", id=image_id, layers=len(resolved.layers)):
+            paths = registry.fetch_layers(client, resolved.layers, cache, workers=workers,
+                                          progress=lambda n: progress.add(bytes=n),
+                                          on_done=lambda layer: progress.add(layers_done=1))
+        if existing is not None:
+            log.info("already_converted", id=image_id)
+            return existing
+        on_state("CONVERSION")
+        tmp = temp_path(cfg.image_dir, image_id)
+        try:
+            with logs.step(log, "convert", id=image_id, compression=compression) as info:
+                flat = squash.convert(paths, tmp, compression=compression,
+                                      progress=lambda entries, _: progress.set(entries=entries))
+                info.update(entries=flat.entries, bytes=flat.bytes, neutralised=dict(flat.neutralised))
+            record = imagefiles.ImageRecord(
+                id=image_id, system=cfg.system, itype=ref.itype, tag=ref.key, digest=resolved.digest,
+                size=tmp.stat().st_size, neutralised=dict(flat.neutralised), last_pull=time.time(),
+                **metadata(resolved.config))
+            with logs.step(log, "publish", id=image_id, size=record.size):
+                imagefiles.publish(cfg.image_dir, record, tmp)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return record
+    finally:
+        client.close()

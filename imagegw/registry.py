@@ -1,0 +1,333 @@
+"""Registry transport: Docker Registry HTTP API v2 / OCI distribution spec, on httpx.
+
+Why a direct client and not skopeo: conversion streams layers from a shared
+content-addressed cache straight into the merge, and one `skopeo copy` per image costs a
+process, a full OCI layout on disk and a second read of every layer (measured in
+bench/bench_pull.py; figures in CHANGELOG). This client does what the gateway needs:
+anonymous, Bearer (from the WWW-Authenticate challenge) and basic auth; OCI and Docker v2
+manifests, OCI indexes and Docker manifest lists with platform selection; redirects for
+blobs; sha256 of every manifest and blob checked; retries with backoff on transient errors;
+layers downloaded in parallel into a cache where each blob is stored once.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+import httpx
+import msgspec
+
+from shifter_site import logs
+from shifter_site.errors import ShifterError
+
+log = logs.get("gateway.registry")
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+ACCEPT = ", ".join((OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST))
+LISTS = (OCI_INDEX, DOCKER_LIST)
+TRANSIENT = {408, 425, 429, 500, 502, 503, 504}
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+CHUNK = 1 << 20
+
+
+class RegistryError(ShifterError):
+    """The registry refused or failed in a way retrying will not fix; the message says which."""
+
+
+class Layer(msgspec.Struct, frozen=True):
+    digest: str
+    size: int
+    media_type: str
+
+
+class Resolved(msgspec.Struct, frozen=True):
+    """What a reference resolves to: the manifest (its digest is the image id) and config."""
+
+    digest: str
+    manifest: dict
+    config: dict
+    layers: list[Layer]
+
+
+def _check_digest(digest: str) -> str:
+    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+        raise RegistryError(f"registry sent digest {digest!r}; only sha256:<64 hex> digests are supported")
+    return digest
+
+
+class Credentials(msgspec.Struct, frozen=True):
+    username: str
+    password: str
+
+
+def credentials_for(host: str, auth_file: str | None) -> Credentials | None:
+    """Credentials for a registry host from a containers/docker auth.json ("auths": {host: {auth}})."""
+    if not auth_file or not os.path.exists(auth_file):
+        return None
+    try:
+        auths = json.loads(Path(auth_file).read_text()).get("auths", {})
+    except (OSError, ValueError) as err:
+        raise RegistryError(f"{auth_file}: cannot read registry credentials ({err})") from None
+    entry = auths.get(host) or auths.get(f"https://{host}") or auths.get(f"http://{host}")
+    if not entry or "auth" not in entry:
+        return None
+    user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+    return Credentials(username=user, password=password)
+
+
+class Client:
+    """One registry, one repository. Thread-safe for parallel blob downloads."""
+
+    def __init__(self, base_url: str, repository: str, credentials: Credentials | None = None,
+                 retries: int = 4, backoff: float = 0.5, timeout: float = 60.0,
+                 transport: httpx.BaseTransport | None = None):
+        self.base = base_url.rstrip("/")
+        self.repository = repository
+        self.credentials = credentials
+        self.retries = retries
+        self.backoff = backoff
+        self.http = httpx.Client(timeout=timeout, follow_redirects=True, transport=transport,
+                                 limits=httpx.Limits(max_connections=8))
+        self._auth_header: str | None = None
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self.http.close()
+
+    # ------------------------------------------------------------ auth and retries
+
+    def _authenticate(self, challenge: str) -> None:
+        scheme, _, params = challenge.partition(" ")
+        if scheme.lower() == "basic":
+            if not self.credentials:
+                raise RegistryError(f"{self.base} requires a login for {self.repository}; "
+                                    "store credentials with `shifterimg login` (auth.json)")
+            token = base64.b64encode(f"{self.credentials.username}:{self.credentials.password}".encode())
+            self._auth_header = f"Basic {token.decode()}"
+            return
+        if scheme.lower() != "bearer":
+            raise RegistryError(f"{self.base}: unsupported authentication scheme {scheme!r}")
+        fields = dict(re.findall(r'(\w+)="([^"]*)"', params))
+        if "realm" not in fields:
+            raise RegistryError(f"{self.base}: Bearer challenge without realm")
+        query = {k: v for k, v in fields.items() if k in ("service", "scope")}
+        query.setdefault("scope", f"repository:{self.repository}:pull")
+        auth = (self.credentials.username, self.credentials.password) if self.credentials else None
+        resp = self._send("GET", fields["realm"], params=query, auth=auth, authorised=False)
+        if resp.status_code != 200:
+            raise RegistryError(f"{fields['realm']}: token request refused (HTTP {resp.status_code}); "
+                                "check the image name and your credentials")
+        body = resp.json()
+        token = body.get("token") or body.get("access_token")
+        if not token:
+            raise RegistryError(f"{fields['realm']}: token response has no token")
+        self._auth_header = f"Bearer {token}"
+
+    def _send(self, method: str, url: str, authorised: bool = True, stream: bool = False, **kw) -> httpx.Response:
+        """One request with retries on connection errors and transient statuses."""
+        headers = dict(kw.pop("headers", {}))
+        auth = kw.pop("auth", None)
+        for attempt in range(self.retries + 1):
+            if authorised and self._auth_header:
+                headers["Authorization"] = self._auth_header
+            try:
+                req = self.http.build_request(method, url, headers=headers, **kw)
+                resp = self.http.send(req, stream=stream, auth=auth)
+            except (httpx.TransportError,) as err:
+                if attempt == self.retries:
+                    raise RegistryError(f"cannot reach {url} ({err.__class__.__name__}: {err}) "
+                                        f"after {self.retries + 1} tries") from None
+                log.warning("registry_retry", url=url, error=str(err), attempt=attempt + 1)
+                time.sleep(self.backoff * 2 ** attempt)
+                continue
+            if resp.status_code in TRANSIENT and attempt < self.retries:
+                resp.close()
+                log.warning("registry_retry", url=url, status=resp.status_code, attempt=attempt + 1)
+                time.sleep(self.backoff * 2 ** attempt)
+                continue
+            return resp
+        raise AssertionError("unreachable")
+
+    def request(self, method: str, path: str, stream: bool = False, **kw) -> httpx.Response:
+        url = f"{self.base}/v2/{self.repository}/{path}"
+        resp = self._send(method, url, stream=stream, **kw)
+        if resp.status_code == 401 and "www-authenticate" in resp.headers:
+            resp.close()
+            with self._lock:
+                self._authenticate(resp.headers["www-authenticate"])
+            resp = self._send(method, url, stream=stream, **kw)
+        if resp.status_code >= 400:
+            if stream:
+                resp.read()
+            raise RegistryError(self._explain(resp, path))
+        return resp
+
+    def _explain(self, resp: httpx.Response, path: str) -> str:
+        what = f"{self.base}/v2/{self.repository}/{path}"
+        try:
+            errors = resp.json().get("errors") or []
+            detail = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors)
+        except ValueError:
+            detail = ""
+        if resp.status_code == 404:
+            return f"{self.repository}:{path.rsplit('/', 1)[-1]} not found in {self.base} ({detail or 'HTTP 404'}); check the name and tag"
+        if resp.status_code in (401, 403):
+            return f"access to {self.repository} in {self.base} denied (HTTP {resp.status_code}); check the name and your credentials"
+        return f"{what}: HTTP {resp.status_code} {detail}".rstrip()
+
+    # ------------------------------------------------------------ manifests
+
+    def manifest(self, ref: str) -> tuple[str, str, bytes]:
+        """(digest, media type, raw bytes) of a manifest, its sha256 checked."""
+        resp = self.request("GET", f"manifests/{ref}", headers={"Accept": ACCEPT})
+        raw = resp.content
+        digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+        if ref.startswith("sha256:") and digest != ref:
+            raise RegistryError(f"manifest {ref} of {self.repository}: content hashes to {digest}; refusing it")
+        sent = resp.headers.get("docker-content-digest")
+        if sent and sent != digest:
+            raise RegistryError(f"manifest {ref} of {self.repository}: registry says {sent} but content hashes to {digest}")
+        media = resp.headers.get("content-type", "").split(";")[0].strip()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            raise RegistryError(f"manifest {ref} of {self.repository} is not JSON") from None
+        media = body.get("mediaType") or media
+        return digest, media, raw
+
+    def resolve(self, ref: str, platform: str = "linux/amd64") -> Resolved:
+        """The image manifest for `ref`, choosing `platform` from an index or list."""
+        digest, media, raw = self.manifest(ref)
+        body = json.loads(raw)
+        if media in LISTS or "manifests" in body:
+            chosen = select_platform(body.get("manifests") or [], platform)
+            if chosen is None:
+                have = sorted({_platform_name(m.get("platform") or {}) for m in body.get("manifests") or []})
+                raise RegistryError(f"{self.repository}:{ref} has no image for platform {platform} "
+                                    f"(it has: {', '.join(have) or 'none'}); set registries.platform")
+            digest, media, raw = self.manifest(_check_digest(chosen["digest"]))
+            body = json.loads(raw)
+        if media not in (OCI_MANIFEST, DOCKER_MANIFEST) and body.get("schemaVersion") != 2:
+            raise RegistryError(f"{self.repository}:{ref}: unsupported manifest type {media!r} "
+                                "(Docker schema 1 is not supported; re-push the image with a current Docker)")
+        if "config" not in body or "layers" not in body:
+            raise RegistryError(f"{self.repository}:{ref}: manifest has no config or layers")
+        config_digest = _check_digest(body["config"].get("digest"))
+        config_raw = self.request("GET", f"blobs/{config_digest}").content
+        if "sha256:" + hashlib.sha256(config_raw).hexdigest() != config_digest:
+            raise RegistryError(f"image config {config_digest} of {self.repository} does not match its digest")
+        try:
+            config = json.loads(config_raw)
+        except ValueError:
+            raise RegistryError(f"image config of {self.repository} is not JSON") from None
+        layers = [Layer(digest=_check_digest(l.get("digest")), size=int(l.get("size") or 0),
+                        media_type=l.get("mediaType", "")) for l in body["layers"]]
+        return Resolved(digest=digest, manifest=body, config=config, layers=layers)
+
+    # ------------------------------------------------------------ blobs
+
+    def fetch_blob(self, layer: Layer, cache: "LayerCache", progress: Callable[[int], None] | None = None) -> Path:
+        """The blob's path in the cache, downloading it (sha256 checked) if it is not there."""
+        return cache.get_or_fetch(layer.digest, lambda out: self._download(layer, out, progress))
+
+    def _download(self, layer: Layer, out, progress) -> None:
+        hasher = hashlib.sha256()
+        size = 0
+        resp = self.request("GET", f"blobs/{layer.digest}", stream=True)
+        try:
+            for chunk in resp.iter_bytes(CHUNK):
+                hasher.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+                if progress:
+                    progress(len(chunk))
+        except httpx.HTTPError as err:
+            raise RegistryError(f"layer {layer.digest} of {self.repository}: download broke off ({err})") from None
+        finally:
+            resp.close()
+        got = "sha256:" + hasher.hexdigest()
+        if got != layer.digest:
+            raise RegistryError(f"layer {layer.digest} of {self.repository}: downloaded content hashes to "
+                                f"{got}; the registry's copy is corrupt or was tampered with")
+        if layer.size and size != layer.size:
+            raise RegistryError(f"layer {layer.digest} of {self.repository}: {size} bytes, manifest says {layer.size}")
+
+
+def _platform_name(p: dict) -> str:
+    name = f"{p.get('os', '?')}/{p.get('architecture', '?')}"
+    return name + (f"/{p['variant']}" if p.get("variant") else "")
+
+
+def select_platform(manifests: list[dict], platform: str) -> dict | None:
+    """The entry of an index/list for os/arch[/variant]; attestations ('unknown/unknown') never."""
+    os_, arch, *variant = platform.split("/")
+    for m in manifests:
+        p = m.get("platform") or {}
+        if p.get("os") == os_ and p.get("architecture") == arch and (not variant or p.get("variant") == variant[0]):
+            return m
+    return None
+
+
+class LayerCache:
+    """Blobs by digest, shared by every image: a layer is downloaded once. Concurrent requests
+    for one blob wait for the one download; a failed download leaves nothing."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self.downloads = 0  # blobs fetched from a registry by this process (for tests/metrics)
+
+    def path(self, digest: str) -> Path:
+        return self.root / _check_digest(digest).split(":", 1)[1]
+
+    def get_or_fetch(self, digest: str, download: Callable) -> Path:
+        target = self.path(digest)
+        with self._guard:
+            lock = self._locks.setdefault(digest, threading.Lock())
+        with lock:
+            if target.exists():
+                return target
+            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{target.name}.", suffix=".part")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    download(out)
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            self.downloads += 1
+            return target
+
+    def clean_partial(self) -> None:
+        for part in self.root.glob(".*.part"):
+            part.unlink(missing_ok=True)
+
+
+def fetch_layers(client: Client, layers: list[Layer], cache: LayerCache, workers: int = 4,
+                 progress: Callable[[int], None] | None = None,
+                 on_done: Callable[[Layer], None] | None = None) -> list[Path]:
+    """Every layer in the cache, downloaded in parallel; the first failure is raised."""
+    def one(layer: Layer) -> Path:
+        path = client.fetch_blob(layer, cache, progress)
+        if on_done:
+            on_done(layer)
+        return path
+
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(layers)))) as pool:
+        futures = [pool.submit(one, layer) for layer in layers]
+        return [f.result() for f in futures]

@@ -1,0 +1,76 @@
+"""The merged tar piped into `tar2sqfs` (squashfs-tools-ng): one squashfs, nothing extracted.
+
+zstd level 3 by default (DESIGN decision 11: ~15x faster than gzip-9 for ~4% more size, and
+fast to start). The output goes to a temporary name chosen by the caller; on any failure it
+is removed, so a half-made image is never left behind. tar2sqfs is killed with its parent,
+so a gateway killed mid-conversion leaves no writer behind either.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+from typing import Callable
+
+from shifter_site.errors import ShifterError
+
+from imagegw import layers
+
+COMPRESSORS = {"zstd": ["-c", "zstd", "-X", "level=3"], "lz4": ["-c", "lz4"], "gzip": ["-c", "gzip"],
+               "xz": ["-c", "xz"], "lzo": ["-c", "lzo"]}
+_PR_SET_PDEATHSIG = 1
+
+
+class ConversionError(ShifterError):
+    """tar2sqfs failed or the layers could not be merged; the message says which."""
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def tar2sqfs_argv(output: str | Path, compression: str = "zstd") -> list[str]:
+    if compression not in COMPRESSORS:
+        raise ConversionError(f"compression {compression!r} is not one of {', '.join(COMPRESSORS)}")
+    exe = shutil.which("tar2sqfs")
+    if not exe:
+        raise ConversionError("tar2sqfs is not installed; install Debian's squashfs-tools-ng")
+    return [exe, "--quiet", "--no-skip", "--force", *COMPRESSORS[compression], str(output)]
+
+
+def convert(layer_paths: list[str | Path], output: str | Path, compression: str = "zstd",
+            all_root: bool = True, progress: Callable[[int, int], None] | None = None) -> layers.Flattener:
+    """Flatten `layer_paths` (oldest first) into the squashfs `output`; returns the counts."""
+    output = Path(output)
+    proc = subprocess.Popen(tar2sqfs_argv(output, compression), stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
+    try:
+        try:
+            flat = layers.flatten(layer_paths, proc.stdin, all_root=all_root, progress=progress)
+            proc.stdin.close()
+        except BrokenPipeError:
+            flat = None
+        err = proc.stderr.read().decode(errors="replace").strip()
+        code = proc.wait()
+        if code != 0 or flat is None:
+            raise ConversionError(f"tar2sqfs failed (exit {code}): {err.splitlines()[-1] if err else 'no message'}")
+        return flat
+    except BaseException:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        output.unlink(missing_ok=True)
+        raise
+    finally:
+        for pipe in (proc.stdin, proc.stderr):
+            try:
+                pipe.close()
+            except (OSError, BrokenPipeError):
+                pass

@@ -1,0 +1,128 @@
+"""The image database: one row per (system, type, reference), behind a small repository layer.
+
+Embedded SQLite by default (WAL, one writer at a time); the class below is the whole
+interface, so a server database can replace it later. States: INIT -> PULLING -> CONVERSION
+-> READY, or FAILURE with a message. `claim` is how concurrent pulls of one image become one:
+only the caller that moves a row out of a finished state starts a pull.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import msgspec
+
+ACTIVE = ("INIT", "PULLING", "CONVERSION")
+STATES = (*ACTIVE, "READY", "FAILURE")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS images (
+    system TEXT NOT NULL, itype TEXT NOT NULL, key TEXT NOT NULL,
+    tag TEXT NOT NULL, id TEXT, status TEXT NOT NULL, status_message TEXT NOT NULL DEFAULT '',
+    progress TEXT NOT NULL DEFAULT '{}', last_pull REAL NOT NULL DEFAULT 0,
+    updated REAL NOT NULL, PRIMARY KEY (system, itype, key)
+)"""
+
+
+class Row(msgspec.Struct, kw_only=True):
+    system: str
+    itype: str
+    key: str
+    tag: str
+    id: str | None
+    status: str
+    status_message: str
+    progress: dict
+    last_pull: float
+    updated: float
+
+
+class Store:
+    """Image rows in SQLite; safe to share between the service's threads."""
+
+    def __init__(self, path: str | Path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @staticmethod
+    def _row(r: sqlite3.Row | None) -> Row | None:
+        if r is None:
+            return None
+        data = dict(r)
+        data["progress"] = json.loads(data["progress"] or "{}")
+        return msgspec.convert(data, Row)
+
+    def get(self, system: str, itype: str, key: str) -> Row | None:
+        with self._lock:
+            return self._row(self._db.execute(
+                "SELECT * FROM images WHERE system=? AND itype=? AND key=?", (system, itype, key)).fetchone())
+
+    def list(self, system: str, states: tuple[str, ...] = STATES) -> list[Row]:
+        marks = ",".join("?" * len(states))
+        with self._lock:
+            rows = self._db.execute(f"SELECT * FROM images WHERE system=? AND status IN ({marks}) ORDER BY key",
+                                    (system, *states)).fetchall()
+        return [self._row(r) for r in rows]
+
+    def claim(self, system: str, itype: str, key: str, tag: str) -> tuple[Row, bool]:
+        """The row for a pull, and True when this caller must run it (no pull was under way)."""
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                current = self._row(self._db.execute(
+                    "SELECT * FROM images WHERE system=? AND itype=? AND key=?", (system, itype, key)).fetchone())
+                if current and current.status in ACTIVE:
+                    self._db.execute("COMMIT")
+                    return current, False
+                self._db.execute(
+                    "INSERT INTO images (system, itype, key, tag, id, status, status_message, progress, updated)"
+                    " VALUES (?, ?, ?, ?, NULL, 'INIT', '', '{}', ?)"
+                    " ON CONFLICT (system, itype, key) DO UPDATE SET status='INIT', status_message='',"
+                    " progress='{}', tag=excluded.tag, updated=excluded.updated",
+                    (system, itype, key, tag, now))
+                row = self._row(self._db.execute(
+                    "SELECT * FROM images WHERE system=? AND itype=? AND key=?", (system, itype, key)).fetchone())
+                self._db.execute("COMMIT")
+                return row, True
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def update(self, system: str, itype: str, key: str, *, status: str | None = None,
+               message: str | None = None, image_id: str | None = None, progress: dict | None = None,
+               last_pull: float | None = None) -> None:
+        if status is not None and status not in STATES:
+            raise ValueError(f"unknown state {status}")
+        sets, args = ["updated=?"], [time.time()]
+        for column, value in (("status", status), ("status_message", message), ("id", image_id),
+                              ("last_pull", last_pull)):
+            if value is not None:
+                sets.append(f"{column}=?")
+                args.append(value)
+        if progress is not None:
+            sets.append("progress=?")
+            args.append(json.dumps(progress))
+        with self._lock:
+            self._db.execute(f"UPDATE images SET {', '.join(sets)} WHERE system=? AND itype=? AND key=?",
+                             (*args, system, itype, key))
+
+    def recover(self) -> int:
+        """After a restart: pulls that were under way died with the old process; mark them failed."""
+        with self._lock:
+            cur = self._db.execute(
+                f"UPDATE images SET status='FAILURE', status_message='the gateway stopped during this pull; "
+                f"pull again', updated=? WHERE status IN ({','.join('?' * len(ACTIVE))})", (time.time(), *ACTIVE))
+            return cur.rowcount

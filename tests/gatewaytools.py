@@ -1,0 +1,109 @@
+"""Helpers shared by the gateway tests: read a squashfs or a directory as comparable entries,
+build the three-layer Debian test image, unpack an image the independent way (skopeo+umoci)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import subprocess
+import tarfile
+from pathlib import Path
+
+import imagebuilder as ib
+
+REGISTRY = "127.0.0.1:5000"
+STATE = Path(os.environ.get("SHIFTER_CLUSTER_STATE", "/var/lib/shifter-cluster"))
+REGISTRY_DATA = STATE / "registry/data"
+
+
+def squashfs_entries(path: str | Path) -> dict[str, tuple]:
+    """path -> (type, mode, uid, gid, size, link target, sha256) read back with sqfs2tar."""
+    proc = subprocess.Popen(["sqfs2tar", str(path)], stdout=subprocess.PIPE)
+    out: dict[str, tuple] = {}
+    with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+        for m in tar:
+            name = m.name.strip("/").removeprefix("./")
+            if not name or name == ".":
+                continue
+            if m.islnk():  # a hard link: same content as its target
+                t = out[m.linkname.strip("/").removeprefix("./")]
+                out[name] = ("f", m.mode & 0o7777, m.uid, m.gid, t[4], "", t[6])
+                continue
+            digest = hashlib.sha256(tar.extractfile(m).read()).hexdigest() if m.isreg() else ""
+            kind = {tarfile.REGTYPE: "f", tarfile.DIRTYPE: "d", tarfile.SYMTYPE: "l", tarfile.FIFOTYPE: "p",
+                    tarfile.CHRTYPE: "c", tarfile.BLKTYPE: "b"}[m.type]
+            out[name] = (kind, m.mode & 0o7777, m.uid, m.gid, m.size if m.isreg() else 0,
+                         m.linkname if m.issym() else "", digest)
+    assert proc.wait() == 0
+    return out
+
+
+def tree_entries(root: str | Path) -> dict[str, tuple]:
+    """The same view of an unpacked directory tree."""
+    root = Path(root)
+    out: dict[str, tuple] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            full = Path(dirpath) / name
+            st = full.lstat()
+            rel = str(full.relative_to(root))
+            mode = stat.S_IMODE(st.st_mode)
+            if stat.S_ISREG(st.st_mode):
+                out[rel] = ("f", mode, st.st_uid, st.st_gid, st.st_size, "",
+                            hashlib.sha256(full.read_bytes()).hexdigest())
+            elif stat.S_ISDIR(st.st_mode):
+                out[rel] = ("d", mode, st.st_uid, st.st_gid, 0, "", "")
+            elif stat.S_ISLNK(st.st_mode):
+                out[rel] = ("l", 0o777, st.st_uid, st.st_gid, 0, os.readlink(full), "")
+            elif stat.S_ISFIFO(st.st_mode):
+                out[rel] = ("p", mode, st.st_uid, st.st_gid, 0, "", "")
+            elif stat.S_ISCHR(st.st_mode):
+                out[rel] = ("c", mode, st.st_uid, st.st_gid, 0, "", "")
+            elif stat.S_ISBLK(st.st_mode):
+                out[rel] = ("b", mode, st.st_uid, st.st_gid, 0, "", "")
+    return out
+
+
+def umoci_unpack(repo: str, tag: str, workdir: str | Path) -> Path:
+    """The independent unpacker: skopeo copy from the registry, then umoci unpack (as root)."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    layout = workdir / "oci"
+    subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false",
+                    f"docker://{REGISTRY}/{repo}:{tag}", f"oci:{layout}:{tag}"], check=True, timeout=600)
+    bundle = workdir / "bundle"
+    subprocess.run(["umoci", "unpack", "--image", f"{layout}:{tag}", str(bundle)], check=True,
+                   capture_output=True, timeout=600)
+    return bundle / "rootfs"
+
+
+def debian_image() -> ib.Image:
+    """Three layers: debootstrap minbase; then a file whiteout, a directory whiteout, an opaque
+    directory; then a path re-created under the whited-out directory and a whiteout of a file
+    the second layer added."""
+    base = ib.layer_from_dir(ib.debian_tree())
+    second = ib.layer_from_entries([
+        ib.Whiteout("etc/issue.net"),                 # file whiteout
+        ib.Whiteout("usr/share/doc"),                 # directory whiteout
+        ib.Dir("etc/apt"),
+        ib.Opaque("etc/apt"),                         # opaque: lower etc/apt content hidden
+        ib.File("etc/apt/sources.list", b"deb http://example.invalid/debian bookworm main\n"),
+        ib.Dir("opt"), ib.Dir("opt/app"),
+        ib.File("opt/app/hello.txt", b"hello from layer 2\n"),
+        ib.File("opt/app/tool", b"#!/bin/sh\necho tool\n", mode=0o755),
+        ib.Hardlink("opt/app/tool-link", "opt/app/tool"),
+        ib.Symlink("opt/app/current", "/opt/app/tool"),
+    ])
+    third = ib.layer_from_entries([
+        ib.Dir("usr/share/doc"),
+        ib.Dir("usr/share/doc/recreated"),            # re-created under a whited-out directory
+        ib.File("usr/share/doc/recreated/README", b"back again\n"),
+        ib.Whiteout("opt/app/hello.txt"),
+        ib.File("opt/app/world.txt", b"layer 3\n", mode=0o600, uid=1000, gid=1000),
+        ib.File("etc/motd", b"three layers\n"),
+    ])
+    return ib.Image([base, second, third], config={
+        "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"],
+        "Cmd": ["/bin/bash"], "Entrypoint": ["/usr/bin/env"], "WorkingDir": "/opt/app", "User": "1000",
+        "Labels": {"org.example.test": "debian-3-layers"}})
