@@ -126,6 +126,7 @@ class ContainerSpec:
     clearenv: bool = False
     workdir: str | None = None
     entrypoint: str | None = None
+    scope: str = ""               # who owns the container, e.g. "job-42": never shared beyond it
 
     def build_key(self) -> str:
         """A digest of what the build depends on: equal keys = an identical container."""
@@ -138,6 +139,7 @@ class ContainerSpec:
             "hosts": list(self.hosts) if self.hosts is not None else None,
             "cache": [self.cache_dir, self.cache_size_limit, list(self.cache_allowed_fs)],
             "udi": self.opt_udi_image, "etc": self.etc_dir, "prop": self.mount_propagation,
+            "scope": self.scope,
         }
         blob = json.dumps(built, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:32]
@@ -242,7 +244,7 @@ def from_config(cfg, record, user: User, *, volumes: tuple[Volume, ...] = (),
         cache_dir=cfg.per_node_cache.dir, cache_size_limit=cfg.per_node_cache.size_limit_bytes,
         cache_allowed_fs=tuple(cfg.per_node_cache.allowed_fs), opt_udi_image=cfg.opt_udi_image,
         etc_dir=cfg.etc_dir, mount_propagation=cfg.mount_propagation,
-        hostname=os.uname().nodename, **options)
+        **{"hostname": os.uname().nodename, **options})
 
 
 def _tuple(value):

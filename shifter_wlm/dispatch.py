@@ -4,7 +4,7 @@
     local (srun, user)                init_post_opt        -> submit.local
     job_script (prolog/epilog, root)  job_prolog           -> prolog.run
                                       job_epilog           -> epilog.run
-    remote (slurmstepd, root)         user_init            -> task.step_setup
+    remote (slurmstepd, root)         init_post_opt        -> task.step_setup
                                       task_init_privileged -> task.enter
                                       exit                 -> task.step_exit
 
@@ -62,7 +62,7 @@ ROUTES = {
     ("local", "init_post_opt"): submit.local,
     ("job_script", "job_prolog"): prolog.run,
     ("job_script", "job_epilog"): epilog.run,
-    ("remote", "user_init"): task.step_setup,
+    ("remote", "init_post_opt"): task.step_setup,
     ("remote", "task_init_privileged"): task.enter,
     ("remote", "exit"): task.step_exit,
 }

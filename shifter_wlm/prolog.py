@@ -25,7 +25,7 @@ def node_name(spank) -> str:
     return name
 
 
-def image_id(options, cfg) -> str:
+def image_id(request: str, cfg) -> str:
     """The id the submit side resolved (SPANK_SHIFTER_IMAGE), checked; or resolve again."""
     from shifter_site import imagefiles
 
@@ -34,7 +34,9 @@ def image_id(options, cfg) -> str:
         return imagefiles.check_id(resolved)
     from imagegw import client
 
-    return client.lookup(cfg, options.image).id
+    if not request:
+        raise PrologError("the job has no image request (SPANK_SHIFTER_IMAGE/IMAGEREQUEST unset)")
+    return client.lookup(cfg, request).id
 
 
 def check_acl(record, user) -> None:
@@ -99,8 +101,10 @@ def run(spank, args, options) -> None:
     with logs.step(log, "load_config", job=job_id, node=node):
         cfg = config.load(args.shifter_config, privileged=True)
     run_dir = jobs.node_dir(cfg.run_dir, node)
-    volume = options.volume or ""
-    module = options.module or ""
+    # the submit side's job-control variables (user-controlled: checked again below)
+    request = os.environ.get("SPANK_SHIFTER_IMAGEREQUEST", "")
+    volume = os.environ.get("SPANK_SHIFTER_VOLUME", "")
+    module = os.environ.get("SPANK_SHIFTER_MODULE", "")
     spec = None
     key = ""
     try:
@@ -108,8 +112,8 @@ def run(spank, args, options) -> None:
             job = slurm.job_info(job_id)
             info["nodes"] = len(job.nodes)
         with logs.step(log, "spec", job=job_id, node=node) as info:
-            image = image_id(options, cfg)
-            spec = make_spec(cfg, options.image or f"id:{image}", volume, module, image, uid,
+            image = image_id(request, cfg)
+            spec = make_spec(cfg, request or f"id:{image}", volume, module, image, uid,
                              hostsfile_entries(job), node, scope=f"job-{job_id}")
             key = spec.build_key()
             info.update(image=image, key=key)

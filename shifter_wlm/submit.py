@@ -9,6 +9,7 @@ prolog and the step hooks check everything again.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from shifter_site.errors import ShifterError
@@ -97,7 +98,9 @@ def export(spank, resolved: Resolved, job_level: bool) -> None:
         "SHIFTER_MODULE": resolved.module,
     }
     for name, value in values.items():
-        spank.setenv(name, value)
+        # sbatch and srun pass their own environment on to the job (spank_setenv is for
+        # remote context only), so set it in this process
+        os.environ[name] = value
         if job_level:
             spank.job_control_setenv(name, value)
 

@@ -1,6 +1,6 @@
 """Steps (remote context, slurmstepd as root) whose command is `shifter ...`.
 
-    user_init (slurmstepd, once per node)   decide which container: the job's (built by the
+    init_post_opt (slurmstepd, root, once per node)   decide which container: the job's (built by the
         prolog) or, for `srun --image=OTHER shifter` / `srun shifter -i OTHER` / other
         volumes, a step-level one built now; everything the tasks need is prepared here
     task_init_privileged (each task, root)  join the container's namespace, set the task's
@@ -9,7 +9,8 @@
         signals, cgroup and accounting
     exit (slurmstepd)                       tear down a step-level container
 
-The tasks are forked from slurmstepd after user_init, so they inherit `_prepared`.
+The tasks are forked from slurmstepd afterwards, so they inherit `_prepared`. (user_init
+would be too late: slurmstepd has already switched to the user's uid there.)
 """
 
 from __future__ import annotations
@@ -81,13 +82,11 @@ def _spec_from_record(record, opts):
 
 
 def step_setup(spank, args, options) -> None:
-    """user_init: choose and, when needed, build this step's container."""
+    """init_post_opt: choose and, when needed, build this step's container."""
     global _prepared
     argv = spank.argv()
     if not is_shifter(argv):
         return
-    from dataclasses import replace
-
     from runtime.enter import check_env_entry
     from shifter_site import config, imagefiles
     from shifter_wlm import jobs

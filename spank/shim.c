@@ -155,24 +155,15 @@ static int already_resolved(void)
 static int wanted(spank_t sp)
 {
     spank_context_t ctx = spank_context();
-    char *arg = NULL;
     int any;
 
     if (ctx == S_CTX_SLURMD)
         return 0;
-    if (ctx == S_CTX_JOB_SCRIPT) {
-        /* prolog/epilog: a separate process that sees only the job-level value */
-        if (spank_option_getopt(sp, &spank_options[0], &arg) == ESPANK_SUCCESS && arg)
-            store(&opt_image, arg);
-        arg = NULL;
-        if (spank_option_getopt(sp, &spank_options[1], &arg) == ESPANK_SUCCESS && arg)
-            store(&opt_volume, arg);
-        arg = NULL;
-        if (spank_option_getopt(sp, &spank_options[2], &arg) == ESPANK_SUCCESS && arg)
-            store(&opt_module, arg);
-        if (spank_option_getopt(sp, &ccm_option, &arg) == ESPANK_SUCCESS)
-            opt_ccm = 1;
-    }
+    if (ctx == S_CTX_JOB_SCRIPT)
+        /* prolog/epilog: Slurm does not hand static options to this context (getopt
+         * answers from a cache that is never filled), so the submit side also exports
+         * the job's request as job-control variables, seen here as SPANK_SHIFTER_* */
+        return getenv("SPANK_SHIFTER_IMAGE") != NULL || getenv("SPANK_SHIFTER_IMAGEREQUEST") != NULL;
     any = opt_image != NULL || opt_volume != NULL || opt_module != NULL || opt_ccm;
     if (ctx == S_CTX_REMOTE)
         /* a step enters a container only when its command is `shifter` (or for --ccm) */
