@@ -19,7 +19,7 @@ def host_state(run_dir: str, cache_dir: str | None = None) -> dict:
         "loops": sorted(loops),
         "run_dir": sorted(os.listdir(run_dir)) if os.path.isdir(run_dir) else None,
         "cache": sorted(n for n in os.listdir(cache_dir) if n.startswith("shifter-cache")) if cache_dir else [],
-        "procs": sorted(line for line in procs.splitlines() if "pgrep" not in line),
+        "procs": sorted(line for line in procs.splitlines() if "pgrep" not in line and "<defunct>" not in line),
     }
 
 
