@@ -37,13 +37,14 @@ def find_attached(path: str) -> str | None:
                 backing = f.read().rstrip("\n")
             if not backing or backing.endswith(" (deleted)"):
                 continue
-            with open(f"/sys/block/{name}/loop/inode") as f:
-                inode = int(f.read())
-            ro = open(f"/sys/block/{name}/ro").read().strip() == "1"
+            with open(f"/sys/block/{name}/ro") as f:
+                ro = f.read().strip() == "1"
+            if not ro or backing != os.path.realpath(path):
+                continue
+            b = os.stat(backing)
         except (OSError, ValueError):
             continue
-        if inode == st.st_ino and ro and os.path.realpath(backing) == os.path.realpath(path):
-            b = os.stat(backing)
+        if True:
             if b.st_ino == st.st_ino and b.st_dev == st.st_dev:
                 return f"/dev/{name}"
     return None

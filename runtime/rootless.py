@@ -46,6 +46,17 @@ def check_host() -> str:
     return squashfuse
 
 
+_daemons: list[subprocess.Popen] = []
+
+
+def _stop_daemons() -> None:
+    """On a failure before exec: stop and reap squashfuse ourselves."""
+    for proc in _daemons:
+        proc.kill()
+        proc.wait()
+    _daemons.clear()
+
+
 def _squashfuse_mounter(squashfuse: str, fuse_fd_holder: list[int]):
     def mount(squashfs: str, target: str) -> str:
         with open(squashfs, "rb") as f:
@@ -54,9 +65,9 @@ def _squashfuse_mounter(squashfuse: str, fuse_fd_holder: list[int]):
         fd = fuse_fd_holder[0]
         sc.mount("squashfuse", target, "fuse.squashfuse", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV,
                  f"fd={fd},rootmode=40000,user_id={os.getuid()},group_id={os.getgid()}")
-        subprocess.Popen([squashfuse, "-f", squashfs, f"/dev/fd/{fd}"], pass_fds=[fd], close_fds=True,
+        _daemons.append(subprocess.Popen([squashfuse, "-f", squashfs, f"/dev/fd/{fd}"], pass_fds=[fd], close_fds=True,
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env={"PATH": build.SAFE_PATH},
-                         preexec_fn=lambda: sc.parent_death_signal(9))
+                         preexec_fn=lambda: sc.parent_death_signal(9)))
         os.close(fd)  # only the daemon holds it: if it dies, the mount fails instead of hanging
         fuse_fd_holder[0] = -1
         return "squashfuse"
@@ -92,6 +103,16 @@ def run(spec: ContainerSpec, run_dir: str, argv: list[str], host_env: dict[str, 
         raise RootlessError("cannot run rootless: /dev/fuse is not readable and writable by you (users "
                             "need mode 0666 on it); ask the admins, or run inside a Slurm job")
     holder = [-1]
+    try:
+        _run(spec, run_dir, squashfuse, holder, argv, host_env, cwd)
+    except BaseException:
+        _stop_daemons()
+        raise
+
+
+def _run(spec, run_dir, squashfuse, holder, argv, host_env, cwd) -> None:
+    from runtime.enter import exec_command
+
     try:
         enter_namespace()
         # opened inside the namespace: FUSE refuses a device fd from another user namespace

@@ -41,7 +41,8 @@ def configure(json: bool = False, verbose: bool = False, stream=None) -> None:
 
 def get(name: str) -> structlog.typing.FilteringBoundLogger:
     """A logger for one part (`gateway`, `runtime`, `prolog`...); the name goes in every event."""
-    return structlog.get_logger().bind(part=name)
+    # lazy: a module-level logger made at import time still follows a later configure()
+    return structlog.get_logger(part=name)
 
 
 @contextlib.contextmanager

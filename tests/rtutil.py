@@ -1,0 +1,46 @@
+"""Helpers for runtime tests: host state snapshots and running a command in a container."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from runtime import enter
+
+
+def host_state(run_dir: str, cache_dir: str | None = None) -> dict:
+    """What a container may leave behind: mounts, loop devices, run dir, cache files, helpers."""
+    with open("/proc/self/mountinfo") as f:
+        mounts = sorted(line.split(" ")[4] for line in f)
+    loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout.splitlines()
+    procs = subprocess.run(["pgrep", "-a", "-f", "squashfuse|mkfs"], capture_output=True, text=True).stdout
+    return {
+        "mounts": mounts,
+        "loops": sorted(loops),
+        "run_dir": sorted(os.listdir(run_dir)) if os.path.isdir(run_dir) else None,
+        "cache": sorted(n for n in os.listdir(cache_dir) if n.startswith("shifter-cache")) if cache_dir else [],
+        "procs": sorted(line for line in procs.splitlines() if "pgrep" not in line and "<defunct>" not in line),
+    }
+
+
+def run_in(container, spec, argv: list[str], env: dict | None = None, cwd: str = "/") -> tuple[int, str, str]:
+    """Join a pinned container in a child, drop to the spec's user, exec argv; (rc, out, err)."""
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.dup2(out_w, 1)
+            os.dup2(err_w, 2)
+            os.chdir(cwd)
+            enter.join(container.ns_path)
+            enter.exec_command(spec, argv, env if env is not None else {"PATH": "/bin"}, cwd)
+        except BaseException as err:  # noqa: BLE001 - report to the parent
+            os.write(2, f"child error: {err}\n".encode())
+        os._exit(127)
+    os.close(out_w)
+    os.close(err_w)
+    with os.fdopen(out_r) as o, os.fdopen(err_r) as e:
+        out, err = o.read(), e.read()
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), out, err

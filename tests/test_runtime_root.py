@@ -1,0 +1,301 @@
+"""The privileged path with real mounts: build a pinned container for testuser as root,
+enter it as the user, check the security model, volumes, perNodeCache, hostsfile, env,
+reuse, and that teardown (also after kill -9 at every build step) leaves nothing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import need
+from images import make_image
+from rtutil import host_state, run_in
+
+
+ROOT = os.geteuid() == 0
+
+
+@pytest.fixture(scope="module")
+def env():
+    need(ROOT, "privileged container builds need root")
+    need(shutil.which("mkfs.xfs") is not None, "mkfs.xfs (xfsprogs) is needed")
+    from runtime import build
+    build.LOG_STEPS = True
+    base = Path(tempfile.mkdtemp(prefix="shifter-rt-"))
+    os.chmod(base, 0o755)
+    images = base / "images"
+    record = make_image(images)
+    etc = base / "site-etc"
+    etc.mkdir()
+    (etc / "os-release").write_text("NAME=site\n")
+    run = base / "run"
+    cache = base / "cache"
+    cache.mkdir(mode=0o755)
+    data = base / "data"
+    data.mkdir()
+    (data / "in").write_text("from host\n")
+    os.chown(data, 1001, 1002)
+    secret = base / "secret"
+    secret.mkdir(mode=0o700)
+    (base / "link-to-secret").symlink_to(secret)
+    from shifter_site import config
+    cfg = config.parse(f"""
+system: test
+image_dir: {images}
+run_dir: {run}
+etc_dir: {etc}
+gateway: {{urls: ["http://127.0.0.1:1"]}}
+registries: {{default: "http://127.0.0.1:5000"}}
+import_accounts: [nobody]
+per_node_cache: {{dir: {cache}, size_limit: 2G, allowed_fs: [xfs, ext4]}}
+site_env: {{set: {{SITEVAR: site}}, append: {{PATH: /site/bin}}, prepend: {{LIST: first}}, unset: [DROPME]}}
+""")
+    before = host_state(str(run), str(cache))
+    yield {"base": base, "cfg": cfg, "record": record, "run": str(run), "cache": str(cache),
+           "data": data, "before": before}
+    from runtime import teardown
+    teardown.teardown_all(str(run))
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def make_spec(t, volumes="", hosts=None, **options):
+    from runtime import spec as specs
+    from runtime.volumes import parse
+    user = specs.user_from_host(1001, t["cfg"].max_group_count)
+    vols = tuple(parse(volumes)) if volumes else ()
+    return specs.from_config(t["cfg"], t["record"], user, volumes=vols, hosts=hosts,
+                             image_request="id:" + t["record"].id, **options)
+
+
+def snapshot(env):
+    return host_state(env["run"], env["cache"])
+
+
+def settle(env, before, timeout=5.0):
+    """Namespaces and AUTOCLEAR loop devices go asynchronously: wait for the state."""
+    deadline = time.monotonic() + timeout
+    while True:
+        now = host_state(env["run"], env["cache"])
+        if now == before or time.monotonic() > deadline:
+            return now
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def basic(env):
+    from runtime import build, teardown
+    spec = make_spec(env, volumes=f"{env['data']}:/data;{env['data']}:/data-ro:ro", hosts=("n1", "n1", "n2"))
+    container = build.build(spec, env["run"])
+    yield spec, container
+    teardown.teardown(env["run"], container.key)
+
+
+def test_user_identity(basic):
+    spec, c = basic
+    rc, out, _ = run_in(c, spec, ["sh", "-c", "id -u; id -g; id -G"])
+    uid, gid, groups = out.split("\n")[:3]
+    assert rc == 0 and (uid, gid) == ("1001", "1002")
+    assert "0" not in groups.split() and "1001" in groups.split()
+    rc, out, _ = run_in(c, spec, ["cat", "/proc/self/status"])
+    status = dict(line.split(":\t", 1) for line in out.splitlines() if ":\t" in line)
+    assert status["Uid"].split() == ["1001"] * 4 and status["Gid"].split() == ["1002"] * 4
+    for key in ("CapEff", "CapPrm", "CapBnd", "CapInh", "CapAmb"):
+        assert int(status[key], 16) == 0, key
+    assert status["NoNewPrivs"].strip() == "1"
+
+
+def test_setuid_binary_does_not_elevate(basic):
+    spec, c = basic
+    rc, out, _ = run_in(c, spec, ["/usr/bin/suidprobe"])
+    assert rc == 0 and out.split() == ["1001", "1001"]
+
+
+def test_every_mount_nosuid_and_nodev_except_dev(basic):
+    spec, c = basic
+    rc, out, _ = run_in(c, spec, ["cat", "/proc/self/mountinfo"])
+    assert rc == 0
+    lines = out.splitlines()
+    assert len(lines) > 10
+    for line in lines:
+        point, opts = line.split(" ")[4], line.split(" ")[5].split(",")
+        assert "nosuid" in opts, line
+        if not (point == "/dev" or point.startswith("/dev/")):
+            assert "nodev" in opts, line
+
+
+def test_image_read_only(basic):
+    spec, c = basic
+    for path in ("/usr/newfile", "/bin/newfile", "/etc/newfile", "/opt/app/x"):
+        rc, _, err = run_in(c, spec, ["touch", path])
+        assert rc != 0 and "Read-only" in err, path
+    rc, out, _ = run_in(c, spec, ["cat", "/opt/app/hello"])
+    assert out == "hello from the image\n"
+
+
+def test_etc_generated(basic):
+    spec, c = basic
+    rc, out, _ = run_in(c, spec, ["cat", "/etc/passwd"])
+    lines = out.splitlines()
+    assert lines[0] == "testuser:x:1001:1002::/home/testuser:/bin/bash"
+    assert [l.split(":")[0] for l in lines] == ["testuser", "nobody"]  # not the image's root/imageuser
+    _, group, _ = run_in(c, spec, ["cat", "/etc/group"])
+    assert "testuser:x:1002:testuser" in group and "shifterusers:x:1001:testuser" in group
+    assert not any(l.split(":")[2] == "0" for l in group.splitlines())
+    _, os_release, _ = run_in(c, spec, ["cat", "/etc/os-release"])
+    assert os_release == "NAME=site\n"   # site file wins over the image's
+    _, motd, _ = run_in(c, spec, ["cat", "/etc/motd"])
+    assert motd == "image motd\n"        # other image files kept
+    _, mtab, _ = run_in(c, spec, ["readlink", "/etc/mtab"])
+    assert mtab.strip() == "/proc/self/mounts"
+
+
+def test_volumes_rw_and_ro(basic, env):
+    spec, c = basic
+    rc, out, _ = run_in(c, spec, ["sh", "-c", "cat /data/in && echo hi > /data/out"])
+    assert rc == 0 and out == "from host\n"
+    assert (env["data"] / "out").read_text() == "hi\n"
+    assert (env["data"] / "out").stat().st_uid == 1001
+    rc, _, err = run_in(c, spec, ["sh", "-c", "echo no > /data-ro/x"])
+    assert rc != 0 and "Read-only" in err
+
+
+def test_hostsfile(basic):
+    spec, c = basic
+    rc, out, _ = run_in(c, spec, ["cat", "/var/hostsfile"])
+    assert out == "n1\nn1\nn2\n"
+
+
+def test_environment_and_cwd(basic):
+    spec, c = basic
+    host = {"PATH": "/host/bin", "LIST": "a", "DROPME": "x", "HOSTVAR": "h"}
+    rc, out, _ = run_in(c, spec, ["env"], env=host, cwd="/tmp")
+    got = dict(line.split("=", 1) for line in out.splitlines())
+    assert got["PATH"] == "/usr/bin:/bin:/site/bin"   # image ENV over host, then site append
+    assert got["LIST"] == "first:a" and got["SITEVAR"] == "site" and "DROPME" not in got
+    assert got["HOSTVAR"] == "h" and got["SHIFTER_IMAGE"] == spec.image_id
+    rc, out, _ = run_in(c, spec, ["pwd"], cwd="/tmp")
+    assert out.strip() == "/tmp"
+
+
+def test_identical_request_reuses(basic, env):
+    from runtime import build
+    spec, c = basic
+    again = build.build(make_spec(env, volumes=f"{env['data']}:/data;{env['data']}:/data-ro:ro",
+                                  hosts=("n1", "n1", "n2"), env=("X=1",)), env["run"])
+    assert again == c
+    assert os.listdir(env["run"]) == [c.key]
+
+
+def test_symlink_to_unreadable_dir_refused(env):
+    before = snapshot(env)
+    from runtime import build
+    spec = make_spec(env, volumes=f"{env['base']}/link-to-secret:/s")
+    with pytest.raises(build.BuildError, match="not readable by you"):
+        build.build(spec, env["run"])
+    assert settle(env, before) == before
+
+
+def test_missing_source_refused(env):
+    before = snapshot(env)
+    from runtime import build
+    with pytest.raises(build.BuildError, match="No such file"):
+        build.build(make_spec(env, volumes="/nonexistent/x:/s"), env["run"])
+    assert settle(env, before) == before
+
+
+def test_per_node_cache(env):
+    before = snapshot(env)
+    from runtime import build, teardown
+    spec = make_spec(env, volumes="/ignored:/cache:perNodeCache=size=400M")
+    c = build.build(spec, env["run"])
+    try:
+        assert os.listdir(env["cache"]) == []  # backing file unlinked at once
+        rc, out, err = run_in(c, spec, ["sh", "-c", "echo x > /cache/f && stat -c '%u %a' /cache && df -k /cache | tail -1"])
+        assert rc == 0, err
+        owner, df = out.splitlines()[0], out.splitlines()[1].split()
+        assert owner == "1001 700"
+        assert 300 * 1024 < int(df[1]) <= 400 * 1024
+        rc, out, _ = run_in(c, spec, ["cat", "/proc/self/mountinfo"])
+        line = next(l for l in out.splitlines() if l.split(" ")[4] == "/cache")
+        assert " xfs " in line and "nosuid" in line and "nodev" in line and " rw," in line
+    finally:
+        teardown.teardown(env["run"], c.key)
+    assert settle(env, before) == before
+
+
+def test_per_node_cache_limits(env):
+    from runtime.volumes import VolumeError
+    with pytest.raises(VolumeError, match="exceeds"):
+        make_spec(env, volumes="/x:/cache:perNodeCache=size=3G")
+
+
+def test_loop_device_reused_between_containers(env, basic):
+    from runtime import build, teardown
+    _, c1 = basic
+    c2 = build.build(make_spec(env, hosts=("other",)), env["run"])
+    try:
+        loops = [l for l in subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout.splitlines()
+                 if env["record"].id in l]
+        assert len(loops) == 1, loops
+        assert c2.key != c1.key
+    finally:
+        teardown.teardown(env["run"], c2.key)
+
+
+def test_teardown_kills_processes_and_is_idempotent(env):
+    before = snapshot(env)
+    from runtime import build, teardown
+    spec = make_spec(env, hosts=("x",))
+    c = build.build(spec, env["run"])
+    pid = os.fork()
+    if pid == 0:
+        from runtime import enter
+        enter.join(c.ns_path)
+        enter.exec_command(spec, ["sleep", "1000"], {"PATH": "/bin"}, "/")
+    time.sleep(0.3)
+    assert teardown.teardown(env["run"], c.key) is True
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status)
+    assert teardown.teardown(env["run"], c.key) is False
+    assert settle(env, before) == before
+
+
+STEPS = ["state_dir", "namespace", "resolve_volumes", "root", "image", "image_entries", "etc", "udiImage",
+         "hostsfile", "unstage", "system", "site_mounts", "volumes", "cache", "attributes", "pivot", "pin", "record"]
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_teardown_after_kill_9(env, step):
+    """The builder SIGKILLs itself right after `step`; teardown must leave nothing."""
+    before = snapshot(env)
+    repo = Path(__file__).resolve().parent.parent
+    code = f"""
+import sys; sys.path[:0] = [{str(repo)!r}, {str(repo / 'tests')!r}]
+from runtime import build
+import test_runtime_root as t
+from shifter_site import config, imagefiles
+cfg = config.parse({_cfg_text(env)!r})
+env = {{"cfg": cfg, "record": imagefiles.read_record(cfg.image_dir, {env['record'].id!r}), "base": {str(env['base'])!r}}}
+build._KILL_AFTER = {step!r}
+build.build(t.make_spec(env, volumes="{env['data']}:/data;/x:/c:perNodeCache=size=320M", hosts=("a",)), cfg.run_dir)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr
+    from runtime import teardown
+    keys = [k for k in os.listdir(env["run"]) if k not in (before["run_dir"] or [])]
+    for key in keys:
+        teardown.teardown(env["run"], key)
+    assert settle(env, before) == before
+
+
+def _cfg_text(env) -> str:
+    import msgspec
+    import yaml
+    return yaml.safe_dump(msgspec.to_builtins(env["cfg"]))
