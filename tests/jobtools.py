@@ -1,0 +1,96 @@
+"""Submitting real jobs as the test users, and checking what they leave on the nodes."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import subprocess
+import time
+from pathlib import Path
+
+from conftest import localcluster, run_as
+
+
+def home(user: str) -> Path:
+    return Path(pwd.getpwnam(user).pw_dir)
+
+
+def write_job(user: str, name: str, body: str) -> Path:
+    """A job script in the user's home, owned by the user."""
+    entry = pwd.getpwnam(user)
+    job = Path(entry.pw_dir) / name
+    job.write_text(body)
+    os.chown(job, entry.pw_uid, entry.pw_gid)
+    return job
+
+
+def sbatch_wait(user: str, job: Path, *args: str, check: bool = True) -> tuple[str, str, subprocess.CompletedProcess]:
+    """Submit and wait; (job id, output, the sbatch result)."""
+    result = run_as(user, ["sbatch", "--parsable", "--wait", "-o", f"{job.stem}-%j.out", *args, str(job)],
+                    cwd=job.parent, timeout=300)
+    if check:
+        assert result.returncode == 0, result.stderr
+    job_id = result.stdout.strip().split(";")[0]
+    out = job.parent / f"{job.stem}-{job_id}.out"
+    return job_id, out.read_text() if job_id and out.exists() else "", result
+
+
+def wait_gone(job_id: str, timeout: float = 60) -> None:
+    """Until Slurm has finished the job everywhere (epilogs included)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = localcluster.slurm("squeue", "-h", "-j", job_id, "-o", "%T", check=False).stdout.strip()
+        if not out:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} still in the queue: {out}")
+
+
+def run_dir() -> Path:
+    return localcluster.STATE / "run/shifter"
+
+
+def leftovers() -> dict:
+    """What image jobs may leave on the nodes: container mounts, loop devices, run-dir state,
+    processes of the test users."""
+    mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
+              if "squashfs" in line or str(run_dir()) in line.split()[4]]
+    loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout.strip().splitlines()
+    state = []
+    if run_dir().exists():
+        for node in sorted(run_dir().iterdir()):
+            for entry in sorted(node.iterdir()):
+                if entry.name == "jobs":
+                    state += [str(p) for p in entry.iterdir()]
+                else:
+                    state.append(str(entry))
+    users = {pwd.getpwnam(u).pw_uid for u in localcluster.TEST_USERS}
+    procs = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid in users:
+                    procs.append(f"{entry.name} {(entry / 'comm').read_text().strip()}")
+            except OSError:
+                continue
+    return {"mounts": mounts, "loops": loops, "state": state, "processes": procs}
+
+
+def assert_clean(timeout: float = 20) -> None:
+    """Nothing left; epilogs finish shortly after sbatch --wait returns, so allow a moment."""
+    deadline = time.monotonic() + timeout
+    left = leftovers()
+    while any(left.values()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        left = leftovers()
+    assert not any(left.values()), left
+
+
+def lines_with(prefix: str, output: str) -> list[str]:
+    return sorted(line for line in output.splitlines() if line.startswith(prefix))
+
+
+def field(name: str, line: str) -> str:
+    match = re.search(rf"\b{name}=(\S*)", line)
+    return match.group(1) if match else ""

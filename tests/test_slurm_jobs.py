@@ -1,0 +1,229 @@
+"""Containerized Slurm jobs on the local 3-node cluster, as a plain user: `#SBATCH --image`
+with a perNodeCache volume, `srun shifter` on every node, step-level images, host steps,
+submit-time refusals, cleanup after every job (also after scancel and 20 jobs at once), and
+a plugin whose Python cannot start failing the job instead of running it without a container.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+import imagebuilder as ib
+import images
+import jobtools as jt
+from conftest import localcluster, run_as
+
+pytestmark = pytest.mark.cluster
+USER = "testuser"
+
+
+def _push_and_pull(repo: str, tag: str, env: list[str], extra_files: dict[str, bytes] | None = None) -> str:
+    root = Path(tempfile.mkdtemp())
+    try:
+        images.make_root(root)
+        for name, data in (extra_files or {}).items():
+            (root / name).write_bytes(data)
+        layer = ib.layer_from_dir(root)
+    finally:
+        shutil.rmtree(root)
+    digest = ib.push("127.0.0.1:5000", repo, tag, ib.Image([layer], config={"Env": env, "Cmd": ["/bin/sh"]}))
+    pulled = run_as(USER, [str(localcluster.PREFIX / "bin/shifterimg"), "pull", f"docker:{repo}:{tag}"])
+    assert pulled.returncode == 0, pulled.stderr
+    return digest.split(":", 1)[1]
+
+
+@pytest.fixture(scope="module")
+def image(cluster):
+    """The job image: busybox with a setuid-root probe, and an ENV of its own."""
+    return _push_and_pull("slurm/app", "1", ["PATH=/usr/bin:/bin", "APP_FLAVOUR=from-the-image"],
+                          {"etc/app-release": b"slurm-app-1\n"})
+
+
+@pytest.fixture(scope="module")
+def other_image(cluster):
+    return _push_and_pull("slurm/other", "2", ["PATH=/usr/bin:/bin", "APP_FLAVOUR=other"],
+                          {"etc/app-release": b"slurm-other-2\n"})
+
+
+DEMO = """#!/bin/bash
+#SBATCH -N 3 -n 3 -t 5
+#SBATCH --image=docker:slurm/app:1
+#SBATCH --volume=/ignored:/cache:perNodeCache=size=512m
+srun shifter sh -c '
+  echo "$SLURMD_NODENAME" > /cache/owner
+  echo "task node=$SLURMD_NODENAME uid=$(id -u) gid=$(id -g) release=$(cat /etc/app-release) \
+flavour=$APP_FLAVOUR image=$SHIFTER_IMAGE hosts=$(cat /var/hostsfile | tr "\\n" ,) \
+cache=$(ls /cache | tr "\\n" ,) cachesize=$(df -k /cache | tail -1 | tr -s " " | cut -d" " -f2) \
+probe=$(/usr/bin/suidprobe | tr " " /) \
+$(grep -E "^(CapEff|CapPrm|CapBnd|NoNewPrivs)" /proc/self/status | tr -d "\\t" | tr ":\\n" "= ")"
+  grep -v " /proc\\| /sys\\| /dev" /proc/self/mountinfo | grep -vc nosuid | sed "s/^/suidmounts=/"
+'
+srun hostname | sort | tr "\\n" " " | sed "s/^/hoststep=/"; echo
+"""
+
+
+def test_demo_job_runs_in_the_image_on_every_node(image):
+    job = jt.write_job(USER, "demo.sl", DEMO)
+    job_id, output, _ = jt.sbatch_wait(USER, job)
+    tasks = jt.lines_with("task ", output)
+    assert len(tasks) == 3, output
+    entry = pwd.getpwnam(USER)
+    assert {jt.field("node", t) for t in tasks} == {"n1", "n2", "n3"}
+    for line in tasks:
+        assert jt.field("uid", line) == str(entry.pw_uid)
+        assert jt.field("gid", line) == str(entry.pw_gid)
+        assert jt.field("release", line) == "slurm-app-1"           # the image's files
+        assert jt.field("flavour", line) == "from-the-image"       # the image's ENV
+        assert jt.field("image", line) == image
+        assert jt.field("hosts", line) == "n1,n2,n3,"              # /var/hostsfile
+        # the cache is the node's own: it holds only what this node wrote, at the asked size
+        assert jt.field("cache", line) == "owner,"
+        assert 400_000 < int(jt.field("cachesize", line)) <= 524_288
+        assert jt.field("probe", line) == f"{entry.pw_uid}/{entry.pw_uid}"  # setuid does not elevate
+        assert jt.field("CapEff", line) == "0000000000000000"
+        assert jt.field("CapPrm", line) == "0000000000000000"
+        assert jt.field("CapBnd", line) == "0000000000000000"
+        assert jt.field("NoNewPrivs", line) == "1"
+    assert jt.lines_with("suidmounts=", output) == ["suidmounts=0"] * 3
+    # a step without `shifter` runs on the host
+    assert jt.lines_with("hoststep=", output) == [f"hoststep={' '.join([os.uname().nodename] * 3)} "]
+    jt.assert_clean()
+
+
+def test_task_is_the_users_own_slurm_task(image):
+    """Exit codes, Slurm's task ids and the working directory pass through the container."""
+    job = jt.write_job(USER, "task.sl", """#!/bin/bash
+#SBATCH -N 2 -n 4 -t 5
+#SBATCH --image=docker:slurm/app:1
+srun shifter sh -c 'echo "rank=$SLURM_PROCID of=$SLURM_NTASKS pwd=$(pwd) ppid_is_stepd=$(cat /proc/$PPID/comm)"'
+srun -n1 shifter sh -c 'exit 7'; echo "exit=$?"
+srun -n1 shifter /bin/false; echo "false=$?"
+""")
+    _, output, _ = jt.sbatch_wait(USER, job)
+    ranks = jt.lines_with("rank=", output)
+    assert sorted(jt.field("rank", r) for r in ranks) == ["0", "1", "2", "3"]
+    assert all(jt.field("pwd", r) == str(jt.home(USER)) for r in ranks)  # cwd exists via the /home site mount
+    assert all(jt.field("ppid_is_stepd", r) == "slurmstepd" for r in ranks)
+    assert "exit=7" in output and "false=1" in output
+    jt.assert_clean()
+
+
+def test_step_level_image_and_job_image_side_by_side(image, other_image):
+    job = jt.write_job(USER, "steps.sl", """#!/bin/bash
+#SBATCH -N 2 -t 5
+#SBATCH --image=docker:slurm/app:1
+srun -N2 shifter cat /etc/app-release | sed 's/^/job:/'
+srun -N2 --image=docker:slurm/other:2 shifter sh -c 'echo "step:$(cat /etc/app-release) $APP_FLAVOUR"'
+srun -N1 shifter --image=docker:slurm/other:2 cat /etc/app-release | sed 's/^/arg:/'
+srun -N1 shifter cat /etc/app-release | sed 's/^/again:/'
+""")
+    _, output, _ = jt.sbatch_wait(USER, job)
+    assert jt.lines_with("job:", output) == ["job:slurm-app-1"] * 2
+    assert jt.lines_with("step:", output) == ["step:slurm-other-2 other"] * 2
+    assert jt.lines_with("arg:", output) == ["arg:slurm-other-2"]
+    assert jt.lines_with("again:", output) == ["again:slurm-app-1"]
+    jt.assert_clean()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--image=docker:slurm/NOPE:1"], "uppercase letters are not allowed"),
+    (["--image=docker:slurm/absent:9"], "slurm/absent:9"),
+    (["--volume=/tmp:/data"], "--volume needs --image"),
+    (["--image=docker:slurm/app:1", "--volume=/tmp:/etc/x"], "/etc"),
+    (["--image=docker:slurm/app:1", "--volume=tmp:/data"], "absolute"),
+    (["--image=docker:slurm/app:1", "--volume=/x:/c:perNodeCache=size=1t"], "limit"),
+    (["--image=docker:slurm/app:1", "--module=nosuchmodule"], "'nosuchmodule' is not a module here"),
+])
+def test_bad_submissions_are_refused_before_queueing(image, args, message):
+    before = jt.localcluster.slurm("squeue", "-h", "-o", "%i").stdout
+    result = run_as(USER, ["sbatch", "--parsable", *args, "--wrap", "true"], cwd="/tmp")
+    assert result.returncode != 0
+    ours = [l for l in result.stderr.splitlines() if l.startswith("sbatch: error: shifter: ")]
+    assert len(ours) == 1 and message in ours[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    assert jt.localcluster.slurm("squeue", "-h", "-o", "%i").stdout == before
+
+
+def test_srun_refuses_a_bad_step_image(image):
+    job = jt.write_job(USER, "badstep.sl", """#!/bin/bash
+#SBATCH -N 1 -t 5
+#SBATCH --image=docker:slurm/app:1
+srun --image=docker:slurm/absent:1 shifter true; echo "srun=$?"
+""")
+    _, output, _ = jt.sbatch_wait(USER, job)
+    assert "srun=1" in output
+    assert re.search(r"srun: error: shifter: .*slurm/absent:1", output)
+    jt.assert_clean()
+
+
+def test_scancel_of_a_running_image_job_cleans_up(image):
+    job = jt.write_job(USER, "long.sl", """#!/bin/bash
+#SBATCH -N 3 -t 5
+#SBATCH --image=docker:slurm/app:1
+#SBATCH --volume=/x:/cache:perNodeCache=size=512m
+srun shifter sleep 300
+""")
+    result = run_as(USER, ["sbatch", "--parsable", "-o", "/dev/null", str(job)], cwd=str(job.parent))
+    job_id = result.stdout.strip()
+    deadline = time.monotonic() + 60
+    while len([l for l in jt.leftovers()["processes"] if l.endswith(" sleep")]) < 3:
+        assert time.monotonic() < deadline, "the job's tasks did not start"
+        time.sleep(0.2)
+    assert jt.leftovers()["state"], "a running job has state on its nodes"
+    run_as(USER, ["scancel", job_id])
+    jt.wait_gone(job_id)
+    jt.assert_clean()
+
+
+def test_twenty_image_jobs_at_once_all_complete_and_leave_nothing(image):
+    job = jt.write_job(USER, "many.sl", """#!/bin/bash
+#SBATCH -N 1 -n 1 -t 5
+#SBATCH --image=docker:slurm/app:1
+srun shifter cat /etc/app-release
+""")
+    ids = []
+    for _ in range(20):
+        result = run_as(USER, ["sbatch", "--parsable", "-o", "many-%j.out", str(job)], cwd=str(job.parent))
+        assert result.returncode == 0, result.stderr
+        ids.append(result.stdout.strip())
+    for job_id in ids:
+        jt.wait_gone(job_id, timeout=240)
+    for job_id in ids:
+        assert (job.parent / f"many-{job_id}.out").read_text() == "slurm-app-1\n"
+        state = jt.localcluster.slurm("sacct", "-n", "-j", job_id, check=False)  # no accounting: informative only
+        del state
+    jt.assert_clean()
+
+
+def test_plugin_whose_python_cannot_start_fails_the_job(image):
+    """A broken Python (here: the plugin argument names a missing interpreter) must fail the
+    image job on the submit side and on the nodes, never run it without the container."""
+    tmp = Path(tempfile.mkdtemp(dir=localcluster.STATE))
+    os.chmod(tmp, 0o755)
+    try:
+        plugstack = tmp / "plugstack.conf"
+        plugstack.write_text(f"required {localcluster.PREFIX}/lib/shifter_spank.so "
+                             f"shifter_config={localcluster.STATE}/etc/shifter.yaml python=/nonexistent/bin/python3\n")
+        conf = tmp / "slurm.conf"
+        conf.write_text(re.sub(r"^PlugStackConfig=.*$", f"PlugStackConfig={plugstack}",
+                               (localcluster.STATE / "etc/slurm.conf").read_text(), flags=re.M))
+        result = run_as(USER, ["env", f"SLURM_CONF={conf}", "srun", "-N1", "--image=docker:slurm/app:1",
+                               "shifter", "cat", "/etc/app-release"])
+        assert result.returncode != 0
+        assert "slurm-app-1" not in result.stdout
+        assert "cannot start Python (/nonexistent/bin/python3)" in result.stderr
+        # a job without our options is not affected by the broken Python
+        plain = run_as(USER, ["env", f"SLURM_CONF={conf}", "srun", "-N1", "true"])
+        assert plain.returncode == 0, plain.stderr
+    finally:
+        shutil.rmtree(tmp)
