@@ -120,7 +120,7 @@ def resolve_image(cfg, ref: str) -> str:
         from shifter_site.errors import ShifterError
         raise ShifterError(f"image {ref!r}: looking up references other than id:<64 hex> needs the image "
                            "gateway client (imagegw.client), which is not installed here; use id:<image id>") from None
-    return check_id(lookup(cfg, ref))
+    return check_id(lookup(cfg, ref).id)
 
 
 def _check_acl(record, user) -> None:

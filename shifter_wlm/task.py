@@ -43,11 +43,32 @@ def is_shifter(argv: list[str]) -> bool:
     return bool(argv) and os.path.basename(argv[0]) == "shifter"
 
 
+def node_from_step_socket(job_id: int, step_id: int) -> str | None:
+    """This slurmstepd's node name, from the socket it listens on in its slurmd's spool
+    directory (`<node>_<job>.<step>`): created by slurmstepd as root, so not the user's say.
+    (At this point the step's environment still carries the submitting node's
+    SLURMD_NODENAME; several slurmd on one host share the host name.)"""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    suffix = f"_{job_id}.{step_id}"
+    with open("/proc/net/unix") as handle:
+        for line in handle:
+            fields = line.split()
+            if len(fields) >= 8 and fields[6] in inodes and fields[7].endswith(suffix):
+                return os.path.basename(fields[7])[: -len(suffix)]
+    return None
+
+
 def _node(spank) -> str:
-    # slurmstepd sets SLURMD_NODENAME in the task environment itself (not the user's value)
-    node = spank.getenv("SLURMD_NODENAME")
+    node = node_from_step_socket(spank.job_id(), spank.step_id())
     if not node:
-        raise StepError("SLURMD_NODENAME is not set for this step")
+        raise StepError("cannot tell which node this step runs on (no slurmstepd socket found)")
     return node
 
 

@@ -59,7 +59,7 @@ DEMO = """#!/bin/bash
 #SBATCH --image=docker:slurm/app:1
 #SBATCH --volume=/ignored:/cache:perNodeCache=size=512m
 srun shifter sh -c '
-  echo "$SLURMD_NODENAME" > /cache/owner
+  echo "$SLURMD_NODENAME" > /cache/$SLURMD_NODENAME; sleep 1
   echo "task node=$SLURMD_NODENAME uid=$(id -u) gid=$(id -g) release=$(cat /etc/app-release) \
 flavour=$APP_FLAVOUR image=$SHIFTER_IMAGE hosts=$(cat /var/hostsfile | tr "\\n" ,) \
 cache=$(ls /cache | tr "\\n" ,) cachesize=$(df -k /cache | tail -1 | tr -s " " | cut -d" " -f2) \
@@ -86,7 +86,7 @@ def test_demo_job_runs_in_the_image_on_every_node(image):
         assert jt.field("image", line) == image
         assert jt.field("hosts", line) == "n1,n2,n3,"              # /var/hostsfile
         # the cache is the node's own: it holds only what this node wrote, at the asked size
-        assert jt.field("cache", line) == "owner,"
+        assert jt.field("cache", line) == jt.field("node", line) + ","
         assert 400_000 < int(jt.field("cachesize", line)) <= 524_288
         assert jt.field("probe", line) == f"{entry.pw_uid}/{entry.pw_uid}"  # setuid does not elevate
         assert jt.field("CapEff", line) == "0000000000000000"
