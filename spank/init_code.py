@@ -8,8 +8,10 @@ try:
     from shifter_wlm import dispatch
 
     dispatch.bind(ffi, lib)
-except BaseException:  # noqa: BLE001 - reported to Slurm's log, hooks then fail closed
-    lib.shifter_log_error(("shifter: cannot load the Python hooks: " + traceback.format_exc()).encode())
+except BaseException as err:  # noqa: BLE001 - reported to Slurm's log, hooks then fail closed
+    lib.shifter_log_error(f"shifter: cannot load the Python hooks ({type(err).__name__}: {err}); "
+                          "check the installation (make install)".encode())
+    lib.shifter_log_info(traceback.format_exc().encode())
 else:
     lib.shifter_py_ready = 1
 

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #ifndef SHIFTER_DEFAULT_PYTHON
 #define SHIFTER_DEFAULT_PYTHON "/opt/shifter/bin/python3"
@@ -60,6 +61,12 @@ static int start_python(int ac, char **av)
     python_failed = 1;  /* until proven otherwise: never try twice */
     if (!python || !*python)
         python = SHIFTER_DEFAULT_PYTHON;
+    if (access(python, X_OK) != 0) {
+        /* Python would start anyway, from the wrong prefix, and miss our packages */
+        slurm_error("shifter: cannot start Python (%s): %m; fix python= in plugstack.conf "
+                    "or reinstall (make install)", python);
+        return -1;
+    }
     /* Slurm dlopens plugins RTLD_LOCAL: make libpython's symbols global so that C
        extension modules (_cffi_backend, _json, ...) can link against it. */
     if (dladdr((void *)&Py_IsInitialized, &info) && info.dli_fname)

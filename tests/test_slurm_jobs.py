@@ -205,15 +205,19 @@ srun shifter cat /etc/app-release
     jt.assert_clean()
 
 
-def test_plugin_whose_python_cannot_start_fails_the_job(image):
-    """A broken Python (here: the plugin argument names a missing interpreter) must fail the
-    image job on the submit side and on the nodes, never run it without the container."""
+@pytest.mark.parametrize("python,message", [
+    ("/nonexistent/bin/python3", "cannot start Python (/nonexistent/bin/python3): No such file"),
+    ("/usr/bin/python3.11", "cannot load the Python hooks (ModuleNotFoundError: No module named 'shifter_wlm')"),
+])
+def test_plugin_whose_python_cannot_start_fails_the_job(image, python, message):
+    """A broken Python (a missing interpreter, or one without our packages) must fail the
+    image job instead of running it without the container (cffi alone would fail open)."""
     tmp = Path(tempfile.mkdtemp(dir=localcluster.STATE))
     os.chmod(tmp, 0o755)
     try:
         plugstack = tmp / "plugstack.conf"
         plugstack.write_text(f"required {localcluster.PREFIX}/lib/shifter_spank.so "
-                             f"shifter_config={localcluster.STATE}/etc/shifter.yaml python=/nonexistent/bin/python3\n")
+                             f"shifter_config={localcluster.STATE}/etc/shifter.yaml python={python}\n")
         conf = tmp / "slurm.conf"
         conf.write_text(re.sub(r"^PlugStackConfig=.*$", f"PlugStackConfig={plugstack}",
                                (localcluster.STATE / "etc/slurm.conf").read_text(), flags=re.M))
@@ -221,7 +225,8 @@ def test_plugin_whose_python_cannot_start_fails_the_job(image):
                                "shifter", "cat", "/etc/app-release"])
         assert result.returncode != 0
         assert "slurm-app-1" not in result.stdout
-        assert "cannot start Python (/nonexistent/bin/python3)" in result.stderr
+        assert message in result.stderr
+        assert "Traceback" not in result.stderr
         # a job without our options is not affected by the broken Python
         plain = run_as(USER, ["env", f"SLURM_CONF={conf}", "srun", "-N1", "true"])
         assert plain.returncode == 0, plain.stderr
