@@ -11,7 +11,7 @@ try:
 except BaseException as err:  # noqa: BLE001 - reported to Slurm's log, hooks then fail closed
     lib.shifter_log_error(f"shifter: cannot load the Python hooks ({type(err).__name__}: {err}); "
                           "check the installation (make install)".encode())
-    lib.shifter_log_info(traceback.format_exc().encode())
+    lib.shifter_log_debug(traceback.format_exc().encode())  # for admins: srun -v, slurmd debug log
 else:
     lib.shifter_py_ready = 1
 
