@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""What the SPANK plugin costs a job step, on the local cluster (run as root; the cluster up
+and the slurm/app:1 test image pulled, e.g. by the test suite; or pass --image).
+
+A. `srun -n1 /bin/true` with the plugin loaded but no image, vs no plugin at all
+   (plugstack.conf toggled between runs; it is restored at the end). Two ways: a new
+   allocation per srun (prolog included) and a step inside an existing allocation.
+   Target: overhead <= 1 ms.
+B. `srun -n1 shifter /bin/true` in an image job vs `srun -n1 /bin/true` in a plain job,
+   both steps of allocations that are already running. Target: overhead <= 25 ms.
+
+Runs are interleaved (A, B, A, B...) and medians compared, because the machine is shared.
+usage: bench_srun.py [-n 30] [--image docker:slurm/app:1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pwd
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+import localcluster  # noqa: E402
+
+USER = "testuser"
+
+
+def as_user(argv: list[str], env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    entry = pwd.getpwnam(USER)
+    base = {"PATH": "/usr/bin:/bin", "HOME": entry.pw_dir, "USER": USER,
+            "SLURM_CONF": str(localcluster.STATE / "etc/slurm.conf")}
+    result = subprocess.run(["runuser", "-u", USER, "--", "env", "-i",
+                             *[f"{k}={v}" for k, v in {**base, **(env or {})}.items()], *argv],
+                            capture_output=True, text=True, cwd="/tmp")
+    if check and result.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed: {result.stderr.strip()}")
+    return result
+
+
+def timed(argv: list[str], env: dict | None = None) -> float:
+    start = time.perf_counter()
+    as_user(argv, env)
+    return (time.perf_counter() - start) * 1000
+
+
+def allocation(*options: str) -> tuple[str, dict]:
+    """A running job that sleeps; returns its id and its batch environment (what an srun
+    inside the job script would see)."""
+    envfile = f"/tmp/bench-env-{os.getpid()}-{len(options)}"
+    out = as_user(["sbatch", "--parsable", "-N1", "-o", "/dev/null", *options, "--wrap",
+                   f"env -0 > {envfile}.tmp && mv {envfile}.tmp {envfile}; sleep 3600"]).stdout.strip()
+    deadline = time.monotonic() + 60
+    while not os.path.exists(envfile):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"job {out} did not start")
+        time.sleep(0.1)
+    env = dict(item.split("=", 1) for item in Path(envfile).read_text().split("\0") if "=" in item)
+    os.unlink(envfile)
+    keep = {k: v for k, v in env.items() if k.startswith(("SLURM_", "SHIFTER_"))}
+    return out, keep
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def report(title: str, base: list[float], other: list[float], target: float) -> None:
+    diff = median(other) - median(base)
+    verdict = "meets" if diff <= target else "MISSES"
+    print(f"{title}\n  baseline median {median(base):7.1f} ms   with plugin {median(other):7.1f} ms   "
+          f"overhead {diff:+6.1f} ms   ratio {median(other) / median(base):.3f}   ({verdict} target <= {target} ms)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("-n", type=int, default=30)
+    parser.add_argument("--image", default="docker:slurm/app:1")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("run as root (toggles plugstack.conf, submits as testuser)", file=sys.stderr)
+        return 2
+    plugstack = localcluster.STATE / "etc/plugstack.conf"
+    ours = plugstack.read_text()
+    empty = "# bench_srun.py: no plugin\n"
+    image_job = plain_job = None
+    try:
+        # ---- A: plugin loaded, no image, vs no plugin
+        plain_job, plain_env = allocation()
+        new_with, new_without, step_with, step_without = [], [], [], []
+        for _ in range(args.n):
+            for text, new_list, step_list in ((ours, new_with, step_with), (empty, new_without, step_without)):
+                plugstack.write_text(text)
+                new_list.append(timed(["srun", "-n1", "/bin/true"]))
+                step_list.append(timed(["srun", "-n1", "/bin/true"], plain_env))
+        plugstack.write_text(ours)
+        report("A1. srun -n1 /bin/true, new allocation each time: plugin loaded (no image) vs no plugin",
+               new_without, new_with, 1.0)
+        report("A2. srun -n1 /bin/true, step in a running job: plugin loaded (no image) vs no plugin",
+               step_without, step_with, 1.0)
+
+        # ---- B: shifter step in an image job vs plain step in a plain job
+        image_job, image_env = allocation(f"--image={args.image}")
+        shifter_steps, plain_steps = [], []
+        for _ in range(args.n):
+            shifter_steps.append(timed(["srun", "-n1", "shifter", "/bin/true"], image_env))
+            plain_steps.append(timed(["srun", "-n1", "/bin/true"], plain_env))
+        report(f"B. srun -n1 shifter /bin/true in an image job ({args.image}) vs srun -n1 /bin/true in a plain job",
+               plain_steps, shifter_steps, 25.0)
+    finally:
+        plugstack.write_text(ours)
+        for job in (image_job, plain_job):
+            if job:
+                as_user(["scancel", job], check=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
