@@ -111,8 +111,11 @@ class Flattener:
         self._deleted: set[str] = set()
         self._opaque: set[str] = set()
 
-    def add_layers(self, layers: list[str | Path]) -> None:
+    def add_layers(self, layers: list) -> None:
+        """Layers oldest first, as paths or futures of paths (waited for when their turn comes)."""
         for index, path in enumerate(reversed(layers)):
+            if hasattr(path, "result"):
+                path = path.result()
             try:
                 with open_layer(path) as stream:
                     self.add_layer(stream)

@@ -159,6 +159,10 @@ def test_twenty_concurrent_pulls_download_once(cfg):
     assert {r["id"] for r in results} == {digest.split(":", 1)[1]}
     assert blob_gets(unique_layer) == 1
     assert db_rows("test/concurrent:1") == [("READY",)]
+    # pulling a READY image again checks the manifest only: no layer is fetched
+    again = client.pull(cfg, "test/concurrent:1", poll=0.1)
+    assert again["status"] == "READY" and again["id"] == digest.split(":", 1)[1]
+    assert blob_gets(unique_layer) == 1
 
 
 def gzip_of(image: ib.Image, index: int) -> bytes:
