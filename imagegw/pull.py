@@ -50,8 +50,7 @@ def clean_stale_temps(image_dir: str) -> int:
         if not m:
             continue
         pid = int(m.group(2))
-        alive = pid != os.getpid() and Path(f"/proc/{pid}").exists()
-        if not alive or pid == os.getpid():
+        if pid == os.getpid() or not Path(f"/proc/{pid}").exists():  # ours from a past life, or orphaned
             path.unlink(missing_ok=True)
             removed += 1
     return removed
