@@ -176,3 +176,11 @@ def test_openapi_lists_the_endpoints(cluster):
     assert {"/api/list/{system}/", "/api/lookup/{system}/{itype}/{tag}", "/api/pull/{system}/{itype}/{tag}",
             "/api/queue/{system}/"} <= paths
     assert json.loads(httpx.get("http://127.0.0.1:8642/api/list/other/").text)["error"].startswith("this gateway serves")
+
+
+def test_unreachable_gateway_is_one_clear_error(cfg):
+    import msgspec
+    down = msgspec.structs.replace(cfg, gateway=msgspec.structs.replace(cfg.gateway, urls=["http://127.0.0.1:9"],
+                                                                        timeout=2.0))
+    with pytest.raises(client.GatewayError, match="cannot reach the image gateway.*is shifter-gateway running"):
+        client.lookup(down, "test/busybox:static")
