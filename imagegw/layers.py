@@ -95,12 +95,36 @@ def _link_escapes(path: str, target: str) -> bool:
     return False
 
 
+class _Counting:
+    """A write-only buffered file that knows its position, for tarfile's "w" mode on a pipe."""
+
+    def __init__(self, raw: BinaryIO):
+        self._raw = raw
+        self._buf = io.BufferedWriter(raw, BUF) if not isinstance(raw, (io.BufferedIOBase, io.BytesIO)) else raw
+        self._pos = 0
+
+    def write(self, data) -> int:
+        n = self._buf.write(data)
+        self._pos += len(data)
+        return n
+
+    def tell(self) -> int:
+        return self._pos
+
+    def flush(self) -> None:
+        self._buf.flush()
+
+
 class Flattener:
     """Writes the merged tar of layers (given oldest first, as in a manifest) to `out`."""
 
     def __init__(self, out: BinaryIO, all_root: bool = True,
                  progress: Callable[[int, int], None] | None = None):
-        self.tar = tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=BUF)
+        # "w" on a buffered writer that counts (a pipe cannot tell()) is much faster than "w|"
+        self._out = _Counting(out)
+        # GNU format: long names without a pax record per entry (cheaper to write; tar2sqfs reads it)
+        self.tar = tarfile.open(fileobj=self._out, mode="w", format=tarfile.GNU_FORMAT, encoding="utf-8",
+                                errors="surrogateescape")
         self.tar.copybufsize = BUF
         self.all_root = all_root
         self.progress = progress
@@ -111,8 +135,11 @@ class Flattener:
         self._deleted: set[str] = set()
         self._opaque: set[str] = set()
 
-    def add_layers(self, layers: list[str | Path]) -> None:
+    def add_layers(self, layers: list) -> None:
+        """Layers oldest first, as paths or futures of paths (waited for when their turn comes)."""
         for index, path in enumerate(reversed(layers)):
+            if hasattr(path, "result"):
+                path = path.result()
             try:
                 with open_layer(path) as stream:
                     self.add_layer(stream)
@@ -121,6 +148,7 @@ class Flattener:
 
     def close(self) -> None:
         self.tar.close()
+        self._out.flush()
 
     def add_layer(self, stream: BinaryIO) -> None:
         """Merge one layer under everything added before it."""
@@ -128,7 +156,11 @@ class Flattener:
         regular: set[str] = set()
         deleted: set[str] = set()
         opaque: set[str] = set()
-        with tarfile.open(fileobj=stream, mode="r|", bufsize=BUF) as layer:
+        # "r:" (forward seeks only, done by reading) is about twice as fast as stream mode "r|"
+        seekable = getattr(stream, "seekable", lambda: False)()
+        opened = tarfile.open(fileobj=stream, mode="r:") if seekable else \
+            tarfile.open(fileobj=stream, mode="r|", bufsize=BUF)
+        with opened as layer:
             for member in layer:
                 path, why = _normalise(member.name)
                 if why:

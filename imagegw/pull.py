@@ -12,6 +12,7 @@ import os
 import re
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -49,8 +50,7 @@ def clean_stale_temps(image_dir: str) -> int:
         if not m:
             continue
         pid = int(m.group(2))
-        alive = pid != os.getpid() and Path(f"/proc/{pid}").exists()
-        if not alive or pid == os.getpid():
+        if pid == os.getpid() or not Path(f"/proc/{pid}").exists():  # ours from a past life, or orphaned
             path.unlink(missing_ok=True)
             removed += 1
     return removed
@@ -104,21 +104,24 @@ def pull(cfg: Config, ref: reference.Reference, cache: registry.LayerCache, *,
         image_id = resolved.digest.split(":", 1)[1]
         try:
             existing = imagefiles.read_record(cfg.image_dir, image_id)
-        except imagefiles.ImageError:
-            existing = None
-        progress.set(layers=len(resolved.layers), bytes_total=sum(l.size for l in resolved.layers))
-        with logs.step(log, "fetch_layers", id=image_id, layers=len(resolved.layers)):
-            paths = registry.fetch_layers(client, resolved.layers, cache, workers=workers,
-                                          progress=lambda n: progress.add(bytes=n),
-                                          on_done=lambda layer: progress.add(layers_done=1))
-        if existing is not None:
             log.info("already_converted", id=image_id)
-            return existing
-        on_state("CONVERSION")
+            return existing  # same manifest digest = same image: nothing to download
+        except imagefiles.ImageError:
+            pass
+        progress.set(layers=len(resolved.layers), bytes_total=sum(l.size for l in resolved.layers))
         tmp = temp_path(cfg.image_dir, image_id)
+        pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(resolved.layers))), thread_name_prefix="fetch")
+        futures: list = []
         try:
-            with logs.step(log, "convert", id=image_id, compression=compression) as info:
-                flat = squash.convert(paths, tmp, compression=compression,
+            with logs.step(log, "fetch_and_convert", id=image_id, layers=len(resolved.layers),
+                           compression=compression) as info:
+                futures = registry.start_fetch(pool, client, resolved.layers, cache,
+                                               progress=lambda n: progress.add(bytes=n),
+                                               on_done=lambda layer: progress.add(layers_done=1))
+                # the merge starts as soon as the newest layer is in the cache
+                futures[-1].result()
+                on_state("CONVERSION")
+                flat = squash.convert(futures, tmp, compression=compression,
                                       progress=lambda entries, _: progress.set(entries=entries))
                 info.update(entries=flat.entries, bytes=flat.bytes, neutralised=dict(flat.neutralised))
             record = imagefiles.ImageRecord(
@@ -128,6 +131,9 @@ def pull(cfg: Config, ref: reference.Reference, cache: registry.LayerCache, *,
             with logs.step(log, "publish", id=image_id, size=record.size):
                 imagefiles.publish(cfg.image_dir, record, tmp)
         finally:
+            for future in futures:  # on failure: downloads not yet started are not started
+                future.cancel()
+            pool.shutdown(wait=True)
             tmp.unlink(missing_ok=True)
         return record
     finally:

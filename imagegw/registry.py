@@ -20,7 +20,7 @@ import re
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -241,7 +241,11 @@ class Client:
 
     def fetch_blob(self, layer: Layer, cache: "LayerCache", progress: Callable[[int], None] | None = None) -> Path:
         """The blob's path in the cache, downloading it (sha256 checked) if it is not there."""
-        return cache.get_or_fetch(layer.digest, lambda out: self._download(layer, out, progress))
+        fetched = []
+        path = cache.get_or_fetch(layer.digest, lambda out: fetched.append(self._download(layer, out, progress)))
+        if not fetched and progress:
+            progress(layer.size)  # already in the cache: count it as done
+        return path
 
     def _download(self, layer: Layer, out, progress) -> None:
         hasher = hashlib.sha256()
@@ -318,16 +322,26 @@ class LayerCache:
             part.unlink(missing_ok=True)
 
 
-def fetch_layers(client: Client, layers: list[Layer], cache: LayerCache, workers: int = 4,
-                 progress: Callable[[int], None] | None = None,
-                 on_done: Callable[[Layer], None] | None = None) -> list[Path]:
-    """Every layer in the cache, downloaded in parallel; the first failure is raised."""
+def start_fetch(pool: ThreadPoolExecutor, client: Client, layers: list[Layer], cache: LayerCache,
+                progress: Callable[[int], None] | None = None,
+                on_done: Callable[[Layer], None] | None = None) -> list[Future]:
+    """Futures of the layers' cache paths (in manifest order), the newest submitted first: the
+    merge reads newest first, so it can start while the base layer is still downloading."""
     def one(layer: Layer) -> Path:
         path = client.fetch_blob(layer, cache, progress)
         if on_done:
             on_done(layer)
         return path
 
+    futures: dict[int, Future] = {}
+    for index in reversed(range(len(layers))):
+        futures[index] = pool.submit(one, layers[index])
+    return [futures[i] for i in range(len(layers))]
+
+
+def fetch_layers(client: Client, layers: list[Layer], cache: LayerCache, workers: int = 4,
+                 progress: Callable[[int], None] | None = None,
+                 on_done: Callable[[Layer], None] | None = None) -> list[Path]:
+    """Every layer in the cache, downloaded in parallel; the first failure is raised."""
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(layers)))) as pool:
-        futures = [pool.submit(one, layer) for layer in layers]
-        return [f.result() for f in futures]
+        return [f.result() for f in start_fetch(pool, client, layers, cache, progress, on_done)]

@@ -45,9 +45,10 @@ def tar2sqfs_argv(output: str | Path, compression: str = "zstd") -> list[str]:
     return [exe, "--quiet", "--no-skip", "--force", *COMPRESSORS[compression], str(output)]
 
 
-def convert(layer_paths: list[str | Path], output: str | Path, compression: str = "zstd",
+def convert(layer_paths: list, output: str | Path, compression: str = "zstd",
             all_root: bool = True, progress: Callable[[int, int], None] | None = None) -> layers.Flattener:
-    """Flatten `layer_paths` (oldest first) into the squashfs `output`; returns the counts."""
+    """Flatten `layer_paths` (oldest first; paths, or futures of paths still downloading) into
+    the squashfs `output`; returns the counts."""
     output = Path(output)
     proc = subprocess.Popen(tar2sqfs_argv(output, compression), stdin=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_die_with_parent)

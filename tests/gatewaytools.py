@@ -78,10 +78,10 @@ def umoci_unpack(repo: str, tag: str, workdir: str | Path) -> Path:
     return bundle / "rootfs"
 
 
-def debian_image() -> ib.Image:
+def debian_image(label: str = "") -> ib.Image:
     """Three layers: debootstrap minbase; then a file whiteout, a directory whiteout, an opaque
     directory; then a path re-created under the whited-out directory and a whiteout of a file
-    the second layer added."""
+    the second layer added. A `label` gives a new image (manifest) with the same layers."""
     base = ib.layer_from_dir(ib.debian_tree())
     second = ib.layer_from_entries([
         ib.Whiteout("etc/issue.net"),                 # file whiteout
@@ -106,4 +106,4 @@ def debian_image() -> ib.Image:
     return ib.Image([base, second, third], config={
         "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"],
         "Cmd": ["/bin/bash"], "Entrypoint": ["/usr/bin/env"], "WorkingDir": "/opt/app", "User": "1000",
-        "Labels": {"org.example.test": "debian-3-layers"}})
+        "Labels": {"org.example.test": "debian-3-layers", **({"run": label} if label else {})}})

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import uuid
 
 import pytest
 
@@ -21,7 +22,7 @@ REPO, TAG = "test/debian3", "1"
 @pytest.fixture(scope="module")
 def debian(cluster):
     need(shutil.which("debootstrap") is not None, "debootstrap is not installed")
-    image = gt.debian_image()
+    image = gt.debian_image(label=uuid.uuid4().hex)  # a new image id each run: converted for real
     digest = ib.push(gt.REGISTRY, REPO, TAG, image)
     return digest
 
@@ -84,7 +85,7 @@ def test_user_pulls_debian_through_gateway(debian):
     record = json.loads((gt.STATE / "images" / f"{image_id}.json").read_text())
     assert record["env"][1] == "LANG=C.UTF-8" and record["cmd"] == ["/bin/bash"]
     assert record["entrypoint"] == ["/usr/bin/env"] and record["workdir"] == "/opt/app"
-    assert record["user"] == "1000" and record["labels"] == {"org.example.test": "debian-3-layers"}
+    assert record["user"] == "1000" and record["labels"]["org.example.test"] == "debian-3-layers"
     assert record["neutralised"]["device"] > 0 and record["tag"] == f"{REPO}:{TAG}"
     entries = gt.squashfs_entries(gt.STATE / "images" / f"{image_id}.squashfs")
     assert {(e[2], e[3]) for e in entries.values()} == {(0, 0)}  # -all-root style

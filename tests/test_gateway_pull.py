@@ -159,6 +159,10 @@ def test_twenty_concurrent_pulls_download_once(cfg):
     assert {r["id"] for r in results} == {digest.split(":", 1)[1]}
     assert blob_gets(unique_layer) == 1
     assert db_rows("test/concurrent:1") == [("READY",)]
+    # pulling a READY image again checks the manifest only: no layer is fetched
+    again = client.pull(cfg, "test/concurrent:1", poll=0.1)
+    assert again["status"] == "READY" and again["id"] == digest.split(":", 1)[1]
+    assert blob_gets(unique_layer) == 1
 
 
 def gzip_of(image: ib.Image, index: int) -> bytes:
@@ -172,3 +176,11 @@ def test_openapi_lists_the_endpoints(cluster):
     assert {"/api/list/{system}/", "/api/lookup/{system}/{itype}/{tag}", "/api/pull/{system}/{itype}/{tag}",
             "/api/queue/{system}/"} <= paths
     assert json.loads(httpx.get("http://127.0.0.1:8642/api/list/other/").text)["error"].startswith("this gateway serves")
+
+
+def test_unreachable_gateway_is_one_clear_error(cfg):
+    import msgspec
+    down = msgspec.structs.replace(cfg, gateway=msgspec.structs.replace(cfg.gateway, urls=["http://127.0.0.1:9"],
+                                                                        timeout=2.0))
+    with pytest.raises(client.GatewayError, match="cannot reach the image gateway.*is shifter-gateway running"):
+        client.lookup(down, "test/busybox:static")
