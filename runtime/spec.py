@@ -12,7 +12,6 @@ share one built container. The rest (env, argv, workdir, entrypoint) only change
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -141,6 +140,8 @@ class ContainerSpec:
             "udi": self.opt_udi_image, "etc": self.etc_dir, "prop": self.mount_propagation,
             "scope": self.scope,
         }
+        import hashlib  # here, not at import: a step joining its container never hashes
+
         blob = json.dumps(built, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:32]
 

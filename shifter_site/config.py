@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import stat
 import types
 import typing
 from typing import Literal
@@ -20,6 +19,8 @@ from urllib.parse import urlsplit
 import msgspec
 import yaml
 
+from shifter_site import configcache
+from shifter_site.configcache import check_owner
 from shifter_site.errors import ConfigError
 from shifter_site.sizes import parse_size
 
@@ -249,26 +250,6 @@ def config_path(explicit: str | None = None) -> str:
     return explicit or os.environ.get(ENV_VAR) or DEFAULT_PATH
 
 
-def check_owner(path: str) -> None:
-    """Refuse a file that anyone but root could have changed: the file, and every directory
-    above it (a world-writable directory is accepted only with the sticky bit)."""
-    real = os.path.realpath(path)
-    current = real
-    while True:
-        st = os.stat(current)
-        loose = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-        sticky_dir = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX
-        if st.st_uid != 0 or (loose and not sticky_dir):
-            what = "config file" if current == real else f"directory {current} holding config file"
-            raise ConfigError(
-                f"{path}: {what} can be written by non-root (owner uid {st.st_uid}, mode "
-                f"{stat.S_IMODE(st.st_mode):04o}); run: chown root {current} && chmod go-w {current}"
-            )
-        if current == "/":
-            return
-        current = os.path.dirname(current)
-
-
 def parse(text: str, source: str = "<config>") -> Config:
     """A Config from YAML text; ConfigError (one line: source, key, fix) when it is wrong."""
     try:
@@ -318,7 +299,10 @@ def load(path: str | None = None, privileged: bool | None = None) -> Config:
         raise ConfigError(f"{path}: cannot read the config file ({err}); fix its permissions or content") from None
     if privileged:
         check_owner(path)
-    return parse(text, path)
+    cfg = parse(text, path)
+    if privileged:
+        configcache.save(path, msgspec.to_builtins(cfg))
+    return cfg
 
 
 # ---------------------------------------------------------------- messages

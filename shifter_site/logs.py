@@ -2,22 +2,37 @@
 
 Services and Slurm hooks write JSON lines (one event per step, with its duration) so an admin
 can grep a job's setup on each node; CLIs write readable lines to stderr. `-v` means debug.
+
+structlog is imported on the first event, not before: a job step's hot path (joining the
+job's container) logs nothing and must not pay ~35 ms of imports for it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import sys
 import time
-from typing import Iterator
 
-import structlog
+_DEBUG, _INFO = 10, 20  # logging's levels, without importing logging
+_pending: tuple | None = None  # the last configure() not yet applied to structlog
 
 
 def configure(json: bool = False, verbose: bool = False, stream=None) -> None:
-    """Set up structlog for this process: `json` for services and hooks, console for CLIs."""
-    stream = stream or sys.stderr
+    """Set up logging for this process: `json` for services and hooks, console for CLIs."""
+    global _pending
+    _pending = (json, verbose, stream or sys.stderr)
+    if "structlog" in sys.modules:
+        _apply()
+
+
+def _apply() -> None:
+    global _pending
+    if _pending is None:
+        return
+    import structlog
+
+    json, verbose, stream = _pending
+    _pending = None
     processors: list = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -33,20 +48,34 @@ def configure(json: bool = False, verbose: bool = False, stream=None) -> None:
         processors += [structlog.dev.ConsoleRenderer(colors=colors, pad_event_to=0)]
     structlog.configure(
         processors=processors,
-        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG if verbose else logging.INFO),
+        wrapper_class=structlog.make_filtering_bound_logger(_DEBUG if verbose else _INFO),
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
 
 
-def get(name: str) -> structlog.typing.FilteringBoundLogger:
+class _Logger:
+    """A part's logger; structlog is loaded (and the pending configuration applied) when the
+    first event is logged. Module-level loggers made at import time follow a later
+    configure()."""
+
+    def __init__(self, part: str):
+        self._part = part
+
+    def __getattr__(self, name: str):
+        import structlog
+
+        _apply()
+        return getattr(structlog.get_logger(part=self._part), name)
+
+
+def get(name: str) -> _Logger:
     """A logger for one part (`gateway`, `runtime`, `prolog`...); the name goes in every event."""
-    # lazy: a module-level logger made at import time still follows a later configure()
-    return structlog.get_logger(part=name)
+    return _Logger(name)
 
 
 @contextlib.contextmanager
-def step(log, event: str, **fields) -> Iterator[dict]:
+def step(log, event: str, **fields):
     """Log one event when a step ends, with its duration in ms and whether it failed.
 
     The yielded dict lets the step add fields it learns while running.

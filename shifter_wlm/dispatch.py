@@ -14,11 +14,11 @@ fails with that reason). Anything else is a bug: the init code logs its tracebac
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 
 from shifter_site import logs
 from shifter_site.errors import ShifterError
-from shifter_wlm import epilog, prolog, submit, task
 from shifter_wlm.spank_api import SlurmLogStream, Spank
 
 _ffi = None
@@ -57,14 +57,16 @@ class RawOptions:
     ccm: bool = False
 
 
+# (module, function): imported on first use, so each process loads only its own context's
+# code (a step joining its container must stay cheap)
 ROUTES = {
-    ("allocator", "init_post_opt"): submit.allocator,
-    ("local", "init_post_opt"): submit.local,
-    ("job_script", "job_prolog"): prolog.run,
-    ("job_script", "job_epilog"): epilog.run,
-    ("remote", "init_post_opt"): task.step_setup,
-    ("remote", "task_init_privileged"): task.enter,
-    ("remote", "exit"): task.step_exit,
+    ("allocator", "init_post_opt"): ("shifter_wlm.submit", "allocator"),
+    ("local", "init_post_opt"): ("shifter_wlm.submit", "local"),
+    ("job_script", "job_prolog"): ("shifter_wlm.prolog", "run"),
+    ("job_script", "job_epilog"): ("shifter_wlm.epilog", "run"),
+    ("remote", "init_post_opt"): ("shifter_wlm.task", "step_setup"),
+    ("remote", "task_init_privileged"): ("shifter_wlm.task", "enter"),
+    ("remote", "exit"): ("shifter_wlm.task", "step_exit"),
 }
 
 
@@ -82,9 +84,10 @@ def run(hook, sp, ac, av, image, volume, module, ccm) -> int:
     """Route one hook call; 0 on success, -1 (with the reason logged) on failure."""
     name = _text(hook).removeprefix("slurm_spank_")
     spank = Spank(_ffi, _lib, sp)
-    handler = ROUTES.get((spank.context, name))
-    if handler is None:
+    route = ROUTES.get((spank.context, name))
+    if route is None:
         return 0
+    handler = getattr(importlib.import_module(route[0]), route[1])
     args = PluginArgs.parse([_text(av[i]) for i in range(ac)])
     options = RawOptions(image=_text(image), volume=_text(volume), module=_text(module), ccm=bool(ccm))
     user_side = spank.context in ("allocator", "local")

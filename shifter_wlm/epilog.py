@@ -19,8 +19,8 @@ def run(spank, args, options) -> None:
         node = node_name(spank)
         cfg = config.load(args.shifter_config, privileged=True)
         run_dir = jobs.node_dir(cfg.run_dir, node)
-        names = [str(job_id)] + sorted(p.stem for p in jobs_dir(run_dir).glob(f"{job_id}.*.json"))
-        for name in names:
+        mine = [n for n in jobs.names(run_dir) if n == str(job_id) or n.startswith(f"{job_id}.")]
+        for name in mine:
             record = jobs.read(run_dir, name)
             if record is None:
                 continue
@@ -30,9 +30,3 @@ def run(spank, args, options) -> None:
                     teardown.teardown(run_dir, record.key)
     except Exception as err:  # noqa: BLE001 - logged, never drains the node
         log.error("epilog_failed", job=job_id, error=f"{type(err).__name__}: {err}")
-
-
-def jobs_dir(run_dir: str):
-    from pathlib import Path
-
-    return Path(run_dir) / "jobs"

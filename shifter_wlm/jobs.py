@@ -15,7 +15,6 @@ import json
 import os
 import stat
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from shifter_site.errors import ShifterError
 
@@ -50,14 +49,14 @@ def node_dir(run_dir: str, node: str) -> str:
     return os.path.join(run_dir, node)
 
 
-def _path(node_run_dir: str, name: str) -> Path:
-    return Path(node_run_dir) / "jobs" / f"{name}.json"
+def _path(node_run_dir: str, name: str) -> str:
+    return os.path.join(node_run_dir, "jobs", f"{name}.json")
 
 
 def write(node_run_dir: str, name: str, record: JobRecord) -> None:
-    directory = Path(node_run_dir) / "jobs"
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = directory / f".{name}.json.tmp"
+    directory = os.path.join(node_run_dir, "jobs")
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    tmp = os.path.join(directory, f".{name}.json.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as handle:
         json.dump(asdict(record), handle)
@@ -79,15 +78,28 @@ def read(node_run_dir: str, name: str) -> JobRecord | None:
 
 
 def remove(node_run_dir: str, name: str) -> None:
-    _path(node_run_dir, name).unlink(missing_ok=True)
+    try:
+        os.unlink(_path(node_run_dir, name))
+    except FileNotFoundError:
+        pass
+
+
+def names(node_run_dir: str) -> list[str]:
+    """Every job and step record on this node ("42", "42.3")."""
+    try:
+        entries = os.listdir(os.path.join(node_run_dir, "jobs"))
+    except FileNotFoundError:
+        return []
+    return sorted(e[:-5] for e in entries if e.endswith(".json") and not e.startswith("."))
 
 
 def keys_in_use(node_run_dir: str) -> set[str]:
     """Container keys some job or step on this node still records."""
     keys = set()
-    for path in (Path(node_run_dir) / "jobs").glob("*.json"):
+    for name in names(node_run_dir):
         try:
-            keys.add(json.loads(path.read_text())["key"])
+            with open(_path(node_run_dir, name)) as handle:
+                keys.add(json.load(handle)["key"])
         except (OSError, ValueError, KeyError):
             continue
     return keys

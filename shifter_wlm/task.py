@@ -109,20 +109,24 @@ def step_setup(spank, args, options) -> None:
     if not is_shifter(argv):
         return
     from runtime.enter import check_env_entry
-    from shifter_site import config, imagefiles
+    from shifter_site import configcache
     from shifter_wlm import jobs
 
     opts = _parse(argv)
     for entry in opts["env"]:
         check_env_entry(entry, "--env")
-    cfg = config.load(args.shifter_config, privileged=True)
+    # root's validated snapshot of the site config when current (skips YAML: the common
+    # case, a step joining the job's container, must stay cheap); else the full load
+    snapshot = configcache.load(args.shifter_config)
+    cfg = None if snapshot is not None else _config(args)
     node = _node(spank)
     job_id, step_id, uid = spank.job_id(), spank.step_id(), spank.uid()
-    run_dir = jobs.node_dir(cfg.run_dir, node)
+    run_dir = jobs.node_dir(snapshot["run_dir"] if snapshot is not None else cfg.run_dir, node)
     job = jobs.read(run_dir, str(job_id))
 
     if opts["image"] is not None:
         from runtime.cli import resolve_image
+        cfg = cfg or _config(args)
         image, request = resolve_image(cfg, opts["image"]), opts["image"]
     else:
         image = spank.getenv("SHIFTER_IMAGE") or ""
@@ -130,7 +134,9 @@ def step_setup(spank, args, options) -> None:
         if not image:
             raise StepError("no image for this step: submit the job with --image=REF, or run srun --image=REF "
                             "shifter ..., or shifter --image=REF ...")
-        imagefiles.check_id(image)
+        if len(image) != 64 or image.strip("0123456789abcdef"):
+            raise StepError(f"SHIFTER_IMAGE={image!r} is not an image id (64 hex digits); "
+                            "resubmit with --image=REF")
     volume = ";".join(opts["volume"]) if opts["volume"] else (spank.getenv("SHIFTER_VOLUME") or "")
     module = opts["module"] if opts["module"] is not None else (spank.getenv("SHIFTER_MODULE") or "")
 
@@ -143,13 +149,19 @@ def step_setup(spank, args, options) -> None:
         key, step_record = job.key, None
         spec = _spec_from_record(job, opts)
     else:
-        key, spec, step_record = _build_step_container(spank, cfg, run_dir, job_id, step_id, uid, image,
+        key, spec, step_record = _build_step_container(spank, cfg or _config(args), run_dir, job_id, step_id, uid, image,
                                                        request, volume, module, node, opts)
     _prepared = Prepared(ns_path=os.path.join(run_dir, key, "ns"), spec=spec, command=list(opts["command"]),
                          env_file=opts["env_file"], run_dir=run_dir, step_record=step_record, key=key)
     # refuse a bad --entrypoint before any task starts
     from runtime.enter import command, environment
     command(spec, opts["command"], environment(spec, {}))
+
+
+def _config(args):
+    from shifter_site import config
+
+    return config.load(args.shifter_config, privileged=True)
 
 
 def _build_step_container(spank, cfg, run_dir, job_id, step_id, uid, image, request, volume, module, node, opts):
