@@ -12,8 +12,11 @@ import os
 import re
 
 from runtime import syscalls as sc
-from runtime.spec import ContainerSpec, User
 from shifter_site.errors import ShifterError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: a Slurm step joining its container skips these imports
+    from runtime.spec import ContainerSpec, User
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 

@@ -16,24 +16,32 @@ would be too late: slurmstepd has already switched to the user's uid there.)
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from types import SimpleNamespace
 
 from shifter_site.errors import ShifterError
+
+# No dataclasses or runtime.spec on this path: a `srun shifter` step pays for every import
+# (DESIGN target: <= 25 ms per step in all). What entering needs comes from the job record.
 
 
 class StepError(ShifterError):
     """This shifter step cannot run; the message says why."""
 
 
-@dataclass
 class Prepared:
-    ns_path: str
-    spec: object                 # runtime.spec.ContainerSpec (entering fields)
-    command: list[str]           # the user's command after shifter's options
-    env_file: str | None         # read in the task, with the user's rights
-    run_dir: str
-    step_record: str | None      # "<job>.<step>" when this step built its own container
-    key: str
+    """What slurmstepd prepared for its tasks (they inherit it when forked)."""
+
+    __slots__ = ("ns_path", "spec", "command", "env_file", "run_dir", "step_record", "key")
+
+    def __init__(self, ns_path: str, spec, command: list[str], env_file: str | None, run_dir: str,
+                 step_record: str | None, key: str):
+        self.ns_path = ns_path          # the container's pinned namespace
+        self.spec = spec                # the entering half of a ContainerSpec (see _entering)
+        self.command = command          # the user's command after shifter's options
+        self.env_file = env_file        # --env-file, read in the task with the user's rights
+        self.run_dir = run_dir
+        self.step_record = step_record  # "<job>.<step>" when this step built its own container
+        self.key = key
 
 
 _prepared: Prepared | None = None
@@ -84,21 +92,20 @@ def _parse(argv: list[str]) -> dict:
     return opts
 
 
-def _spec_from_record(record, opts):
-    """The entering half of a ContainerSpec, from what the prolog recorded (no config load)."""
-    from runtime import spec as rspec
-
-    user = dict(record.user)
-    user["groups"] = tuple(rspec.Group(g["name"], g["gid"], tuple(g.get("members", ()))) for g in user["groups"])
-    site_env = tuple(rspec.SiteEnv(set=tuple(map(tuple, e["set"])), append=tuple(map(tuple, e["append"])),
-                                   prepend=tuple(map(tuple, e["prepend"])), unset=tuple(e["unset"]))
-                     for e in record.site_env)
-    return rspec.ContainerSpec(
-        image_id=record.image_id, squashfs="", user=rspec.User(**user), image_env=tuple(record.image_env),
+def _entering(record, opts):
+    """The fields of a ContainerSpec that runtime.enter.environment/command and the task's
+    cwd rule read, from the job record and the step's shifter options."""
+    user = record.user
+    return SimpleNamespace(
+        image_id=record.image_id, image_request=record.image_request, image_env=tuple(record.image_env),
         image_entrypoint=tuple(record.image_entrypoint) if record.image_entrypoint is not None else None,
         image_cmd=tuple(record.image_cmd) if record.image_cmd is not None else None,
-        image_workdir=record.image_workdir, image_request=record.image_request, site_env=site_env,
-        env=tuple(opts["env"]), clearenv=opts["clearenv"], workdir=opts["workdir"],
+        image_workdir=record.image_workdir,
+        site_env=tuple(SimpleNamespace(set=tuple(map(tuple, e["set"])), append=tuple(map(tuple, e["append"])),
+                                       prepend=tuple(map(tuple, e["prepend"])), unset=tuple(e["unset"]))
+                       for e in record.site_env),
+        user=SimpleNamespace(uid=user["uid"], gid=user["gid"]),
+        env=tuple(opts["env"]), env_file=(), clearenv=opts["clearenv"], workdir=opts["workdir"],
         entrypoint=opts["entrypoint"])
 
 
@@ -147,7 +154,7 @@ def step_setup(spank, args, options) -> None:
         raise StepError(job.message)
     if same_as_job and job.state == "ready":
         key, step_record = job.key, None
-        spec = _spec_from_record(job, opts)
+        spec = _entering(job, opts)
     else:
         key, spec, step_record = _build_step_container(spank, cfg or _config(args), run_dir, job_id, step_id, uid, image,
                                                        request, volume, module, node, opts)
@@ -180,7 +187,7 @@ def _build_step_container(spank, cfg, run_dir, job_id, step_id, uid, image, requ
         build.build(full, run_dir)
         record = prolog.job_record(job_id, uid, full, key, "ready", volume=volume, module=module)
         jobs.write(run_dir, name, record)
-    return key, _spec_from_record(record, opts), name
+    return key, _entering(record, opts), name
 
 
 def _read_env_file(path: str, uid: int, gid: int) -> tuple[str, ...]:
@@ -205,14 +212,12 @@ def enter(spank, args, options) -> None:
     prepared = _prepared
     if prepared is None:
         return
-    from dataclasses import replace
-
     from runtime import enter as renter
     from runtime import syscalls
 
     spec = prepared.spec
     if prepared.env_file is not None:
-        spec = replace(spec, env_file=_read_env_file(prepared.env_file, spec.user.uid, spec.user.gid))
+        spec.env_file = _read_env_file(prepared.env_file, spec.user.uid, spec.user.gid)
     task_env = spank.env()
     env = renter.environment(spec, task_env)
     command = renter.command(spec, prepared.command, env)
