@@ -232,3 +232,57 @@ def test_plugin_whose_python_cannot_start_fails_the_job(image, python, message):
         assert plain.returncode == 0, plain.stderr
     finally:
         shutil.rmtree(tmp)
+
+
+def test_prolog_logs_one_event_per_step_with_its_duration(image):
+    job = jt.write_job(USER, "logged.sl", "#!/bin/bash\n#SBATCH -N 1 -w n2 -t 5\n#SBATCH --image=docker:slurm/app:1\n"
+                       "srun shifter true\n")
+    job_id, _, _ = jt.sbatch_wait(USER, job)
+    jt.wait_gone(job_id)
+    import json
+    events = []
+    for line in (localcluster.STATE / "log/slurmd-n2.log").read_text().splitlines():
+        start = line.find("{")
+        if start >= 0 and '"part"' in line:
+            try:
+                record = json.loads(line[start:])
+            except ValueError:
+                continue
+            if record.get("job") == int(job_id) or record.get("key") and record.get("event", "").startswith("build."):
+                events.append(record)
+    ours = {e["event"]: e for e in events if e.get("job") == int(job_id)}
+    for name in ("load_config", "job_info", "spec", "build", "teardown"):
+        assert name in ours, (name, sorted(ours))
+        assert ours[name]["ok"] is True and isinstance(ours[name]["ms"], float) and ours[name]["node"] == "n2"
+    assert ours["build"]["key"] == ours["teardown"]["key"]
+    jt.assert_clean()
+
+
+def test_request_broken_after_submission_fails_the_steps_not_the_node(image, cluster):
+    """The image's files vanish between submission and start: the prolog records why, each
+    `srun shifter` step fails with that line, other steps run, and no node is drained."""
+    record = localcluster.STATE / "images" / f"{image}.json"
+    saved = record.read_bytes()
+    job = jt.write_job(USER, "broken.sl", """#!/bin/bash
+#SBATCH -N 2 -t 5
+#SBATCH --image=docker:slurm/app:1
+srun shifter true; echo "shifter=$?"
+srun true; echo "host=$?"
+""")
+    result = run_as(USER, ["sbatch", "--parsable", "--hold", "-o", "broken-%j.out", str(job)], cwd=str(job.parent))
+    assert result.returncode == 0, result.stderr
+    job_id = result.stdout.strip()
+    try:
+        record.unlink()
+        cluster.slurm("scontrol", "release", job_id)
+        jt.wait_gone(job_id, timeout=120)
+    finally:
+        record.write_bytes(saved)
+        os.chmod(record, 0o644)
+        os.chown(record, pwd.getpwnam("shifter-gw").pw_uid, pwd.getpwnam("shifter-gw").pw_gid)
+    output = (job.parent / f"broken-{job_id}.out").read_text()
+    assert "shifter=1" in output and "host=0" in output, output
+    assert re.search(rf"error: shifter: image {image} is not in .*; pull it first", output), output
+    states = cluster.slurm("sinfo", "-h", "-N", "-o", "%N %t").stdout.split("\n")
+    assert all(line.split()[1] in ("idle", "mix", "alloc") for line in states if line.strip()), states
+    jt.assert_clean()
