@@ -71,13 +71,13 @@ def make_spec(cfg, args_image_request: str, volume: str, module: str, image: str
 
 
 def job_record(job_id: int, uid: int, spec, key: str, state: str, message: str = "", volume: str = "",
-               module: str = ""):
+               module: str = "", image_id: str = ""):
     from dataclasses import asdict
 
     from shifter_wlm.jobs import JobRecord
 
     return JobRecord(
-        job_id=job_id, uid=uid, key=key, image_id=spec.image_id if spec else "",
+        job_id=job_id, uid=uid, key=key, image_id=spec.image_id if spec else image_id,
         state=state, message=message, image_request=spec.image_request if spec else "",
         volume=volume, module=module,
         image_env=list(spec.image_env) if spec else [],
@@ -107,6 +107,7 @@ def run(spank, args, options) -> None:
     module = os.environ.get("SPANK_SHIFTER_MODULE", "")
     spec = None
     key = ""
+    image = ""
     try:
         with logs.step(log, "job_info", job=job_id, node=node) as info:
             job = slurm.job_info(job_id)
@@ -125,4 +126,4 @@ def run(spank, args, options) -> None:
         # recorded for the job's shifter steps; the node stays in service
         log.error("prolog_failed", job=job_id, node=node, error=str(err))
         jobs.write(run_dir, str(job_id), job_record(job_id, uid, spec, key, "failed", message=str(err),
-                                                    volume=volume, module=module))
+                                                    volume=volume, module=module, image_id=image))
