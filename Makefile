@@ -11,9 +11,16 @@ APT_PACKAGES := slurmctld slurmd slurm-client munge libslurm-dev \
 	build-essential libffi-dev util-linux procps psmisc curl ca-certificates \
 	charliecloud fuse3
 
-.PHONY: install apt venv package plugin cluster-up cluster-down cluster-status demo test clean
+.PHONY: install apt venv package plugin links cluster-up cluster-down cluster-status demo test clean
 
-install: apt package plugin
+install: apt package plugin links
+
+# the user commands on everyone's PATH: links, made or updated; a real file there is left alone
+links:
+	@for cmd in shifter shifterimg shifter-config; do \
+	  if [ -e /usr/local/bin/$$cmd ] && [ ! -L /usr/local/bin/$$cmd ]; then \
+	    echo "/usr/local/bin/$$cmd is not a link; left alone"; \
+	  else ln -sfn $(PREFIX)/bin/$$cmd /usr/local/bin/$$cmd; fi; done
 
 apt:
 	@if dpkg-query -W -f='$${Status}\n' $(APT_PACKAGES) 2>/dev/null | grep -vq 'install ok installed' \

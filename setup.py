@@ -24,7 +24,7 @@ setup(
     extras_require={"test": ["pytest>=7", "pytest-mock>=3"]},
     entry_points={
         "console_scripts": [
-            "shifter=runtime.cli:main",
+            "shifter=shifter_wlm.batch:main",
             "shifterimg=imagegw.cli:main",
             "shifter-gateway=imagegw.service:main",
             "shifter-config=shifter_site.cli:main",

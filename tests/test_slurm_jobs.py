@@ -286,3 +286,24 @@ srun true; echo "host=$?"
     states = cluster.slurm("sinfo", "-h", "-N", "-o", "%N %t").stdout.split("\n")
     assert all(line.split()[1] in ("idle", "mix", "alloc") for line in states if line.strip()), states
     jt.assert_clean()
+
+
+def test_shifter_in_the_batch_script_enters_the_jobs_container(image):
+    """`shifter CMD` typed in the batch script (no srun) runs in the job's container on the
+    batch node, with its cache and hostsfile; stdin, stdout and the exit code pass through."""
+    job = jt.write_job(USER, "batchshifter.sl", """#!/bin/bash
+#SBATCH -N 2 -t 5
+#SBATCH --image=docker:slurm/app:1
+#SBATCH --volume=/x:/cache:perNodeCache=size=512m
+srun -N2 shifter sh -c 'touch /cache/from-$SLURMD_NODENAME'
+shifter sh -c 'echo "release=$(cat /etc/app-release) hosts=$(cat /var/hostsfile | tr "\\n" ,) cache=$(ls /cache | tr "\\n" ,)"'
+echo piped | shifter cat
+shifter sh -c 'exit 3'; echo "rc=$?"
+command -v shifter | sed 's/^/path=/'
+""")
+    _, output, _ = jt.sbatch_wait(USER, job)
+    assert "release=slurm-app-1 hosts=n1,n2, cache=from-n1," in output, output
+    assert "\npiped\n" in f"\n{output}"
+    assert "rc=3" in output
+    assert jt.lines_with("path=", output) == ["path=/usr/local/bin/shifter"]
+    jt.assert_clean()
