@@ -9,7 +9,6 @@ so a gateway killed mid-conversion leaves no writer behind either.
 from __future__ import annotations
 
 import ctypes
-import os
 import shutil
 import signal
 import subprocess

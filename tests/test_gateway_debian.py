@@ -13,7 +13,7 @@ import pytest
 
 import gatewaytools as gt
 import imagebuilder as ib
-from conftest import need, run_as
+from conftest import localcluster, need, run_as
 from imagegw import registry, squash
 
 REPO, TAG = "test/debian3", "1"
@@ -76,11 +76,11 @@ def test_same_image_converts_to_identical_file(debian, tmp_path):
 
 
 def test_user_pulls_debian_through_gateway(debian):
-    result = run_as("testuser", ["/opt/shifter/bin/shifterimg", "pull", f"docker:{REPO}:{TAG}"], timeout=600)
+    result = run_as("testuser", [str(localcluster.PREFIX / "bin/shifterimg"), "pull", f"docker:{REPO}:{TAG}"], timeout=600)
     assert result.returncode == 0, result.stderr
     assert "READY" in result.stdout and "layers 3/3" in result.stdout
     image_id = debian.split(":", 1)[1]
-    lookup = run_as("testuser", ["/opt/shifter/bin/shifterimg", "lookup", f"{REPO}:{TAG}"])
+    lookup = run_as("testuser", [str(localcluster.PREFIX / "bin/shifterimg"), "lookup", f"{REPO}:{TAG}"])
     assert lookup.returncode == 0 and lookup.stdout.strip() == image_id
     record = json.loads((gt.STATE / "images" / f"{image_id}.json").read_text())
     assert record["env"][1] == "LANG=C.UTF-8" and record["cmd"] == ["/bin/bash"]
@@ -90,5 +90,5 @@ def test_user_pulls_debian_through_gateway(debian):
     entries = gt.squashfs_entries(gt.STATE / "images" / f"{image_id}.squashfs")
     assert {(e[2], e[3]) for e in entries.values()} == {(0, 0)}  # -all-root style
     assert not any(e[1] & 0o6000 for e in entries.values() if e[0] != "d")
-    listed = run_as("testuser", ["/opt/shifter/bin/shifterimg", "images", "--json"])
+    listed = run_as("testuser", [str(localcluster.PREFIX / "bin/shifterimg"), "images", "--json"])
     assert any(r["id"] == image_id and r["status"] == "READY" for r in json.loads(listed.stdout))

@@ -18,7 +18,7 @@ import pytest
 
 import gatewaytools as gt
 import imagebuilder as ib
-from conftest import need
+from conftest import localcluster, need
 from imagegw import client
 from shifter_site import config
 
@@ -48,7 +48,7 @@ def instance(cluster):
 
     def start() -> subprocess.Popen:
         proc = subprocess.Popen(
-            ["/opt/shifter/bin/python", "-m", "imagegw.service", "--config", str(top / "shifter.yaml"),
+            [str(localcluster.PREFIX / "bin/python"), "-m", "imagegw.service", "--config", str(top / "shifter.yaml"),
              "--state-dir", str(top / "state"), "--workers", "1"],
             user=account.pw_uid, group=account.pw_gid, extra_groups=[], cwd="/",
             env={"PATH": "/usr/bin:/bin"}, stdout=open(top / "gateway.log", "ab"), stderr=subprocess.STDOUT)

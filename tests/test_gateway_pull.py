@@ -16,11 +16,11 @@ import pytest
 
 import gatewaytools as gt
 import imagebuilder as ib
-from conftest import run_as
+from conftest import localcluster, run_as
 from imagegw import client
 from shifter_site import config
 
-SHIFTERIMG = "/opt/shifter/bin/shifterimg"
+SHIFTERIMG = str(localcluster.PREFIX / "bin/shifterimg")
 IMAGES = gt.STATE / "images"
 
 
@@ -43,7 +43,7 @@ def unique_image(**kw) -> ib.Image:
 
 def blob_gets(digest: str) -> int:
     text = (gt.STATE / "log/registry.out").read_text(errors="replace")
-    return sum(1 for line in text.splitlines() if f"GET /v2/" in line and f"/blobs/{digest} " in line
+    return sum(1 for line in text.splitlines() if "GET /v2/" in line and f"/blobs/{digest} " in line
                and '" 200 ' in line)
 
 

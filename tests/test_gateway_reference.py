@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from imagegw import reference
 from imagegw.reference import ReferenceError, parse, registry_url
 
 D = "a" * 64

@@ -4,7 +4,6 @@ a registry, two non-root users; multi-node jobs run; down leaves nothing; up twi
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import pwd
 import re

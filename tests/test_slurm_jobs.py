@@ -10,7 +10,6 @@ import os
 import pwd
 import re
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
