@@ -12,15 +12,13 @@ share one built container. The rest (env, argv, workdir, entrypoint) only change
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict, dataclass
 
+from runtime.frozen import Frozen, asdict
 from runtime.volumes import Volume
 
 
-@dataclass(frozen=True)
-class Account:
+class Account(Frozen):
     """A passwd entry copied into the container's /etc/passwd."""
 
     name: str
@@ -31,8 +29,7 @@ class Account:
     shell: str = "/bin/sh"
 
 
-@dataclass(frozen=True)
-class Group:
+class Group(Frozen):
     """A group entry for the container's /etc/group (members: names)."""
 
     name: str
@@ -40,8 +37,7 @@ class Group:
     members: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class User:
+class User(Frozen):
     """Who runs in the container. `groups` are the supplementary gids after the site's
     filter (no gid 0, at most max_group_count), primary gid not repeated."""
 
@@ -58,8 +54,7 @@ class User:
         return [g.gid for g in self.groups]
 
 
-@dataclass(frozen=True)
-class SiteEnv:
+class SiteEnv(Frozen):
     """Environment changes applied after the image's and the user's (modules first, then
     the global site env): set, then append/prepend (joined with ':'), then unset."""
 
@@ -69,8 +64,7 @@ class SiteEnv:
     unset: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class ContainerSpec:
+class ContainerSpec(Frozen):
     """One container request. All paths are absolute host paths unless said otherwise.
 
     image_id        64 hex digits (the gateway's image id)
@@ -140,7 +134,8 @@ class ContainerSpec:
             "udi": self.opt_udi_image, "etc": self.etc_dir, "prop": self.mount_propagation,
             "scope": self.scope,
         }
-        import hashlib  # here, not at import: a step joining its container never hashes
+        import hashlib  # here, not at import: a launch or a step joining its container never hashes
+        import json
 
         blob = json.dumps(built, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:32]
@@ -209,7 +204,7 @@ def from_config(cfg, record, user: User, *, volumes: tuple[Volume, ...] = (),
     """A ContainerSpec from the site config, an ImageRecord, the user and the user's options
     (`options`: env, env_file, clearenv, workdir, entrypoint)."""
     from runtime.volumes import VolumeError, check_cache_limits, parse_mapping
-    from shifter_site.imagefiles import squashfs_path
+    from shifter_site.quickload import squashfs_path
 
     check_cache_limits(list(volumes), cfg.per_node_cache.size_limit_bytes, list(cfg.per_node_cache.allowed_fs))
     if modules is None:
@@ -236,7 +231,7 @@ def from_config(cfg, record, user: User, *, volumes: tuple[Volume, ...] = (),
     envs.append(_site_env(cfg.site_env))
     accounts, account_groups = _accounts(list(cfg.import_accounts), user.uid)
     return ContainerSpec(
-        image_id=record.id, squashfs=str(squashfs_path(cfg.image_dir, record.id)), user=user,
+        image_id=record.id, squashfs=squashfs_path(cfg.image_dir, record.id), user=user,
         image_env=tuple(record.env), image_entrypoint=_tuple(record.entrypoint),
         image_cmd=_tuple(record.cmd), image_workdir=record.workdir, image_request=image_request,
         volumes=tuple(volumes), site_mounts=tuple(site), accounts=accounts,
