@@ -9,6 +9,7 @@ and exec. The CLI calls `exec_command`, which does the drop itself.
 from __future__ import annotations
 
 import os
+import warnings  # noqa: F401 - os.execvpe imports it lazily: after pivot_root it could not be found
 
 from runtime import syscalls as sc
 from shifter_site.errors import ShifterError
