@@ -220,6 +220,30 @@ def _run(argv: list[str], what: str) -> None:
         raise BuildError(f"{what} failed ({' '.join(argv)}): {(proc.stderr or proc.stdout).strip()[:300]}")
 
 
+def run_root_hook(module: str, hook: str, root: str, spec: ContainerSpec) -> None:
+    """A module's root hook (reference: runs outside the container as root), as the
+    original ran site hooks: `/bin/sh HOOK` with cwd = the container root, here after the
+    site and module mounts and before the user's volumes, with a clean environment. The
+    script must be root's alone: root must not run what a user could have edited."""
+    import subprocess
+
+    try:
+        st = os.stat(hook)
+    except OSError as err:
+        raise BuildError(f"module {module!r}: root hook {hook}: {err.strerror}; ask the admins") from None
+    if st.st_uid != 0 or st.st_mode & 0o022 or not stat.S_ISREG(st.st_mode):
+        raise BuildError(f"module {module!r}: root hook {hook} is not a root-owned file writable only by "
+                         "root; ask the admins")
+    env = {"PATH": SAFE_PATH, "SHIFTER_MODULE": module, "SHIFTER_ROOT": root, "SHIFTER_IMAGE": spec.image_id,
+           "SHIFTER_UID": str(spec.user.uid), "SHIFTER_GID": str(spec.user.gid), "SHIFTER_USER": spec.user.name}
+    proc = subprocess.run(["/bin/sh", hook], cwd=root, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, errors="replace", preexec_fn=lambda: sc.parent_death_signal(9))
+    if proc.returncode != 0:
+        said = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
+        detail = f": {said[-1][:200]}" if said else ""
+        raise BuildError(f"module {module!r}: root hook {hook} failed (exit status {proc.returncode}){detail}")
+
+
 # ---------------------------------------------------------------- image
 
 
@@ -470,6 +494,13 @@ def populate(spec: ContainerSpec, root: str, *, key: str, privileged: bool,
                     raise BuildError(f"site mount {volume.text()}: {err}") from None
                 finally:
                     os.close(fd)
+        if spec.root_hooks:
+            with steps("root_hooks", count=len(spec.root_hooks)):
+                if not privileged:
+                    raise BuildError(f"module {spec.root_hooks[0][0]!r} has a root hook, which needs a "
+                                     "privileged build (a Slurm job, or shifter as root)")
+                for module, hook in spec.root_hooks:
+                    run_root_hook(module, hook, root, spec)
         binds = [v for v in spec.volumes if not v.cache]
         with steps("volumes", count=len(binds)):
             for volume, fd in zip(binds, source_fds or []):

@@ -33,6 +33,12 @@ class EnterError(ShifterError):
     exit_code = 64
 
 
+class HookError(EnterError):
+    """A module's user hook failed: the command is not run."""
+
+    exit_code = 1
+
+
 def check_env_entry(entry: str, where: str) -> tuple[str, str]:
     """`K=V` split, or EnterError naming where the entry came from."""
     name, sep, value = entry.partition("=")
@@ -132,6 +138,25 @@ def _chdir(spec: ContainerSpec, cwd: str | None) -> None:
         raise EnterError(f"{where} {target}: {err.strerror} in the container") from None
 
 
+def run_user_hook(module: str, hook: str, env: dict[str, str]) -> None:
+    """A module's user hook: `/bin/sh HOOK` inside the container, as the user (privileges
+    are already dropped), with the container's environment and working directory, before
+    the command. Its output goes where the command's goes; a failure stops the launch.
+    A bare fork+exec: subprocess would cost every launch its imports."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.execve("/bin/sh", ["/bin/sh", hook], env)
+        except BaseException:  # noqa: BLE001 - no Python exception may leave the child
+            os._exit(127)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        how = f"exit status {code}" if code > 0 else f"killed by signal {-code}"
+        raise HookError(f"module {module!r}: user hook {hook} failed in the container ({how}); "
+                         "the command was not run")
+
+
 def exec_command(spec: ContainerSpec, argv: list[str], host_env: dict[str, str], cwd: str | None,
                  set_groups: bool = True) -> None:
     """Drop to the user inside the (already entered) container and exec; never returns."""
@@ -139,6 +164,8 @@ def exec_command(spec: ContainerSpec, argv: list[str], host_env: dict[str, str],
     full = command(spec, argv, env)
     drop_privileges(spec.user, set_groups=set_groups)
     _chdir(spec, cwd)
+    for module, hook in spec.user_hooks:
+        run_user_hook(module, hook, env)
     try:
         os.execvpe(full[0], full, env)  # resolved with the container's PATH
     except OSError as err:

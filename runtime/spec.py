@@ -89,6 +89,9 @@ class ContainerSpec(Frozen):
     workdir         None: caller's cwd if present in the container, else "/";
                     "" : image WORKDIR (-w with no path); a path: that path
     entrypoint      None: not asked; "" : the image's ENTRYPOINT; else that command
+    root_hooks      enabled modules' root hooks: run by the builder as root, outside the
+                    container, cwd = the container root, after the site mounts (in build_key)
+    user_hooks      enabled modules' user hooks: run inside as the user before the command
     """
 
     image_id: str
@@ -120,6 +123,8 @@ class ContainerSpec(Frozen):
     workdir: str | None = None
     entrypoint: str | None = None
     scope: str = ""               # who owns the container, e.g. "job-42": never shared beyond it
+    root_hooks: tuple[tuple[str, str], ...] = ()   # (module, host script): run as root at build
+    user_hooks: tuple[tuple[str, str], ...] = ()   # (module, script in the container): run as the user
 
     def build_key(self) -> str:
         """A digest of what the build depends on: equal keys = an identical container."""
@@ -134,6 +139,8 @@ class ContainerSpec(Frozen):
             "udi": self.opt_udi_image, "etc": self.etc_dir, "prop": self.mount_propagation,
             "scope": self.scope,
         }
+        if self.root_hooks:  # only when set: keys of containers without hooks stay as they were
+            built["root_hooks"] = [list(h) for h in self.root_hooks]
         import hashlib  # here, not at import: a launch or a step joining its container never hashes
         import json
 
@@ -214,6 +221,7 @@ def from_config(cfg, record, user: User, *, volumes: tuple[Volume, ...] = (),
     site = [parse_mapping(_site_text(m), site=True) for m in cfg.site_mounts]
     envs: list[SiteEnv] = []
     copies = []
+    root_hooks, user_hooks = [], []
     for name in modules:
         module = cfg.modules.get(name)
         if module is None:
@@ -228,6 +236,10 @@ def from_config(cfg, record, user: User, *, volumes: tuple[Volume, ...] = (),
         envs.append(_site_env(module.env))
         if module.copy_path:
             copies.append((name, module.copy_path))
+        if module.root_hook:
+            root_hooks.append((name, module.root_hook))
+        if module.user_hook:
+            user_hooks.append((name, module.user_hook))
     envs.append(_site_env(cfg.site_env))
     accounts, account_groups = _accounts(list(cfg.import_accounts), user.uid)
     return ContainerSpec(
@@ -240,6 +252,7 @@ def from_config(cfg, record, user: User, *, volumes: tuple[Volume, ...] = (),
         cache_dir=cfg.per_node_cache.dir, cache_size_limit=cfg.per_node_cache.size_limit_bytes,
         cache_allowed_fs=tuple(cfg.per_node_cache.allowed_fs), opt_udi_image=cfg.opt_udi_image,
         etc_dir=cfg.etc_dir, mount_propagation=cfg.mount_propagation,
+        root_hooks=tuple(root_hooks), user_hooks=tuple(user_hooks),
         **{"hostname": os.uname().nodename, **options})
 
 
