@@ -36,6 +36,7 @@ venv: apt
 	@$(PY) -m pip install -q --upgrade pip setuptools wheel
 
 package: venv
+	$(PY) -m pip install -q cffi  # first: without it, --no-build-isolation skips building runtime._syscalls
 	$(PY) -m pip install -q --no-build-isolation '.[test]'
 	$(PY) -m runtime.syscalls_build --inplace >/dev/null  # for tests run from the checkout
 	chmod -R a+rX $(PREFIX)

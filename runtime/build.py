@@ -21,20 +21,18 @@ with it.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import stat
-import subprocess
-import time
-from dataclasses import dataclass
-from pathlib import Path
 
 from runtime import etcfiles, loop
 from runtime import syscalls as sc
-from runtime.spec import ContainerSpec
-from runtime.volumes import Volume
+from runtime.frozen import Frozen
 from shifter_site.errors import ShifterError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: json/shutil/subprocess/time are imported where used,
+    from runtime.spec import ContainerSpec  # so a rootless launch does not pay for them
+    from runtime.volumes import Volume
 
 SAFE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 SKELETON_DIRS = ("etc", "opt/udiImage", "var/spool", "var/run", "var/tmp", "proc", "sys", "dev", "tmp")
@@ -54,8 +52,7 @@ class BuildError(ShifterError):
     """The container could not be built; the message says which part and why."""
 
 
-@dataclass(frozen=True)
-class Container:
+class Container(Frozen):
     """A built, pinned container on this node."""
 
     key: str
@@ -205,12 +202,46 @@ def _merge_dir(src_dir: str, dst_dir: str, skip: set[str]) -> int:
     return count
 
 
+def _copy_file(src: str, dst: str) -> None:
+    """A small host file's content into a new file (shutil costs a launch ~2 ms of imports)."""
+    with open(src, "rb") as f:
+        data = f.read()
+    with open(dst, "wb") as f:
+        f.write(data)
+
+
 def _run(argv: list[str], what: str) -> None:
     """A helper program with a clean environment, killed if we die (no orphan after -9)."""
+    import subprocess
+
     proc = subprocess.run(argv, env={"PATH": SAFE_PATH}, capture_output=True, text=True,
                           preexec_fn=lambda: sc.parent_death_signal(9))
     if proc.returncode != 0:
         raise BuildError(f"{what} failed ({' '.join(argv)}): {(proc.stderr or proc.stdout).strip()[:300]}")
+
+
+def run_root_hook(module: str, hook: str, root: str, spec: ContainerSpec) -> None:
+    """A module's root hook (reference: runs outside the container as root), as the
+    original ran site hooks: `/bin/sh HOOK` with cwd = the container root, here after the
+    site and module mounts and before the user's volumes, with a clean environment. The
+    script must be root's alone: root must not run what a user could have edited."""
+    import subprocess
+
+    try:
+        st = os.stat(hook)
+    except OSError as err:
+        raise BuildError(f"module {module!r}: root hook {hook}: {err.strerror}; ask the admins") from None
+    if st.st_uid != 0 or st.st_mode & 0o022 or not stat.S_ISREG(st.st_mode):
+        raise BuildError(f"module {module!r}: root hook {hook} is not a root-owned file writable only by "
+                         "root; ask the admins")
+    env = {"PATH": SAFE_PATH, "SHIFTER_MODULE": module, "SHIFTER_ROOT": root, "SHIFTER_IMAGE": spec.image_id,
+           "SHIFTER_UID": str(spec.user.uid), "SHIFTER_GID": str(spec.user.gid), "SHIFTER_USER": spec.user.name}
+    proc = subprocess.run(["/bin/sh", hook], cwd=root, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, errors="replace", preexec_fn=lambda: sc.parent_death_signal(9))
+    if proc.returncode != 0:
+        said = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
+        detail = f": {said[-1][:200]}" if said else ""
+        raise BuildError(f"module {module!r}: root hook {hook} failed (exit status {proc.returncode}){detail}")
 
 
 # ---------------------------------------------------------------- image
@@ -410,7 +441,7 @@ def populate(spec: ContainerSpec, root: str, *, key: str, privileged: bool,
         os.chmod(os.path.join(gen, "shadow"), 0o600 if privileged else 0o644)
         for name in ("hosts", "resolv.conf"):
             if os.path.isfile(f"/etc/{name}"):
-                shutil.copyfile(f"/etc/{name}", os.path.join(gen, name))
+                _copy_file(f"/etc/{name}", os.path.join(gen, name))
         os.symlink("/proc/self/mounts", os.path.join(gen, "mtab"))
         lowers = [gen]
         if spec.etc_dir and os.path.isdir(spec.etc_dir):
@@ -463,6 +494,13 @@ def populate(spec: ContainerSpec, root: str, *, key: str, privileged: bool,
                     raise BuildError(f"site mount {volume.text()}: {err}") from None
                 finally:
                     os.close(fd)
+        if spec.root_hooks:
+            with steps("root_hooks", count=len(spec.root_hooks)):
+                if not privileged:
+                    raise BuildError(f"module {spec.root_hooks[0][0]!r} has a root hook, which needs a "
+                                     "privileged build (a Slurm job, or shifter as root)")
+                for module, hook in spec.root_hooks:
+                    run_root_hook(module, hook, root, spec)
         binds = [v for v in spec.volumes if not v.cache]
         with steps("volumes", count=len(binds)):
             for volume, fd in zip(binds, source_fds or []):
@@ -516,6 +554,8 @@ def _detach_under(prefix: str) -> None:
 
 def find(run_dir: str, key: str) -> Container | None:
     """The ready, pinned container with this key, or None."""
+    import json
+
     state = os.path.join(run_dir, key)
     container = Container(key, state)
     try:
@@ -528,6 +568,8 @@ def find(run_dir: str, key: str) -> Container | None:
 
 
 def _write_json(path: str, data: dict) -> None:
+    import json
+
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(data, f)
@@ -540,6 +582,8 @@ def build(spec: ContainerSpec, run_dir: str) -> Container:
     A build that fails, or is killed anywhere, is cleaned by runtime.teardown.teardown
     (called here on failure; after a kill, by the epilog or the next build of the key).
     """
+    import time
+
     from runtime import teardown as td
 
     if os.geteuid() != 0:

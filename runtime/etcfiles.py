@@ -7,7 +7,9 @@ never reaches the host's LDAP/sssd from inside an image whose libc may not match
 
 from __future__ import annotations
 
-from runtime.spec import ContainerSpec
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from runtime.spec import ContainerSpec
 
 GENERATED = ("passwd", "group", "nsswitch.conf", "shadow", "hosts", "resolv.conf", "mtab")
 

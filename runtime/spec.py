@@ -12,15 +12,13 @@ share one built container. The rest (env, argv, workdir, entrypoint) only change
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict, dataclass
 
+from runtime.frozen import Frozen, asdict
 from runtime.volumes import Volume
 
 
-@dataclass(frozen=True)
-class Account:
+class Account(Frozen):
     """A passwd entry copied into the container's /etc/passwd."""
 
     name: str
@@ -31,8 +29,7 @@ class Account:
     shell: str = "/bin/sh"
 
 
-@dataclass(frozen=True)
-class Group:
+class Group(Frozen):
     """A group entry for the container's /etc/group (members: names)."""
 
     name: str
@@ -40,8 +37,7 @@ class Group:
     members: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class User:
+class User(Frozen):
     """Who runs in the container. `groups` are the supplementary gids after the site's
     filter (no gid 0, at most max_group_count), primary gid not repeated."""
 
@@ -58,8 +54,7 @@ class User:
         return [g.gid for g in self.groups]
 
 
-@dataclass(frozen=True)
-class SiteEnv:
+class SiteEnv(Frozen):
     """Environment changes applied after the image's and the user's (modules first, then
     the global site env): set, then append/prepend (joined with ':'), then unset."""
 
@@ -69,8 +64,7 @@ class SiteEnv:
     unset: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class ContainerSpec:
+class ContainerSpec(Frozen):
     """One container request. All paths are absolute host paths unless said otherwise.
 
     image_id        64 hex digits (the gateway's image id)
@@ -95,6 +89,9 @@ class ContainerSpec:
     workdir         None: caller's cwd if present in the container, else "/";
                     "" : image WORKDIR (-w with no path); a path: that path
     entrypoint      None: not asked; "" : the image's ENTRYPOINT; else that command
+    root_hooks      enabled modules' root hooks: run by the builder as root, outside the
+                    container, cwd = the container root, after the site mounts (in build_key)
+    user_hooks      enabled modules' user hooks: run inside as the user before the command
     """
 
     image_id: str
@@ -126,6 +123,8 @@ class ContainerSpec:
     workdir: str | None = None
     entrypoint: str | None = None
     scope: str = ""               # who owns the container, e.g. "job-42": never shared beyond it
+    root_hooks: tuple[tuple[str, str], ...] = ()   # (module, host script): run as root at build
+    user_hooks: tuple[tuple[str, str], ...] = ()   # (module, script in the container): run as the user
 
     def build_key(self) -> str:
         """A digest of what the build depends on: equal keys = an identical container."""
@@ -140,7 +139,10 @@ class ContainerSpec:
             "udi": self.opt_udi_image, "etc": self.etc_dir, "prop": self.mount_propagation,
             "scope": self.scope,
         }
-        import hashlib  # here, not at import: a step joining its container never hashes
+        if self.root_hooks:  # only when set: keys of containers without hooks stay as they were
+            built["root_hooks"] = [list(h) for h in self.root_hooks]
+        import hashlib  # here, not at import: a launch or a step joining its container never hashes
+        import json
 
         blob = json.dumps(built, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:32]
@@ -209,7 +211,7 @@ def from_config(cfg, record, user: User, *, volumes: tuple[Volume, ...] = (),
     """A ContainerSpec from the site config, an ImageRecord, the user and the user's options
     (`options`: env, env_file, clearenv, workdir, entrypoint)."""
     from runtime.volumes import VolumeError, check_cache_limits, parse_mapping
-    from shifter_site.imagefiles import squashfs_path
+    from shifter_site.quickload import squashfs_path
 
     check_cache_limits(list(volumes), cfg.per_node_cache.size_limit_bytes, list(cfg.per_node_cache.allowed_fs))
     if modules is None:
@@ -219,6 +221,7 @@ def from_config(cfg, record, user: User, *, volumes: tuple[Volume, ...] = (),
     site = [parse_mapping(_site_text(m), site=True) for m in cfg.site_mounts]
     envs: list[SiteEnv] = []
     copies = []
+    root_hooks, user_hooks = [], []
     for name in modules:
         module = cfg.modules.get(name)
         if module is None:
@@ -233,10 +236,14 @@ def from_config(cfg, record, user: User, *, volumes: tuple[Volume, ...] = (),
         envs.append(_site_env(module.env))
         if module.copy_path:
             copies.append((name, module.copy_path))
+        if module.root_hook:
+            root_hooks.append((name, module.root_hook))
+        if module.user_hook:
+            user_hooks.append((name, module.user_hook))
     envs.append(_site_env(cfg.site_env))
     accounts, account_groups = _accounts(list(cfg.import_accounts), user.uid)
     return ContainerSpec(
-        image_id=record.id, squashfs=str(squashfs_path(cfg.image_dir, record.id)), user=user,
+        image_id=record.id, squashfs=squashfs_path(cfg.image_dir, record.id), user=user,
         image_env=tuple(record.env), image_entrypoint=_tuple(record.entrypoint),
         image_cmd=_tuple(record.cmd), image_workdir=record.workdir, image_request=image_request,
         volumes=tuple(volumes), site_mounts=tuple(site), accounts=accounts,
@@ -245,6 +252,7 @@ def from_config(cfg, record, user: User, *, volumes: tuple[Volume, ...] = (),
         cache_dir=cfg.per_node_cache.dir, cache_size_limit=cfg.per_node_cache.size_limit_bytes,
         cache_allowed_fs=tuple(cfg.per_node_cache.allowed_fs), opt_udi_image=cfg.opt_udi_image,
         etc_dir=cfg.etc_dir, mount_propagation=cfg.mount_propagation,
+        root_hooks=tuple(root_hooks), user_hooks=tuple(user_hooks),
         **{"hostname": os.uname().nodename, **options})
 
 

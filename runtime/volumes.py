@@ -12,10 +12,8 @@ user's rights).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from runtime.frozen import Frozen
 from shifter_site.errors import ShifterError
-from shifter_site.sizes import parse_size
 
 USER_FLAGS = ("ro", "perNodeCache")
 SITE_FLAGS = ("ro", "rec", "slave", "private")
@@ -32,8 +30,7 @@ class VolumeError(ShifterError):
     exit_code = 64  # EX_USAGE
 
 
-@dataclass(frozen=True)
-class CacheOptions:
+class CacheOptions(Frozen):
     """perNodeCache: a per-node scratch filesystem of `size` bytes, formatted `fs`."""
 
     size: int
@@ -42,8 +39,7 @@ class CacheOptions:
     method: str = "loop"
 
 
-@dataclass(frozen=True)
-class Volume:
+class Volume(Frozen):
     """One mapping. `source` is a host path (ignored for perNodeCache); `target` a path in
     the container. `propagation` is None (the site default), 'slave' or 'private'."""
 
@@ -120,6 +116,8 @@ def check_user_target(mapping: str, target: str) -> None:
 def _parse_cache(mapping: str, args: str) -> CacheOptions:
     if not args:
         raise _fail(mapping, "perNodeCache needs arguments: perNodeCache=size=N[,fs=xfs][,bs=N]")
+    from shifter_site.sizes import parse_size  # here: `re` is not needed by a launch without a cache
+
     seen: dict[str, str] = {}
     for item in args.split(","):
         if "=" not in item:
