@@ -11,7 +11,6 @@ through srun. Standard library only: the `shifter` command calls this first.
 from __future__ import annotations
 
 import os
-import shutil
 
 STEP_OPTIONS = ("--nodes=1", "--ntasks=1", "--overlap", "--quiet", "--mpi=none", "--cpu-bind=none")
 
@@ -22,6 +21,8 @@ def step_argv(argv: list[str], env: dict[str, str]) -> list[str] | None:
     if os.geteuid() == 0 or not env.get("SLURM_JOB_ID") or env.get("SLURM_STEP_ID"):
         return None
     node = env.get("SLURMD_NODENAME")
+    import shutil  # only inside a job: a plain launch does not pay for it
+
     srun = shutil.which("srun", path=env.get("PATH"))
     if not node or not srun:
         return None
