@@ -143,8 +143,6 @@ def enter_namespace() -> None:
 
 def run(spec: ContainerSpec, run_dir: str, argv: list[str], host_env: dict[str, str], cwd: str | None) -> None:
     """Build the container rootless and exec the command in it; never returns."""
-    from runtime.enter import exec_command
-
     if any(v.cache for v in spec.volumes):
         raise RootlessError("perNodeCache needs the privileged path (a Slurm job with "
                             "--volume=...:perNodeCache=...); it cannot be made rootless")

@@ -169,7 +169,7 @@ def test_options_stop_at_first_non_option(site):
 
 def test_job_image_used_inside_slurm(site):
     proc = shifter_as(site, "testuser", "cat", "/etc/motd",
-                      env=[f"SLURM_JOB_ID=1", f"SHIFTER_IMAGE={site['plain'].id}"])
+                      env=["SLURM_JOB_ID=1", f"SHIFTER_IMAGE={site['plain'].id}"])
     assert proc.stdout == "image motd\n", proc.stderr
 
 
