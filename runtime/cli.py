@@ -123,16 +123,6 @@ def resolve_image(cfg, ref: str) -> str:
     return check_id(lookup(cfg, ref).id)
 
 
-def _check_acl(record, user) -> None:
-    from shifter_site.errors import ShifterError
-
-    if not record.user_acl and not record.group_acl:
-        return
-    if user.uid in record.user_acl or {user.gid, *user.gids} & set(record.group_acl):
-        return
-    raise ShifterError(f"image {record.id[:12]} is private and you are not on its access list")
-
-
 def _site(privileged: bool, quick: bool):
     """(site config, record reader). Root: the full, privileged load (ownership check).
     A plain user launching a local image id: their own cache of validated loads
@@ -196,7 +186,7 @@ def run(argv: list[str]) -> int:
         if "" in modules or ("none" in modules and len(modules) > 1):
             raise VolumeError(f"--module {opts['module']!r}: write a,b or none")
     user = specs.user_from_host(os.getuid(), cfg.max_group_count)
-    _check_acl(record, user)
+    imagefiles.check_access(record, user.uid, [user.gid, *user.gids])
     spec = specs.from_config(cfg, record, user, volumes=tuple(volumes), modules=modules,
                              image_request=ref, env=tuple(opts["env"]), env_file=env_file,
                              clearenv=opts["clearenv"], workdir=opts["workdir"], entrypoint=opts["entrypoint"])

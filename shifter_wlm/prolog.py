@@ -39,15 +39,6 @@ def image_id(request: str, cfg) -> str:
     return client.lookup(cfg, request).id
 
 
-def check_acl(record, user) -> None:
-    """A private image is used only by the users and groups it was pulled for."""
-    if not record.user_acl and not record.group_acl:
-        return
-    if user.uid in record.user_acl or {user.gid, *user.gids} & set(record.group_acl):
-        return
-    raise PrologError(f"image {record.tag or record.id} is private and not shared with user {user.name}")
-
-
 def hostsfile_entries(job) -> list[str]:
     """One line per task on each node of the job (the original's /var/hostsfile)."""
     return [node for node in job.nodes for _ in range(job.tasks_per_node.get(node, 1))]
@@ -63,7 +54,7 @@ def make_spec(cfg, args_image_request: str, volume: str, module: str, image: str
 
     user = rspec.user_from_host(uid, cfg.max_group_count)
     record = imagefiles.read_record(cfg.image_dir, image)
-    check_acl(record, user)
+    imagefiles.check_access(record, user.uid, [user.gid, *user.gids])
     vols = tuple(rvolumes.check_all(rvolumes.parse(volume))) if volume else ()
     modules = module.split(",") if module else None
     return rspec.from_config(cfg, record, user, volumes=vols, modules=modules, hosts=hosts,

@@ -41,3 +41,13 @@ def test_record_without_squashfs_is_refused(tmp_path):
 def test_ids_are_checked_not_rewritten(bad):
     with pytest.raises(ImageError, match="is not an image id"):
         imagefiles.squashfs_path("/images", bad)
+
+
+def test_private_images_only_for_their_users_and_groups():
+    public = ImageRecord(id=ID, system="s")
+    imagefiles.check_access(public, 1234, [1234])
+    private = ImageRecord(id=ID, system="s", tag="lab/secret:1", user_acl=[1001], group_acl=[500])
+    imagefiles.check_access(private, 1001, [1001])      # listed user
+    imagefiles.check_access(private, 1002, [1002, 500])  # member of a listed group
+    with pytest.raises(ImageError, match="lab/secret:1 is private and you are not on its access list"):
+        imagefiles.check_access(private, 1002, [1002, 501])
