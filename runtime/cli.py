@@ -147,6 +147,7 @@ def run(argv: list[str]) -> int:
         cwd = None
     from runtime import spec as specs
     from runtime.volumes import VolumeError, check_all, parse
+    from shifter_site.access import check_access
 
     if opts["verbose"]:
         from shifter_site import logs
@@ -186,7 +187,7 @@ def run(argv: list[str]) -> int:
         if "" in modules or ("none" in modules and len(modules) > 1):
             raise VolumeError(f"--module {opts['module']!r}: write a,b or none")
     user = specs.user_from_host(os.getuid(), cfg.max_group_count)
-    imagefiles.check_access(record, user.uid, [user.gid, *user.gids])
+    check_access(record, user.uid, [user.gid, *user.gids])
     spec = specs.from_config(cfg, record, user, volumes=tuple(volumes), modules=modules,
                              image_request=ref, env=tuple(opts["env"]), env_file=env_file,
                              clearenv=opts["clearenv"], workdir=opts["workdir"], entrypoint=opts["entrypoint"])

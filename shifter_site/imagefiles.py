@@ -59,16 +59,6 @@ def check_id(image_id: str) -> str:
     return image_id
 
 
-def check_access(record: ImageRecord, uid: int, gids: list[int]) -> None:
-    """A private image (user or group ACL set) is used only by the users and groups it was
-    pulled for; ImageError otherwise. Public images (both ACLs empty) are for everyone."""
-    if not record.user_acl and not record.group_acl:
-        return
-    if uid in record.user_acl or set(gids) & set(record.group_acl):
-        return
-    raise ImageError(f"image {record.tag or record.id[:12]} is private and you are not on its access list")
-
-
 def squashfs_path(image_dir: str, image_id: str) -> Path:
     return Path(image_dir) / f"{check_id(image_id)}.squashfs"
 

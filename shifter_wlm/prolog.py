@@ -51,10 +51,11 @@ def make_spec(cfg, args_image_request: str, volume: str, module: str, image: str
     from runtime import spec as rspec
     from runtime import volumes as rvolumes
     from shifter_site import imagefiles
+    from shifter_site.access import check_access
 
     user = rspec.user_from_host(uid, cfg.max_group_count)
     record = imagefiles.read_record(cfg.image_dir, image)
-    imagefiles.check_access(record, user.uid, [user.gid, *user.gids])
+    check_access(record, user.uid, [user.gid, *user.gids])
     vols = tuple(rvolumes.check_all(rvolumes.parse(volume))) if volume else ()
     modules = module.split(",") if module else None
     return rspec.from_config(cfg, record, user, volumes=vols, modules=modules, hosts=hosts,

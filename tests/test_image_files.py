@@ -7,6 +7,7 @@ import hashlib
 import pytest
 
 from shifter_site import imagefiles
+from shifter_site.access import AccessError, check_access
 from shifter_site.imagefiles import ImageError, ImageRecord
 
 ID = hashlib.sha256(b"manifest").hexdigest()
@@ -45,9 +46,9 @@ def test_ids_are_checked_not_rewritten(bad):
 
 def test_private_images_only_for_their_users_and_groups():
     public = ImageRecord(id=ID, system="s")
-    imagefiles.check_access(public, 1234, [1234])
+    check_access(public, 1234, [1234])
     private = ImageRecord(id=ID, system="s", tag="lab/secret:1", user_acl=[1001], group_acl=[500])
-    imagefiles.check_access(private, 1001, [1001])      # listed user
-    imagefiles.check_access(private, 1002, [1002, 500])  # member of a listed group
-    with pytest.raises(ImageError, match="lab/secret:1 is private and you are not on its access list"):
-        imagefiles.check_access(private, 1002, [1002, 501])
+    check_access(private, 1001, [1001])      # listed user
+    check_access(private, 1002, [1002, 500])  # member of a listed group
+    with pytest.raises(AccessError, match="lab/secret:1 is private and you are not on its access list"):
+        check_access(private, 1002, [1002, 501])
