@@ -35,7 +35,7 @@ def run(spank, args, options) -> None:
                 with logs.step(log, "teardown", job=job_id, node=node, key=record.key, record=name):
                     teardown.teardown(run_dir, record.key)
         try:
-            os.unlink(os.path.join(run_dir, "sshd", f"{job_id}.log"))
+            os.unlink(os.path.join(run_dir, "jobs", f"{job_id}.sshd.log"))
         except FileNotFoundError:
             pass
     except Exception as err:  # noqa: BLE001 - logged, never drains the node

@@ -110,11 +110,9 @@ def start_sshd(cfg, spec, run_dir: str, job_id: int, node: str, addrs: dict[str,
     user_seed = sshd.read_user_key(spec.user)
     host = sshd.host_seed(cfg.sshd.host_key_secret, job_id, spec.user.uid)
     listen = sshd.listen_address(node, addrs.get(node, node))
-    log_dir = os.path.join(run_dir, "sshd")
-    os.makedirs(log_dir, 0o700, exist_ok=True)
     pid = sshd.start(os.path.join(run_dir, spec.build_key(), "ns"), spec.user, port=cfg.sshd.port, listen=listen,
                      host=host, user_seed=user_seed, hosts_text=sshd.known_hosts(addrs, cfg.sshd.port, host),
-                     log_path=os.path.join(log_dir, f"{job_id}.log"))
+                     log_path=os.path.join(run_dir, "jobs", f"{job_id}.sshd.log"))
     return pid, listen
 
 

@@ -8,7 +8,7 @@ set -eu
 dest=$1
 work=${2:-/var/cache/shifter/dropbear-build}
 here=$(cd "$(dirname "$0")" && pwd)
-stamp_src=$(cat "$here/localoptions.h" "$here/dropbear-authorized-keys.patch" "$here/ssh" "$0" | sha256sum | cut -c1-16)
+stamp_src=$(cat "$here/localoptions.h" "$here/dropbear-shifter.patch" "$here/ssh" "$0" | sha256sum | cut -c1-16)
 
 if [ -x "$dest/bin/dropbearmulti" ] && [ "$(cat "$dest/bin/.dropbear-build" 2>/dev/null)" = "$stamp_src" ]; then
   echo "dropbear already built in $dest/bin"
@@ -37,7 +37,7 @@ apt-get source -q --download-only dropbear 2>&1 | grep -v 'unsandboxed' || true
 dsc=$(ls dropbear_*.dsc | head -1)
 dpkg-source -x "$dsc" src >/dev/null 2>&1  # unpacks, applies Debian's patches (hashes checked by apt)
 cd src
-patch -s -p1 < "$here/dropbear-authorized-keys.patch"
+patch -s -p1 < "$here/dropbear-shifter.patch"
 cp "$here/localoptions.h" localoptions.h
 CC=musl-gcc ./configure --enable-static --disable-zlib --disable-pam --disable-lastlog \
   --disable-utmp --disable-utmpx --disable-wtmp --disable-wtmpx --disable-loginfunc \
