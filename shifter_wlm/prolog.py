@@ -105,6 +105,7 @@ def job_record(job_id: int, uid: int, spec, key: str, state: str, message: str =
 
 def start_sshd(cfg, spec, run_dir: str, job_id: int, node: str, addrs: dict[str, str]) -> tuple[int, str]:
     """The job's sshd in its container on this node, as the user; (pid, listen address)."""
+    from runtime.enter import environment
     from shifter_wlm import sshd
 
     user_seed = sshd.read_user_key(spec.user)
@@ -112,7 +113,7 @@ def start_sshd(cfg, spec, run_dir: str, job_id: int, node: str, addrs: dict[str,
     listen = sshd.listen_address(node, addrs.get(node, node))
     pid = sshd.start(os.path.join(run_dir, spec.build_key(), "ns"), spec.user, port=cfg.sshd.port, listen=listen,
                      host=host, user_seed=user_seed, hosts_text=sshd.known_hosts(addrs, cfg.sshd.port, host),
-                     log_path=os.path.join(run_dir, "jobs", f"{job_id}.sshd.log"))
+                     log_path=os.path.join(run_dir, "jobs", f"{job_id}.sshd.log"), env=environment(spec, {}))
     return pid, listen
 
 

@@ -285,26 +285,33 @@ def _reset_signals() -> None:
 
 
 def start(ns_path: str, user, *, port: int, listen: str, host: bytes, user_seed: bytes, hosts_text: str,
-          log_path: str) -> int:
-    """Start the job's sshd inside the pinned container at ns_path, as the user; returns its
-    pid once it accepts connections. Root only (the prolog)."""
+          log_path: str, env: dict[str, str]) -> int:
+    """Start the job's sshd inside the pinned container at ns_path, as the user, with `env`
+    (the container's environment); returns its pid once it accepts connections. Root only
+    (the prolog)."""
+    import fcntl
+
     from runtime import enter as renter
 
-    argv = [DROPBEAR, "-F", "-E", "-s", "-w", "-g", "-m", "-r", f"{JOB_DIR}/host_key",
+    # no password or PAM code is compiled in (udiImage/localoptions.h); -w: no root login;
+    # -e: sessions get the container's environment (dropbear then sets USER, HOME, SHELL,
+    # and PATH to its compiled-in default, which ends with /opt/udiImage/bin)
+    argv = [DROPBEAR, "-F", "-E", "-w", "-e", "-r", f"{JOB_DIR}/host_key",
             "-P", f"{JOB_DIR}/run/sshd.pid", "-p", f"[{listen}]:{port}" if ":" in listen else f"{listen}:{port}".lstrip(":")]
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin:" + UDI_BIN, "LANG": "C"}
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:  # the sshd-to-be: never returns
         try:
-            os.close(err_r)
+            # slurmstepd may have started us with 0-2 closed: move ours out of the way first
+            log_fd = fcntl.fcntl(log_fd, fcntl.F_DUPFD_CLOEXEC, 10)
+            err_w = fcntl.fcntl(err_w, fcntl.F_DUPFD_CLOEXEC, 10)
             os.setsid()
             _reset_signals()
             renter.join(ns_path)
             os.chdir("/")
             _job_files(user, port, host, user_seed, hosts_text)
-            null = os.open("/dev/null", os.O_RDWR)
+            null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
             os.dup2(null, 0)
             os.dup2(log_fd, 1)
             os.dup2(log_fd, 2)

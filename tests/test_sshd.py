@@ -77,7 +77,7 @@ def _status(pid: int) -> dict[str, str]:
 SSH_JOB = """#!/bin/bash
 #SBATCH -N 3 -n 3 -t 5
 #SBATCH --image={image}
-#SBATCH --volume=/ignored:/cache:perNodeCache=size=64m
+#SBATCH --volume=/ignored:/cache:perNodeCache=size=512m
 srun shifter sh -c 'echo "$SLURMD_NODENAME" > /cache/marker'
 srun -N1 -n1 -w "$SLURMD_NODENAME" shifter sh -c '
   echo "which=$(command -v ssh)"
@@ -97,9 +97,10 @@ for i in $(seq 600); do [ -e {done} ] && break; sleep 0.1; done
 """
 
 
-def _wait_for(path: Path, timeout: float = 120) -> None:
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
+        assert proc.poll() is None, f"the job ended before {path} appeared: {proc.communicate()}"
         assert time.monotonic() < deadline, f"{path} never appeared"
         time.sleep(0.1)
 
@@ -138,12 +139,16 @@ def ssh_job(image):
                              str(job)], cwd=job.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     state: dict = {"done": done, "proc": proc, "job": job}
     try:
-        _wait_for(ready)
+        _wait_for(ready, proc)
         yield state
     finally:
         done.touch()
         if proc.poll() is None:
-            proc.communicate(timeout=180)
+            try:
+                proc.communicate(timeout=180)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                raise
 
 
 def test_submit_made_the_users_key_pair(ssh_job):
@@ -162,7 +167,7 @@ def test_sshd_runs_as_the_user_without_capabilities_on_each_node_address(ssh_job
         job_id = next(p.stem for p in (jt.run_dir() / node / "jobs").glob("*.json"))
         record = json.loads((jt.run_dir() / node / "jobs" / f"{job_id}.json").read_text())
         pid = record["sshd_pid"]
-        assert pid > 0, record
+        assert record["state"] == "ready" and pid > 0, record
         status = _status(pid)
         assert status["Uid"].split() == [uid] * 4 and status["Gid"].split()[0] != "0"
         assert status["CapEff"] == status["CapPrm"] == status["CapBnd"] == "0000000000000000"
@@ -192,7 +197,7 @@ def test_another_users_key_is_refused(ssh_job):
         for login in (USER, OTHER):
             result = _client(OTHER, other_key, login, ADDRS["n2"])
             assert result.returncode != 0 and "got-in" not in result.stdout, result
-            assert "publickey" in result.stderr or "denied" in result.stderr.lower(), result.stderr
+            assert "No auth methods could be used" in result.stderr, result.stderr
     finally:
         other_key.unlink(missing_ok=True)
 
@@ -200,7 +205,7 @@ def test_another_users_key_is_refused(ssh_job):
 def test_root_is_refused_even_with_the_users_key(ssh_job):
     result = _client("root", _key(USER), "root", ADDRS["n3"])
     assert result.returncode != 0 and "got-in" not in result.stdout, result
-    assert "publickey" in result.stderr or "denied" in result.stderr.lower(), result.stderr
+    assert "No auth methods could be used" in result.stderr, result.stderr
 
 
 def test_no_password_authentication_is_offered(ssh_job):
