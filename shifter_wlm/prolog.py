@@ -156,9 +156,15 @@ def run(spank, args, options) -> None:
             build.build(spec, run_dir)
         sshd_pid = 0
         if with_sshd:
-            with logs.step(log, "sshd", job=job_id, node=node, port=cfg.sshd.port) as info:
-                sshd_pid, listen = start_sshd(cfg, spec, run_dir, job_id, node, addrs)
-                info.update(pid=sshd_pid, listen=listen or "*")
+            # the sshd is an extra: a job whose sshd cannot start (its key removed, the port
+            # held by another job's sshd on a shared node) still runs, and `ssh` to this
+            # node then fails; the reason is in slurmd's log
+            try:
+                with logs.step(log, "sshd", job=job_id, node=node, port=cfg.sshd.port) as info:
+                    sshd_pid, listen = start_sshd(cfg, spec, run_dir, job_id, node, addrs)
+                    info.update(pid=sshd_pid, listen=listen or "*")
+            except sshd.SshdError:
+                pass  # logged by the step
         jobs.write(run_dir, str(job_id), job_record(job_id, uid, spec, key, "ready", volume=volume, module=module,
                                                     sshd_pid=sshd_pid))
     except (ShifterError, OSError) as err:
