@@ -245,3 +245,82 @@ def test_after_the_job_no_sshd_remains_on_any_node(ssh_job):
         time.sleep(0.1)
     assert _dropbear_pids() == []
     jt.assert_clean()
+
+
+# ---------------------------------------------------------------- pure parts (no cluster)
+
+
+def test_ed25519_public_key_matches_dropbearkey(tmp_path):
+    from shifter_wlm import sshd
+
+    made = subprocess.run([str(localcluster.PREFIX / "udiImage/bin/dropbearkey"), "-t", "ed25519", "-f",
+                           str(tmp_path / "k")], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    data = (tmp_path / "k").read_bytes()
+    seed = sshd.seed_of(data, "k")
+    assert sshd.dropbear_private(seed) == data
+    printed = next(line for line in made.stdout.splitlines() if line.startswith("ssh-ed25519 "))
+    assert sshd.public_line(seed).split()[1] == printed.split()[1]
+    with pytest.raises(sshd.SshdError, match="not an ed25519 key"):
+        sshd.seed_of(data[:-1], "k")
+    with pytest.raises(sshd.SshdError, match="damaged"):
+        sshd.seed_of(data[:-1] + bytes([data[-1] ^ 1]), "k")
+
+
+def test_user_key_is_made_once_private(tmp_path):
+    from shifter_wlm import sshd
+
+    made = sshd.ensure_user_key(str(tmp_path))
+    assert made == str(tmp_path / ".udiRoot/id_dropbear")
+    assert (tmp_path / ".udiRoot/id_dropbear").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / ".udiRoot").stat().st_mode & 0o777 == 0o700
+    before = (tmp_path / ".udiRoot/id_dropbear").read_bytes()
+    assert sshd.ensure_user_key(str(tmp_path)) is None
+    assert (tmp_path / ".udiRoot/id_dropbear").read_bytes() == before
+    seed = sshd.seed_of(before, "k")
+    assert (tmp_path / ".udiRoot/id_dropbear.pub").read_text().split()[:2] == sshd.public_line(seed).split()
+
+
+def test_host_key_is_per_job_and_needs_a_private_secret(tmp_path):
+    from shifter_wlm import sshd
+
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"s" * 32)
+    secret.chmod(0o600)
+    a, b = sshd.host_seed(str(secret), 1, 1001), sshd.host_seed(str(secret), 2, 1001)
+    assert a == sshd.host_seed(str(secret), 1, 1001) and a != b and len(a) == 32
+    secret.chmod(0o644)
+    with pytest.raises(sshd.SshdError, match="readable by its owner only"):
+        sshd.host_seed(str(secret), 1, 1001)
+    with pytest.raises(sshd.SshdError, match="must provide it"):
+        sshd.host_seed(str(tmp_path / "missing"), 1, 1001)
+
+
+def test_addresses_here_and_on_a_usual_cluster():
+    from shifter_wlm import slurm, sshd
+
+    text = ("NodeName=n1 Arch=x86_64 CoresPerSocket=1 NodeAddr=127.0.0.1 NodeHostName=vm Version=22.05\n"
+            "NodeName=n2 Arch=x86_64 NodeAddr=127.0.0.2 NodeHostName=vm\n")
+    assert slurm.parse_show_nodes(text) == {"n1": "127.0.0.1", "n2": "127.0.0.2"}
+    # several slurmd on one host: listen on the node's address, map names in /etc/hosts
+    assert sshd.listen_address("n2", "127.0.0.2") == "127.0.0.2"
+    assert sshd.host_addrs({"n1": "127.0.0.1", "n2": "127.0.0.2"}) == (("n1", "127.0.0.1"), ("n2", "127.0.0.2"))
+    # a usual cluster (NodeAddr = the name, or a host name): every address, nothing added
+    assert sshd.listen_address("nid001", "nid001") == ""
+    assert sshd.host_addrs({"nid001": "nid001", "nid002": "nid002-hsn"}) == ()
+    seed = b"\1" * 32
+    hosts = sshd.known_hosts({"n1": "127.0.0.1", "c2": "c2"}, 1204, seed).splitlines()
+    assert [h.split()[0] for h in hosts] == ["n1", "127.0.0.1", "c2"]
+    assert all(h.split(None, 1)[1] == sshd.public_line(seed) for h in hosts)
+
+
+def test_sshd_config_needs_the_udiimage_content(tmp_path):
+    from shifter_site import config
+
+    text = "system: s\nimage_dir: /i\nrun_dir: /r\ngateway: {urls: [http://g]}\nregistries: {default: http://r}\nsshd: {enabled: true}\n"
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(Exception, match="opt_udi_image"):
+        config.load(str(path), privileged=False)
+    path.write_text(text + "opt_udi_image: /opt/shifter/udiImage\n")
+    assert config.load(str(path), privileged=False).sshd.port == 1204
