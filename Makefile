@@ -9,11 +9,11 @@ APT_PACKAGES := slurmctld slurmd slurm-client munge libslurm-dev \
 	squashfs-tools squashfs-tools-ng squashfuse xfsprogs e2fsprogs busybox-static debootstrap \
 	docker-registry skopeo umoci python3.11 python3.11-venv python3.11-dev python3-venv python3-dev \
 	build-essential libffi-dev util-linux procps psmisc curl ca-certificates \
-	charliecloud fuse3
+	charliecloud fuse3 musl-tools dpkg-dev patch
 
-.PHONY: install apt venv package plugin links cluster-up cluster-down cluster-status demo test clean
+.PHONY: install apt venv package plugin udiimage links cluster-up cluster-down cluster-status demo test clean
 
-install: apt package plugin links
+install: apt package plugin udiimage links
 
 # the user commands on everyone's PATH: links, made or updated; a real file there is left alone
 links:
@@ -43,6 +43,11 @@ package: venv
 
 plugin: venv
 	$(PY) -m spank.build $(PREFIX)/lib
+
+# the site's /opt/udiImage content: a static dropbear (sshd, ssh, scp) built from Debian's
+# source package with musl (skipped when already built from the same recipe)
+udiimage: apt
+	udiImage/build_dropbear.sh $(PREFIX)/udiImage
 
 cluster-up: install
 	$(PY) tools/localcluster.py up

@@ -442,6 +442,11 @@ def populate(spec: ContainerSpec, root: str, *, key: str, privileged: bool,
         for name in ("hosts", "resolv.conf"):
             if os.path.isfile(f"/etc/{name}"):
                 _copy_file(f"/etc/{name}", os.path.join(gen, name))
+        if spec.host_addrs:  # first: a lookup takes the first match, Slurm's address wins
+            hosts = os.path.join(gen, "hosts")
+            rest = open(hosts).read() if os.path.exists(hosts) else ""
+            with open(hosts, "w") as f:
+                f.write(etcfiles.host_lines(spec.host_addrs) + rest)
         os.symlink("/proc/self/mounts", os.path.join(gen, "mtab"))
         lowers = [gen]
         if spec.etc_dir and os.path.isdir(spec.etc_dir):

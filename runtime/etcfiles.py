@@ -59,3 +59,8 @@ def group(spec: ContainerSpec, primary_name: str | None = None) -> str:
 def hostsfile(hosts: tuple[str, ...]) -> str:
     """One line per task: `hosts` already lists a host once per task on it."""
     return "".join(f"{h}\n" for h in hosts)
+
+
+def host_lines(host_addrs: tuple[tuple[str, str], ...]) -> str:
+    """/etc/hosts lines for the job's nodes (`address name`), after the host's own entries."""
+    return "# the job's nodes (shifter)\n" + "".join(f"{addr} {name}\n" for name, addr in host_addrs)

@@ -76,3 +76,8 @@ def asdict(obj: object) -> object:
     if isinstance(obj, dict):
         return {asdict(k): asdict(v) for k, v in obj.items()}
     return obj
+
+
+def replace(obj: Frozen, **changes: object) -> Frozen:
+    """Like dataclasses.replace: a copy of a record with some fields changed."""
+    return type(obj)(**{**{n: getattr(obj, n) for n in obj._fields}, **changes})

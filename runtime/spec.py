@@ -80,6 +80,8 @@ class ContainerSpec(Frozen):
     site_env        env changes applied in order: each module's, then the global site env
     modules         enabled module names; module_copy: (name, host dir) for /opt/udiImage/modules
     hosts           the job's hosts, one entry per task (None: no /var/hostsfile)
+    host_addrs      (name, address) lines added to the container's /etc/hosts: the job's
+                    nodes whose Slurm NodeAddr differs from their name (the in-container sshd)
     cache_dir, cache_size_limit, cache_allowed_fs   perNodeCache site settings
     opt_udi_image, etc_dir      site content for /opt/udiImage and site /etc files (None: none)
     mount_propagation           'private' or 'slave' for the container's mounts
@@ -110,6 +112,7 @@ class ContainerSpec(Frozen):
     modules: tuple[str, ...] = ()
     module_copy: tuple[tuple[str, str], ...] = ()
     hosts: tuple[str, ...] | None = None
+    host_addrs: tuple[tuple[str, str], ...] = ()
     cache_dir: str = "/tmp"
     cache_size_limit: int = 100 * 1024**3
     cache_allowed_fs: tuple[str, ...] = ("xfs",)
@@ -135,6 +138,7 @@ class ContainerSpec(Frozen):
             "account_groups": [asdict(g) for g in self.account_groups],
             "modules": list(self.modules), "module_copy": [list(m) for m in self.module_copy],
             "hosts": list(self.hosts) if self.hosts is not None else None,
+            "host_addrs": [list(h) for h in self.host_addrs],
             "cache": [self.cache_dir, self.cache_size_limit, list(self.cache_allowed_fs)],
             "udi": self.opt_udi_image, "etc": self.etc_dir, "prop": self.mount_propagation,
             "scope": self.scope,

@@ -161,6 +161,8 @@ class Sshd(_Section):
 
     enabled: bool = False
     port: typing.Annotated[int, msgspec.Meta(ge=1, le=65535)] = 1204
+    # a root-only file, identical on every node: the job's host key is derived from it
+    host_key_secret: str = "/etc/munge/munge.key"
 
 
 class Module(_Section):
@@ -208,6 +210,9 @@ class Config(_Section):
         for key in ("image_dir", "run_dir", "opt_udi_image", "etc_dir"):
             _absolute(key, getattr(self, key))
         _names("import_accounts", self.import_accounts, _ACCOUNT, "account name")
+        _absolute("sshd.host_key_secret", self.sshd.host_key_secret)
+        if self.sshd.enabled and not self.opt_udi_image:
+            raise _Invalid("sshd.enabled", "needs opt_udi_image (the sshd is installed there by make install)")
         for name, module in self.modules.items():
             if not _NAME.fullmatch(name):
                 raise _Invalid(f"modules.{name}", "is not a module name (letters, digits, . _ -)")

@@ -31,10 +31,10 @@ class PluginArgs:
     __slots__ = ("shifter_config", "enable_ccm", "enable_sshd", "extern_setup", "extern_cgroup")
 
     def __init__(self, shifter_config: str = "/etc/shifter/shifter.yaml", enable_ccm: bool = False,
-                 enable_sshd: bool = False, extern_setup: str = "", extern_cgroup: bool = False):
+                 enable_sshd: bool | None = None, extern_setup: str = "", extern_cgroup: bool = False):
         self.shifter_config = shifter_config
         self.enable_ccm = enable_ccm
-        self.enable_sshd = enable_sshd
+        self.enable_sshd = enable_sshd  # None: as the site config's sshd.enabled says
         self.extern_setup = extern_setup
         self.extern_cgroup = extern_cgroup
 

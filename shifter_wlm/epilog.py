@@ -1,10 +1,12 @@
-"""Epilog (root, once per node of a job with --image): stop what still runs in the job's
-container, tear it down, forget the job. Idempotent, and correct after a prolog that
-failed or was killed half-way. It never fails the hook: a failed epilog drains the node,
-so problems are logged for the admin instead.
+"""Epilog (root, once per node of a job with --image): stop the job's sshd and what still
+runs in the job's container, tear it down, forget the job. Idempotent, and correct after a
+prolog that failed or was killed half-way. It never fails the hook: a failed epilog drains
+the node, so problems are logged for the admin instead.
 """
 
 from __future__ import annotations
+
+import os
 
 
 def run(spank, args, options) -> None:
@@ -24,9 +26,17 @@ def run(spank, args, options) -> None:
             record = jobs.read(run_dir, name)
             if record is None:
                 continue
+            if record.sshd_pid and record.key:
+                from shifter_wlm import sshd
+                with logs.step(log, "sshd_stop", job=job_id, node=node, pid=record.sshd_pid) as info:
+                    info["stopped"] = sshd.stop(record.sshd_pid, os.path.join(run_dir, record.key, "ns"))
             jobs.remove(run_dir, name)
             if record.key and record.key not in jobs.keys_in_use(run_dir):
                 with logs.step(log, "teardown", job=job_id, node=node, key=record.key, record=name):
                     teardown.teardown(run_dir, record.key)
+        try:
+            os.unlink(os.path.join(run_dir, "jobs", f"{job_id}.sshd.log"))
+        except FileNotFoundError:
+            pass
     except Exception as err:  # noqa: BLE001 - logged, never drains the node
         log.error("epilog_failed", job=job_id, error=f"{type(err).__name__}: {err}")

@@ -32,12 +32,14 @@ class JobRecord:
     image_request, volume, module   the request as the user wrote it
     image_env, image_entrypoint, image_cmd, image_workdir, site_env, user
                         what entering needs, so a step does not load the site config again
+    sshd_pid            the job's sshd in the container (0: none); the epilog stops it
     """
 
     DEFAULTS = {
         "job_id": 0, "uid": -1, "key": "", "image_id": "", "state": "building", "message": "",
         "image_request": "", "volume": "", "module": "", "image_env": [], "image_entrypoint": None,
         "image_cmd": None, "image_workdir": "", "site_env": [], "user": {},
+        "sshd_pid": 0,
     }
     __slots__ = tuple(DEFAULTS)
 

@@ -1,6 +1,7 @@
 """Prolog (root, once per node of a job with --image): build the job's container on this
 node in a pinned namespace, with the site mounts, the user's volumes, perNodeCache and
-/var/hostsfile, so every step on the node can enter it.
+/var/hostsfile, so every step on the node can enter it; and, when the site enables it, start
+the job's sshd inside it (shifter_wlm/sshd.py).
 
 A prolog that fails would make Slurm drain the node; so a problem with the job's request
 (an image gone since submission, a volume the user cannot read) is recorded instead and
@@ -45,9 +46,11 @@ def hostsfile_entries(job) -> list[str]:
 
 
 def make_spec(cfg, args_image_request: str, volume: str, module: str, image: str, uid: int,
-              hosts: list[str] | None, node: str, scope: str):
+              hosts: list[str] | None, node: str, scope: str, sshd_addrs: dict[str, str] | None = None):
     """The ContainerSpec for this job or step on this node; everything checked again here
-    with the user's rights (nothing from the submit side is trusted)."""
+    with the user's rights (nothing from the submit side is trusted). `sshd_addrs` (node ->
+    Slurm NodeAddr) when the job gets the sshd: /etc/hosts then maps the job's nodes to
+    their addresses and PATH ends with /opt/udiImage/bin (ssh, scp)."""
     from runtime import spec as rspec
     from runtime import volumes as rvolumes
     from shifter_site import imagefiles
@@ -58,13 +61,22 @@ def make_spec(cfg, args_image_request: str, volume: str, module: str, image: str
     check_access(record, user.uid, [user.gid, *user.gids])
     vols = tuple(rvolumes.check_all(rvolumes.parse(volume))) if volume else ()
     modules = module.split(",") if module else None
-    return rspec.from_config(cfg, record, user, volumes=vols, modules=modules, hosts=hosts,
-                             image_request=args_image_request, hostname=node, scope=scope)
+    extra = {}
+    if sshd_addrs is not None:
+        from shifter_wlm import sshd
+        extra["host_addrs"] = sshd.host_addrs(sshd_addrs)
+    spec = rspec.from_config(cfg, record, user, volumes=vols, modules=modules, hosts=hosts,
+                             image_request=args_image_request, hostname=node, scope=scope, **extra)
+    if sshd_addrs is not None:
+        from runtime.frozen import replace
+        from shifter_wlm.sshd import UDI_BIN
+        spec = replace(spec, site_env=(*spec.site_env, rspec.SiteEnv(append=(("PATH", UDI_BIN),))))
+    return spec
 
 
 def job_record(job_id: int, uid: int, spec, key: str, state: str, message: str = "", volume: str = "",
-               module: str = "", image_id: str = ""):
-    from dataclasses import asdict
+               module: str = "", image_id: str = "", sshd_pid: int = 0):
+    from runtime.frozen import asdict
 
     from shifter_wlm.jobs import JobRecord
 
@@ -78,13 +90,28 @@ def job_record(job_id: int, uid: int, spec, key: str, state: str, message: str =
         image_workdir=spec.image_workdir if spec else "",
         site_env=[asdict(e) for e in spec.site_env] if spec else [],
         user={"uid": spec.user.uid, "gid": spec.user.gid, "name": spec.user.name} if spec else {},
+        sshd_pid=sshd_pid,
     )
+
+
+def start_sshd(cfg, spec, run_dir: str, job_id: int, node: str, addrs: dict[str, str]) -> tuple[int, str]:
+    """The job's sshd in its container on this node, as the user; (pid, listen address)."""
+    from runtime.enter import environment
+    from shifter_wlm import sshd
+
+    user_seed = sshd.read_user_key(spec.user)
+    host = sshd.host_seed(cfg.sshd.host_key_secret, job_id, spec.user.uid)
+    listen = sshd.listen_address(node, addrs.get(node, node))
+    pid = sshd.start(os.path.join(run_dir, spec.build_key(), "ns"), spec.user, port=cfg.sshd.port, listen=listen,
+                     host=host, user_seed=user_seed, hosts_text=sshd.known_hosts(addrs, cfg.sshd.port, host),
+                     log_path=os.path.join(run_dir, "jobs", f"{job_id}.sshd.log"), env=environment(spec, {}))
+    return pid, listen
 
 
 def run(spank, args, options) -> None:
     from runtime import build
     from shifter_site import config, logs
-    from shifter_wlm import jobs, slurm
+    from shifter_wlm import jobs, slurm, sshd
 
     log = logs.get("prolog")
     job_id = spank.job_id()
@@ -97,6 +124,7 @@ def run(spank, args, options) -> None:
     request = os.environ.get("SPANK_SHIFTER_IMAGEREQUEST", "")
     volume = os.environ.get("SPANK_SHIFTER_VOLUME", "")
     module = os.environ.get("SPANK_SHIFTER_MODULE", "")
+    with_sshd = sshd.enabled(args, cfg)
     spec = None
     key = ""
     image = ""
@@ -104,16 +132,33 @@ def run(spank, args, options) -> None:
         with logs.step(log, "job_info", job=job_id, node=node) as info:
             job = slurm.job_info(job_id)
             info["nodes"] = len(job.nodes)
+        addrs = None
+        if with_sshd:
+            with logs.step(log, "node_addresses", job=job_id, node=node) as info:
+                addrs = slurm.node_addresses(job.nodes)
+                info["addresses"] = addrs
         with logs.step(log, "spec", job=job_id, node=node) as info:
             image = image_id(request, cfg)
             spec = make_spec(cfg, request or f"id:{image}", volume, module, image, uid,
-                             hostsfile_entries(job), node, scope=f"job-{job_id}")
+                             hostsfile_entries(job), node, scope=f"job-{job_id}", sshd_addrs=addrs)
             key = spec.build_key()
             info.update(image=image, key=key)
         jobs.write(run_dir, str(job_id), job_record(job_id, uid, spec, key, "building", volume=volume, module=module))
         with logs.step(log, "build", job=job_id, node=node, key=key):
             build.build(spec, run_dir)
-        jobs.write(run_dir, str(job_id), job_record(job_id, uid, spec, key, "ready", volume=volume, module=module))
+        sshd_pid = 0
+        if with_sshd:
+            # the sshd is an extra: a job whose sshd cannot start (its key removed, the port
+            # held by another job's sshd on a shared node) still runs, and `ssh` to this
+            # node then fails; the reason is in slurmd's log
+            try:
+                with logs.step(log, "sshd", job=job_id, node=node, port=cfg.sshd.port) as info:
+                    sshd_pid, listen = start_sshd(cfg, spec, run_dir, job_id, node, addrs)
+                    info.update(pid=sshd_pid, listen=listen or "*")
+            except sshd.SshdError:
+                pass  # logged by the step
+        jobs.write(run_dir, str(job_id), job_record(job_id, uid, spec, key, "ready", volume=volume, module=module,
+                                                    sshd_pid=sshd_pid))
     except (ShifterError, OSError) as err:
         # recorded for the job's shifter steps; the node stays in service
         log.error("prolog_failed", job=job_id, node=node, error=str(err))

@@ -103,6 +103,16 @@ def parse_show_job(text: str) -> JobInfo:
                    batch_host=fields.get("BatchHost", nodes[0] if nodes else ""))
 
 
+def parse_show_nodes(text: str) -> dict[str, str]:
+    """NodeName -> NodeAddr from `scontrol show node -o NAMES` output (one line per node)."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        fields = dict(re.findall(r"(?:^|\s)([A-Za-z]+)=(\S*)", line))
+        if "NodeName" in fields:
+            out[fields["NodeName"]] = fields.get("NodeAddr") or fields["NodeName"]
+    return out
+
+
 # ---------------------------------------------------------------- backends
 
 
@@ -163,3 +173,14 @@ def job_info(job_id: int) -> JobInfo:
         except Exception as err:  # noqa: BLE001 - pyslurm raises its own types
             raise SlurmQueryError(f"pyslurm could not load job {job_id}: {err}") from None
     return parse_show_job(_run(["scontrol", "show", "job", "-d", "-o", str(job_id)]))
+
+
+def node_addresses(nodes: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """Each node's NodeAddr (the address Slurm reaches its slurmd at), in the given order."""
+    if not nodes:
+        return {}
+    known = parse_show_nodes(_run(["scontrol", "show", "node", "-o", ",".join(nodes)]))
+    missing = [n for n in nodes if n not in known]
+    if missing:
+        raise SlurmQueryError(f"scontrol show node did not list {', '.join(missing)}")
+    return {n: known[n] for n in nodes}

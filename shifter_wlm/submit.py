@@ -111,12 +111,26 @@ def _config(args):
     return config.load(args.shifter_config, privileged=False)
 
 
+def user_key(args, cfg) -> None:
+    """When the site runs the job's sshd: the user's key pair in ~/.udiRoot, made if missing
+    (the prolog gives it to the job's sshd and ssh client)."""
+    import pwd
+
+    from shifter_wlm import sshd
+
+    if sshd.enabled(args, cfg):
+        sshd.ensure_user_key(pwd.getpwuid(os.getuid()).pw_dir)
+
+
 def allocator(spank, args, options) -> None:
     """sbatch/salloc: the job's image, resolved once for every node and step."""
     check_combination(options)
     if options.image is None:
         return
-    export(spank, resolve(options, _config(args)), job_level=True)
+    cfg = _config(args)
+    resolved = resolve(options, cfg)
+    user_key(args, cfg)
+    export(spank, resolved, job_level=True)
 
 
 def local(spank, args, options) -> None:
@@ -132,4 +146,8 @@ def local(spank, args, options) -> None:
     if inherited:
         return
     job_level = spank.getenv("SLURM_JOB_ID") is None  # srun that creates its own allocation
-    export(spank, resolve(options, _config(args)), job_level=job_level)
+    cfg = _config(args)
+    resolved = resolve(options, cfg)
+    if job_level:
+        user_key(args, cfg)
+    export(spank, resolved, job_level=job_level)

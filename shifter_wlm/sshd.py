@@ -1,0 +1,394 @@
+"""The per-job sshd inside the container, for non-MPI parallel jobs (DESIGN decision 10).
+
+    submit (the user)   ~/.udiRoot/id_dropbear (+ .pub): the user's key pair, made if missing
+    prolog (root)       on every node: the job's files under /var/run/udiImage/ssh in the
+                        container, then dropbear started inside it *as the user* (no
+                        capabilities, no_new_privs), on the node's Slurm address and the
+                        site's port; its pid goes into the job record
+    epilog (root)       stop it (teardown then kills whatever is left in the container)
+
+Files the prolog writes into the container (a root-owned directory on the container's
+tmpfs; the user can read, not change, what is the job's):
+
+    /var/run/udiImage/ssh/authorized_keys   root 0644: only the user's job key
+    /var/run/udiImage/ssh/host_key          user 0600: the job's host key (dropbear format)
+    /var/run/udiImage/ssh/id_key            user 0600: the user's private key, for the client
+    /var/run/udiImage/ssh/port              root 0644: the site's port
+    /var/run/udiImage/ssh/client/.ssh/known_hosts   root 0644: every node of the job
+    /var/run/udiImage/ssh/run/              user 0700: the sshd's pid file
+
+Host keys are per job and the same on every node of the job: an ed25519 key whose seed is
+HMAC-SHA256(site secret, job id, uid). Every prolog derives it alone (no coordination
+between nodes), so the clients can check the host key strictly (known_hosts lists each
+node) and a process of someone else listening on the port is refused. The secret is a
+root-only file present on every node (`sshd.host_key_secret`; munge's key by default).
+
+Name resolution: each node's sshd listens on that node's NodeAddr from Slurm, and the
+container's /etc/hosts maps the job's node names to their NodeAddr (only where Slurm's
+NodeAddr differs from the name). On a usual cluster (one slurmd per host, NodeAddr = the
+node's name) that adds nothing and the sshd listens on every address; on the local test
+cluster (three slurmd on 127.0.0.1/.2/.3) it makes `ssh n2` reach n2's sshd.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import os
+import signal
+import socket
+import stat
+import struct
+import time
+
+from shifter_site.errors import ShifterError
+
+KEY_DIR = ".udiRoot"
+KEY_NAME = "id_dropbear"
+JOB_DIR = "/var/run/udiImage/ssh"          # in the container
+DROPBEAR = "/opt/udiImage/bin/dropbear"    # in the container
+UDI_BIN = "/opt/udiImage/bin"
+START_TIMEOUT = 10.0
+
+
+class SshdError(ShifterError):
+    """The job's sshd cannot be set up; the message says why and what to do."""
+
+
+# ---------------------------------------------------------------- ed25519 (RFC 8032)
+# Only the public key of a seed is computed here (dropbear does the signing), so a few
+# lines of integer arithmetic replace a crypto dependency. Checked against dropbearkey.
+
+_P = 2**255 - 19
+_D = -121665 * pow(121666, _P - 2, _P) % _P
+
+
+def _recover_x(y: int, sign: int) -> int:
+    x2 = (y * y - 1) * pow(_D * y * y + 1, _P - 2, _P) % _P
+    x = pow(x2, (_P + 3) // 8, _P)
+    if (x * x - x2) % _P:
+        x = x * pow(2, (_P - 1) // 4, _P) % _P
+    if x & 1 != sign:
+        x = _P - x
+    return x
+
+
+_GY = 4 * pow(5, _P - 2, _P) % _P
+_GX = _recover_x(_GY, 0)
+_G = (_GX, _GY, 1, _GX * _GY % _P)
+
+
+def _add(p, q):
+    a = (p[1] - p[0]) * (q[1] - q[0]) % _P
+    b = (p[1] + p[0]) * (q[1] + q[0]) % _P
+    c = 2 * p[3] * q[3] * _D % _P
+    d = 2 * p[2] * q[2] % _P
+    e, f, g, h = b - a, d - c, d + c, b + a
+    return (e * f % _P, g * h % _P, f * g % _P, e * h % _P)
+
+
+def public_key(seed: bytes) -> bytes:
+    """The ed25519 public key (32 bytes) of a 32-byte seed."""
+    h = hashlib.sha512(seed).digest()
+    s = (int.from_bytes(h[:32], "little") & ((1 << 254) - 8)) | (1 << 254)
+    point, q = (0, 1, 1, 0), _G
+    while s:
+        if s & 1:
+            point = _add(point, q)
+        q = _add(q, q)
+        s >>= 1
+    zinv = pow(point[2], _P - 2, _P)
+    x, y = point[0] * zinv % _P, point[1] * zinv % _P
+    return (y | (x & 1) << 255).to_bytes(32, "little")
+
+
+def _string(data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + data
+
+
+def dropbear_private(seed: bytes) -> bytes:
+    """A private key file in dropbear's format (what `dropbearkey -t ed25519` writes)."""
+    return _string(b"ssh-ed25519") + _string(seed + public_key(seed))
+
+
+def public_line(seed: bytes, comment: str = "") -> str:
+    """`ssh-ed25519 AAAA... comment`: for authorized_keys, known_hosts and id_dropbear.pub."""
+    blob = _string(b"ssh-ed25519") + _string(public_key(seed))
+    return f"ssh-ed25519 {base64.b64encode(blob).decode()}" + (f" {comment}" if comment else "")
+
+
+def seed_of(data: bytes, where: str) -> bytes:
+    """The seed of a dropbear-format ed25519 private key, checked (its public half must match)."""
+    prefix = _string(b"ssh-ed25519") + struct.pack(">I", 64)
+    if len(data) != len(prefix) + 64 or not data.startswith(prefix):
+        raise SshdError(f"{where} is not an ed25519 key in dropbear's format; remove it (and its .pub) "
+                        "and submit again: a new one is made for you")
+    seed, pub = data[len(prefix):len(prefix) + 32], data[len(prefix) + 32:]
+    if public_key(seed) != pub:
+        raise SshdError(f"{where} is damaged (its public half does not match); remove it and submit again")
+    return seed
+
+
+# ---------------------------------------------------------------- submit side (the user)
+
+
+def enabled(args, cfg) -> bool:
+    """plugstack.conf's enable_sshd=0|1 when given, else the site config's sshd.enabled."""
+    return cfg.sshd.enabled if args.enable_sshd is None else args.enable_sshd
+
+
+def ensure_user_key(home: str) -> str | None:
+    """Make ~/.udiRoot/id_dropbear (0600) and its .pub if missing, as the calling user.
+    Returns the private key's path when it made one, None when it already existed."""
+    directory = os.path.join(home, KEY_DIR)
+    path = os.path.join(directory, KEY_NAME)
+    if os.path.lexists(path):
+        return None
+    try:
+        os.makedirs(directory, 0o700, exist_ok=True)
+        seed = os.urandom(32)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(dropbear_private(seed))
+        try:
+            os.link(tmp, path)  # never replaces a key made meanwhile by another submission
+        except FileExistsError:
+            return None
+        finally:
+            os.unlink(tmp)
+        pub = f"{path}.pub.{os.getpid()}.tmp"
+        with open(pub, "w") as handle:
+            handle.write(public_line(seed, "shifter job key") + "\n")
+        os.replace(pub, f"{path}.pub")
+    except OSError as err:
+        raise SshdError(f"cannot create your key pair for the job's sshd in {directory} "
+                        f"({err.strerror}); make it writable by you, or ask the admins") from None
+    return path
+
+
+# ---------------------------------------------------------------- prolog side (root)
+
+
+def read_user_key(user) -> bytes:
+    """The seed of the user's ~/.udiRoot/id_dropbear, read with the user's rights; it must
+    be the user's own file, not readable by others."""
+    path = os.path.join(user.home, KEY_DIR, KEY_NAME)
+    os.setegid(user.gid)
+    os.seteuid(user.uid)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
+            st = os.fstat(handle.fileno())
+            data = handle.read(4096)
+    except OSError as err:
+        raise SshdError(f"cannot read your job key {path} ({err.strerror}); it is made when you submit a "
+                        "job with --image: submit again") from None
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != user.uid or st.st_mode & 0o077:
+        raise SshdError(f"{path} must be your own file with mode 0600 (chmod 600 {path})")
+    return seed_of(data, path)
+
+
+def host_seed(secret_path: str, job_id: int, uid: int) -> bytes:
+    """The job's host key seed: the same on every node of the job, unknown to anyone without
+    the site secret (a root-only file, identical on every node)."""
+    try:
+        fd = os.open(secret_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
+            st = os.fstat(handle.fileno())
+            secret = handle.read(1 << 16)
+    except OSError as err:
+        raise SshdError(f"sshd.host_key_secret {secret_path}: {err.strerror}; the site must provide it "
+                        "on every node") from None
+    if st.st_mode & 0o077 or len(secret) < 16:
+        raise SshdError(f"sshd.host_key_secret {secret_path} must be readable by its owner only and hold "
+                        "at least 16 bytes")
+    return hmac.new(secret, f"shifter-sshd-host-key\0{job_id}\0{uid}".encode(), hashlib.sha256).digest()
+
+
+def listen_address(node: str, node_addr: str) -> str:
+    """Where this node's sshd listens: Slurm's NodeAddr when it differs from the node's name
+    (several nodes on one host, or a dedicated network), else every address ("")."""
+    return "" if not node_addr or node_addr == node else node_addr
+
+
+def host_addrs(addrs: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """(name, address) for the container's /etc/hosts: the job's nodes whose NodeAddr is an
+    IP address other than their name (a NodeAddr that is a host name resolves by itself)."""
+    out = []
+    for name, addr in addrs.items():
+        if addr and addr != name:
+            try:
+                ipaddress.ip_address(addr)
+            except ValueError:
+                continue
+            out.append((name, addr))
+    return tuple(out)
+
+
+def known_hosts(addrs: dict[str, str], port: int, seed: bytes) -> str:
+    """Every node of the job (by name and by address) with the job's host key. dbclient
+    looks up the name as typed, so each spelling gets its own line."""
+    line = public_line(seed)
+    names: list[str] = []
+    for name, addr in addrs.items():
+        for spelling in (name, addr):
+            if spelling and spelling not in names:
+                names.append(spelling)
+    return "".join(f"{n} {line}\n" for n in names)
+
+
+def _write(path: str, data: bytes, mode: int, uid: int = 0, gid: int = 0) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        os.fchown(fd, uid, gid)
+        os.fchmod(fd, mode)
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def _job_files(user, port: int, host: bytes, user_seed: bytes, hosts_text: str) -> None:
+    """In the container (this process has joined it, as root): the job's files."""
+    import shutil
+
+    if os.path.lexists(JOB_DIR):  # a container reused by a prolog run again: start afresh
+        shutil.rmtree(JOB_DIR)
+    os.makedirs(JOB_DIR, 0o755, exist_ok=True)
+    for directory in ("/var/run/udiImage", JOB_DIR, f"{JOB_DIR}/client", f"{JOB_DIR}/client/.ssh"):
+        os.makedirs(directory, 0o755, exist_ok=True)
+        os.chown(directory, 0, 0)
+        os.chmod(directory, 0o755)
+    os.mkdir(f"{JOB_DIR}/run", 0o700)  # the sshd's own (pid file)
+    os.chown(f"{JOB_DIR}/run", user.uid, user.gid)
+    _write(f"{JOB_DIR}/authorized_keys", (public_line(user_seed, "shifter job key") + "\n").encode(), 0o644)
+    _write(f"{JOB_DIR}/port", f"{port}\n".encode(), 0o644)
+    _write(f"{JOB_DIR}/client/.ssh/known_hosts", hosts_text.encode(), 0o644)
+    _write(f"{JOB_DIR}/host_key", dropbear_private(host), 0o600, user.uid, user.gid)
+    _write(f"{JOB_DIR}/id_key", dropbear_private(user_seed), 0o600, user.uid, user.gid)
+
+
+def _reset_signals() -> None:
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    for signum in range(1, signal.NSIG):
+        if signum in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            signal.signal(signum, signal.SIG_DFL)
+        except (OSError, ValueError, RuntimeError):
+            pass
+
+
+def start(ns_path: str, user, *, port: int, listen: str, host: bytes, user_seed: bytes, hosts_text: str,
+          log_path: str, env: dict[str, str]) -> int:
+    """Start the job's sshd inside the pinned container at ns_path, as the user, with `env`
+    (the container's environment); returns its pid once it accepts connections. Root only
+    (the prolog)."""
+    import fcntl
+
+    from runtime import enter as renter
+
+    # no password or PAM code is compiled in (udiImage/localoptions.h); -w: no root login;
+    # -e: sessions get the container's environment (dropbear then sets USER, HOME, SHELL,
+    # and PATH to its compiled-in default, which ends with /opt/udiImage/bin)
+    argv = [DROPBEAR, "-F", "-E", "-w", "-e", "-r", f"{JOB_DIR}/host_key",
+            "-P", f"{JOB_DIR}/run/sshd.pid", "-p", f"[{listen}]:{port}" if ":" in listen else f"{listen}:{port}".lstrip(":")]
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # the sshd-to-be: never returns
+        try:
+            # slurmstepd may have started us with 0-2 closed: move ours out of the way first
+            log_fd = fcntl.fcntl(log_fd, fcntl.F_DUPFD_CLOEXEC, 10)
+            err_w = fcntl.fcntl(err_w, fcntl.F_DUPFD_CLOEXEC, 10)
+            os.setsid()
+            _reset_signals()
+            renter.join(ns_path)
+            os.chdir("/")
+            _job_files(user, port, host, user_seed, hosts_text)
+            null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+            os.dup2(null, 0)
+            os.dup2(log_fd, 1)
+            os.dup2(log_fd, 2)
+            os.closerange(3, err_w)
+            os.closerange(err_w + 1, 1 << 16)
+            renter.drop_privileges(user)
+            os.execve(DROPBEAR, argv, env)
+        except BaseException as err:  # noqa: BLE001 - reported to the parent, then gone
+            try:
+                os.write(err_w, (str(err) or type(err).__name__).encode(errors="replace")[:1000])
+            finally:
+                os._exit(127)
+    os.close(err_w)
+    os.close(log_fd)
+    try:
+        failure = os.read(err_r, 1000).decode(errors="replace")  # EOF once exec succeeded
+    finally:
+        os.close(err_r)
+    if failure:
+        os.waitpid(pid, 0)
+        raise SshdError(f"cannot start the job's sshd: {failure}")
+    target = listen or "127.0.0.1"
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            raise SshdError(f"the job's sshd exited at once ({_status(status)}): {_tail(log_path)}")
+        try:
+            with socket.create_connection((target, port), timeout=1):
+                return pid
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            stop(pid, ns_path)
+            raise SshdError(f"the job's sshd did not accept connections on {target}:{port} within "
+                            f"{START_TIMEOUT:.0f} s: {_tail(log_path)}")
+        time.sleep(0.02)
+
+
+def _status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"signal {os.WTERMSIG(status)}"
+    return f"exit {os.WEXITSTATUS(status)}"
+
+
+def _tail(path: str) -> str:
+    try:
+        with open(path, errors="replace") as handle:
+            lines = [line.strip() for line in handle.read()[-2000:].splitlines() if line.strip()]
+    except OSError:
+        return "no log"
+    return lines[-1] if lines else "no output"
+
+
+def stop(pid: int, ns_path: str, timeout: float = 5.0) -> bool:
+    """Stop the job's sshd: SIGTERM, then SIGKILL; only if pid still is a process inside the
+    container at ns_path (a pid reused by something else is left alone). True if stopped."""
+    try:
+        want = os.stat(ns_path).st_ino
+        if os.readlink(f"/proc/{pid}/ns/mnt") != f"mnt:[{want}]":
+            return False
+        os.kill(pid, signal.SIGTERM)
+    except (OSError, ValueError):
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)  # our child when the prolog stops it itself
+            if done:
+                return True
+        except ChildProcessError:
+            pass
+        if not os.path.exists(f"/proc/{pid}"):
+            return True
+        time.sleep(0.02)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return True
