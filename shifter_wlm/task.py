@@ -86,7 +86,7 @@ def _parse(argv: list[str]) -> dict:
     try:
         opts = parse_args(argv[1:])
     except UsageError as err:
-        raise StepError(f"shifter: {err}") from None
+        raise StepError(str(err)) from None
     if opts["help"]:
         raise StepError("shifter --help: run it outside srun to read the usage")
     return opts
@@ -109,12 +109,32 @@ def _entering(record, opts):
         entrypoint=opts["entrypoint"])
 
 
+class Refused:
+    """A step that cannot run, with the reason: reported by each task (see step_setup)."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str):
+        self.message = message
+
+
 def step_setup(spank, args, options) -> None:
-    """init_post_opt: choose and, when needed, build this step's container."""
+    """init_post_opt: choose and, when needed, build this step's container.
+
+    A problem is not raised here: Slurm would report only "Plugin initialization failed" to
+    the user and srun would still exit 0. Each task reports it instead (enter)."""
     global _prepared
     argv = spank.argv()
     if not is_shifter(argv):
         return
+    try:
+        _prepare(spank, args, argv)
+    except ShifterError as err:
+        _prepared = Refused(str(err))
+
+
+def _prepare(spank, args, argv: list[str]) -> None:
+    global _prepared
     from runtime.enter import check_env_entry
     from shifter_site import configcache
     from shifter_wlm import jobs
@@ -212,6 +232,9 @@ def enter(spank, args, options) -> None:
     prepared = _prepared
     if prepared is None:
         return
+    if isinstance(prepared, Refused):
+        # in the task, Slurm's error line reaches the user's srun, and the task fails
+        raise StepError(prepared.message)
     from runtime import enter as renter
     from runtime import syscalls
 
@@ -247,7 +270,7 @@ def enter(spank, args, options) -> None:
 def step_exit(spank, args, options) -> None:
     """exit (slurmstepd): a step-level container goes with its step."""
     prepared = _prepared
-    if prepared is None or prepared.step_record is None:
+    if not isinstance(prepared, Prepared) or prepared.step_record is None:
         return
     from runtime import teardown
     from shifter_wlm import jobs

@@ -306,3 +306,25 @@ command -v shifter | sed 's/^/path=/'
     assert "rc=3" in output
     assert jt.lines_with("path=", output) == ["path=/usr/local/bin/shifter"]
     jt.assert_clean()
+
+
+def test_bad_shifter_steps_fail_with_their_reason_and_a_nonzero_exit(image):
+    """Problems found on the node (bad shifter options, an unknown image id, a bad --env)
+    fail the step's tasks with the reason in the job's output; srun exits non-zero."""
+    job = jt.write_job(USER, "badsteps.sl", """#!/bin/bash
+#SBATCH -N 1 -t 5
+#SBATCH --image=docker:slurm/app:1
+srun shifter --no-such-flag true; echo "flag=$?"
+srun shifter --image=id:0000000000000000000000000000000000000000000000000000000000000000 true; echo "id=$?"
+srun shifter --env=1BAD=x true; echo "env=$?"
+srun shifter true; echo "good=$?"
+""")
+    _, output, _ = jt.sbatch_wait(USER, job)
+    for name in ("flag", "id", "env"):
+        assert f"{name}=1" in output, output
+    assert "good=0" in output
+    assert "error: shifter: unknown option --no-such-flag" in output
+    assert "error: shifter: image 0000000000000000000000000000000000000000000000000000000000000000 is not in" in output
+    assert "error: shifter: --env: '1BAD=x' is not NAME=value" in output
+    assert "Traceback" not in output
+    jt.assert_clean()
