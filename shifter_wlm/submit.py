@@ -128,6 +128,12 @@ def allocator(spank, args, options) -> None:
     if options.image is None:
         return
     cfg = _config(args)
+    if options.ccm:
+        from shifter_wlm import sshd
+
+        if not sshd.enabled(args, cfg):
+            raise OptionError("--ccm needs the in-container sshd, which this site has not enabled "
+                              "(sshd.enabled in the site config); submit without --ccm")
     resolved = resolve(options, cfg)
     user_key(args, cfg)
     export(spank, resolved, job_level=True)
@@ -139,13 +145,13 @@ def local(spank, args, options) -> None:
     check_combination(options)
     if options.image is None:
         return
-    inherited = (spank.getenv("SHIFTER_IMAGEREQUEST") == options.image
-                 and spank.getenv("SHIFTER_IMAGE")
-                 and (spank.getenv("SHIFTER_VOLUME") or "") == (options.volume or "")
-                 and (spank.getenv("SHIFTER_MODULE") or "") == (options.module or ""))
+    env = os.environ  # srun's own environment (spank_getenv answers in remote context only)
+    inherited = (env.get("SHIFTER_IMAGEREQUEST") == options.image and env.get("SHIFTER_IMAGE")
+                 and env.get("SHIFTER_VOLUME", "") == (options.volume or "")
+                 and env.get("SHIFTER_MODULE", "") == (options.module or ""))
     if inherited:
         return
-    job_level = spank.getenv("SLURM_JOB_ID") is None  # srun that creates its own allocation
+    job_level = "SLURM_JOB_ID" not in env  # an srun that makes its own allocation
     cfg = _config(args)
     resolved = resolve(options, cfg)
     if job_level:

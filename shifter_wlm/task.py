@@ -28,13 +28,17 @@ class StepError(ShifterError):
     """This shifter step cannot run; the message says why."""
 
 
+BATCH_STEP = 0xFFFFFFFB  # Slurm's SLURM_BATCH_SCRIPT step id
+CCM_SCRIPT = "/var/run/udiImage/ccm/job-script"  # the batch script's copy, in the container
+
+
 class Prepared:
     """What slurmstepd prepared for its tasks (they inherit it when forked)."""
 
-    __slots__ = ("ns_path", "spec", "command", "env_file", "run_dir", "step_record", "key")
+    __slots__ = ("ns_path", "spec", "command", "env_file", "run_dir", "step_record", "key", "ccm_script")
 
     def __init__(self, ns_path: str, spec, command: list[str], env_file: str | None, run_dir: str,
-                 step_record: str | None, key: str):
+                 step_record: str | None, key: str, ccm_script: str | None = None):
         self.ns_path = ns_path          # the container's pinned namespace
         self.spec = spec                # the entering half of a ContainerSpec (see _entering)
         self.command = command          # the user's command after shifter's options
@@ -42,6 +46,7 @@ class Prepared:
         self.run_dir = run_dir
         self.step_record = step_record  # "<job>.<step>" when this step built its own container
         self.key = key
+        self.ccm_script = ccm_script    # --ccm: the batch script (host path), run in the container
 
 
 _prepared: Prepared | None = None
@@ -125,21 +130,23 @@ def step_setup(spank, args, options) -> None:
     the user and srun would still exit 0. Each task reports it instead (enter)."""
     global _prepared
     argv = spank.argv()
-    if not is_shifter(argv):
+    # --ccm: the batch step's script itself runs in the job's container (first node)
+    ccm = bool(options.ccm) and spank.step_id() == BATCH_STEP
+    if not is_shifter(argv) and not ccm:
         return
     try:
-        _prepare(spank, args, argv)
+        _prepare(spank, args, argv, ccm)
     except ShifterError as err:
         _prepared = Refused(str(err))
 
 
-def _prepare(spank, args, argv: list[str]) -> None:
+def _prepare(spank, args, argv: list[str], ccm: bool) -> None:
     global _prepared
     from runtime.enter import check_env_entry
     from shifter_site import configcache
     from shifter_wlm import jobs
 
-    opts = _parse(argv)
+    opts = _parse(["shifter", "--", *argv] if ccm else argv)
     for entry in opts["env"]:
         check_env_entry(entry, "--env")
     # root's validated snapshot of the site config when current (skips YAML: the common
@@ -175,11 +182,15 @@ def _prepare(spank, args, argv: list[str]) -> None:
     if same_as_job and job.state == "ready":
         key, step_record = job.key, None
         spec = _entering(job, opts)
+    elif ccm:
+        raise StepError("--ccm: the job's container was not built on this node; see the prolog's "
+                        "events in slurmd's log")
     else:
         key, spec, step_record = _build_step_container(spank, cfg or _config(args), run_dir, job_id, step_id, uid, image,
                                                        request, volume, module, node, opts)
     _prepared = Prepared(ns_path=os.path.join(run_dir, key, "ns"), spec=spec, command=list(opts["command"]),
-                         env_file=opts["env_file"], run_dir=run_dir, step_record=step_record, key=key)
+                         env_file=opts["env_file"], run_dir=run_dir, step_record=step_record, key=key,
+                         ccm_script=argv[0] if ccm else None)
     # refuse a bad --entrypoint before any task starts
     from runtime.enter import command, environment
     command(spec, opts["command"], environment(spec, {}))
@@ -245,7 +256,10 @@ def enter(spank, args, options) -> None:
     env = renter.environment(spec, task_env)
     command = renter.command(spec, prepared.command, env)
     cwd = task_env.get("PWD")
+    script = _read_script(prepared.ccm_script) if prepared.ccm_script else None
     renter.join(prepared.ns_path)
+    if script is not None:
+        command[0] = _place_script(script, spec.user.uid, spec.user.gid)
     if spec.workdir is None:
         try:
             os.chdir(cwd or "/")
@@ -265,6 +279,34 @@ def enter(spank, args, options) -> None:
     spank.replace_argv(command)
     syscalls.drop_bounding_set()
     syscalls.no_new_privs()
+
+
+def _read_script(path: str) -> bytes:
+    """The batch script, from slurmd's spool directory (outside the image)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _place_script(script: bytes, uid: int, gid: int) -> str:
+    """Write the batch script into the container (its own tmpfs, gone with the job), for the
+    user to execute; returns its path there."""
+    directory = os.path.dirname(CCM_SCRIPT)
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    tmp = f"{CCM_SCRIPT}.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o500)
+    try:
+        os.write(fd, script)
+        os.fchown(fd, uid, gid)
+    finally:
+        os.close(fd)
+    os.replace(tmp, CCM_SCRIPT)
+    return CCM_SCRIPT
 
 
 def step_exit(spank, args, options) -> None:

@@ -16,6 +16,7 @@
 #include <dlfcn.h>
 #include <libgen.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -142,6 +143,15 @@ static int step_runs_shifter(spank_t sp)
     return strcmp(base ? base + 1 : argv[0], "shifter") == 0;
 }
 
+/* The batch step (Slurm's SLURM_BATCH_SCRIPT step id): with --ccm its script runs in the
+ * job's container. */
+static int is_batch_step(spank_t sp)
+{
+    uint32_t step = 0;
+
+    return spank_get_item(sp, S_JOB_STEPID, &step) == ESPANK_SUCCESS && step == 0xfffffffbU;
+}
+
 /* srun inside an allocation whose image the allocator already resolved, with the same
  * options: nothing to check or resolve again (DESIGN.md: nested sruns reuse the id). This
  * mirrors shifter_wlm.submit.local, which makes the same decision when it does run. */
@@ -166,8 +176,9 @@ static int wanted(spank_t sp)
         return getenv("SPANK_SHIFTER_IMAGE") != NULL || getenv("SPANK_SHIFTER_IMAGEREQUEST") != NULL;
     any = opt_image != NULL || opt_volume != NULL || opt_module != NULL || opt_ccm;
     if (ctx == S_CTX_REMOTE)
-        /* a step enters a container only when its command is `shifter` (or for --ccm) */
-        return step_runs_shifter(sp) || opt_ccm;
+        /* a step enters a container only when its command is `shifter` (and, with --ccm,
+         * the batch script) */
+        return step_runs_shifter(sp) || (opt_ccm && is_batch_step(sp));
     if (ctx == S_CTX_LOCAL && any && opt_image && already_resolved())
         return 0;
     return any;

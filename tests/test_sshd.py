@@ -324,3 +324,40 @@ def test_sshd_config_needs_the_udiimage_content(tmp_path):
         config.load(str(path), privileged=False)
     path.write_text(text + "opt_udi_image: /opt/shifter/udiImage\n")
     assert config.load(str(path), privileged=False).sshd.port == 1204
+
+
+CCM_JOB = """#!/bin/sh
+#SBATCH -N 3 -n 3 -t 5
+#SBATCH --image={image}
+#SBATCH --volume=/ignored:/cache:perNodeCache=size=512m
+#SBATCH --ccm
+echo "batch release=$(cat /etc/os-release | tr ' ' _) uid=$(id -u) script=$0 caps=$(grep CapEff /proc/self/status | tr -d '\\t')"
+touch /cache/batch-was-here
+for h in $(sort -u /var/hostsfile); do
+  ssh "$h" "echo ccm-ssh-to=$h server=\\$(echo \\$SSH_CONNECTION | cut -d' ' -f3) batchcache=\\$(ls /cache | tr '\\n' ,)"
+done
+"""
+
+
+def test_ccm_runs_the_batch_script_in_the_container_with_ssh_to_every_node(image):
+    """--ccm: the batch script itself runs inside the job's container on the first node (as
+    the user, no capabilities) and reaches every node's container over ssh."""
+    job = jt.write_job(USER, "ccm.sl", CCM_JOB.format(image=image))
+    job_id, output, _ = jt.sbatch_wait(USER, job)
+    uid = pwd.getpwnam(USER).pw_uid
+    assert f"batch release=NAME=shifter-test uid={uid} script=/var/run/udiImage/ccm/job-script " \
+           "caps=CapEff=0000000000000000" in output, output
+    hops = jt.lines_with("ccm-ssh-to=", output)
+    assert [jt.field("ccm-ssh-to", h) for h in hops] == ["n1", "n2", "n3"], output
+    for hop in hops:
+        assert jt.field("server", hop) == ADDRS[jt.field("ccm-ssh-to", hop)]
+    # the batch script ran on the first node, in its container: only n1's cache has its mark
+    assert [jt.field("batchcache", h) for h in hops] == ["batch-was-here,", "", ""]
+    assert not _dropbear_pids()
+    jt.assert_clean()
+
+
+def test_ccm_needs_an_image(cluster):
+    result = run_as(USER, ["sbatch", "--ccm", "--wrap", "true"], cwd="/tmp")
+    assert result.returncode != 0
+    assert "sbatch: error: shifter: --ccm needs --image" in result.stderr
