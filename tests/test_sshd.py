@@ -346,7 +346,7 @@ def test_ccm_runs_the_batch_script_in_the_container_with_ssh_to_every_node(image
     job_id, output, _ = jt.sbatch_wait(USER, job)
     uid = pwd.getpwnam(USER).pw_uid
     assert f"batch release=NAME=shifter-test uid={uid} script=/var/run/udiImage/ccm/job-script " \
-           "caps=CapEff=0000000000000000" in output, output
+           "caps=CapEff:0000000000000000" in output, output
     hops = jt.lines_with("ccm-ssh-to=", output)
     assert [jt.field("ccm-ssh-to", h) for h in hops] == ["n1", "n2", "n3"], output
     for hop in hops:
