@@ -23,6 +23,19 @@ def host_state(run_dir: str, cache_dir: str | None = None) -> dict:
     }
 
 
+def settled(run_dir: str, before: dict, timeout: float = 5.0) -> dict:
+    """host_state once it equals `before`, or after `timeout` (a killed squashfuse is reaped
+    a moment later by this VM's init), for tests that compare before and after."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        now = host_state(run_dir)
+        if now == before or time.monotonic() > deadline:
+            return now
+        time.sleep(0.05)
+
+
 def run_in(container, spec, argv: list[str], env: dict | None = None, cwd: str = "/") -> tuple[int, str, str]:
     """Join a pinned container in a child, drop to the spec's user, exec argv; (rc, out, err)."""
     out_r, out_w = os.pipe()

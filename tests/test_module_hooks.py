@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+import rtutil
+
 from conftest import need, run_as
 from images import make_image, write_config
 from rtutil import host_state
@@ -74,16 +76,6 @@ def as_user(site, *args):
     return run_as("testuser", [f"SHIFTER_CONFIG={site['cfg']}", SHIFTER, f"--image=id:{site['image'].id}", *args], cwd="/")
 
 
-def settled(site, before, timeout=5.0):
-    import time
-    deadline = time.monotonic() + timeout
-    while True:
-        now = host_state(site["run"])
-        if now == before or time.monotonic() > deadline:
-            return now
-        time.sleep(0.05)
-
-
 def test_root_and_user_hooks_as_root(site):
     before = host_state(site["run"])
     (site["out"] / "root.out").unlink(missing_ok=True)
@@ -93,7 +85,7 @@ def test_root_and_user_hooks_as_root(site):
     # the root hook: cwd = the container root (the build's mount point), root, outside
     assert (site["out"] / "root.out").read_text().splitlines() == [site["run"], "0", "mark 0"]
     assert not os.path.exists(os.path.join(site["run"], "hooked-by-root"))  # only inside the container
-    assert settled(site, before) == before
+    assert rtutil.settled(site["run"], before) == before
 
 
 def test_user_hook_rootless_runs_as_the_user_before_the_command(site):
@@ -101,7 +93,7 @@ def test_user_hook_rootless_runs_as_the_user_before_the_command(site):
     proc = as_user(site, "-m", "uhook", "--", "sh", "-c", "echo command $(id -u)")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [f"userhook 1001 / {site['image'].id} fromenv", "command 1001"]
-    assert settled(site, before) == before
+    assert rtutil.settled(site["run"], before) == before
 
 
 @pytest.mark.parametrize("who", ["root", "testuser"])
@@ -114,7 +106,7 @@ def test_failing_user_hook_fails_the_launch(site, who):
     assert lines[0] == "user hook says no"  # the hook's own output reaches the user
     assert lines[1:] == ["shifter: module 'baduser': user hook /opt/udiImage/modules/baduser/fail.sh failed in "
                          "the container (exit status 5); the command was not run"]
-    assert settled(site, before) == before
+    assert rtutil.settled(site["run"], before) == before
 
 
 def test_failing_root_hook_fails_the_build_and_leaves_nothing(site):
@@ -124,7 +116,7 @@ def test_failing_root_hook_fails_the_build_and_leaves_nothing(site):
     assert proc.stderr.count("\n") == 1, proc.stderr
     assert proc.stderr.startswith("shifter: module 'badroot': root hook ")
     assert "failed (exit status 3): no GPU on this node" in proc.stderr
-    assert settled(site, before) == before
+    assert rtutil.settled(site["run"], before) == before
 
 
 def test_root_hook_writable_by_users_is_refused(site):
@@ -132,7 +124,7 @@ def test_root_hook_writable_by_users_is_refused(site):
     proc = as_root(site, "-m", "loose", "--", "true")
     assert proc.returncode != 0 and proc.stderr.count("\n") == 1
     assert "is not a root-owned file writable only by root" in proc.stderr
-    assert settled(site, before) == before
+    assert rtutil.settled(site["run"], before) == before
 
 
 def test_root_hook_rootless_is_a_clear_error(site):
@@ -140,7 +132,7 @@ def test_root_hook_rootless_is_a_clear_error(site):
     proc = as_user(site, "-m", "mark", "--", "true")
     assert proc.returncode == 69 and proc.stderr.count("\n") == 1
     assert "module 'mark' has a root hook, which needs root" in proc.stderr
-    assert settled(site, before) == before
+    assert rtutil.settled(site["run"], before) == before
 
 
 def test_pinned_build_with_failing_root_hook_is_torn_down(site):
@@ -153,7 +145,7 @@ def test_pinned_build_with_failing_root_hook_is_torn_down(site):
     bad = specs.from_config(cfg, site["image"], user, modules=["badroot"])
     with pytest.raises(build.BuildError, match="root hook .* failed"):
         build.build(bad, site["run"])
-    assert settled(site, before) == before
+    assert rtutil.settled(site["run"], before) == before
     plain = specs.from_config(cfg, site["image"], user, modules=["none"])
     assert plain.root_hooks == () and plain.user_hooks == ()
     assert specs.from_config(cfg, site["image"], user, modules=["mark"]).build_key() != plain.build_key()

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+import rtutil
+
 from conftest import need, run_as
 from images import make_image, write_config
 from rtutil import host_state
@@ -63,15 +65,6 @@ def image(site, which="plain"):
     return "--image=id:" + site[which].id
 
 
-def wait_clean(site, before, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        now = host_state(site["run"])
-        if now == before or time.monotonic() > deadline:
-            return now
-        time.sleep(0.05)
-
-
 def test_rootless_security(site):
     before = host_state(site["run"])
     script = "id -u; id -g; cat /proc/self/status; cat /proc/self/mountinfo; /usr/bin/suidprobe; touch /usr/x"
@@ -90,7 +83,7 @@ def test_rootless_security(site):
     for line in mounts:
         assert "nosuid" in line.split(" ")[5], line
     assert lines[-1] == "1001 1001"  # setuid-root binary did not elevate
-    assert wait_clean(site, before) == before  # no squashfuse, mount or file left
+    assert rtutil.settled(site["run"], before) == before  # no squashfuse, mount or file left
 
 
 def test_rootless_passwd_env_volumes(site):
@@ -109,7 +102,7 @@ def test_rootless_symlink_to_unreadable_refused(site):
     assert proc.returncode != 0
     assert proc.stderr.count("\n") == 1 and "not readable by you" in proc.stderr or "Permission denied" in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert wait_clean(site, before) == before
+    assert rtutil.settled(site["run"], before) == before
 
 
 def test_entrypoint_and_cmd(site):
@@ -159,7 +152,7 @@ def test_bad_input(site, args, fragment):
     assert fragment in proc.stderr, proc.stderr
     assert proc.stderr.startswith("shifter: ") and proc.stderr.count("\n") == 1, proc.stderr
     assert "Traceback" not in proc.stderr
-    assert wait_clean(site, before) == before
+    assert rtutil.settled(site["run"], before) == before
 
 
 def test_options_stop_at_first_non_option(site):
@@ -179,7 +172,7 @@ def test_root_launch(site):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0] == "0" and all(l.split()[1] in ("0000000000000000", "1") for l in lines[1:])
-    assert wait_clean(site, before) == before
+    assert rtutil.settled(site["run"], before) == before
 
 
 def test_rootless_impossible_names_the_cause(site):
