@@ -138,14 +138,17 @@ def _chdir(spec: ContainerSpec, cwd: str | None) -> None:
         raise EnterError(f"{where} {target}: {err.strerror} in the container") from None
 
 
-def run_user_hook(module: str, hook: str, env: dict[str, str]) -> None:
-    """A module's user hook: `/bin/sh HOOK` inside the container, as the user (privileges
-    are already dropped), with the container's environment and working directory, before
-    the command. Its output goes where the command's goes; a failure stops the launch.
-    A bare fork+exec: subprocess would cost every launch its imports."""
+def run_user_hook(module: str, hook: str, env: dict[str, str], user: User | None = None) -> None:
+    """A module's user hook: `/bin/sh HOOK` inside the container, as the user, with the
+    container's environment and working directory, before the command. Its output goes where
+    the command's goes; a failure stops the launch. `user`: drop to that user in the hook's
+    process first (a Slurm task is still root here: slurmstepd drops it later); None: the
+    caller already did. A bare fork+exec: subprocess would cost every launch its imports."""
     pid = os.fork()
     if pid == 0:
         try:
+            if user is not None:
+                drop_privileges(user)
             os.execve("/bin/sh", ["/bin/sh", hook], env)
         except BaseException:  # noqa: BLE001 - no Python exception may leave the child
             os._exit(127)

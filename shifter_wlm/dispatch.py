@@ -6,6 +6,7 @@
                                       job_epilog           -> epilog.run
     remote (slurmstepd, root)         init_post_opt        -> task.step_setup
                                       task_init_privileged -> task.enter
+                                      task_init (the user) -> task.user_hooks
                                       exit                 -> task.step_exit
 
 A ShifterError becomes one line in Slurm's output/log and the hook's -1 (the job or step
@@ -72,6 +73,7 @@ ROUTES = {
     ("job_script", "job_epilog"): ("shifter_wlm.epilog", "run"),
     ("remote", "init_post_opt"): ("shifter_wlm.task", "step_setup"),
     ("remote", "task_init_privileged"): ("shifter_wlm.task", "enter"),
+    ("remote", "task_init"): ("shifter_wlm.task", "user_hooks"),
     ("remote", "exit"): ("shifter_wlm.task", "step_exit"),
 }
 

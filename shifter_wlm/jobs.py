@@ -30,7 +30,7 @@ class JobRecord:
     image_id            the image it was built from
     state, message      building | ready | failed, and why it failed (user-ready)
     image_request, volume, module   the request as the user wrote it
-    image_env, image_entrypoint, image_cmd, image_workdir, site_env, user
+    image_env, image_entrypoint, image_cmd, image_workdir, site_env, user, user_hooks
                         what entering needs, so a step does not load the site config again
     sshd_pid            the job's sshd in the container (0: none); the epilog stops it
     """
@@ -38,7 +38,7 @@ class JobRecord:
     DEFAULTS = {
         "job_id": 0, "uid": -1, "key": "", "image_id": "", "state": "building", "message": "",
         "image_request": "", "volume": "", "module": "", "image_env": [], "image_entrypoint": None,
-        "image_cmd": None, "image_workdir": "", "site_env": [], "user": {},
+        "image_cmd": None, "image_workdir": "", "site_env": [], "user": {}, "user_hooks": [],
         "sshd_pid": 0,
     }
     __slots__ = tuple(DEFAULTS)

@@ -89,7 +89,9 @@ def job_record(job_id: int, uid: int, spec, key: str, state: str, message: str =
         image_cmd=list(spec.image_cmd) if spec and spec.image_cmd is not None else None,
         image_workdir=spec.image_workdir if spec else "",
         site_env=[asdict(e) for e in spec.site_env] if spec else [],
-        user={"uid": spec.user.uid, "gid": spec.user.gid, "name": spec.user.name} if spec else {},
+        user={"uid": spec.user.uid, "gid": spec.user.gid, "name": spec.user.name,
+              "gids": list(spec.user.gids)} if spec else {},
+        user_hooks=[list(h) for h in spec.user_hooks] if spec else [],
         sshd_pid=sshd_pid,
     )
 

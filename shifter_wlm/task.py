@@ -109,7 +109,8 @@ def _entering(record, opts):
         site_env=tuple(SimpleNamespace(set=tuple(map(tuple, e["set"])), append=tuple(map(tuple, e["append"])),
                                        prepend=tuple(map(tuple, e["prepend"])), unset=tuple(e["unset"]))
                        for e in record.site_env),
-        user=SimpleNamespace(uid=user["uid"], gid=user["gid"]),
+        user=SimpleNamespace(uid=user["uid"], gid=user["gid"], gids=list(user.get("gids", []))),
+        user_hooks=tuple(tuple(h) for h in record.user_hooks),
         env=tuple(opts["env"]), env_file=(), clearenv=opts["clearenv"], workdir=opts["workdir"],
         entrypoint=opts["entrypoint"])
 
@@ -271,6 +272,8 @@ def enter(spank, args, options) -> None:
             os.chdir(target)
         except OSError as err:
             raise StepError(f"--workdir {target}: {err.strerror} in the container") from None
+    global _hook_env
+    _hook_env = env  # for the module user hooks, run by user_hooks() once the task is the user
     for name in task_env.keys() - env.keys():
         spank.unsetenv(name)
     for name, value in env.items():
@@ -279,6 +282,21 @@ def enter(spank, args, options) -> None:
     spank.replace_argv(command)
     syscalls.drop_bounding_set()
     syscalls.no_new_privs()
+
+
+_hook_env: dict | None = None
+
+
+def user_hooks(spank, args, options) -> None:
+    """task_init (the task, already the user, its stdout now the user's): each module's user
+    hook, in the container, before the command; a failing hook fails the task."""
+    prepared = _prepared
+    if not isinstance(prepared, Prepared) or _hook_env is None:
+        return
+    from runtime import enter as renter
+
+    for module, hook in prepared.spec.user_hooks:
+        renter.run_user_hook(module, hook, _hook_env)
 
 
 def _read_script(path: str) -> bytes:

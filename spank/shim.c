@@ -31,6 +31,7 @@ static char *opt_volume;
 static char *opt_module;
 static int opt_ccm;
 static py_entry_f py_entry;
+static int remote_wanted = -1;  /* remote context: does this step use us? (-1: not known yet) */
 
 static int store(char **slot, const char *arg)
 {
@@ -175,10 +176,14 @@ static int wanted(spank_t sp)
          * the job's request as job-control variables, seen here as SPANK_SHIFTER_* */
         return getenv("SPANK_SHIFTER_IMAGE") != NULL || getenv("SPANK_SHIFTER_IMAGEREQUEST") != NULL;
     any = opt_image != NULL || opt_volume != NULL || opt_module != NULL || opt_ccm;
-    if (ctx == S_CTX_REMOTE)
+    if (ctx == S_CTX_REMOTE) {
         /* a step enters a container only when its command is `shifter` (and, with --ccm,
-         * the batch script) */
-        return step_runs_shifter(sp) || (opt_ccm && is_batch_step(sp));
+         * the batch script). Decided once, before the tasks fork: the task hook rewrites
+         * argv, and later hooks must still know. */
+        if (remote_wanted < 0)
+            remote_wanted = step_runs_shifter(sp) || (opt_ccm && is_batch_step(sp));
+        return remote_wanted;
+    }
     if (ctx == S_CTX_LOCAL && any && opt_image && already_resolved())
         return 0;
     return any;
@@ -218,6 +223,7 @@ int slurm_spank_init(spank_t sp, int ac, char **av)
 FORWARD_IF_WANTED(slurm_spank_init_post_opt)
 FORWARD_IF_WANTED(slurm_spank_user_init)
 FORWARD_IF_WANTED(slurm_spank_task_init_privileged)
+FORWARD_IF_WANTED(slurm_spank_task_init)
 FORWARD_IF_WANTED(slurm_spank_task_post_fork)
 FORWARD_IF_WANTED(slurm_spank_task_exit)
 FORWARD_IF_WANTED(slurm_spank_job_prolog)

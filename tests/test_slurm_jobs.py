@@ -328,3 +328,25 @@ srun shifter true; echo "good=$?"
     assert "error: shifter: --env: '1BAD=x' is not NAME=value" in output
     assert "Traceback" not in output
     jt.assert_clean()
+
+
+def test_module_user_hooks_run_in_each_shifter_task(image):
+    """--module: the module's env and files are in the container, its user hook runs as the
+    user inside it before each task's command; a failing hook fails the step's tasks."""
+    job = jt.write_job(USER, "modules.sl", """#!/bin/bash
+#SBATCH -N 2 -n 2 -t 5
+#SBATCH --image=docker:slurm/app:1
+#SBATCH --module=hello
+srun shifter sh -c 'echo "command on=$SLURMD_NODENAME module_env=$HELLO_MODULE"'
+srun -N1 -n1 shifter --module=broken sh -c 'echo must-not-run'; echo "broken=$?"
+""")
+    _, output, _ = jt.sbatch_wait(USER, job)
+    uid = pwd.getpwnam(USER).pw_uid
+    hooks = jt.lines_with("hello-hook ", output)
+    assert hooks == [f"hello-hook uid={uid} cwd={jt.home(USER)} image={image} module_env=loaded"] * 2, output
+    assert sorted(jt.field("on", line) for line in jt.lines_with("command ", output)) == ["n1", "n2"]
+    assert all(jt.field("module_env", line) == "loaded" for line in jt.lines_with("command ", output))
+    assert "must-not-run" not in output and "broken=1" in output
+    assert "broken-hook ran" in output
+    assert "error: shifter: module 'broken': user hook /opt/udiImage/modules/broken/hook.sh failed" in output
+    jt.assert_clean()

@@ -147,6 +147,10 @@ def prepare() -> bool:
         account = pwd.getpwnam(GATEWAY_USER)
         os.chown(STATE / sub, account.pw_uid, account.pw_gid)
         os.chmod(STATE / sub, 0o755)
+    for module in sorted((TEMPLATES / "modules").iterdir()):  # the test modules' files, root's
+        (STATE / "modules" / module.name).mkdir(parents=True, exist_ok=True)
+        for item in module.iterdir():
+            write_if_changed(STATE / "modules" / module.name / item.name, item.read_text(), 0o755)
     changed = False
     for name, mode in (("slurm.conf", 0o644), ("plugstack.conf", 0o644)):
         changed |= write_if_changed(STATE / "etc" / name, render(name + ".in"), mode)
