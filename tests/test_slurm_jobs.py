@@ -10,6 +10,7 @@ import os
 import pwd
 import re
 import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -350,3 +351,55 @@ srun -N1 -n1 shifter --module=broken sh -c 'echo must-not-run'; echo "broken=$?"
     assert "broken-hook ran" in output
     assert "error: shifter: module 'broken': user hook /opt/udiImage/modules/broken/hook.sh failed" in output
     jt.assert_clean()
+
+
+EVIL_SO = r"""
+#include <stdio.h>
+#include <unistd.h>
+__attribute__((constructor)) static void evil(void) {
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/shifter-evil-ld-as-%d", (int)geteuid());
+    FILE *f = fopen(path, "w");
+    if (f) fclose(f);
+}
+"""
+
+
+def test_users_python_and_loader_variables_never_reach_root_code(image):
+    """PYTHON* and LD_* from the user's environment must not steer the plugin's root code
+    (prolog, step hooks, epilog): the embedded Python is isolated and the runtime scrubs its
+    environment. A user-owned sitecustomize.py and LD_PRELOAD library each leave a marker
+    named after the uid that ran them; none may say 0."""
+    evil = jt.home(USER) / "evil"
+    shutil.rmtree(evil, ignore_errors=True)
+    (evil / "shifter_wlm").mkdir(parents=True)
+    marker = "import os; open('/tmp/shifter-evil-py-as-%d' % os.geteuid(), 'w').close()\n"
+    (evil / "sitecustomize.py").write_text(marker)
+    (evil / "shifter_wlm" / "__init__.py").write_text(marker + "raise SystemExit('hijacked')\n")
+    src = evil / "evil.c"
+    src.write_text(EVIL_SO)
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(evil / "evil.so"), str(src)], check=True)
+    for path in [evil, *evil.rglob("*")]:
+        os.chown(path, pwd.getpwnam(USER).pw_uid, pwd.getpwnam(USER).pw_gid)
+    for leftover in Path("/tmp").glob("shifter-evil-*"):
+        leftover.unlink()
+    job = jt.write_job(USER, "evil.sl", """#!/bin/bash
+#SBATCH -N 2 -t 5
+#SBATCH --image=docker:slurm/app:1
+srun shifter cat /etc/app-release
+""")
+    _, output, _ = jt.sbatch_wait(USER, job, f"--export=ALL,PYTHONPATH={evil},PYTHONHOME={evil},"
+                                  f"PYTHONSTARTUP={evil}/sitecustomize.py,LD_PRELOAD={evil}/evil.so,"
+                                  f"LD_LIBRARY_PATH={evil}")
+    assert output.count("slurm-app-1") == 2, output
+    assert "hijacked" not in output
+    jt.assert_clean()
+    markers = sorted(p.name for p in Path("/tmp").glob("shifter-evil-*"))
+    # the variables were in effect: the user's own processes (the batch shell, the tasks)
+    # loaded the library ...
+    assert f"shifter-evil-ld-as-{pwd.getpwnam(USER).pw_uid}" in markers, markers
+    # ... and nothing running as root did, nor ran the user's Python
+    assert [m for m in markers if m.endswith("-as-0")] == [], markers
+    shutil.rmtree(evil)
+    for leftover in Path("/tmp").glob("shifter-evil-*"):
+        leftover.unlink()
