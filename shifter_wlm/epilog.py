@@ -18,7 +18,7 @@ def run(spank, args, options) -> None:
     log = logs.get("epilog")
     job_id = spank.job_id()
     try:
-        node = node_name(spank)
+        node = node_name()
         cfg = config.load(args.shifter_config, privileged=True)
         run_dir = jobs.node_dir(cfg.run_dir, node)
         mine = [n for n in jobs.names(run_dir) if n == str(job_id) or n.startswith(f"{job_id}.")]

@@ -19,8 +19,10 @@ class PrologError(ShifterError):
     """The job's container cannot be built; the message goes to the job's shifter steps."""
 
 
-def node_name(spank) -> str:
-    name = os.environ.get("SLURMD_NODENAME") or spank.getenv("SLURMD_NODENAME")
+def node_name() -> str:
+    """This node, as slurmd names it in the prolog's environment (spank_getenv answers only
+    in remote context, so the environment is the one source here)."""
+    name = os.environ.get("SLURMD_NODENAME")
     if not name:
         raise PrologError("SLURMD_NODENAME is not set in the prolog environment")
     return name
@@ -96,7 +98,7 @@ def job_record(job_id: int, uid: int, spec, key: str, state: str, message: str =
     )
 
 
-def start_sshd(cfg, spec, run_dir: str, job_id: int, node: str, addrs: dict[str, str]) -> tuple[int, str]:
+def start_sshd(cfg, spec, key: str, run_dir: str, job_id: int, node: str, addrs: dict[str, str]) -> tuple[int, str]:
     """The job's sshd in its container on this node, as the user; (pid, listen address)."""
     from runtime.enter import environment
     from shifter_wlm import sshd
@@ -104,7 +106,7 @@ def start_sshd(cfg, spec, run_dir: str, job_id: int, node: str, addrs: dict[str,
     user_seed = sshd.read_user_key(spec.user)
     host = sshd.host_seed(cfg.sshd.host_key_secret, job_id, spec.user.uid)
     listen = sshd.listen_address(node, addrs.get(node, node))
-    pid = sshd.start(os.path.join(run_dir, spec.build_key(), "ns"), spec.user, port=cfg.sshd.port, listen=listen,
+    pid = sshd.start(os.path.join(run_dir, key, "ns"), spec.user, port=cfg.sshd.port, listen=listen,
                      host=host, user_seed=user_seed, hosts_text=sshd.known_hosts(addrs, cfg.sshd.port, host),
                      log_path=os.path.join(run_dir, "jobs", f"{job_id}.sshd.log"), env=environment(spec, {}))
     return pid, listen
@@ -118,7 +120,7 @@ def run(spank, args, options) -> None:
     log = logs.get("prolog")
     job_id = spank.job_id()
     uid = spank.uid()
-    node = node_name(spank)
+    node = node_name()
     with logs.step(log, "load_config", job=job_id, node=node):
         cfg = config.load(args.shifter_config, privileged=True)
     run_dir = jobs.node_dir(cfg.run_dir, node)
@@ -155,7 +157,7 @@ def run(spank, args, options) -> None:
             # node then fails; the reason is in slurmd's log
             try:
                 with logs.step(log, "sshd", job=job_id, node=node, port=cfg.sshd.port) as info:
-                    sshd_pid, listen = start_sshd(cfg, spec, run_dir, job_id, node, addrs)
+                    sshd_pid, listen = start_sshd(cfg, spec, key, run_dir, job_id, node, addrs)
                     info.update(pid=sshd_pid, listen=listen or "*")
             except sshd.SshdError:
                 pass  # logged by the step

@@ -78,8 +78,8 @@ def node_from_step_socket(job_id: int, step_id: int) -> str | None:
     return None
 
 
-def _node(spank) -> str:
-    node = node_from_step_socket(spank.job_id(), spank.step_id())
+def _node(job_id: int, step_id: int) -> str:
+    node = node_from_step_socket(job_id, step_id)
     if not node:
         raise StepError("cannot tell which node this step runs on (no slurmstepd socket found)")
     return node
@@ -154,8 +154,8 @@ def _prepare(spank, args, argv: list[str], ccm: bool) -> None:
     # case, a step joining the job's container, must stay cheap); else the full load
     snapshot = configcache.load(args.shifter_config)
     cfg = None if snapshot is not None else _config(args)
-    node = _node(spank)
     job_id, step_id, uid = spank.job_id(), spank.step_id(), spank.uid()
+    node = _node(job_id, step_id)
     run_dir = jobs.node_dir(snapshot["run_dir"] if snapshot is not None else cfg.run_dir, node)
     job = jobs.read(run_dir, str(job_id))
 
@@ -169,6 +169,7 @@ def _prepare(spank, args, argv: list[str], ccm: bool) -> None:
         if not image:
             raise StepError("no image for this step: submit the job with --image=REF, or run srun --image=REF "
                             "shifter ..., or shifter --image=REF ...")
+        # imagefiles.check_id's rule, without importing msgspec on the step's hot path
         if len(image) != 64 or image.strip("0123456789abcdef"):
             raise StepError(f"SHIFTER_IMAGE={image!r} is not an image id (64 hex digits); "
                             "resubmit with --image=REF")

@@ -226,20 +226,21 @@ def wait_for(what: str, check, timeout: float = 30.0) -> None:
     raise ClusterError(f"{what} did not come up within {timeout:.0f}s; see logs in {STATE / 'log'}")
 
 
-def gateway_ready() -> bool:
+def answers(url: str) -> bool:
+    """`url` answers 200 within a second."""
     try:
-        with urllib.request.urlopen(f"http://{GATEWAY}/api/queue/local/", timeout=1) as resp:
+        with urllib.request.urlopen(url, timeout=1) as resp:
             return resp.status == 200
     except OSError:
         return False
+
+
+def gateway_ready() -> bool:
+    return answers(f"http://{GATEWAY}/api/queue/local/")
 
 
 def registry_ready() -> bool:
-    try:
-        with urllib.request.urlopen(f"http://{REGISTRY}/v2/", timeout=1) as resp:
-            return resp.status == 200
-    except OSError:
-        return False
+    return answers(f"http://{REGISTRY}/v2/")
 
 
 def slurm(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
