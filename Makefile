@@ -9,9 +9,9 @@ APT_PACKAGES := slurmctld slurmd slurm-client munge libslurm-dev \
 	squashfs-tools squashfs-tools-ng squashfuse xfsprogs e2fsprogs busybox-static debootstrap \
 	docker-registry skopeo umoci python3.11 python3.11-venv python3.11-dev python3-venv python3-dev \
 	build-essential libffi-dev util-linux procps psmisc curl ca-certificates \
-	charliecloud fuse3 musl-tools dpkg-dev patch
+	charliecloud fuse3 musl-tools dpkg-dev patch iproute2 openssh-client buildah
 
-.PHONY: install apt venv package plugin udiimage links cluster-up cluster-down cluster-status demo test clean
+.PHONY: install apt venv package plugin udiimage links cluster-up cluster-down cluster-status demo test fresh-check clean
 
 install: apt package plugin udiimage links
 
@@ -63,6 +63,11 @@ demo: install cluster-up
 
 test: package plugin
 	$(PY) -m pytest -q tests
+
+# the README's two commands on a brand-new Debian 12 root (/tmp a tmpfs; FRESH_TMPFS=0 for
+# /tmp on the root filesystem); stop the local cluster first, the ports are shared
+fresh-check:
+	tools/fresh-check.sh
 
 clean:
 	rm -rf build *.egg-info .pytest_cache

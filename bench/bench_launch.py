@@ -79,7 +79,8 @@ def main() -> None:
         from shifter_site import config
         site = config.load(str(cfg))
         cold, warm = [], []
-        user = specs.user_from_host(1001, 31)
+        import pwd
+        user = specs.user_from_host(pwd.getpwnam("testuser").pw_uid, 31)
         for _ in range(n):
             cold.append(timed(root_shifter, root_env))
             holder = build.build(specs.from_config(site, record, user), str(run))

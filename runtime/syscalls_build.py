@@ -89,11 +89,13 @@ if __name__ == "__main__":
     if "--inplace" in sys.argv:
         import os
         import tempfile
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        with tempfile.TemporaryDirectory() as tmp:
+        # build next to the checkout (not in /tmp, often another filesystem), then rename: a
+        # rename within one directory never crosses filesystems and replaces atomically
+        runtime_dir = os.path.dirname(os.path.abspath(__file__))
+        with tempfile.TemporaryDirectory(dir=runtime_dir, prefix=".build-") as tmp:
             built = ffi.compile(tmpdir=tmp)
-            name = os.path.basename(built)
-            os.replace(built, os.path.join(root, "runtime", name))
-            print(os.path.join(root, "runtime", name))
+            target = os.path.join(runtime_dir, os.path.basename(built))
+            os.replace(built, target)
+            print(target)
     else:
         ffi.compile(verbose=True)

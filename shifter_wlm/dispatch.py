@@ -26,27 +26,28 @@ _lib = None
 
 
 class PluginArgs:
-    """The plugin's arguments from plugstack.conf (trusted: written by root). Plain classes
-    here and below: importing dataclasses would cost every shifter step ~8 ms."""
+    """The plugin's arguments from plugstack.conf (trusted: written by root, and already
+    checked by the C shim, which refuses unknown names and values; see spank/shim.c
+    check_args). Plain classes here and below: importing dataclasses would cost every
+    shifter step ~8 ms."""
 
-    __slots__ = ("shifter_config", "enable_ccm", "enable_sshd", "extern_setup", "extern_cgroup")
+    __slots__ = ("shifter_config", "enable_ccm", "enable_sshd")
+    BOOLS = {"1": True, "yes": True, "true": True, "0": False, "no": False, "false": False}
 
     def __init__(self, shifter_config: str = "/etc/shifter/shifter.yaml", enable_ccm: bool = False,
-                 enable_sshd: bool | None = None, extern_setup: str = "", extern_cgroup: bool = False):
+                 enable_sshd: bool | None = None):
         self.shifter_config = shifter_config
         self.enable_ccm = enable_ccm
         self.enable_sshd = enable_sshd  # None: as the site config's sshd.enabled says
-        self.extern_setup = extern_setup
-        self.extern_cgroup = extern_cgroup
 
     @classmethod
     def parse(cls, args: list[str]) -> "PluginArgs":
         values: dict = {}
         for arg in args:
             key, _, value = arg.partition("=")
-            if key in ("enable_ccm", "enable_sshd", "extern_cgroup"):
-                values[key] = value == "1"
-            elif key in ("shifter_config", "extern_setup"):
+            if key in ("enable_ccm", "enable_sshd"):
+                values[key] = cls.BOOLS[value]
+            elif key == "shifter_config":
                 values[key] = value
         return cls(**values)
 

@@ -47,6 +47,35 @@ static const char *arg_value(int ac, char **av, const char *name)
     return NULL;
 }
 
+/* Import `name` now, so that a Python lacking it (cffi's backend, our packages) is reported
+   as one line instead of cffi's own traceback on stderr. Called with the GIL held. */
+static int importable(const char *python, const char *name)
+{
+    PyObject *type = NULL, *value = NULL, *tb = NULL, *text = NULL;
+    PyObject *module = PyImport_ImportModule(name);
+    const char *what = NULL;
+
+    if (module) {
+        Py_DECREF(module);
+        return 1;
+    }
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (value)
+        text = PyObject_Str(value);
+    if (text)
+        what = PyUnicode_AsUTF8(text);
+    slurm_error("shifter: cannot load the Python hooks (%s: %s) with %s; "
+                "check the installation (make install) or python= in plugstack.conf",
+                type ? ((PyTypeObject *)type)->tp_name : "error", what ? what : "unknown error", python);
+    Py_XDECREF(text);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    PyErr_Clear();
+    return 0;
+}
+
 static int start_python(int ac, char **av)
 {
     PyConfig config;
@@ -54,10 +83,10 @@ static int start_python(int ac, char **av)
     Dl_info info;
     const char *python = arg_value(ac, av, "python");
 
-    if (Py_IsInitialized())
-        return 0;
     if (python_failed)
         return -1;
+    if (Py_IsInitialized())
+        return 0;
     python_failed = 1;  /* until proven otherwise: never try twice */
     if (!python || !*python)
         python = SHIFTER_DEFAULT_PYTHON;
@@ -85,6 +114,10 @@ static int start_python(int ac, char **av)
     if (PyStatus_Exception(st))
         goto fail;
     PyConfig_Clear(&config);
+    if (!importable(python, "_cffi_backend") || !importable(python, "shifter_wlm")) {
+        PyEval_SaveThread();
+        return -1;  /* python_failed stays set: no hook enters Python in this process */
+    }
     PyEval_SaveThread();  /* release the GIL: cffi takes it with PyGILState_Ensure */
     python_failed = 0;
     return 0;

@@ -9,7 +9,7 @@
  * that asked for a container never runs without one.
  *
  * Plugin arguments (plugstack.conf): shifter_config=PATH python=VENV/bin/python3
- * enable_ccm=0|1 enable_sshd=0|1 extern_setup=PATH extern_cgroup=0|1; all are passed on.
+ * enable_ccm=BOOL enable_sshd=BOOL (1/0/yes/no/true/false); checked here, passed on.
  */
 #define _GNU_SOURCE
 #include <slurm/spank.h>
@@ -60,22 +60,56 @@ static struct spank_option ccm_option = {
     0, 0, cb_ccm,
 };
 
-static const char *known_args[] = {
-    "shifter_config=", "extern_setup=", "extern_cgroup=", "enable_ccm=", "enable_sshd=",
-    "python=", NULL,
+/* The plugin's arguments: each one works, or fails every job with one line naming it. The
+   Python part (shifter_wlm/dispatch.py PluginArgs) reads the same, already checked, list. */
+enum arg_kind { ARG_PATH, ARG_BOOL };
+static const struct { const char *name; enum arg_kind kind; } known_args[] = {
+    { "shifter_config", ARG_PATH }, { "python", ARG_PATH },
+    { "enable_ccm", ARG_BOOL }, { "enable_sshd", ARG_BOOL },
+    { NULL, ARG_PATH },
 };
+/* the original Shifter's plugin had these; they do nothing here, so they are refused */
+static const char *unsupported_args[] = { "extern_setup", "extern_cgroup", NULL };
+
+/* 1 true, 0 false, -1 not a boolean: 1/0/yes/no/true/false and nothing else */
+static int parse_bool(const char *v)
+{
+    if (!strcmp(v, "1") || !strcmp(v, "yes") || !strcmp(v, "true"))
+        return 1;
+    if (!strcmp(v, "0") || !strcmp(v, "no") || !strcmp(v, "false"))
+        return 0;
+    return -1;
+}
 
 static int check_args(int ac, char **av)
 {
     for (int i = 0; i < ac; i++) {
-        int ok = 0;
-        for (int k = 0; known_args[k]; k++)
-            if (strncmp(av[i], known_args[k], strlen(known_args[k])) == 0)
-                ok = 1;
-        if (!ok) {
+        const char *eq = strchr(av[i], '=');
+        size_t n = eq ? (size_t)(eq - av[i]) : strlen(av[i]);
+        int k;
+
+        for (k = 0; unsupported_args[k]; k++)
+            if (strlen(unsupported_args[k]) == n && !strncmp(av[i], unsupported_args[k], n)) {
+                slurm_error("shifter: plugin argument '%s' in plugstack.conf is not supported by "
+                            "this version; remove it", av[i]);
+                return -1;
+            }
+        for (k = 0; known_args[k].name; k++)
+            if (strlen(known_args[k].name) == n && !strncmp(av[i], known_args[k].name, n))
+                break;
+        if (!known_args[k].name || !eq) {
             slurm_error("shifter: unknown plugin argument '%s' in plugstack.conf; known: "
-                        "shifter_config= python= enable_ccm= enable_sshd= extern_setup= "
-                        "extern_cgroup=", av[i]);
+                        "shifter_config=PATH python=PATH enable_ccm=BOOL enable_sshd=BOOL", av[i]);
+            return -1;
+        }
+        if (known_args[k].kind == ARG_BOOL && parse_bool(eq + 1) < 0) {
+            slurm_error("shifter: plugin argument '%s' in plugstack.conf: the value must be one of "
+                        "1/0/yes/no/true/false", av[i]);
+            return -1;
+        }
+        if (known_args[k].kind == ARG_PATH && eq[1] != '/') {
+            slurm_error("shifter: plugin argument '%s' in plugstack.conf: the value must be an "
+                        "absolute path", av[i]);
             return -1;
         }
     }
@@ -86,8 +120,8 @@ static int arg_true(int ac, char **av, const char *name)
 {
     size_t n = strlen(name);
     for (int i = 0; i < ac; i++)
-        if (strncmp(av[i], name, n) == 0 && av[i][n] == '=' && strcmp(av[i] + n + 1, "1") == 0)
-            return 1;
+        if (strncmp(av[i], name, n) == 0 && av[i][n] == '=')
+            return parse_bool(av[i] + n + 1) == 1;
     return 0;
 }
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import grp
 import os
+import pwd
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +35,18 @@ def need(condition: bool, reason: str) -> None:
         pytest.skip(reason)
 
 
+def account(name: str) -> pwd.struct_passwd:
+    """A test account as this system has it (made as the local cluster makes it, if missing):
+    tests take uids, gids, homes and shells from here, never from literals."""
+    localcluster.make_users()
+    return pwd.getpwnam(name)
+
+
+def group_id(name: str) -> int:
+    localcluster.make_users()
+    return grp.getgrnam(name).gr_gid
+
+
 def run_as(user: str, argv: list[str], **kw) -> subprocess.CompletedProcess:
     """Run argv as a test user with a login-like environment (no root environment leaks in)."""
     kw.setdefault("capture_output", True)
@@ -53,3 +67,46 @@ def cluster():
     if not already:
         localcluster.down()
         assert localcluster.leftover_processes() == []
+
+
+# what the suite may not leave behind: mounts, loop devices, and processes of ours
+OUR_PROCESSES = ("squashfuse", "dropbear", "slurmd", "slurmctld", "slurmstepd", "munged",
+                 "docker-registry", "shifter-gateway", "mkfs.xfs", "mkfs.ext4", "tar2sqfs")
+
+
+def _our_state() -> dict[str, list[str]]:
+    with open("/proc/self/mountinfo") as f:
+        mounts = [" ".join(line.split(" ")[3:5]) for line in f]
+    loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout.splitlines()
+    procs = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        names = {os.path.basename(a.decode(errors="replace")) for a in argv[:2] if a}
+        if names & set(OUR_PROCESSES):
+            procs.append(f"{pid} {b' '.join(argv).decode(errors='replace').strip()}")
+    return {"mounts": mounts, "loop devices": loops, "processes": procs}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_behind():
+    """The whole suite, whatever failed on the way, ends with no mount, loop device or
+    process of ours that it did not find at the start (torn down after the cluster)."""
+    if os.geteuid() != 0:
+        yield
+        return
+    before = _our_state()
+    yield
+    import time
+    deadline = time.monotonic() + 10  # AUTOCLEAR loops and killed FUSE daemons go a moment later
+    while True:
+        after = _our_state()
+        left = {k: sorted(set(after[k]) - set(before[k])) for k in after}
+        if not any(left.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert not any(left.values()), f"the test suite left these behind: {left}"
+

@@ -2,10 +2,37 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import subprocess
+from pathlib import Path
 
 from runtime import enter
+
+
+def mount_points() -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [line.split(" ")[4] for line in f]
+
+
+@contextlib.contextmanager
+def released(base: Path, run_dir: str | os.PathLike | None = None):
+    """Scope of a fixture's scratch tree: on the way out (after its tests, or when its own
+    setup raised) every container under `run_dir` is torn down and any mount left under
+    `base` is detached before the tree is removed, so rmtree never walks into a mount."""
+    try:
+        yield
+    finally:
+        try:
+            if run_dir is not None and os.path.isdir(run_dir):
+                from runtime import teardown
+                teardown.teardown_all(str(run_dir))
+        finally:
+            inside = [m for m in mount_points() if m == str(base) or m.startswith(f"{base}/")]
+            for point in sorted(set(inside), key=len, reverse=True):
+                subprocess.run(["umount", "-l", point], capture_output=True)
+            shutil.rmtree(base, ignore_errors=True)
 
 
 def host_state(run_dir: str, cache_dir: str | None = None) -> dict:

@@ -15,7 +15,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from conftest import REPO, need, run_as
+import rtutil
+from conftest import REPO, account, need, run_as
 from images import make_image, write_config
 from shifter_site import config, imagefiles, quickload, usercache
 
@@ -83,14 +84,15 @@ def _as_user(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 def user_site():
     need(os.geteuid() == 0, "switches to the test user")
     base = Path(tempfile.mkdtemp(prefix="shifter-ucache-"))
-    os.chmod(base, 0o755)
-    record = make_image(base / "images")
-    cfg = write_config(base / "s.yaml", base / "images", base / "run", site_env={"set": {"SITEVAR": "v1"}})
-    xdg = base / "xdg"
-    xdg.mkdir(mode=0o700)
-    os.chown(xdg, 1001, 1002)
-    yield {"base": base, "cfg": cfg, "record": record, "xdg": xdg}
-    shutil.rmtree(base, ignore_errors=True)
+    with rtutil.released(base, base / "run"):
+        os.chmod(base, 0o755)
+        record = make_image(base / "images")
+        cfg = write_config(base / "s.yaml", base / "images", base / "run", site_env={"set": {"SITEVAR": "v1"}})
+        xdg = base / "xdg"
+        xdg.mkdir(mode=0o700)
+        user = account("testuser")
+        os.chown(xdg, user.pw_uid, user.pw_gid)
+        yield {"base": base, "cfg": cfg, "record": record, "xdg": xdg, "user": user}
 
 
 LOAD = """
@@ -110,7 +112,7 @@ def test_cache_used_then_reloaded_when_the_file_changes(user_site):
     assert first.stdout.split()[:3] == ["Config", "ImageRecord", "v1"]  # full loads
     cache = user_site["xdg"] / "shifter"
     st = os.lstat(cache)
-    assert st.st_uid == 1001 and stat.S_IMODE(st.st_mode) == 0o700
+    assert st.st_uid == user_site["user"].pw_uid and stat.S_IMODE(st.st_mode) == 0o700
     assert sorted(p.name.split("%")[0] for p in cache.iterdir()) == ["config", "record"]
     second = _as_user(code, env)
     assert second.stdout.split()[:3] == ["SimpleNamespace", "SimpleNamespace", "v1"]  # cached views
@@ -137,7 +139,7 @@ def test_cache_dir_not_the_users_alone_is_ignored(user_site):
         assert out.returncode == 0, out.stderr
         assert out.stdout.split()[0] == "Config"  # full load every time
     assert list(cache.iterdir()) == []
-    os.chown(cache, 1001, 1002)
+    os.chown(cache, user_site["user"].pw_uid, user_site["user"].pw_gid)
     os.chmod(cache, 0o755)  # the user's, but others may read it: not used either
     assert _as_user(code, env).stdout.split()[0] == "Config"
     assert _as_user(code, env).stdout.split()[0] == "Config"

@@ -17,7 +17,7 @@ import pytest
 
 import rtutil
 
-from conftest import need, run_as
+from conftest import account, need, run_as
 from images import make_image, write_config
 from rtutil import host_state
 
@@ -36,34 +36,36 @@ def site():
     need(os.path.exists(SHIFTER), f"{SHIFTER} is not installed (pip install .)")
     need(shutil.which("squashfuse") is not None, "squashfuse is needed for rootless")
     base = Path(tempfile.mkdtemp(prefix="shifter-hooks-"))
-    os.chmod(base, 0o755)
-    out = base / "out"
-    out.mkdir(mode=0o755)
-    image = make_image(base / "images")
-    run = base / "run"
-    run.mkdir(mode=0o755)
-    mod, bad = base / "mod", base / "badmod"
-    mod.mkdir()
-    bad.mkdir()
-    _script(mod / "hook.sh", 'echo "userhook $(id -u) $(pwd) $SHIFTER_IMAGE $HOOKVAR"\n')
-    _script(bad / "fail.sh", 'echo "user hook says no" >&2\nexit 5\n')
-    root_hook = _script(base / "roothook.sh", f'pwd > {out}/root.out\nid -u >> {out}/root.out\n'
-                        f'echo "$SHIFTER_MODULE $SHIFTER_UID" >> {out}/root.out\necho hooked > ./hooked-by-root\n')
-    fail_hook = _script(base / "failhook.sh", 'echo "no GPU on this node" >&2\nexit 3\n')
-    loose_hook = _script(base / "loosehook.sh", "true\n", mode=0o777)
-    cfg = write_config(base / "shifter.yaml", base / "images", run, modules={
-        "mark": {"root_hook": root_hook},
-        "uhook": {"copy_path": str(mod), "user_hook": "/opt/udiImage/modules/uhook/hook.sh",
-                  "env": {"set": {"HOOKVAR": "fromenv"}}},
-        "badroot": {"root_hook": fail_hook},
-        "baduser": {"copy_path": str(bad), "user_hook": "/opt/udiImage/modules/baduser/fail.sh"},
-        "loose": {"root_hook": loose_hook},
-    })
-    mode = stat.S_IMODE(os.stat("/dev/fuse").st_mode)
-    os.chmod("/dev/fuse", 0o666)
-    yield {"base": base, "out": out, "cfg": str(cfg), "image": image, "run": str(run)}
-    os.chmod("/dev/fuse", mode)
-    shutil.rmtree(base, ignore_errors=True)
+    with rtutil.released(base, base / "run"):
+        os.chmod(base, 0o755)
+        out = base / "out"
+        out.mkdir(mode=0o755)
+        image = make_image(base / "images")
+        run = base / "run"
+        run.mkdir(mode=0o755)
+        mod, bad = base / "mod", base / "badmod"
+        mod.mkdir()
+        bad.mkdir()
+        _script(mod / "hook.sh", 'echo "userhook $(id -u) $(pwd) $SHIFTER_IMAGE $HOOKVAR"\n')
+        _script(bad / "fail.sh", 'echo "user hook says no" >&2\nexit 5\n')
+        root_hook = _script(base / "roothook.sh", f'pwd > {out}/root.out\nid -u >> {out}/root.out\n'
+                            f'echo "$SHIFTER_MODULE $SHIFTER_UID" >> {out}/root.out\necho hooked > ./hooked-by-root\n')
+        fail_hook = _script(base / "failhook.sh", 'echo "no GPU on this node" >&2\nexit 3\n')
+        loose_hook = _script(base / "loosehook.sh", "true\n", mode=0o777)
+        cfg = write_config(base / "shifter.yaml", base / "images", run, modules={
+            "mark": {"root_hook": root_hook},
+            "uhook": {"copy_path": str(mod), "user_hook": "/opt/udiImage/modules/uhook/hook.sh",
+                      "env": {"set": {"HOOKVAR": "fromenv"}}},
+            "badroot": {"root_hook": fail_hook},
+            "baduser": {"copy_path": str(bad), "user_hook": "/opt/udiImage/modules/baduser/fail.sh"},
+            "loose": {"root_hook": loose_hook},
+        })
+        mode = stat.S_IMODE(os.stat("/dev/fuse").st_mode)
+        os.chmod("/dev/fuse", 0o666)
+        try:
+            yield {"base": base, "out": out, "cfg": str(cfg), "image": image, "run": str(run)}
+        finally:
+            os.chmod("/dev/fuse", mode)
 
 
 def as_root(site, *args):
@@ -92,7 +94,8 @@ def test_user_hook_rootless_runs_as_the_user_before_the_command(site):
     before = host_state(site["run"])
     proc = as_user(site, "-m", "uhook", "--", "sh", "-c", "echo command $(id -u)")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == [f"userhook 1001 / {site['image'].id} fromenv", "command 1001"]
+    uid = account("testuser").pw_uid
+    assert proc.stdout.splitlines() == [f"userhook {uid} / {site['image'].id} fromenv", f"command {uid}"]
     assert rtutil.settled(site["run"], before) == before
 
 
@@ -140,7 +143,7 @@ def test_pinned_build_with_failing_root_hook_is_torn_down(site):
     from shifter_site import config
 
     cfg = config.load(site["cfg"])
-    user = specs.user_from_host(1001, 31)
+    user = specs.user_from_host(account("testuser").pw_uid, 31)
     before = host_state(site["run"])
     bad = specs.from_config(cfg, site["image"], user, modules=["badroot"])
     with pytest.raises(build.BuildError, match="root hook .* failed"):

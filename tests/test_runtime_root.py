@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import need
+from conftest import account, group_id, need
 from images import make_image
+import rtutil
 from rtutil import host_state, run_in
 
 
@@ -29,46 +30,45 @@ def env():
     from runtime import build
     build.LOG_STEPS = True
     base = Path(tempfile.mkdtemp(prefix="shifter-rt-"))
-    os.chmod(base, 0o755)
-    images = base / "images"
-    record = make_image(images)
-    etc = base / "site-etc"
-    etc.mkdir()
-    (etc / "os-release").write_text("NAME=site\n")
-    run = base / "run"
-    cache = base / "cache"
-    cache.mkdir(mode=0o755)
-    data = base / "data"
-    data.mkdir()
-    (data / "in").write_text("from host\n")
-    os.chown(data, 1001, 1002)
-    secret = base / "secret"
-    secret.mkdir(mode=0o700)
-    (base / "link-to-secret").symlink_to(secret)
-    from shifter_site import config
-    cfg = config.parse(f"""
-system: test
-image_dir: {images}
-run_dir: {run}
-etc_dir: {etc}
-gateway: {{urls: ["http://127.0.0.1:1"]}}
-registries: {{default: "http://127.0.0.1:5000"}}
-import_accounts: [nobody]
-per_node_cache: {{dir: {cache}, size_limit: 2G, allowed_fs: [xfs, ext4]}}
-site_env: {{set: {{SITEVAR: site}}, append: {{PATH: /site/bin}}, prepend: {{LIST: first}}, unset: [DROPME]}}
-""")
-    before = host_state(str(run), str(cache))
-    yield {"base": base, "cfg": cfg, "record": record, "run": str(run), "cache": str(cache),
-           "data": data, "before": before}
-    from runtime import teardown
-    teardown.teardown_all(str(run))
-    shutil.rmtree(base, ignore_errors=True)
+    with rtutil.released(base, base / "run"):
+        os.chmod(base, 0o755)
+        images = base / "images"
+        record = make_image(images)
+        etc = base / "site-etc"
+        etc.mkdir()
+        (etc / "os-release").write_text("NAME=site\n")
+        run = base / "run"
+        cache = base / "cache"
+        cache.mkdir(mode=0o755)
+        data = base / "data"
+        data.mkdir()
+        (data / "in").write_text("from host\n")
+        user = account("testuser")
+        os.chown(data, user.pw_uid, user.pw_gid)
+        secret = base / "secret"
+        secret.mkdir(mode=0o700)
+        (base / "link-to-secret").symlink_to(secret)
+        from shifter_site import config
+        cfg = config.parse(f"""
+    system: test
+    image_dir: {images}
+    run_dir: {run}
+    etc_dir: {etc}
+    gateway: {{urls: ["http://127.0.0.1:1"]}}
+    registries: {{default: "http://127.0.0.1:5000"}}
+    import_accounts: [nobody]
+    per_node_cache: {{dir: {cache}, size_limit: 2G, allowed_fs: [xfs, ext4]}}
+    site_env: {{set: {{SITEVAR: site}}, append: {{PATH: /site/bin}}, prepend: {{LIST: first}}, unset: [DROPME]}}
+    """)
+        before = host_state(str(run), str(cache))
+        yield {"base": base, "cfg": cfg, "record": record, "run": str(run), "cache": str(cache),
+               "data": data, "before": before, "user": user}
 
 
 def make_spec(t, volumes="", hosts=None, **options):
     from runtime import spec as specs
     from runtime.volumes import parse
-    user = specs.user_from_host(1001, t["cfg"].max_group_count)
+    user = specs.user_from_host(account("testuser").pw_uid, t["cfg"].max_group_count)
     vols = tuple(parse(volumes)) if volumes else ()
     return specs.from_config(t["cfg"], t["record"], user, volumes=vols, hosts=hosts,
                              image_request="id:" + t["record"].id, **options)
@@ -97,24 +97,25 @@ def basic(env):
     teardown.teardown(env["run"], container.key)
 
 
-def test_user_identity(basic):
+def test_user_identity(basic, env):
     spec, c = basic
+    u = env["user"]
     rc, out, _ = run_in(c, spec, ["sh", "-c", "id -u; id -g; id -G"])
     uid, gid, groups = out.split("\n")[:3]
-    assert rc == 0 and (uid, gid) == ("1001", "1002")
-    assert "0" not in groups.split() and "1001" in groups.split()
+    assert rc == 0 and (uid, gid) == (str(u.pw_uid), str(u.pw_gid))
+    assert "0" not in groups.split() and str(group_id("shifterusers")) in groups.split()
     rc, out, _ = run_in(c, spec, ["cat", "/proc/self/status"])
     status = dict(line.split(":\t", 1) for line in out.splitlines() if ":\t" in line)
-    assert status["Uid"].split() == ["1001"] * 4 and status["Gid"].split() == ["1002"] * 4
+    assert status["Uid"].split() == [str(u.pw_uid)] * 4 and status["Gid"].split() == [str(u.pw_gid)] * 4
     for key in ("CapEff", "CapPrm", "CapBnd", "CapInh", "CapAmb"):
         assert int(status[key], 16) == 0, key
     assert status["NoNewPrivs"].strip() == "1"
 
 
-def test_setuid_binary_does_not_elevate(basic):
+def test_setuid_binary_does_not_elevate(basic, env):
     spec, c = basic
     rc, out, _ = run_in(c, spec, ["/usr/bin/suidprobe"])
-    assert rc == 0 and out.split() == ["1001", "1001"]
+    assert rc == 0 and out.split() == [str(env["user"].pw_uid)] * 2
 
 
 def test_every_mount_nosuid_and_nodev_except_dev(basic):
@@ -139,14 +140,16 @@ def test_image_read_only(basic):
     assert out == "hello from the image\n"
 
 
-def test_etc_generated(basic):
+def test_etc_generated(basic, env):
     spec, c = basic
+    u = env["user"]
     rc, out, _ = run_in(c, spec, ["cat", "/etc/passwd"])
     lines = out.splitlines()
-    assert lines[0] == "testuser:x:1001:1002::/home/testuser:/bin/bash"
+    assert lines[0] == f"testuser:x:{u.pw_uid}:{u.pw_gid}::{u.pw_dir}:{u.pw_shell}"
     assert [l.split(":")[0] for l in lines] == ["testuser", "nobody"]  # not the image's root/imageuser
     _, group, _ = run_in(c, spec, ["cat", "/etc/group"])
-    assert "testuser:x:1002:testuser" in group and "shifterusers:x:1001:testuser" in group
+    assert f"testuser:x:{u.pw_gid}:testuser" in group
+    assert f"shifterusers:x:{group_id('shifterusers')}:testuser" in group
     assert not any(l.split(":")[2] == "0" for l in group.splitlines())
     _, os_release, _ = run_in(c, spec, ["cat", "/etc/os-release"])
     assert os_release == "NAME=site\n"   # site file wins over the image's
@@ -161,7 +164,7 @@ def test_volumes_rw_and_ro(basic, env):
     rc, out, _ = run_in(c, spec, ["sh", "-c", "cat /data/in && echo hi > /data/out"])
     assert rc == 0 and out == "from host\n"
     assert (env["data"] / "out").read_text() == "hi\n"
-    assert (env["data"] / "out").stat().st_uid == 1001
+    assert (env["data"] / "out").stat().st_uid == env["user"].pw_uid
     rc, _, err = run_in(c, spec, ["sh", "-c", "echo no > /data-ro/x"])
     assert rc != 0 and "Read-only" in err
 
@@ -220,7 +223,7 @@ def test_per_node_cache(env):
         rc, out, err = run_in(c, spec, ["sh", "-c", "echo x > /cache/f && stat -c '%u %a' /cache && df -k /cache | tail -1"])
         assert rc == 0, err
         owner, df = out.splitlines()[0], out.splitlines()[1].split()
-        assert owner == "1001 700"
+        assert owner == f"{env['user'].pw_uid} 700"
         assert 300 * 1024 < int(df[1]) <= 400 * 1024
         rc, out, _ = run_in(c, spec, ["cat", "/proc/self/mountinfo"])
         line = next(l for l in out.splitlines() if l.split(" ")[4] == "/cache")

@@ -15,7 +15,7 @@ import pytest
 
 import rtutil
 
-from conftest import need, run_as
+from conftest import account, need, run_as
 from images import make_image, write_config
 from rtutil import host_state
 
@@ -28,27 +28,30 @@ def site():
     need(os.path.exists(SHIFTER), f"{SHIFTER} is not installed (pip install .)")
     need(shutil.which("squashfuse") is not None, "squashfuse is needed for rootless")
     base = Path(tempfile.mkdtemp(prefix="shifter-cli-"))
-    os.chmod(base, 0o755)
-    images = base / "images"
-    plain = make_image(images)
-    ep = make_image(images, entrypoint=["/bin/echo", "EP"], cmd=["CMD"], workdir="/opt/app",
-                    env=("PATH=/usr/bin:/bin", "IMAGEVAR=ep"))
-    run = base / "run"
-    run.mkdir(mode=0o755)
-    cfg = write_config(base / "shifter.yaml", images, run,
-                       site_env={"set": {"SITEVAR": "site"}, "append": {"PATH": "/site/bin"}})
-    data = base / "data"
-    data.mkdir()
-    os.chown(data, 1001, 1002)
-    secret = base / "secret"
-    secret.mkdir(mode=0o700)
-    (base / "link").symlink_to(secret)
-    # rootless FUSE needs /dev/fuse usable by users; set it up for these tests, then restore
-    mode = stat.S_IMODE(os.stat("/dev/fuse").st_mode)
-    os.chmod("/dev/fuse", 0o666)
-    yield {"base": base, "cfg": str(cfg), "plain": plain, "ep": ep, "run": str(run), "data": data}
-    os.chmod("/dev/fuse", mode)
-    shutil.rmtree(base, ignore_errors=True)
+    with rtutil.released(base, base / "run"):
+        os.chmod(base, 0o755)
+        images = base / "images"
+        plain = make_image(images)
+        ep = make_image(images, entrypoint=["/bin/echo", "EP"], cmd=["CMD"], workdir="/opt/app",
+                        env=("PATH=/usr/bin:/bin", "IMAGEVAR=ep"))
+        run = base / "run"
+        run.mkdir(mode=0o755)
+        cfg = write_config(base / "shifter.yaml", images, run,
+                           site_env={"set": {"SITEVAR": "site"}, "append": {"PATH": "/site/bin"}})
+        data = base / "data"
+        data.mkdir()
+        user = account("testuser")
+        os.chown(data, user.pw_uid, user.pw_gid)
+        secret = base / "secret"
+        secret.mkdir(mode=0o700)
+        (base / "link").symlink_to(secret)
+        # rootless FUSE needs /dev/fuse usable by users; set it up for these tests, then restore
+        mode = stat.S_IMODE(os.stat("/dev/fuse").st_mode)
+        os.chmod("/dev/fuse", 0o666)
+        try:
+            yield {"base": base, "cfg": str(cfg), "plain": plain, "ep": ep, "run": str(run), "data": data, "user": user}
+        finally:
+            os.chmod("/dev/fuse", mode)
 
 
 def shifter_as(site, user, *args, env=()):
@@ -71,17 +74,18 @@ def test_rootless_security(site):
     out = proc.stdout
     assert "Read-only" in proc.stderr  # the image is read-only
     lines = out.splitlines()
-    assert lines[:2] == ["1001", "1002"]
+    uid, gid = str(site["user"].pw_uid), str(site["user"].pw_gid)
+    assert lines[:2] == [uid, gid]
     status = dict(l.split(":\t", 1) for l in lines if ":\t" in l)
     for key in ("CapEff", "CapPrm", "CapBnd"):
         assert int(status[key], 16) == 0
     assert status["NoNewPrivs"].strip() == "1"
-    assert status["Uid"].split() == ["1001"] * 4
+    assert status["Uid"].split() == [uid] * 4
     mounts = [l for l in lines if " - " in l and l.split(" ")[0].isdigit()]
     assert len(mounts) > 10
     for line in mounts:
         assert "nosuid" in line.split(" ")[5], line
-    assert lines[-1] == "1001 1001"  # setuid-root binary did not elevate
+    assert lines[-1] == f"{uid} {uid}"  # setuid-root binary did not elevate
     assert rtutil.settled(site["run"], before) == before  # no squashfuse, mount or file left
 
 
@@ -89,7 +93,8 @@ def test_rootless_passwd_env_volumes(site):
     d = site["data"]
     proc = shifter_as(site, "testuser", image(site), f"--volume={d}:/data", "-V", f"{d}:/ro:ro", "-e", "A=1",
                       "--", "sh", "-c", "cat /etc/passwd; echo $A $IMAGEVAR $SITEVAR $PATH; echo w > /data/w; echo x > /ro/x")
-    assert proc.stdout.splitlines()[0].startswith("testuser:x:1001:1002:")
+    u = site["user"]
+    assert proc.stdout.splitlines()[0].startswith(f"testuser:x:{u.pw_uid}:{u.pw_gid}:")
     assert "1 image site /usr/bin:/bin:/site/bin" in proc.stdout
     assert (d / "w").read_text() == "w\n"
     assert "Read-only" in proc.stderr and not (d / "x").exists()

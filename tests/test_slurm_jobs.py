@@ -207,13 +207,20 @@ srun shifter cat /etc/app-release
 
 @pytest.mark.parametrize("python,message", [
     ("/nonexistent/bin/python3", "cannot start Python (/nonexistent/bin/python3): No such file"),
-    ("/usr/bin/python3.11", "cannot load the Python hooks (ModuleNotFoundError: No module named 'shifter_wlm')"),
+    # the system Python: it may or may not have cffi; it never has our packages
+    ("/usr/bin/python3.11", "cannot load the Python hooks (ModuleNotFoundError: No module named '"),
+    # a bare venv: no cffi backend at all
+    ("VENV", "cannot load the Python hooks (ModuleNotFoundError: No module named '_cffi_backend')"),
 ])
 def test_plugin_whose_python_cannot_start_fails_the_job(image, python, message):
-    """A broken Python (a missing interpreter, or one without our packages) must fail the
-    image job instead of running it without the container (cffi alone would fail open)."""
+    """A broken Python (a missing interpreter, or one without cffi or our packages) must fail
+    the image job with one line instead of running it without the container (cffi alone would
+    fail open, and print its own traceback)."""
     tmp = Path(tempfile.mkdtemp(dir=localcluster.STATE))
     os.chmod(tmp, 0o755)
+    if python == "VENV":
+        subprocess.run(["/usr/bin/python3.11", "-m", "venv", "--without-pip", str(tmp / "venv")], check=True)
+        python = str(tmp / "venv/bin/python3")
     try:
         plugstack = tmp / "plugstack.conf"
         plugstack.write_text(f"required {localcluster.PREFIX}/lib/shifter_spank.so "
@@ -226,10 +233,39 @@ def test_plugin_whose_python_cannot_start_fails_the_job(image, python, message):
         assert result.returncode != 0
         assert "slurm-app-1" not in result.stdout
         assert message in result.stderr
-        assert "Traceback" not in result.stderr
+        assert "Traceback" not in result.stderr and "File \"" not in result.stderr
         # a job without our options is not affected by the broken Python
         plain = run_as(USER, ["env", f"SLURM_CONF={conf}", "srun", "-N1", "true"])
         assert plain.returncode == 0, plain.stderr
+    finally:
+        shutil.rmtree(tmp)
+
+
+@pytest.mark.parametrize("arg,message", [
+    ("extern_setup=/usr/local/bin/setup", "plugin argument 'extern_setup=/usr/local/bin/setup' in plugstack.conf is not supported"),
+    ("extern_cgroup=1", "plugin argument 'extern_cgroup=1' in plugstack.conf is not supported"),
+    ("enable_sshd=maybe", "plugin argument 'enable_sshd=maybe' in plugstack.conf: the value must be one of 1/0/yes/no/true/false"),
+    ("enable_ccm=", "plugin argument 'enable_ccm=' in plugstack.conf: the value must be one of"),
+    ("shifter_config=relative.yaml", "plugin argument 'shifter_config=relative.yaml' in plugstack.conf: the value must be an absolute path"),
+    ("enable_sshd", "unknown plugin argument 'enable_sshd' in plugstack.conf"),
+    ("bogus=1", "unknown plugin argument 'bogus=1' in plugstack.conf"),
+])
+def test_plugin_argument_that_would_do_nothing_fails_jobs_with_its_name(image, arg, message):
+    """An admin's plugstack.conf argument either works or fails jobs with one line naming it:
+    never accepted and ignored."""
+    tmp = Path(tempfile.mkdtemp(dir=localcluster.STATE))
+    os.chmod(tmp, 0o755)
+    try:
+        plugstack = tmp / "plugstack.conf"
+        plugstack.write_text(f"required {localcluster.PREFIX}/lib/shifter_spank.so "
+                             f"shifter_config={localcluster.STATE}/etc/shifter.yaml {arg}\n")
+        conf = tmp / "slurm.conf"
+        conf.write_text(re.sub(r"^PlugStackConfig=.*$", f"PlugStackConfig={plugstack}",
+                               (localcluster.STATE / "etc/slurm.conf").read_text(), flags=re.M))
+        result = run_as(USER, ["env", f"SLURM_CONF={conf}", "srun", "-N1", "true"])
+        assert result.returncode != 0
+        assert message in result.stderr
+        assert "Traceback" not in result.stderr
     finally:
         shutil.rmtree(tmp)
 

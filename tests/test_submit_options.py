@@ -61,6 +61,14 @@ def test_modules_refused(text, words):
 def test_plugin_args_parse():
     args = PluginArgs.parse(["shifter_config=/etc/x.yaml", "enable_sshd=1", "enable_ccm=0", "python=/p"])
     assert args.shifter_config == "/etc/x.yaml" and args.enable_sshd and not args.enable_ccm
+    assert PluginArgs.parse([]).enable_sshd is None  # not given: the site config decides
+
+
+@pytest.mark.parametrize("word,value", [("1", True), ("yes", True), ("true", True),
+                                        ("0", False), ("no", False), ("false", False)])
+def test_plugin_boolean_words(word, value):
+    args = PluginArgs.parse([f"enable_sshd={word}", f"enable_ccm={word}"])
+    assert args.enable_sshd is value and args.enable_ccm is value
 
 
 class FakeSpank:

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# make fresh-check: the README's quick-start commands, run on a brand-new Debian 12 root.
+#
+# A minimal Debian 12 (debootstrap minbase, cached) gets a clean clone of this repository's
+# HEAD; it is entered with pivot_root in a mount namespace of its own (not chroot: setns() into
+# a namespace made inside must find this tree as its root, as on a real machine), with /tmp a
+# tmpfs (as on Debian 13 and many HPC nodes; FRESH_TMPFS=0 keeps it on the root filesystem) and
+# an empty environment but HOME, PATH and LANG. Nothing else of this machine is inherited but
+# its network, CA bundle, apt proxy and pip configuration.
+#
+# The commands are read from README.md's "Quick start" block, so the check proves what the
+# README says. Both must succeed; afterwards nothing of the fresh root may still run.
+# Stop any cluster on this machine first: the network namespace (ports) is shared.
+#
+# Env: FRESH_DIR (default /var/tmp/shifter-fresh; the debootstrap base is cached there),
+#      FRESH_TMPFS (1|0), FRESH_TIMEOUT (seconds per command, default 2400).
+set -euo pipefail
+repo=$(git -C "$(dirname "$0")/.." rev-parse --show-toplevel)
+D=${FRESH_DIR:-/var/tmp/shifter-fresh}
+TMPFS=${FRESH_TMPFS:-1}
+TIMEOUT=${FRESH_TIMEOUT:-2400}
+INCLUDE=ca-certificates,git,make,procps
+base=$D/base; w=$D/root
+
+mapfile -t cmds < <(awk '/^## Quick start/{q=1} q&&/^```bash/{b=1;next} b&&/^```/{exit} b&&NF{sub(/ *#.*/,""); print}' "$repo/README.md")
+[ "${#cmds[@]}" -eq 2 ] || { echo "fresh-check: README's quick start must hold exactly two commands, found ${#cmds[@]}" >&2; exit 1; }
+
+mkdir -p "$D"
+stamp="bookworm minbase $INCLUDE"
+if [ "$(cat "$D/base.stamp" 2>/dev/null)" != "$stamp" ]; then
+  echo "fresh-check: debootstrap of a Debian 12 base into $base (cached for later runs)"
+  rm -rf "$base" "$D/base.stamp"; mkdir -p "$base"
+  debootstrap --variant=minbase --include="$INCLUDE" bookworm "$base" >"$D/debootstrap.log" 2>&1 \
+    || { echo "fresh-check: debootstrap failed (see $D/debootstrap.log)" >&2; exit 1; }
+  echo "$stamp" >"$D/base.stamp"
+fi
+
+if grep -q " $w[/ ]" /proc/self/mountinfo; then
+  echo "fresh-check: something is still mounted under $w (an earlier run leaked); unmount it first" >&2; exit 1
+fi
+rm -rf "$w"; cp -a "$base" "$w"
+cp /etc/resolv.conf /etc/hosts /etc/hostname "$w/etc/" 2>/dev/null || true
+cp -a /etc/apt/apt.conf.d/. "$w/etc/apt/apt.conf.d/" 2>/dev/null || true   # proxies, if any
+mkdir -p "$w/usr/local/share/ca-certificates" "$w/etc/xdg"
+cp /usr/local/share/ca-certificates/* "$w/usr/local/share/ca-certificates/" 2>/dev/null || true
+cp /etc/pip.conf "$w/etc/pip.conf" 2>/dev/null || true
+cp -a /etc/xdg/pip "$w/etc/xdg/" 2>/dev/null || true
+chroot "$w" update-ca-certificates >/dev/null 2>&1 || true
+git clone -q "$repo" "$w/root/project"
+
+cat >"$D/inner.sh" <<INNER
+set -u
+mount --make-rprivate /
+mount --bind "$w" "$w"
+mount -t proc proc "$w/proc"; mount --rbind /sys "$w/sys"; mount --rbind /dev "$w/dev"
+mount -t tmpfs tmpfs "$w/run"
+if [ "$TMPFS" = 1 ]; then mount -t tmpfs tmpfs "$w/tmp"; chmod 1777 "$w/tmp"; fi
+cd "$w" && mkdir -p .oldroot && pivot_root . .oldroot && cd / && umount -l /.oldroot && rmdir /.oldroot \
+  || { echo "fresh-check: pivot_root failed"; exit 1; }
+run() { timeout $TIMEOUT /usr/bin/env -i HOME=/root LANG=C.UTF-8 \
+          PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+          /bin/bash -lc "cd /root/project && \$1"; }
+rc=0
+for i in 1 2; do
+  cmd=\$(sed -n "\${i}p" /cmds); t0=\$(date +%s)
+  run "\$cmd" >"/log.\$i" 2>&1; r=\$?; t1=\$(date +%s)
+  echo "fresh-check: '\$cmd' rc=\$r (\$((t1-t0)) s)"; [ \$r -eq 0 ] || { rc=1; tail -30 "/log.\$i"; }
+done
+run "make cluster-down" >/log.down 2>&1 || { echo "fresh-check: make cluster-down failed"; tail -5 /log.down; rc=1; }
+me=\$(readlink /proc/self/ns/mnt); left=""
+for p in /proc/[0-9]*; do
+  pid=\${p#/proc/}; [ "\$pid" = \$\$ ] || [ "\$pid" = "\$BASHPID" ] && continue
+  [ "\$(readlink \$p/ns/mnt 2>/dev/null)" = "\$me" ] || continue
+  c=\$(tr '\0' ' ' <\$p/cmdline 2>/dev/null); [ -n "\$c" ] && [ "\$(cat \$p/stat | cut -d' ' -f4)" != \$\$ ] && left="\$left\n  \$pid \$c"
+done
+if [ -n "\$left" ]; then
+  echo -e "fresh-check: processes left running (killed now):\$left"; rc=1
+  for pid in \$(echo -e "\$left" | awk 'NF{print \$1}'); do kill -9 "\$pid" 2>/dev/null; done
+fi
+exit \$rc
+INNER
+printf '%s\n' "${cmds[@]}" >"$w/cmds"
+rc=0; unshare --mount --fork --kill-child bash "$D/inner.sh" || rc=$?
+cp "$w"/log.* "$D/" 2>/dev/null || true
+echo "fresh-check: logs in $D/log.1 $D/log.2 (tmpfs /tmp: $TMPFS)"
+exit $rc
