@@ -5,7 +5,8 @@
 # HEAD; it is entered with pivot_root in a mount namespace of its own (not chroot: setns() into
 # a namespace made inside must find this tree as its root, as on a real machine), with /tmp a
 # tmpfs (as on Debian 13 and many HPC nodes; FRESH_TMPFS=0 keeps it on the root filesystem) and
-# an empty environment but HOME, PATH and LANG. Nothing else of this machine is inherited but
+# an empty environment but HOME, PATH, LANG and CI=1 (so that no test may skip: a skip there
+# would hide a missing install step). Nothing else of this machine is inherited but
 # its network, CA bundle, apt proxy and pip configuration.
 #
 # The commands are read from README.md's "Quick start" block, so the check proves what the
@@ -57,7 +58,7 @@ mount -t tmpfs tmpfs "$w/run"
 if [ "$TMPFS" = 1 ]; then mount -t tmpfs tmpfs "$w/tmp"; chmod 1777 "$w/tmp"; fi
 cd "$w" && mkdir -p .oldroot && pivot_root . .oldroot && cd / && umount -l /.oldroot && rmdir /.oldroot \
   || { echo "fresh-check: pivot_root failed"; exit 1; }
-run() { timeout $TIMEOUT /usr/bin/env -i HOME=/root LANG=C.UTF-8 \
+run() { timeout $TIMEOUT /usr/bin/env -i HOME=/root LANG=C.UTF-8 CI=1 \
           PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
           /bin/bash -lc "cd /root/project && \$1"; }
 rc=0
