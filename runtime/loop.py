@@ -15,6 +15,7 @@ import struct
 
 LOOP_CTL_GET_FREE = 0x4C82
 LOOP_CONFIGURE = 0x4C0A
+LOOP_GET_STATUS64 = 0x4C05
 LO_FLAGS_READ_ONLY = 1
 LO_FLAGS_AUTOCLEAR = 4
 # struct loop_info64: 5 u64, 4 u32, file_name[64], crypt_name[64], key[32], 2 u64 = 232 bytes
@@ -23,8 +24,14 @@ _CONFIG_SIZE = 8 + _INFO.size + 64
 
 
 def find_attached(path: str) -> str | None:
-    """/dev/loopN already backed by exactly this file (same device and inode), or None."""
+    """/dev/loopN already backed by exactly this file (same device and inode), or None.
+
+    The backing file's name in sysfs is only a cheap first filter (its basename): the path
+    the kernel prints depends on the reader's mount namespace and root (a file on a tmpfs
+    /tmp reads as "/x" from another namespace), so identity is the device and inode the
+    loop device itself reports (LOOP_GET_STATUS64)."""
     st = os.stat(path)
+    base = os.path.basename(path)
     try:
         names = os.listdir("/sys/block")
     except OSError:
@@ -35,18 +42,21 @@ def find_attached(path: str) -> str | None:
         try:
             with open(f"/sys/block/{name}/loop/backing_file") as f:
                 backing = f.read().rstrip("\n")
-            if not backing or backing.endswith(" (deleted)"):
+            if not backing or backing.endswith(" (deleted)") or os.path.basename(backing) != base:
                 continue
             with open(f"/sys/block/{name}/ro") as f:
-                ro = f.read().strip() == "1"
-            if not ro or backing != os.path.realpath(path):
-                continue
-            b = os.stat(backing)
-        except (OSError, ValueError):
+                if f.read().strip() != "1":
+                    continue
+            fd = os.open(f"/dev/{name}", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                info = fcntl.ioctl(fd, LOOP_GET_STATUS64, bytes(_INFO.size))
+            finally:
+                os.close(fd)
+        except OSError:
             continue
-        if True:
-            if b.st_ino == st.st_ino and b.st_dev == st.st_dev:
-                return f"/dev/{name}"
+        device, inode = _INFO.unpack(info)[:2]
+        if inode == st.st_ino and device == st.st_dev:
+            return f"/dev/{name}"
     return None
 
 

@@ -70,7 +70,7 @@ done
 run "make cluster-down" >/log.down 2>&1 || { echo "fresh-check: make cluster-down failed"; tail -5 /log.down; rc=1; }
 me=\$(readlink /proc/self/ns/mnt); left=""
 for p in /proc/[0-9]*; do
-  pid=\${p#/proc/}; [ "\$pid" = \$\$ ] || [ "\$pid" = "\$BASHPID" ] && continue
+  pid=\${p#/proc/}; [ "\$pid" = \$\$ ] || [ "\$pid" = "\$BASHPID" ] || [ "\$pid" = "\$PPID" ] && continue
   [ "\$(readlink \$p/ns/mnt 2>/dev/null)" = "\$me" ] || continue
   c=\$(tr '\0' ' ' <\$p/cmdline 2>/dev/null); [ -n "\$c" ] && [ "\$(cat \$p/stat | cut -d' ' -f4)" != \$\$ ] && left="\$left\n  \$pid \$c"
 done
