@@ -11,7 +11,9 @@ from runtime import etcfiles
 from runtime.spec import Account, ContainerSpec, Group, User
 
 ids = st.integers(min_value=1, max_value=2**31 - 2)
-texts = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\0"), max_size=20)
+# host fields, often with the separators that could forge an entry (':' and newlines)
+texts = st.text(alphabet=st.one_of(st.sampled_from(":\n"), st.characters(codec="utf-8", exclude_characters="\0")),
+                max_size=20)
 
 
 def spec_for(user: User, accounts=(), account_groups=()) -> ContainerSpec:
