@@ -11,7 +11,7 @@ APT_PACKAGES := slurmctld slurmd slurm-client munge libslurm-dev \
 	build-essential libffi-dev util-linux procps psmisc curl ca-certificates \
 	charliecloud fuse3 musl-tools dpkg-dev patch iproute2 openssh-client buildah
 
-.PHONY: install apt venv package plugin udiimage links cluster-up cluster-down cluster-status demo test fresh-check clean
+.PHONY: install apt venv package plugin udiimage links cluster-up cluster-down cluster-status demo test unit fresh-check clean
 
 install: apt package plugin udiimage links
 
@@ -63,6 +63,17 @@ demo: install cluster-up
 
 test: package plugin
 	$(PY) -m pytest -q tests
+
+# the pure-logic layer (tests/unit) in seconds, no cluster, no mounts, nothing written in the
+# checkout: run by root, as UNIT_USER (the checkout must be readable by that user); run by
+# anyone else, as themselves. Installs the package first only when the venv lacks the test tools.
+UNIT_USER ?= nobody
+AS_UNIT_USER = $(if $(filter 0,$(shell id -u)),runuser -u $(UNIT_USER) --,)
+unit:
+	@$(PY) -c 'import hypothesis, pytest' 2>/dev/null || $(MAKE) package
+	@$(PY) -c 'import runtime._syscalls' 2>/dev/null || $(PY) -m runtime.syscalls_build --inplace >/dev/null
+	$(AS_UNIT_USER) env -i PATH=/usr/bin:/bin HOME=/tmp PYTHONDONTWRITEBYTECODE=1 \
+	  $(PY) -m pytest -q -p no:cacheprovider tests/unit
 
 # the README's two commands on a brand-new Debian 12 root (/tmp a tmpfs; FRESH_TMPFS=0 for
 # /tmp on the root filesystem); stop the local cluster first, the ports are shared

@@ -21,7 +21,7 @@ setup(
     # runtime/_syscalls: compiled cffi module (API mode: no cdef parsing at launch)
     setup_requires=["cffi>=1.15"],
     cffi_modules=["runtime/syscalls_build.py:ffi"],
-    extras_require={"test": ["pytest>=7", "pytest-mock>=3"]},
+    extras_require={"test": ["pytest>=7", "pytest-mock>=3", "hypothesis>=6"]},
     entry_points={
         "console_scripts": [
             "shifter=shifter_wlm.batch:main",
