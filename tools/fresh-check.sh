@@ -68,20 +68,17 @@ for i in 1 2; do
   echo "fresh-check: '\$cmd' rc=\$r (\$((t1-t0)) s)"; [ \$r -eq 0 ] || { rc=1; tail -30 "/log.\$i"; }
 done
 run "make cluster-down" >/log.down 2>&1 || { echo "fresh-check: make cluster-down failed"; tail -5 /log.down; rc=1; }
-me=\$(readlink /proc/self/ns/mnt); left=""
-for p in /proc/[0-9]*; do
-  pid=\${p#/proc/}; [ "\$pid" = \$\$ ] || [ "\$pid" = "\$BASHPID" ] || [ "\$pid" = "\$PPID" ] && continue
-  [ "\$(readlink \$p/ns/mnt 2>/dev/null)" = "\$me" ] || continue
-  c=\$(tr '\0' ' ' <\$p/cmdline 2>/dev/null); [ -n "\$c" ] && [ "\$(cat \$p/stat | cut -d' ' -f4)" != \$\$ ] && left="\$left\n  \$pid \$c"
-done
+# this shell is pid 1 of the fresh root's pid namespace: every other process is left over
+left=\$(ps -e -o pid=,args= | awk '\$1 != 1 && !/inner\.sh|ps -e -o|awk /')
 if [ -n "\$left" ]; then
-  echo -e "fresh-check: processes left running (killed now):\$left"; rc=1
-  for pid in \$(echo -e "\$left" | awk 'NF{print \$1}'); do kill -9 "\$pid" 2>/dev/null; done
+  echo "fresh-check: processes left running (killed with the namespace):"; echo "\$left"; rc=1
 fi
 exit \$rc
 INNER
 printf '%s\n' "${cmds[@]}" >"$w/cmds"
-rc=0; unshare --mount --fork --kill-child bash "$D/inner.sh" || rc=$?
+# own mount and pid namespaces: when the inner shell (pid 1 there) exits, the kernel kills
+# whatever it left running, inside containers too, so nothing of the fresh root outlives it
+rc=0; unshare --mount --pid --fork --kill-child bash "$D/inner.sh" || rc=$?
 cp "$w"/log.* "$D/" 2>/dev/null || true
 echo "fresh-check: logs in $D/log.1 $D/log.2 (tmpfs /tmp: $TMPFS)"
 exit $rc
