@@ -15,6 +15,7 @@ setup(
         "cffi>=1.15",
         "httpx>=0.24",
         "isal>=1.0",
+        "zstandard>=0.21",
         "fastapi>=0.100",
         "uvicorn>=0.23",
     ],

@@ -10,13 +10,23 @@ are still neutralised so the image is safe wherever it is unpacked or mounted:
 - entries beneath a symlink or other non-directory of the same layer: dropped (`through_link`)
 - symlinks whose target climbs above the image root: dropped (`symlink_escape`); absolute
   symlinks that stay inside are kept (they resolve inside the container at run time)
-- hard links to a path outside, or to no regular file of the same layer: dropped
-  (`hardlink_escape`, `hardlink_unresolved`)
+- hard links to a path outside, or to no regular file of the same layer (a name that never
+  existed there, a symlink, a directory...): dropped (`hardlink_escape`, `hardlink_unresolved`)
 - character and block devices: dropped (`device`)
 - setuid/setgid bits on non-directories: cleared (`setuid_setgid`)
 - whiteouts naming `.`, `..` or nothing: dropped (`bad_whiteout`)
-- extended attributes (file capabilities...): not copied (`xattr`)
+- extended attributes: `user.*` kept; `security.capability` dropped (`file_capability`: the
+  container never gains capabilities, and the image stays as inert as without setuid bits);
+  every other namespace (`security.selinux`, `trusted.*`, ACLs in `system.*`...) dropped
+  (`xattr`: host-specific labels, root-only or not storable in squashfs)
+Owners (uid/gid) are kept as the layers give them, as Docker shows them.
 Counts end up in the image record (`neutralised`).
+
+Hard links: a layer's tar names a file once with its content and every other name of it as a
+link to that first name. When a newer layer deletes, rewrites or hides the first name, the
+other names still exist in the image with the content they had: they are collected while the
+layer is read and, after it, the layer is read once more to write that content under the first
+surviving name, the others linking to it (`relinked` counts those names; no disk is used).
 """
 
 from __future__ import annotations
@@ -29,6 +39,8 @@ from collections import Counter
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable
 
+import zstandard
+
 from shifter_site.errors import ShifterError
 
 try:  # ISA-L decompresses gzip several times faster than zlib (DESIGN decision 11)
@@ -39,6 +51,9 @@ except ImportError:  # pragma: no cover - isal is a dependency; zlib keeps worki
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 BUF = 1 << 20
+XATTR_PREFIXES = ("SCHILY.xattr.", "LIBARCHIVE.xattr.")
+KEPT_XATTRS = ("user.",)
+CAPABILITY_XATTR = "security.capability"
 
 
 class LayerError(ShifterError):
@@ -53,13 +68,46 @@ def open_layer(path: str | Path) -> BinaryIO:
     if magic[:2] == b"\x1f\x8b":
         return _gzip.GzipFile(fileobj=f, mode="rb")
     if magic == b"\x28\xb5\x2f\xfd":
-        try:
-            import zstandard
-        except ImportError:
-            f.close()
-            raise LayerError(f"layer {Path(path).name} is zstd-compressed; install the 'zstandard' package") from None
-        return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True)
+        return _Forward(zstandard.ZstdDecompressor().stream_reader(f, read_size=BUF, read_across_frames=True,
+                                                                   closefd=True))
     return f
+
+
+class _Forward(io.RawIOBase):
+    """A zstd stream that says it can seek: tarfile's faster "r:" mode only seeks forward
+    (the reader does that by reading), except on a second read of a layer, which reopens it."""
+
+    def __init__(self, reader):
+        self._reader = reader
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        return self._reader.read(size)
+
+    def readinto(self, buf) -> int:
+        return self._reader.readinto(buf)
+
+    def tell(self) -> int:
+        return self._reader.tell()
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._reader.seek(offset, whence)
+
+    def close(self) -> None:
+        self._reader.close()
+        super().close()
+
+
+def _open_tar(stream: BinaryIO) -> tarfile.TarFile:
+    # "r:" (forward seeks only, done by reading) is about twice as fast as stream mode "r|"
+    if getattr(stream, "seekable", lambda: False)():
+        return tarfile.open(fileobj=stream, mode="r:")
+    return tarfile.open(fileobj=stream, mode="r|", bufsize=BUF)
 
 
 def _normalise(name: str) -> tuple[str | None, str | None]:
@@ -118,11 +166,12 @@ class _Counting:
 class Flattener:
     """Writes the merged tar of layers (given oldest first, as in a manifest) to `out`."""
 
-    def __init__(self, out: BinaryIO, all_root: bool = True,
+    def __init__(self, out: BinaryIO, all_root: bool = False,
                  progress: Callable[[int, int], None] | None = None):
         # "w" on a buffered writer that counts (a pipe cannot tell()) is much faster than "w|"
         self._out = _Counting(out)
-        # GNU format: long names without a pax record per entry (cheaper to write; tar2sqfs reads it)
+        # GNU format: long names without a pax record per entry (cheaper to write; tar2sqfs reads
+        # it); entries with kept extended attributes are written as pax (see _write)
         self.tar = tarfile.open(fileobj=self._out, mode="w", format=tarfile.GNU_FORMAT, encoding="utf-8",
                                 errors="surrogateescape")
         self.tar.copybufsize = BUF
@@ -131,6 +180,7 @@ class Flattener:
         self.neutralised: Counter[str] = Counter()
         self.entries = 0
         self.bytes = 0
+        self.relinked = 0   # hard-link names whose first name a newer layer hid (content kept)
         self._upper: dict[str, bool] = {}   # path -> is a directory, from newer layers
         self._deleted: set[str] = set()
         self._opaque: set[str] = set()
@@ -142,7 +192,7 @@ class Flattener:
                 path = path.result()
             try:
                 with open_layer(path) as stream:
-                    self.add_layer(stream)
+                    self.add_layer(stream, reopen=lambda p=path: open_layer(p))
             except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
                 raise LayerError(f"layer {Path(path).name} (number {len(layers) - index}) cannot be read: {err}") from None
 
@@ -150,17 +200,16 @@ class Flattener:
         self.tar.close()
         self._out.flush()
 
-    def add_layer(self, stream: BinaryIO) -> None:
-        """Merge one layer under everything added before it."""
+    def add_layer(self, stream: BinaryIO, reopen: Callable[[], BinaryIO] | None = None) -> None:
+        """Merge one layer under everything added before it. `reopen` gives the layer again from
+        its start; it is called only when a hard link's first name is hidden (see the module doc)."""
         here: dict[str, bool] = {}
-        regular: set[str] = set()
+        first: dict[str, str] = {}      # name of a regular file (or a link to one) -> its first name
+        written: dict[str, str] = {}    # first name -> the name its content was written under
+        orphans: dict[str, list[tuple[str, tarfile.TarInfo]]] = {}  # hidden first name -> visible links
         deleted: set[str] = set()
         opaque: set[str] = set()
-        # "r:" (forward seeks only, done by reading) is about twice as fast as stream mode "r|"
-        seekable = getattr(stream, "seekable", lambda: False)()
-        opened = tarfile.open(fileobj=stream, mode="r:") if seekable else \
-            tarfile.open(fileobj=stream, mode="r|", bufsize=BUF)
-        with opened as layer:
+        with _open_tar(stream) as layer:
             for member in layer:
                 path, why = _normalise(member.name)
                 if why:
@@ -180,26 +229,84 @@ class Flattener:
                     deleted.add(posixpath.join(parent, name))
                     continue
                 if self._hidden(path, here):
+                    if member.isreg():
+                        first.setdefault(path, path)
+                    elif member.islnk():
+                        target, why = _normalise(member.linkname)
+                        if not why and target in first:
+                            first.setdefault(path, first[target])
                     continue
                 if path in here:
                     self.neutralised["duplicate"] += 1
                     continue
-                info = self._check(member, path, here, regular)
+                info = self._check(member, path)
                 if info is None:
                     continue
+                if member.islnk():
+                    key = first.get(info.linkname)
+                    if key is None:  # never a regular file of this layer: nothing to share
+                        self.neutralised["hardlink_unresolved"] += 1
+                        continue
+                    first[path] = key
+                    here[path] = False
+                    if key not in written:  # its first name is hidden: content written after the layer
+                        orphans.setdefault(key, []).append((path, info))
+                        continue
+                    info.linkname = written[key]
                 here[path] = member.isdir()
                 if member.isreg():
-                    regular.add(path)
-                    self.tar.addfile(info, layer.extractfile(member))
-                    self.bytes += info.size
+                    first.setdefault(path, path)
+                    written.setdefault(path, path)
+                    self._write(info, layer.extractfile(member))
                 else:
-                    self.tar.addfile(info)
-                self.entries += 1
-                if self.progress and self.entries % 512 == 0:
-                    self.progress(self.entries, self.bytes)
+                    self._write(info)
+        if orphans:
+            self._adopt(orphans, reopen)
         self._upper.update(here)
         self._deleted |= deleted
         self._opaque |= opaque
+
+    def _adopt(self, orphans: dict[str, list[tuple[str, tarfile.TarInfo]]],
+               reopen: Callable[[], BinaryIO] | None) -> None:
+        """Write each hidden first name's content under its first visible link; the other
+        visible links point to that one. Reads the layer again up to the last one needed."""
+        if reopen is None:
+            raise LayerError("a hard link's first name is hidden by a newer layer and this layer "
+                             "cannot be read a second time")
+        with reopen() as stream, _open_tar(stream) as layer:
+            for member in layer:
+                if not member.isreg():
+                    continue
+                path, why = _normalise(member.name)
+                if why or path not in orphans:
+                    continue
+                links = orphans.pop(path)
+                name = links[0][0]
+                info = self._check(member, name)
+                self._write(info, layer.extractfile(member))
+                for other, link in links[1:]:
+                    link.linkname = name
+                    self._write(link)
+                self.relinked += len(links)
+                if not orphans:
+                    break
+        if orphans:  # the first pass saw these files: a second read that differs is a broken layer
+            raise LayerError(f"hard-link targets {sorted(orphans)[:3]} vanished when the layer was read again")
+
+    def _write(self, info: tarfile.TarInfo, data: BinaryIO | None = None) -> None:
+        if info.pax_headers:  # kept extended attributes need a pax header
+            self.tar.format = tarfile.PAX_FORMAT
+            try:
+                self.tar.addfile(info, data)
+            finally:
+                self.tar.format = tarfile.GNU_FORMAT
+        else:
+            self.tar.addfile(info, data)
+        if data is not None:
+            self.bytes += info.size
+        self.entries += 1
+        if self.progress and self.entries % 512 == 0:
+            self.progress(self.entries, self.bytes)
 
     def _hidden(self, path: str, here: dict[str, bool]) -> bool:
         if path in self._upper or path in self._deleted:
@@ -212,14 +319,30 @@ class Flattener:
                 return True
         return False
 
-    def _check(self, member: tarfile.TarInfo, path: str, here: dict, regular: set) -> tarfile.TarInfo | None:
+    def _xattrs(self, member: tarfile.TarInfo) -> dict[str, str]:
+        """The pax records of the extended attributes kept (user.*); the others are counted."""
+        kept: dict[str, str] = {}
+        for key, value in member.pax_headers.items():
+            prefix = next((p for p in XATTR_PREFIXES if key.startswith(p)), None)
+            if prefix is None:
+                continue
+            name = key[len(prefix):]
+            if name.startswith(KEPT_XATTRS):
+                kept["SCHILY.xattr." + name] = value
+            elif name == CAPABILITY_XATTR:
+                self.neutralised["file_capability"] += 1
+            else:
+                self.neutralised["xattr"] += 1
+        return kept  # binary values stay surrogate-escaped: tarfile writes them back as bytes
+
+    def _check(self, member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
         """A clean copy of the entry to write, or None when it is dropped (and counted)."""
         if member.ischr() or member.isblk():
             self.neutralised["device"] += 1
             return None
-        if member.pax_headers and any(k.startswith(("SCHILY.xattr", "LIBARCHIVE.xattr")) for k in member.pax_headers):
-            self.neutralised["xattr"] += 1
         info = tarfile.TarInfo(path)
+        if member.pax_headers and not member.islnk():  # a link shares its file's attributes
+            info.pax_headers = self._xattrs(member)
         info.mode = member.mode & 0o7777
         if not member.isdir() and info.mode & 0o6000:
             info.mode &= ~0o6000
@@ -245,9 +368,6 @@ class Flattener:
             if why or not target:
                 self.neutralised["hardlink_escape"] += 1
                 return None
-            if target not in regular:
-                self.neutralised["hardlink_unresolved"] += 1
-                return None
             info.type = tarfile.LNKTYPE
             info.linkname = target
         elif member.isfifo():
@@ -258,7 +378,7 @@ class Flattener:
         return info
 
 
-def flatten(layers: list[str | Path], out: BinaryIO, all_root: bool = True,
+def flatten(layers: list[str | Path], out: BinaryIO, all_root: bool = False,
             progress: Callable[[int, int], None] | None = None) -> Flattener:
     """Write the merged tar of `layers` (oldest first) to `out`; returns the counts."""
     flat = Flattener(out, all_root=all_root, progress=progress)
@@ -267,11 +387,11 @@ def flatten(layers: list[str | Path], out: BinaryIO, all_root: bool = True,
     return flat
 
 
-def flatten_bytes(layers: list[bytes], all_root: bool = True) -> tuple[bytes, Flattener]:
+def flatten_bytes(layers: list[bytes], all_root: bool = False) -> tuple[bytes, Flattener]:
     """Merge in-memory layer tars (for tests and tools)."""
     out = io.BytesIO()
     flat = Flattener(out, all_root=all_root)
     for data in reversed(layers):
-        flat.add_layer(io.BytesIO(data))
+        flat.add_layer(io.BytesIO(data), reopen=lambda d=data: io.BytesIO(d))
     flat.close()
     return out.getvalue(), flat

@@ -123,7 +123,8 @@ def pull(cfg: Config, ref: reference.Reference, cache: registry.LayerCache, *,
                 on_state("CONVERSION")
                 flat = squash.convert(futures, tmp, compression=compression,
                                       progress=lambda entries, _: progress.set(entries=entries))
-                info.update(entries=flat.entries, bytes=flat.bytes, neutralised=dict(flat.neutralised))
+                info.update(entries=flat.entries, bytes=flat.bytes, neutralised=dict(flat.neutralised),
+                            relinked=flat.relinked)
             record = imagefiles.ImageRecord(
                 id=image_id, system=cfg.system, itype=ref.itype, tag=ref.key, digest=resolved.digest,
                 size=tmp.stat().st_size, neutralised=dict(flat.neutralised), last_pull=time.time(),

@@ -45,7 +45,7 @@ def tar2sqfs_argv(output: str | Path, compression: str = "zstd") -> list[str]:
 
 
 def convert(layer_paths: list, output: str | Path, compression: str = "zstd",
-            all_root: bool = True, progress: Callable[[int, int], None] | None = None) -> layers.Flattener:
+            all_root: bool = False, progress: Callable[[int, int], None] | None = None) -> layers.Flattener:
     """Flatten `layer_paths` (oldest first; paths, or futures of paths still downloading) into
     the squashfs `output`; returns the counts."""
     output = Path(output)

@@ -39,6 +39,44 @@ def squashfs_entries(path: str | Path) -> dict[str, tuple]:
     return out
 
 
+def squashfs_links_and_xattrs(path: str | Path) -> tuple[set[frozenset], dict[str, dict[str, bytes]]]:
+    """The hard-link groups (names sharing one inode, 2 or more) and the extended attributes
+    (path -> {name: value}) of a squashfs, read back with sqfs2tar."""
+    proc = subprocess.Popen(["sqfs2tar", str(path)], stdout=subprocess.PIPE)
+    groups: dict[str, set[str]] = {}
+    xattrs: dict[str, dict[str, bytes]] = {}
+    with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+        for m in tar:
+            name = m.name.strip("/").removeprefix("./")
+            if m.islnk():
+                groups.setdefault(m.linkname.strip("/").removeprefix("./"), set()).add(name)
+            found = {k.removeprefix("SCHILY.xattr."): v.encode("utf-8", "surrogateescape")
+                     for k, v in m.pax_headers.items() if k.startswith("SCHILY.xattr.")}
+            if found:
+                xattrs[name] = found
+    assert proc.wait() == 0
+    return {frozenset({first, *others}) for first, others in groups.items()}, xattrs
+
+
+def tree_links_and_xattrs(root: str | Path) -> tuple[set[frozenset], dict[str, dict[str, bytes]]]:
+    """The same view of an unpacked directory tree (inode numbers; xattrs of every namespace)."""
+    root = Path(root)
+    inodes: dict[tuple[int, int], set[str]] = {}
+    xattrs: dict[str, dict[str, bytes]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            full = Path(dirpath) / name
+            rel = str(full.relative_to(root))
+            st = full.lstat()
+            if not stat.S_ISDIR(st.st_mode) and st.st_nlink > 1:
+                inodes.setdefault((st.st_dev, st.st_ino), set()).add(rel)
+            if not stat.S_ISLNK(st.st_mode):
+                found = {k: os.getxattr(full, k) for k in os.listxattr(full)}
+                if found:
+                    xattrs[rel] = found
+    return {frozenset(names) for names in inodes.values() if len(names) > 1}, xattrs
+
+
 def tree_entries(root: str | Path) -> dict[str, tuple]:
     """The same view of an unpacked directory tree."""
     root = Path(root)

@@ -28,6 +28,8 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+OCI_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
@@ -50,6 +52,7 @@ class File:
     mode: int = 0o644
     uid: int = 0
     gid: int = 0
+    xattrs: dict = field(default_factory=dict)  # name -> bytes, written as SCHILY.xattr pax records
 
 
 @dataclass
@@ -106,6 +109,8 @@ def layer_from_entries(entries: list, mtime: int = 1_700_000_000) -> bytes:
             data = None
             if isinstance(e, File):
                 info.size, info.mode, info.uid, info.gid = len(e.data), e.mode, e.uid, e.gid
+                info.pax_headers = {"SCHILY.xattr." + k: v.decode("utf-8", "surrogateescape")
+                                    for k, v in e.xattrs.items()}
                 data = io.BytesIO(e.data)
             elif isinstance(e, Dir):
                 info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, e.mode, e.uid, e.gid
@@ -144,21 +149,33 @@ class Image:
     os: str = "linux"
     docker: bool = False                    # Docker v2 media types instead of OCI
     compresslevel: int = 6
+    compression: list[str] | None = None    # per layer: "gzip" (default), "zstd" or "none" (OCI only)
+
+    def _compress(self, i: int, layer: bytes) -> tuple[str, bytes]:
+        how = (self.compression or ["gzip"] * len(self.layers))[i]
+        if how == "gzip":
+            return (DOCKER_LAYER if self.docker else OCI_LAYER), gzip.compress(layer, compresslevel=self.compresslevel, mtime=0)
+        if how == "zstd":
+            import zstandard  # a dependency of the gateway
+            return OCI_LAYER_ZSTD, zstandard.ZstdCompressor(level=3).compress(layer)
+        if how == "none":
+            return OCI_LAYER_TAR, layer
+        raise ValueError(how)
 
     def blobs(self) -> tuple[bytes, bytes, list[bytes]]:
         """(manifest, config, compressed layers): deterministic for the same input."""
-        compressed = [gzip.compress(layer, compresslevel=self.compresslevel, mtime=0) for layer in self.layers]
+        typed = [self._compress(i, layer) for i, layer in enumerate(self.layers)]
+        compressed = [blob for _, blob in typed]
         config = json.dumps({
             "architecture": self.architecture, "os": self.os, "config": self.config,
             "rootfs": {"type": "layers", "diff_ids": [sha256(l) for l in self.layers]},
             "history": [{"created_by": "tests/imagebuilder.py"} for _ in self.layers],
         }, sort_keys=True).encode()
-        layer_type = DOCKER_LAYER if self.docker else OCI_LAYER
         manifest = json.dumps({
             "schemaVersion": 2, "mediaType": DOCKER_MANIFEST if self.docker else OCI_MANIFEST,
             "config": {"mediaType": DOCKER_CONFIG if self.docker else OCI_CONFIG,
                        "digest": sha256(config), "size": len(config)},
-            "layers": [{"mediaType": layer_type, "digest": sha256(c), "size": len(c)} for c in compressed],
+            "layers": [{"mediaType": media, "digest": sha256(c), "size": len(c)} for media, c in typed],
         }, sort_keys=True).encode()
         return manifest, config, compressed
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import stat
 import uuid
 
 import pytest
@@ -27,20 +29,20 @@ def debian(cluster):
     return digest
 
 
-def _convert(tmp_path, name, all_root):
+def _convert(tmp_path, name):
     client = registry.Client(f"http://{gt.REGISTRY}", REPO)
     resolved = client.resolve(TAG)
     cache = registry.LayerCache(tmp_path / "cache")
     paths = registry.fetch_layers(client, resolved.layers, cache)
     out = tmp_path / name
-    flat = squash.convert(paths, out, all_root=all_root)
+    flat = squash.convert(paths, out)
     client.close()
     return resolved, out, flat
 
 
 def test_matches_independent_unpacker(debian, tmp_path):
     need(shutil.which("umoci") and shutil.which("skopeo"), "skopeo and umoci are needed")
-    resolved, out, flat = _convert(tmp_path, "keep-owners.squashfs", all_root=False)
+    resolved, out, flat = _convert(tmp_path, "image.squashfs")
     assert resolved.digest == debian and len(resolved.layers) == 3
     ours = gt.squashfs_entries(out)
     theirs = gt.tree_entries(gt.umoci_unpack(REPO, TAG, tmp_path / "umoci"))
@@ -70,8 +72,8 @@ def test_matches_independent_unpacker(debian, tmp_path):
 
 
 def test_same_image_converts_to_identical_file(debian, tmp_path):
-    _, first, _ = _convert(tmp_path, "a.squashfs", all_root=True)
-    _, second, _ = _convert(tmp_path, "b.squashfs", all_root=True)
+    _, first, _ = _convert(tmp_path, "a.squashfs")
+    _, second, _ = _convert(tmp_path, "b.squashfs")
     assert hashlib.sha256(first.read_bytes()).digest() == hashlib.sha256(second.read_bytes()).digest()
 
 
@@ -88,7 +90,9 @@ def test_user_pulls_debian_through_gateway(debian):
     assert record["user"] == "1000" and record["labels"]["org.example.test"] == "debian-3-layers"
     assert record["neutralised"]["device"] > 0 and record["tag"] == f"{REPO}:{TAG}"
     entries = gt.squashfs_entries(gt.STATE / "images" / f"{image_id}.squashfs")
-    assert {(e[2], e[3]) for e in entries.values()} == {(0, 0)}  # -all-root style
+    shadow = os.lstat(ib.debian_tree() / "etc/shadow")  # the image's owners are kept (root:shadow here)
+    assert entries["etc/shadow"][1:4] == (stat.S_IMODE(shadow.st_mode), shadow.st_uid, shadow.st_gid)
+    assert shadow.st_gid != 0 and entries["opt/app/world.txt"][2:4] == (1000, 1000)
     assert not any(e[1] & 0o6000 for e in entries.values() if e[0] != "d")
     listed = run_as("testuser", [str(localcluster.PREFIX / "bin/shifterimg"), "images", "--json"])
     assert any(r["id"] == image_id and r["status"] == "READY" for r in json.loads(listed.stdout))
