@@ -86,7 +86,7 @@ def test_user_pulls_debian_through_gateway(debian):
     assert record["env"][1] == "LANG=C.UTF-8" and record["cmd"] == ["/bin/bash"]
     assert record["entrypoint"] == ["/usr/bin/env"] and record["workdir"] == "/opt/app"
     assert record["user"] == "1000" and record["labels"]["org.example.test"] == "debian-3-layers"
-    assert record["neutralised"]["device"] > 0 and record["tag"] == f"{REPO}:{TAG}"
+    assert record["neutralised"]["device"] > 0 and record["tag"] == f"docker.io/{REPO}:{TAG}"  # the canonical name
     entries = gt.squashfs_entries(gt.STATE / "images" / f"{image_id}.squashfs")
     assert {(e[2], e[3]) for e in entries.values()} == {(0, 0)}  # -all-root style
     assert not any(e[1] & 0o6000 for e in entries.values() if e[0] != "d")
