@@ -12,6 +12,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -81,7 +82,7 @@ def test_unlisted_registry_is_refused_without_any_connection(cfg, form):
 @pytest.mark.parametrize("ref", ["docker:169.254.169.254/latest/meta-data:1", "docker:127.0.0.1:1/x",
                                  "docker:localhost:8642/api", "docker:[::1]:22/x"])
 def test_metadata_and_loopback_services_cannot_be_named(cfg, ref):
-    resp = httpx.post(f"{GATEWAY}/api/pull/local/docker/{ref.removeprefix('docker:')}/", timeout=10)
+    resp = httpx.post(f"{GATEWAY}/api/pull/local/docker/{quote(ref.removeprefix('docker:'), safe='/:@')}/", timeout=10)
     assert resp.status_code == 400, resp.text
     assert "is not one this site pulls from" in resp.json()["error"]
     result = run_as("testuser", [SHIFTERIMG, "pull", ref])
