@@ -15,10 +15,11 @@ import sqlite3
 import tempfile
 import threading
 import time
+import subprocess
 import uuid
 from pathlib import Path
-import subprocess
 
+import msgspec
 import pytest
 
 import gatewaytools as gt
@@ -26,7 +27,8 @@ import imagebuilder as ib
 import images
 from conftest import localcluster, run_as
 from gatewaytools import Listener
-from imagegw import client, registry
+from imagegw import client, reference, registry, sources
+from imagegw import pull as pulling
 from shifter_site import config
 
 SHIFTERIMG = str(localcluster.PREFIX / "bin/shifterimg")
@@ -175,6 +177,22 @@ def test_plain_http_detection_in_the_client(tmp_path):
     assert time.monotonic() - start < 2
     assert str(err.value) == (f"registry 127.0.0.8:{port}: this registry speaks plain http; add it to "
                               f"registries.hosts as http://127.0.0.8:{port} (site config)")
+
+
+def test_mirrors_are_tried_in_order(cfg):
+    """A first mirror that lacks the image (answers 404) is passed over for the next one, the
+    local registry; the image is the one pushed there."""
+    digest = ib.push(gt.REGISTRY, "demo/mirrored", "1", image_with({"etc/m": b"m\n"}))
+    empty = Listener("127.0.0.9", 0, mode="answer")
+    try:
+        mirrors = {"docker.io": [f"http://127.0.0.9:{empty.port}", f"http://{gt.REGISTRY}"]}
+        site = msgspec.structs.replace(cfg, registries=msgspec.structs.replace(cfg.registries, mirrors=mirrors))
+        ref = sources.canonical(site.registries, reference.parse("demo/mirrored:1"))
+        used, resolved = pulling._resolve(site, ref, None)
+        used.close()
+    finally:
+        empty.close()
+    assert empty.accepted >= 1 and used.base == f"http://{gt.REGISTRY}" and resolved.digest == digest
 
 
 # ---------------------------------------------------------------- Ctrl-C (issue 12.11)
