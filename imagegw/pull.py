@@ -83,7 +83,7 @@ class Progress:
             self._report(dict(self.data))
 
 
-def _resolve(cfg: Config, ref: reference.Reference, auth_file: str | None) -> tuple[registry.Client, registry.Resolved]:
+def resolve(cfg: Config, ref: reference.Reference, auth_file: str | None) -> tuple[registry.Client, registry.Resolved]:
     """The manifest from the first endpoint that has it: a registry's mirrors in order (the
     next one when one is unreachable or lacks the image), else the registry itself."""
     urls = sources.endpoints(cfg.registries, ref)
@@ -119,7 +119,7 @@ def pull(cfg: Config, ref: reference.Reference, cache: registry.LayerCache, *,
     on_state = on_state or (lambda state: None)
     ref = sources.canonical(cfg.registries, ref)
     on_state("PULLING")
-    client, resolved = _resolve(cfg, ref, auth_file)
+    client, resolved = resolve(cfg, ref, auth_file)
     try:
         image_id = resolved.digest.split(":", 1)[1]
         try:

@@ -188,7 +188,7 @@ def test_mirrors_are_tried_in_order(cfg):
         mirrors = {"docker.io": [f"http://127.0.0.9:{empty.port}", f"http://{gt.REGISTRY}"]}
         site = msgspec.structs.replace(cfg, registries=msgspec.structs.replace(cfg.registries, mirrors=mirrors))
         ref = sources.canonical(site.registries, reference.parse("demo/mirrored:1"))
-        used, resolved = pulling._resolve(site, ref, None)
+        used, resolved = pulling.resolve(site, ref, None)
         used.close()
     finally:
         empty.close()
