@@ -149,3 +149,27 @@ def test_bad_registry_settings_are_one_line(snippet, fragment):
     with pytest.raises(config.ConfigError) as err:
         config.parse(text)
     assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_rows_filed_under_old_keys_are_rekeyed(tmp_path):
+    """A gateway upgraded from non-canonical keys files its rows under the canonical ones; of
+    two rows that meet, the READY one stays; a row it cannot place is left alone."""
+    from imagegw.store import Store
+
+    store = Store(tmp_path / "images.db")
+    reg = site()
+    for key, status in (("test/a:1", "READY"), ("docker.io/test/a:1", "FAILURE"), ("ubuntu:latest", "FAILURE"),
+                        ("ghcr.io/x/y:1", "READY")):
+        store.claim("s", "docker", key, key)
+        store.update("s", "docker", key, status=status, image_id="1" * 64 if status == "READY" else None)
+
+    def canonical(itype: str, key: str) -> str | None:
+        try:
+            return sources.canonical(reg, parse(f"{itype}:{key}")).key
+        except ReferenceError:
+            return None
+
+    assert store.rekey(canonical) == 2
+    assert {(r.key, r.status) for r in store.list("s")} == {
+        ("docker.io/test/a:1", "READY"), ("docker.io/library/ubuntu:latest", "FAILURE"), ("ghcr.io/x/y:1", "READY")}
+    assert store.rekey(canonical) == 0
