@@ -111,7 +111,7 @@ def test_digest_reference_pulls_and_then_looks_up(cfg):
     ref = f"docker:demo/pinned@{digest}"
     assert pull(USER, ref) == digest.split(":", 1)[1]
     assert lookup("testuser2", f"127.0.0.1:5000/demo/pinned@{digest}").stdout == digest.split(":", 1)[1] + "\n"
-    assert rows_like("%demo/pinned@%") == [(f"docker.io/demo/pinned@{digest}", "READY")]
+    assert rows_like(f"%demo/pinned@{digest}") == [(f"docker.io/demo/pinned@{digest}", "READY")]  # one record
 
 
 # ---------------------------------------------------------------- registries (issue 12.10)
