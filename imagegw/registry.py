@@ -112,7 +112,7 @@ class Client:
         self.base = base_url.rstrip("/")
         # how messages name the registry: its name as the user wrote it (and the mirror used)
         own = urlsplit(self.base).netloc
-        self.where = own if not name or name == own else f"{name} (mirror {own})"
+        self.where = own if not name or name == own else f"{name} (at {own})"
         self.repository = repository
         self.credentials = credentials
         self.retries = retries

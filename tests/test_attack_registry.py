@@ -156,7 +156,7 @@ def test_client_gives_one_text_for_every_transport_failure(mode):
         client.close()
         if srv:
             srv.close()
-    assert str(err.value) == ("cannot reach registry reg.example (mirror 127.0.0.7:%d) (tried 2 times); try again "
+    assert str(err.value) == ("cannot reach registry reg.example (at 127.0.0.7:%d) (tried 2 times); try again "
                               "later, and tell the site admins if it persists" % port)
 
 
