@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 
@@ -53,7 +54,22 @@ def cmd_pull(cfg, args) -> int:
         else:
             print(line, flush=True)
 
-    body = client.pull(cfg, args.ref, on_update=show)
+    accepted = []  # the gateway's first answer: from then on the pull is the gateway's
+
+    def update(body: dict) -> None:
+        accepted.append(True)
+        show(body)
+
+    try:
+        body = client.pull(cfg, args.ref, on_update=update)
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the line short
+        # stopping the wait does not stop the pull: say where it goes on and how to see it
+        goes_on = "goes on" if accepted else "may go on"
+        print(("\n" if tty else "") + f"shifterimg: stopped waiting; the pull of {args.ref} {goes_on} in the "
+              f"gateway: check it with `shifterimg lookup {args.ref}` or `shifterimg images`",
+              file=sys.stderr, flush=True)
+        return 130
     if tty:
         print()
     if body.get("status") == "READY":

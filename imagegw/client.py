@@ -18,7 +18,7 @@ from shifter_site import imagefiles
 from shifter_site.config import Config
 from shifter_site.errors import ShifterError
 
-from imagegw import reference
+from imagegw import identity, reference, sources
 
 DONE = ("READY", "FAILURE")
 
@@ -33,13 +33,13 @@ class NotFound(GatewayError):
     exit_code = 3
 
 
-def _request(cfg: Config, method: str, path: str) -> dict:
+def _request(cfg: Config, method: str, path: str, headers: dict | None = None) -> dict:
     urls = list(cfg.gateway.urls)
     random.shuffle(urls)
     errors = []
     for url in urls:
         try:
-            resp = httpx.request(method, f"{url.rstrip('/')}{path}", timeout=cfg.gateway.timeout)
+            resp = httpx.request(method, f"{url.rstrip('/')}{path}", timeout=cfg.gateway.timeout, headers=headers)
         except httpx.HTTPError as err:
             errors.append(f"{url}: {err.__class__.__name__}")
             continue
@@ -57,11 +57,16 @@ def _request(cfg: Config, method: str, path: str) -> dict:
 
 
 def _path(cfg: Config, action: str, ref: reference.Reference) -> str:
-    return f"/api/{action}/{quote(cfg.system)}/{ref.itype}/{quote(ref.key, safe='/:@')}/"
+    # the user's text: the gateway normalises it the same way, and its messages quote it
+    return f"/api/{action}/{quote(cfg.system)}/{ref.itype}/{quote(ref.tag, safe='/:@')}/"
 
 
 def parse(cfg: Config, ref: str | reference.Reference) -> reference.Reference:
-    return ref if isinstance(ref, reference.Reference) else reference.parse(ref, cfg.default_image_type)
+    """The reference, checked here before any request: malformed, or naming a registry the
+    site does not pull from, is a ReferenceError (one line, exit 2)."""
+    parsed = ref if isinstance(ref, reference.Reference) else reference.parse(ref, cfg.default_image_type)
+    sources.canonical(cfg.registries, parsed)
+    return parsed
 
 
 def status(cfg: Config, ref: str | reference.Reference) -> dict:
@@ -97,7 +102,9 @@ def start_pull(cfg: Config, ref: str | reference.Reference) -> dict:
     parsed = parse(cfg, ref)
     if parsed.itype != "docker":
         raise GatewayError(f"{parsed.itype}:{parsed.tag} cannot be pulled; only docker: images are pulled")
-    return _request(cfg, "POST", _path(cfg, "pull", parsed))
+    credential = identity.credential(cfg)
+    headers = {identity.HEADER: credential} if credential else None
+    return _request(cfg, "POST", _path(cfg, "pull", parsed), headers)
 
 
 def pull(cfg: Config, ref: str | reference.Reference, on_update: Callable[[dict], None] | None = None,

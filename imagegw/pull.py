@@ -15,11 +15,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlsplit
 
 from shifter_site import imagefiles, logs
 from shifter_site.config import Config
 
-from imagegw import reference, registry, squash
+from imagegw import reference, registry, sources, squash
 
 log = logs.get("gateway.pull")
 _TMP = re.compile(r"^\.([0-9a-f]{64})\.(\d+)\.squashfs\.tmp$")
@@ -82,6 +83,30 @@ class Progress:
             self._report(dict(self.data))
 
 
+def resolve(cfg: Config, ref: reference.Reference, auth_file: str | None) -> tuple[registry.Client, registry.Resolved]:
+    """The manifest from the first endpoint that has it: a registry's mirrors in order (the
+    next one when one is unreachable or lacks the image), else the registry itself."""
+    urls = sources.endpoints(cfg.registries, ref)
+    for index, base in enumerate(urls):
+        credentials = (registry.credentials_for(urlsplit(base).netloc, auth_file)
+                       or registry.credentials_for(ref.host, auth_file))
+        client = registry.Client(base, ref.repository, credentials, timeout=cfg.gateway.timeout, name=ref.host)
+        try:
+            with logs.step(log, "resolve", ref=ref.key, endpoint=base) as info:
+                resolved = client.resolve(ref.manifest_ref, cfg.registries.platform)
+                info.update(digest=resolved.digest, layers=len(resolved.layers))
+            return client, resolved
+        except (registry.Unreachable, registry.NotFound):
+            client.close()
+            if index == len(urls) - 1:
+                raise
+            log.warning("mirror_skipped", ref=ref.key, endpoint=base)
+        except BaseException:
+            client.close()
+            raise
+    raise AssertionError("endpoints() is never empty")
+
+
 def pull(cfg: Config, ref: reference.Reference, cache: registry.LayerCache, *,
          compression: str = "zstd", auth_file: str | None = None,
          on_state: Callable[[str], None] | None = None, progress: Progress | None = None,
@@ -92,15 +117,10 @@ def pull(cfg: Config, ref: reference.Reference, cache: registry.LayerCache, *,
     """
     progress = progress or Progress()
     on_state = on_state or (lambda state: None)
-    base, repository = reference.registry_url(ref, cfg.registries.default, cfg.registries.hosts)
-    host = ref.host or (base.split("://", 1)[-1])
-    client = registry.Client(base, repository, registry.credentials_for(host, auth_file),
-                             timeout=cfg.gateway.timeout)
+    ref = sources.canonical(cfg.registries, ref)
+    on_state("PULLING")
+    client, resolved = resolve(cfg, ref, auth_file)
     try:
-        on_state("PULLING")
-        with logs.step(log, "resolve", ref=ref.key) as info:
-            resolved = client.resolve(ref.manifest_ref, cfg.registries.platform)
-            info.update(digest=resolved.digest, layers=len(resolved.layers))
         image_id = resolved.digest.split(":", 1)[1]
         try:
             existing = imagefiles.read_record(cfg.image_dir, image_id)

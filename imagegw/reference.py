@@ -1,17 +1,18 @@
 """Image references (`docker:ubuntu:22.04`, `ubuntu:22.04`, `docker:host:5000/org/app@sha256:..`).
 
 Pure parsing: a wrong reference is one ReferenceError line saying what is wrong and how to
-write it. The user's string is never rewritten; `Reference.tag` keeps it as given, and
-`Reference.key` is the normalised form the gateway files an image under (no tag = latest).
+write it. The user's string is never rewritten; `Reference.tag` keeps it as given (messages
+show it). `imagegw.sources.canonical` makes the site's defaults explicit, so that equal
+references have one `key`, which the gateway files an image under.
 """
 
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit
 
 import msgspec
 
+from shifter_site.config import DOCKER_HUB
 from shifter_site.errors import ShifterError
 
 TYPES = ("docker", "id", "local", "custom")
@@ -22,7 +23,8 @@ _TAG = re.compile(r"[\w][\w.-]{0,127}")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
                    r"(?::[0-9]{1,5})?|\[[0-9a-fA-F:]+\](?::[0-9]{1,5})?")
-DOCKER_HUB = ("docker.io", "index.docker.io", "registry-1.docker.io")
+HUB = DOCKER_HUB[0]                        # Docker Hub's canonical registry name
+HUB_API = "https://registry-1.docker.io"  # where Docker Hub's registry API answers
 
 USAGE = "write docker:[host[:port]/]name[:tag|@sha256:<64 hex>], e.g. docker:ubuntu:22.04"
 
@@ -44,14 +46,19 @@ class Reference(msgspec.Struct, frozen=True, kw_only=True):
     digest: str | None = None
 
     @property
+    def name(self) -> str:
+        """[host/]repository, without tag or digest."""
+        return f"{self.host}/{self.repository}" if self.host else self.repository
+
+    @property
     def key(self) -> str:
-        """The name the gateway files the image under: host/repo:tag or host/repo@digest."""
+        """The name the gateway files the image under: host/repo:tag or host/repo@digest
+        (canonical when this reference came from `canonical`)."""
         if self.itype != "docker":
             return self.tag
-        name = f"{self.host}/{self.repository}" if self.host else self.repository
         if self.digest:
-            return f"{name}@{self.digest}" if self.version is None else f"{name}:{self.version}@{self.digest}"
-        return f"{name}:{self.version or 'latest'}"
+            return f"{self.name}@{self.digest}" if self.version is None else f"{self.name}:{self.version}@{self.digest}"
+        return f"{self.name}:{self.version or 'latest'}"
 
     @property
     def manifest_ref(self) -> str:
@@ -108,22 +115,13 @@ def _docker(text: str, tag: str) -> Reference:
         raise ReferenceError(f"{text!r}: image name {name!r} is not valid ({what}); {USAGE}")
     if len(name) > 255:
         raise ReferenceError(f"{text!r}: image name is longer than 255 characters")
-    if host in DOCKER_HUB and "/" not in name:
-        name = f"library/{name}"
     return Reference(itype="docker", tag=tag, host=host, repository=name, version=version,
                      digest=digest or None)
 
 
-def registry_url(ref: Reference, default: str, hosts: dict[str, str] | None = None) -> tuple[str, str]:
-    """(base URL, repository) to fetch `ref` from: the site's default registry for a reference
-    without host, a configured mirror for a listed host, else https://host."""
-    hosts = hosts or {}
-    if ref.host is None:
-        base = default
-        repository = ref.repository
-        if urlsplit(default).hostname in DOCKER_HUB and "/" not in repository:
-            repository = f"library/{repository}"
-        return base.rstrip("/"), repository
-    if ref.host in hosts:
-        return str(hosts[ref.host]).rstrip("/"), ref.repository
-    return f"https://{ref.host}", ref.repository
+def name_of(key: str) -> str:
+    """host/repository of a canonical key (its tag and digest cut off)."""
+    name = key.split("@", 1)[0]
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    return name[:colon] if colon > slash else name

@@ -18,11 +18,13 @@ import json
 import os
 import re
 import tempfile
+import ssl
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlsplit
 
 import httpx
 import msgspec
@@ -45,6 +47,19 @@ CHUNK = 1 << 20
 
 class RegistryError(ShifterError):
     """The registry refused or failed in a way retrying will not fix; the message says which."""
+
+
+class Unreachable(RegistryError):
+    """No HTTP answer. One text for every cause (refused, timed out, reset, no such name), so
+    that an error never tells a user whether a port is closed or filtered; the log has why."""
+
+
+class NotFound(RegistryError):
+    """The registry answered 404 for the manifest (a mirror may lack what another has)."""
+
+
+class PlainHttp(RegistryError):
+    """An https URL for a registry that speaks plain http: a site config mistake."""
 
 
 class Layer(msgspec.Struct, frozen=True):
@@ -93,8 +108,11 @@ class Client:
 
     def __init__(self, base_url: str, repository: str, credentials: Credentials | None = None,
                  retries: int = 4, backoff: float = 0.5, timeout: float = 60.0,
-                 transport: httpx.BaseTransport | None = None):
+                 transport: httpx.BaseTransport | None = None, name: str | None = None):
         self.base = base_url.rstrip("/")
+        # how messages name the registry: its name as the user wrote it (and the mirror used)
+        own = urlsplit(self.base).netloc
+        self.where = own if not name or name == own else f"{name} (at {own})"
         self.repository = repository
         self.credentials = credentials
         self.retries = retries
@@ -113,16 +131,16 @@ class Client:
         scheme, _, params = challenge.partition(" ")
         if scheme.lower() == "basic":
             if not self.credentials:
-                raise RegistryError(f"{self.base} requires a login for {self.repository}; "
+                raise RegistryError(f"{self.where} requires a login for {self.repository}; "
                                     "store credentials with `shifterimg login` (auth.json)")
             token = base64.b64encode(f"{self.credentials.username}:{self.credentials.password}".encode())
             self._auth_header = f"Basic {token.decode()}"
             return
         if scheme.lower() != "bearer":
-            raise RegistryError(f"{self.base}: unsupported authentication scheme {scheme!r}")
+            raise RegistryError(f"{self.where}: unsupported authentication scheme {scheme!r}")
         fields = dict(re.findall(r'(\w+)="([^"]*)"', params))
         if "realm" not in fields:
-            raise RegistryError(f"{self.base}: Bearer challenge without realm")
+            raise RegistryError(f"{self.where}: Bearer challenge without realm")
         query = {k: v for k, v in fields.items() if k in ("service", "scope")}
         query.setdefault("scope", f"repository:{self.repository}:pull")
         auth = (self.credentials.username, self.credentials.password) if self.credentials else None
@@ -146,11 +164,13 @@ class Client:
             try:
                 req = self.http.build_request(method, url, headers=headers, **kw)
                 resp = self.http.send(req, stream=stream, auth=auth)
-            except (httpx.TransportError,) as err:
+            except httpx.TransportError as err:
+                log.warning("registry_unreachable", url=url, error=f"{type(err).__name__}: {err}", attempt=attempt + 1)
+                if _tls_failed(err) and url.startswith("https://"):
+                    self._explain_tls(url)
                 if attempt == self.retries:
-                    raise RegistryError(f"cannot reach {url} ({err.__class__.__name__}: {err}) "
-                                        f"after {self.retries + 1} tries") from None
-                log.warning("registry_retry", url=url, error=str(err), attempt=attempt + 1)
+                    raise Unreachable(f"cannot reach registry {self.where} (tried {self.retries + 1} times); "
+                                      "try again later, and tell the site admins if it persists") from None
                 time.sleep(self.backoff * 2 ** attempt)
                 continue
             if resp.status_code in TRANSIENT and attempt < self.retries:
@@ -160,6 +180,20 @@ class Client:
                 continue
             return resp
         raise AssertionError("unreachable")
+
+    def _explain_tls(self, url: str) -> None:
+        """A TLS handshake failed: if the same host:port answers plain http, say so at once (a
+        site config mistake, not something a retry fixes); else one Unreachable line."""
+        plain = urlsplit(url)._replace(scheme="http", path="/v2/", query="").geturl()
+        try:
+            with httpx.Client(timeout=min(self.http.timeout.connect or 5.0, 5.0)) as probe:
+                probe.get(plain)
+        except httpx.HTTPError:
+            raise Unreachable(f"cannot reach registry {self.where}: its TLS handshake failed; "
+                              "tell the site admins") from None
+        netloc = urlsplit(url).netloc
+        raise PlainHttp(f"registry {self.where}: this registry speaks plain http; add it to registries.hosts "
+                        f"as http://{netloc} (site config)")
 
     def request(self, method: str, path: str, stream: bool = False, **kw) -> httpx.Response:
         url = f"{self.base}/v2/{self.repository}/{path}"
@@ -172,6 +206,8 @@ class Client:
         if resp.status_code >= 400:
             if stream:
                 resp.read()
+            if resp.status_code == 404 and path.startswith("manifests/"):
+                raise NotFound(self._explain(resp, path))
             raise RegistryError(self._explain(resp, path))
         return resp
 
@@ -183,9 +219,9 @@ class Client:
         except ValueError:
             detail = ""
         if resp.status_code == 404:
-            return f"{self.repository}:{path.rsplit('/', 1)[-1]} not found in {self.base} ({detail or 'HTTP 404'}); check the name and tag"
+            return f"{self.repository}:{path.rsplit('/', 1)[-1]} not found in {self.where} ({detail or 'HTTP 404'}); check the name and tag"
         if resp.status_code in (401, 403):
-            return f"access to {self.repository} in {self.base} denied (HTTP {resp.status_code}); check the name and your credentials"
+            return f"access to {self.repository} in {self.where} denied (HTTP {resp.status_code}); check the name and your credentials"
         return f"{what}: HTTP {resp.status_code} {detail}".rstrip()
 
     # ------------------------------------------------------------ manifests
@@ -259,7 +295,9 @@ class Client:
                 if progress:
                     progress(len(chunk))
         except httpx.HTTPError as err:
-            raise RegistryError(f"layer {layer.digest} of {self.repository}: download broke off ({err})") from None
+            log.warning("download_broke_off", digest=layer.digest, error=f"{type(err).__name__}: {err}")
+            raise RegistryError(f"layer {layer.digest} of {self.repository}: the download from {self.where} "
+                                "broke off; pull again") from None
         finally:
             resp.close()
         got = "sha256:" + hasher.hexdigest()
@@ -268,6 +306,17 @@ class Client:
                                 f"{got}; the registry's copy is corrupt or was tampered with")
         if layer.size and size != layer.size:
             raise RegistryError(f"layer {layer.digest} of {self.repository}: {size} bytes, manifest says {layer.size}")
+
+
+def _tls_failed(err: BaseException) -> bool:
+    """The error (or one it came from) is a failed TLS handshake."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, ssl.SSLError) or "SSL" in str(err):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def _platform_name(p: dict) -> str:

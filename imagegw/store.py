@@ -13,6 +13,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import msgspec
 
@@ -75,6 +76,41 @@ class Store:
             rows = self._db.execute(f"SELECT * FROM images WHERE system=? AND status IN ({marks}) ORDER BY key",
                                     (system, *states)).fetchall()
         return [self._row(r) for r in rows]
+
+    def with_id(self, system: str, itype: str, image_id: str) -> list[Row]:
+        """Rows whose image is `image_id` (any name), READY first."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM images WHERE system=? AND itype=? AND id=? "
+                                    "ORDER BY status='READY' DESC, key", (system, itype, image_id)).fetchall()
+        return [self._row(r) for r in rows]
+
+    def rekey(self, canonical: Callable[[str, str], str | None]) -> int:
+        """File every row under `canonical(itype, key)` (rows written before keys were
+        canonical). Of rows that meet under one key, the latest READY one stays; a row that
+        `canonical` cannot place (None: e.g. a registry no longer allowed) is left as it is."""
+        changed = 0
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rank = lambda r: (r["status"] == "READY", r["last_pull"], r["updated"])  # noqa: E731
+                for r in [dict(r) for r in self._db.execute("SELECT * FROM images").fetchall()]:
+                    new = canonical(r["itype"], r["key"])
+                    if new is None or new == r["key"]:
+                        continue
+                    changed += 1
+                    where = (r["system"], r["itype"])
+                    self._db.execute("DELETE FROM images WHERE system=? AND itype=? AND key=?", (*where, r["key"]))
+                    there = self._db.execute("SELECT * FROM images WHERE system=? AND itype=? AND key=?",
+                                             (*where, new)).fetchone()
+                    if there is None or rank(r) > rank(dict(there)):
+                        r["key"] = new
+                        self._db.execute(f"INSERT OR REPLACE INTO images ({', '.join(r)}) VALUES "
+                                         f"({', '.join('?' * len(r))})", tuple(r.values()))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return changed
 
     def claim(self, system: str, itype: str, key: str, tag: str) -> tuple[Row, bool]:
         """The row for a pull, and True when this caller must run it (no pull was under way)."""

@@ -109,6 +109,8 @@ class Gateway(_Section):
 
     urls: list[str]
     timeout: float = msgspec.field(default=60.0)
+    # pulls one user may have queued or running at once: a user cannot fill the workers alone
+    max_pulls_per_user: typing.Annotated[int, msgspec.Meta(ge=1, le=1000)] = 4
 
     def __post_init__(self) -> None:
         if not self.urls:
@@ -119,18 +121,52 @@ class Gateway(_Section):
             raise _Invalid("timeout", f"{self.timeout} is not a positive number of seconds")
 
 
+_REGISTRY_HOST = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*"
+                            r"(?::[0-9]{1,5})?|\[[0-9a-f:]+\](?::[0-9]{1,5})?")
+DOCKER_HUB = ("docker.io", "index.docker.io", "registry-1.docker.io")  # Docker Hub's names; docker.io first
+
+
+def registry_name(host_or_url: str) -> str:
+    """The canonical name of a registry: `docker.io` for Docker Hub (whatever alias or API URL
+    is written), else host[:port] in lowercase. Accepts `host[:port]` or a URL."""
+    text = host_or_url.strip()
+    netloc = urlsplit(text).netloc if "://" in text else text
+    netloc = netloc.rstrip("/").lower()
+    return DOCKER_HUB[0] if netloc in DOCKER_HUB else netloc
+
+
 class Registries(_Section):
-    """Which registry a reference names: `docker:app` uses `default`, `docker:host/app` uses
-    `hosts[host]` when listed (a mirror), else https://host."""
+    """The registries images may come from: an allow-list. `docker:app` means the `default`
+    registry; `docker:host/app` is pulled only when `host` is the default, Docker Hub (unless
+    `docker_hub: false`), a `hosts` entry (name -> URL) or a `mirrors` upstream. A registry
+    with `mirrors` is fetched from them, in order; a reference naming a mirror means its
+    upstream (a declared mirror holds the upstream's names)."""
 
     default: str
     hosts: dict[str, typing.Any] = {}  # checked below, to name the host in messages
+    mirrors: dict[str, typing.Any] = {}
+    docker_hub: bool = True
     platform: str = "linux/amd64"
 
     def __post_init__(self) -> None:
         _url("default", self.default)
         for host, url in self.hosts.items():
+            if not _REGISTRY_HOST.fullmatch(str(host)):
+                raise _Invalid(f"hosts.{host}", "is not a registry host[:port] (lowercase), e.g. registry.example.org:5000")
             _url(f"hosts.{host}", url if isinstance(url, str) else repr(url))
+        mirror_of: dict[str, str] = {}
+        for upstream, urls in self.mirrors.items():
+            if not _REGISTRY_HOST.fullmatch(str(upstream)):
+                raise _Invalid(f"mirrors.{upstream}", "is not a registry host[:port] (lowercase), e.g. docker.io")
+            if not isinstance(urls, list) or not urls:
+                raise _Invalid(f"mirrors.{upstream}", f"expected a non-empty list of mirror URLs, got {urls!r}")
+            for i, url in enumerate(urls):
+                _url(f"mirrors.{upstream}[{i}]", url if isinstance(url, str) else repr(url))
+                mirror_of[registry_name(url)] = registry_name(str(upstream))
+        for host in self.hosts:
+            if registry_name(str(host)) in mirror_of:
+                raise _Invalid(f"hosts.{host}", f"is declared a mirror of {mirror_of[registry_name(str(host))]} "
+                                                "under mirrors (references naming it mean its upstream); remove it from hosts")
         if not re.fullmatch(r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?", self.platform):
             raise _Invalid("platform", f"{self.platform!r} is not os/arch[/variant], e.g. linux/amd64")
 
@@ -190,6 +226,8 @@ class Config(_Section):
     gateway: Gateway
     registries: Registries
     run_dir: str = "/var/run/shifter"
+    # munged's socket: shifterimg proves who asks with a munge credential (the gateway decodes it)
+    munge_socket: str = "/run/munge/munge.socket.2"
     default_image_type: Literal["docker", "id", "local", "custom"] = "docker"
     allow_local_images: bool = False
     site_mounts: list[SiteMount] = []
@@ -207,7 +245,7 @@ class Config(_Section):
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.system):
             raise _Invalid("system", f"{self.system!r} is not a name (letters, digits, . _ -)")
-        for key in ("image_dir", "run_dir", "opt_udi_image", "etc_dir"):
+        for key in ("image_dir", "run_dir", "opt_udi_image", "etc_dir", "munge_socket"):
             _absolute(key, getattr(self, key))
         _names("import_accounts", self.import_accounts, _ACCOUNT, "account name")
         _absolute("sshd.host_key_secret", self.sshd.host_key_secret)

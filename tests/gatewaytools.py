@@ -1,13 +1,16 @@
 """Helpers shared by the gateway tests: read a squashfs or a directory as comparable entries,
-build the three-layer Debian test image, unpack an image the independent way (skopeo+umoci)."""
+build the three-layer Debian test image, unpack an image the independent way (skopeo+umoci),
+play a registry host that accepts, hangs or answers 404 (Listener)."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import stat
+import socket
 import subprocess
 import tarfile
+import threading
 from pathlib import Path
 
 import imagebuilder as ib
@@ -145,3 +148,53 @@ def debian_image(label: str = "") -> ib.Image:
         "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"],
         "Cmd": ["/bin/bash"], "Entrypoint": ["/usr/bin/env"], "WorkingDir": "/opt/app", "User": "1000",
         "Labels": {"org.example.test": "debian-3-layers", **({"run": label} if label else {})}})
+
+
+class Listener:
+    """A TCP listener on loopback that counts connections and treats them per `mode`:
+    'close' (accept, close at once), 'hang' (accept, never answer), 'answer' (HTTP 404)."""
+
+    def __init__(self, addr: str, port: int, mode: str = "close"):
+        self.sock = socket.create_server((addr, port), reuse_port=False)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.mode = mode
+        self.accepted = 0
+        self.hung: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            self.accepted += 1
+            if self.mode == "hang":
+                self.hung.append(conn)
+            elif self.mode == "answer":
+                conn.settimeout(2)
+                try:
+                    conn.recv(65536)
+                    conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\n"
+                                 b"Content-Length: 2\r\nConnection: close\r\n\r\n{}")
+                except OSError:
+                    pass
+                conn.close()
+            else:
+                conn.close()
+
+    def answer_all(self) -> None:
+        """From now on answer 404 (pulls fail at once); drop the connections held so far."""
+        self.mode = "answer"
+        for conn in self.hung:
+            conn.close()
+        self.hung.clear()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.answer_all()
+        self.sock.close()

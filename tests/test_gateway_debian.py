@@ -88,7 +88,7 @@ def test_user_pulls_debian_through_gateway(debian):
     assert record["env"][1] == "LANG=C.UTF-8" and record["cmd"] == ["/bin/bash"]
     assert record["entrypoint"] == ["/usr/bin/env"] and record["workdir"] == "/opt/app"
     assert record["user"] == "1000" and record["labels"]["org.example.test"] == "debian-3-layers"
-    assert record["neutralised"]["device"] > 0 and record["tag"] == f"{REPO}:{TAG}"
+    assert record["neutralised"]["device"] > 0 and record["tag"] == f"docker.io/{REPO}:{TAG}"  # the canonical name
     entries = gt.squashfs_entries(gt.STATE / "images" / f"{image_id}.squashfs")
     shadow = os.lstat(ib.debian_tree() / "etc/shadow")  # the image's owners are kept (root:shadow here)
     assert entries["etc/shadow"][1:4] == (stat.S_IMODE(shadow.st_mode), shadow.st_uid, shadow.st_gid)

@@ -118,7 +118,7 @@ def test_tampered_blob_fails_and_publishes_nothing(cfg):
     image_id = digest.split(":", 1)[1]
     assert not list(IMAGES.glob(f"*{image_id}*"))
     assert not (gt.STATE / "gateway/layers" / ib.sha256(layers[1]).split(":")[1]).exists()
-    assert db_rows("test/tampered:1") == [("FAILURE",)]
+    assert db_rows("docker.io/test/tampered:1") == [("FAILURE",)]
 
 
 def test_image_not_in_registry_fails_clearly(cfg):
@@ -158,7 +158,7 @@ def test_twenty_concurrent_pulls_download_once(cfg):
     assert len(results) == 20 and {r["status"] for r in results} == {"READY"}
     assert {r["id"] for r in results} == {digest.split(":", 1)[1]}
     assert blob_gets(unique_layer) == 1
-    assert db_rows("test/concurrent:1") == [("READY",)]
+    assert db_rows("docker.io/test/concurrent:1") == [("READY",)]
     # pulling a READY image again checks the manifest only: no layer is fetched
     again = client.pull(cfg, "test/concurrent:1", poll=0.1)
     assert again["status"] == "READY" and again["id"] == digest.split(":", 1)[1]

@@ -102,7 +102,7 @@ def test_transient_errors_are_retried_permanent_ones_are_not():
         raise httpx.ConnectError("refused")
 
     c = Client("https://reg.example", "app", transport=httpx.MockTransport(down), backoff=0, retries=2)
-    with pytest.raises(RegistryError, match="after 3 tries"):
+    with pytest.raises(RegistryError, match="tried 3 times"):
         c.resolve("1")
 
 

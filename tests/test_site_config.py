@@ -49,7 +49,9 @@ def test_local_cluster_config_is_valid(tmp_path):
     import conftest
     text = conftest.localcluster.render("shifter.yaml.in")
     cfg = config.parse(text, "local")
-    assert cfg.registries.default == "http://127.0.0.1:5000"
+    # the local registry is the site's Docker Hub mirror
+    assert cfg.registries.default == "https://registry-1.docker.io"
+    assert cfg.registries.mirrors == {"docker.io": [f"http://{conftest.localcluster.REGISTRY}"]}
     assert cfg.image_dir.startswith(str(conftest.localcluster.STATE))
 
 
