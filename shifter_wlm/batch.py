@@ -55,10 +55,10 @@ def step_argv(argv: list[str], env: dict[str, str]) -> list[str] | None:
     return [srun, *STEP_OPTIONS, *binding, f"--nodelist={node}", "shifter", *argv]
 
 
-def outside_the_nodes(env: dict[str, str]) -> str | None:
+def outside_the_nodes(env: dict[str, str], euid: int | None = None) -> str | None:
     """One line for `shifter` typed in an salloc shell: it runs here, rootless, not on the
     allocated nodes in the job's container (None: not such a shell)."""
-    if os.geteuid() == 0 or not env.get("SLURM_JOB_ID") or env.get("SLURM_STEP_ID") or env.get("SLURMD_NODENAME"):
+    if (os.geteuid() if euid is None else euid) == 0 or not env.get("SLURM_JOB_ID") or env.get("SLURM_STEP_ID") or env.get("SLURMD_NODENAME"):
         return None
     return (f"shifter: note: this shell of job {env['SLURM_JOB_ID']} is not on its nodes: running here, rootless, "
             "without the job's container (no /var/hostsfile, no perNodeCache); use srun shifter ... to run on them")
