@@ -33,7 +33,7 @@ def image(cluster):
     root = Path(tempfile.mkdtemp())
     try:
         images.make_root(root)
-        (root / "srv").mkdir()
+        (root / "srv").mkdir(exist_ok=True)
         (root / "etc/app-release").write_text("week-app-1\n")
         layer = ib.layer_from_dir(root)
     finally:
