@@ -139,12 +139,14 @@ def resolve_image(cfg, ref: str) -> str:
     from shifter_site.quickload import check_id
 
     text = ref[3:] if ref.startswith("id:") else ref
+    if len(text) == 64 and not text.strip("0123456789abcdef"):
+        return text  # a whole id (the launch path: no directory listing)
     if _short_id(text):
         found = find_short_id(cfg.image_dir, text)
         if found:
             return found
     if ref.startswith("id:"):
-        if _short_id(text) and len(text) < 64:
+        if _short_id(text):
             from shifter_site.errors import ShifterError
             raise ShifterError(f"no image on this system has an id starting with {text} (see shifterimg images)")
         return check_id(text)
