@@ -35,7 +35,7 @@ static int remote_wanted = -1;  /* remote context: does this step use us? (-1: n
 
 static int store(char **slot, const char *arg)
 {
-    /* each use of an option replaces the previous value (as in the original Shifter) */
+    /* --image, --module: each use replaces the previous value (as in the original Shifter) */
     free(*slot);
     *slot = strdup(arg ? arg : "");
     return *slot ? 0 : -1;
