@@ -365,9 +365,8 @@ def user_hooks(spank, args, options) -> None:
 
 
 def _place_exec_script(command: list[str], uid: int, gid: int) -> str:
-    """A script, in the container's own tmpfs, that execs `command` (for the user: 0500)."""
-    import shlex
-
+    """A script, in the container's own tmpfs, that execs `command` (for the user: 0500).
+    Called inside the container: nothing may be imported here (the host's modules are gone)."""
     if not os.path.exists("/bin/sh"):
         raise StepError(f"the command ({len(command)} words) is longer than the step's command line, and the "
                         "image has no /bin/sh to start it; give the command explicitly after shifter's options")
@@ -375,7 +374,8 @@ def _place_exec_script(command: list[str], uid: int, gid: int) -> str:
     path = f"{EXEC_DIR}/{os.getpid()}"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o500)
     try:
-        os.write(fd, f"exec {shlex.join(command)}\n".encode(errors="surrogateescape"))
+        quoted = " ".join("'" + word.replace("'", "'\\''") + "'" for word in command)
+        os.write(fd, f"exec {quoted}\n".encode(errors="surrogateescape"))
         os.fchown(fd, uid, gid)
     finally:
         os.close(fd)
