@@ -113,7 +113,7 @@ def test_export_none_keeps_the_jobs_image_volumes_and_modules(image, baseline, h
 #SBATCH --image={IMAGE}
 #SBATCH --volume={data}:/data
 #SBATCH --module=hello
-echo "shell_image=${{SHIFTER_IMAGE:-unset}}"
+echo "shell_image=${{SHIFTER_IMAGE:-unset}} job_request=$SLURM_SPANK_SHIFTER_IMAGEREQUEST"
 srun -N2 shifter sh -c 'echo "step on=$SLURMD_NODENAME release=$(cat /etc/app-release) data=$(cat /data/marker) \
 module=$HELLO_MODULE image=$SHIFTER_IMAGE"'
 srun -N1 --export=NONE shifter sh -c 'echo "srunnone release=$(cat /etc/app-release) data=$(cat /data/marker)"'
@@ -126,6 +126,8 @@ shifter sh -c 'echo "typed release=$(cat /etc/app-release) data=$(cat /data/mark
     assert result.returncode == 0, result.stderr
     output = (job.parent / f"exportnone-{result.stdout.strip()}.out").read_text()
     assert "shell_image=unset" in output, output  # the export really was NONE
+    # which image the job uses, visible in the job whatever the export (README)
+    assert f"job_request={IMAGE}\n" in output, output
     steps = jt.lines_with("step ", output)
     assert sorted(jt.field("on", line) for line in steps) == ["n1", "n2"], output
     for line in steps:
