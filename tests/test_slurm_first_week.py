@@ -39,11 +39,16 @@ def rootless():
     os.chmod("/dev/fuse", mode)
 
 
+MADE: list[Path] = []  # the test user's directories made below, removed after the module
+
+
 @pytest.fixture(scope="module")
 def baseline(cluster):
     """What the nodes held before these tests (another run may have left something): each
     test below must leave nothing beyond it."""
-    return jt.leftovers()
+    yield jt.leftovers()
+    for path in MADE:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def assert_clean(baseline: dict, timeout: float = 20) -> None:
@@ -83,6 +88,7 @@ def _user_dir(name: str, mode: int = 0o755, files: dict[str, str] | None = None)
     path = jt.home(USER) / name
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir()
+    MADE.append(path)
     for fname, text in (files or {}).items():
         (path / fname).write_text(text)
         os.chown(path / fname, entry.pw_uid, entry.pw_gid)
