@@ -16,9 +16,10 @@ import sys
 
 USAGE = """\
 usage: shifter [options] [--] [COMMAND [ARG...]]
-  -i, --image=REF        image (id:<64 hex>, or docker:name:tag via the image gateway)
+  -i, --image=REF        image: docker:name:tag (via the image gateway), or an id (64 hex
+                         digits, or its first 12+ as shifterimg images shows, id: optional)
   -V, --volume=SPEC      from:to[:ro|:perNodeCache=size=N[,fs=xfs|ext4][,bs=N]]; repeatable,
-                         several mappings joined by ';'; replaces $SHIFTER_VOLUME
+                         several mappings joined by ';'; adds to the job's volumes
   -e, --env=NAME=VALUE   set a variable in the container (repeatable)
       --env-file=FILE    NAME=VALUE lines ('#' comments)
   -E, --clearenv         start from an empty environment
@@ -108,12 +109,47 @@ def _store(opts: dict, key: str, value: str) -> None:
         opts[key] = value
 
 
+SHORT_ID_MIN = 12  # `shifterimg images` shows an id's first 12 digits
+
+
+def _short_id(text: str) -> bool:
+    return SHORT_ID_MIN <= len(text) <= 64 and not text.strip("0123456789abcdef")
+
+
+def find_short_id(image_dir: str, prefix: str) -> str | None:
+    """The one image on this system whose id starts with `prefix` (as `shifterimg images`
+    shows it), None when none does; ambiguous prefixes are refused."""
+    from shifter_site.errors import ShifterError
+
+    try:
+        names = os.listdir(image_dir)
+    except OSError:
+        return None
+    found = sorted({n[:-5] for n in names if n.endswith(".json") and n.startswith(prefix) and len(n) == 69})
+    if len(found) > 1:
+        raise ShifterError(f"image id {prefix} is ambiguous: {len(found)} images start with it "
+                           "(see shifterimg images); give more digits")
+    return found[0] if found else None
+
+
 def resolve_image(cfg, ref: str) -> str:
-    """The image id for a reference: `id:<64 hex>` locally, anything else via the gateway."""
+    """The image id for a reference: `id:<64 hex>` or an id's first 12+ digits, as
+    `shifterimg images` shows it (`id:` optional), locally; anything else via the gateway.
+    One rule for shifter -i, srun/sbatch --image and the step hooks."""
     from shifter_site.quickload import check_id
 
+    text = ref[3:] if ref.startswith("id:") else ref
+    if len(text) == 64 and not text.strip("0123456789abcdef"):
+        return text  # a whole id (the launch path: no directory listing)
+    if _short_id(text):
+        found = find_short_id(cfg.image_dir, text)
+        if found:
+            return found
     if ref.startswith("id:"):
-        return check_id(ref[3:])
+        if _short_id(text):
+            from shifter_site.errors import ShifterError
+            raise ShifterError(f"no image on this system has an id starting with {text} (see shifterimg images)")
+        return check_id(text)
     try:
         from imagegw.client import lookup
     except ImportError:
@@ -165,11 +201,11 @@ def run(argv: list[str]) -> int:
     cfg, read_record = _site(privileged=os.geteuid() == 0, quick=ref.startswith("id:"))
     image_id = resolve_image(cfg, ref)
     record = read_record(cfg.image_dir, image_id)
-    volume_texts = opts["volume"] or ([host_env["SHIFTER_VOLUME"]] if in_job and host_env.get("SHIFTER_VOLUME") else [])
-    volumes = []
-    for text in volume_texts:
-        volumes += parse(text)
-    check_all(volumes)
+    # volumes accumulate (one rule everywhere, runtime.volumes.combine): the job's, then -V
+    from runtime.volumes import combine
+    job_volume = host_env.get("SHIFTER_VOLUME", "") if in_job else ""
+    volume_text = combine(job_volume, *opts["volume"])
+    volumes = check_all(parse(volume_text)) if volume_text else []
     env_file: tuple[str, ...] = ()
     if opts["env_file"] is not None:
         from runtime.enter import parse_env_file

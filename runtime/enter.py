@@ -8,6 +8,7 @@ and exec. The CLI calls `exec_command`, which does the drop itself.
 
 from __future__ import annotations
 
+import errno
 import os
 import warnings  # noqa: F401 - os.execvpe imports it lazily: after pivot_root it could not be found
 
@@ -31,6 +32,18 @@ class EnterError(ShifterError):
     """The container cannot be entered as asked (bad env entry, missing workdir, command)."""
 
     exit_code = 64
+
+
+class CommandNotFound(EnterError):
+    """The command is not in the container: 127, as shells, Docker and podman say."""
+
+    exit_code = 127
+
+
+class CommandNotExecutable(EnterError):
+    """The command is there but cannot be executed: 126, as shells, Docker and podman say."""
+
+    exit_code = 126
 
 
 class HookError(EnterError):
@@ -102,6 +115,32 @@ def command(spec: ContainerSpec, argv: list[str], env: dict[str, str]) -> list[s
     return [env.get("SHELL") or "/bin/sh"]
 
 
+def find_command(name: str, env: dict[str, str]) -> str:
+    """Where exec will find `name` in the container (searched in the container's PATH, as
+    execvp does, with the caller's rights), or the shell's error: CommandNotFound (127)
+    naming the PATH searched, CommandNotExecutable (126)."""
+    import stat
+
+    if "/" in name:
+        candidates = [name]
+    else:
+        candidates = [os.path.join(d or ".", name) for d in os.get_exec_path(env)]
+    denied = None
+    for candidate in candidates:
+        try:
+            mode = os.stat(candidate).st_mode
+        except OSError:
+            continue
+        if stat.S_ISREG(mode) and os.access(candidate, os.X_OK):
+            return candidate
+        denied = denied or (candidate, "is a directory" if stat.S_ISDIR(mode) else "is not executable by you")
+    if denied:
+        raise CommandNotExecutable(f"{name}: cannot run it in the container: {denied[0]} {denied[1]}")
+    if "/" in name:
+        raise CommandNotFound(f"{name}: no such file in the container")
+    raise CommandNotFound(f"{name}: command not found in the container (PATH={':'.join(os.get_exec_path(env))})")
+
+
 def join(ns_path: str) -> None:
     """Join a pinned container's mount namespace (root); its root is the container root."""
     fd = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)
@@ -169,7 +208,11 @@ def exec_command(spec: ContainerSpec, argv: list[str], host_env: dict[str, str],
     _chdir(spec, cwd)
     for module, hook in spec.user_hooks:
         run_user_hook(module, hook, env)
+    path = find_command(full[0], env)  # with the container's PATH, as the user
     try:
-        os.execvpe(full[0], full, env)  # resolved with the container's PATH
+        os.execve(path, full, env)
     except OSError as err:
-        raise EnterError(f"cannot run {full[0]!r} in the container: {err.strerror}") from None
+        # ENOENT for a file that is there: its #! interpreter or its loader is missing
+        error = CommandNotFound if err.errno == errno.ENOENT else CommandNotExecutable
+        raise error(f"{full[0]}: cannot run it in the container ({path}: {err.strerror}"
+                    f"{'; its #! interpreter or loader is missing' if error is CommandNotFound else ''})") from None

@@ -19,6 +19,11 @@ USER_FLAGS = ("ro", "perNodeCache")
 SITE_FLAGS = ("ro", "rec", "slave", "private")
 CACHE_KEYS = ("size", "fs", "bs", "method")
 CACHE_FS = ("xfs", "ext4")
+# the smallest filesystem each mkfs makes (xfsprogs 6: "must be larger than 300MB"; ext4:
+# 64 blocks, at least 1 MiB), and the smallest xfs block size (v5 xfs: 1k)
+XFS_MIN_SIZE = 300 << 20
+EXT4_MIN_SIZE = 1 << 20
+XFS_MIN_BS = 1024
 # a user volume may not cover these (nor anything below them)
 FORBIDDEN_TARGETS = ("/etc", "/var", "/opt/udiImage", "/proc", "/sys", "/dev")
 ALLOWED_EXCEPTIONS = ("/var/tmp",)
@@ -151,10 +156,26 @@ def _parse_cache(mapping: str, args: str) -> CacheOptions:
             raise _fail(mapping, f"perNodeCache bs {seen['bs']!r} must be a power of two from 512 to 64k")
         if fs == "ext4" and bs < 1024:
             raise _fail(mapping, f"perNodeCache bs {seen['bs']!r} is below ext4's minimum block size 1k")
+        if fs == "xfs" and bs < XFS_MIN_BS:
+            raise _fail(mapping, f"perNodeCache bs {seen['bs']!r} is below xfs's minimum block size 1k")
+    _check_cache_size(mapping, seen["size"], size, fs, bs)
     method = seen.get("method", "loop")
     if method != "loop":
         raise _fail(mapping, f"perNodeCache method {method!r} is not supported; use method=loop")
     return CacheOptions(size=size, fs=fs, bs=bs, method=method)
+
+
+def _check_cache_size(mapping: str, text: str, size: int, fs: str, bs: int | None) -> None:
+    """A size mkfs cannot format is refused here, at submit, with the fix (not per node, per
+    step, as mkfs's usage text)."""
+    if fs == "xfs" and size < XFS_MIN_SIZE:
+        raise _fail(mapping, f"perNodeCache size={text} is too small for xfs (at least 300M); "
+                             "ask for size=300M or more, or add fs=ext4 for a smaller cache")
+    least = max(EXT4_MIN_SIZE, 64 * (bs or 0))
+    if fs == "ext4" and size < least:
+        why = f"at least {least >> 20}M" + (f" with bs={bs}" if bs else "")
+        raise _fail(mapping, f"perNodeCache size={text} is too small for ext4 ({why}); "
+                             f"ask for size={least >> 20}M or more")
 
 
 def parse_mapping(mapping: str, site: bool = False) -> Volume:
@@ -211,6 +232,20 @@ def parse(text: str, site: bool = False) -> list[Volume]:
             raise VolumeError(f"volume spec {text!r} has an empty mapping (';' at an end or ';;'); remove it")
         volumes.append(parse_mapping(mapping, site=site))
     return check_all(volumes)
+
+
+def combine(*texts: str) -> str:
+    """One rule for volumes given in several places (several `#SBATCH --volume` lines, the
+    job's and a step's `srun --volume`, `shifter -V`): they accumulate, in order; a mapping
+    given again exactly as before counts once (Slurm hands a step the job's last --volume
+    again). Texts not given ("") add nothing; the result is checked by `parse`."""
+    pieces: list[str] = []
+    for text in texts:
+        if text:
+            for piece in text.split(";"):
+                if piece not in pieces:
+                    pieces.append(piece)
+    return ";".join(pieces)
 
 
 def check_all(volumes: list[Volume]) -> list[Volume]:

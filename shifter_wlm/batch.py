@@ -1,4 +1,4 @@
-"""`shifter` typed in a job's batch script (or an salloc shell), outside any step.
+"""`shifter` typed in a job's batch script, outside any step.
 
 The job's container on this node (with its perNodeCache and /var/hostsfile) lives in a
 namespace only root can join, and the batch script itself must stay on the host (it runs
@@ -6,27 +6,62 @@ srun, reads host files). So `shifter ARGS` there becomes a one-task step on this
 `srun -N1 -n1 -w <this node> --overlap shifter ARGS`: the step hook puts it into the job's
 container exactly as for `srun shifter`. stdin, stdout, stderr and the exit code pass
 through srun. Standard library only: the `shifter` command calls this first.
+
+In an salloc shell (on the login node, no SLURMD_NODENAME) `shifter` runs right there,
+rootless, as outside any job: it says so in one line on stderr.
 """
 
 from __future__ import annotations
 
 import os
 
-STEP_OPTIONS = ("--nodes=1", "--ntasks=1", "--overlap", "--quiet", "--mpi=none", "--cpu-bind=none")
+STEP_OPTIONS = ("--nodes=1", "--ntasks=1", "--overlap", "--quiet", "--mpi=none")
+# --cpu-bind=none keeps the one task from being bound to one CPU; on a cluster without
+# task binding (TaskPlugin=task/none, Slurm's default) srun would only say, for every
+# `shifter` line, "cluster configuration lacks support for cpu binding"
+NO_BINDING = "--cpu-bind=none"
+
+
+def cluster_binds_tasks(env: dict[str, str]) -> bool:
+    """Whether Slurm's configuration has a task plugin that binds (srun's own test: a
+    TaskPlugin other than task/none). Read from slurm.conf; unreadable: assume it binds."""
+    path = env.get("SLURM_CONF") or "/etc/slurm/slurm.conf"
+    plugin = "task/none"
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                key, sep, value = line.split("#", 1)[0].partition("=")
+                if sep and key.strip().lower() == "taskplugin":
+                    plugin = value.strip()
+    except OSError:
+        return True
+    return plugin != "task/none"
 
 
 def step_argv(argv: list[str], env: dict[str, str]) -> list[str] | None:
     """The srun command that runs `shifter argv` as a step on this node, or None when this
-    is not a job's batch script (or salloc shell) or srun is not there."""
+    is not a job's batch script or srun is not there."""
     if os.geteuid() == 0 or not env.get("SLURM_JOB_ID") or env.get("SLURM_STEP_ID"):
         return None
     node = env.get("SLURMD_NODENAME")
+    if not node:
+        return None
     import shutil  # only inside a job: a plain launch does not pay for it
 
     srun = shutil.which("srun", path=env.get("PATH"))
-    if not node or not srun:
+    if not srun:
         return None
-    return [srun, *STEP_OPTIONS, f"--nodelist={node}", "shifter", *argv]
+    binding = (NO_BINDING,) if cluster_binds_tasks(env) else ()
+    return [srun, *STEP_OPTIONS, *binding, f"--nodelist={node}", "shifter", *argv]
+
+
+def outside_the_nodes(env: dict[str, str], euid: int | None = None) -> str | None:
+    """One line for `shifter` typed in an salloc shell: it runs here, rootless, not on the
+    allocated nodes in the job's container (None: not such a shell)."""
+    if (os.geteuid() if euid is None else euid) == 0 or not env.get("SLURM_JOB_ID") or env.get("SLURM_STEP_ID") or env.get("SLURMD_NODENAME"):
+        return None
+    return (f"shifter: note: this shell of job {env['SLURM_JOB_ID']} is not on its nodes: running here, rootless, "
+            "without the job's container (no /var/hostsfile, no perNodeCache); use srun shifter ... to run on them")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,9 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     args = sys.argv[1:] if argv is None else argv
-    srun = step_argv(args, dict(os.environ))
+    env = dict(os.environ)
+    srun = step_argv(args, env)
     if srun is not None:
         os.execv(srun[0], srun)
+    note = outside_the_nodes(env)
+    if note and "-h" not in args[:1] and "--help" not in args[:1]:
+        sys.stderr.write(note + "\n")
     from runtime.cli import main as runtime_main
 
     return runtime_main(args)

@@ -31,9 +31,10 @@ class Resolved:
     module: str           # --module as typed ("" = site default)
 
 
-def check_combination(options) -> None:
-    """Rules that need no configuration (pure)."""
-    if options.image is None:
+def check_combination(options, in_job: bool = False) -> None:
+    """Rules that need no configuration (pure). Inside a job (srun in an allocation) a
+    --volume or --module alone applies to the job's image."""
+    if options.image is None and not in_job:
         if options.volume is not None:
             raise OptionError("--volume needs --image: add --image=TYPE:TAG (e.g. --image=docker:ubuntu:22.04)")
         if options.module is not None:
@@ -67,25 +68,28 @@ def check_modules(text: str, cfg) -> list[str]:
 
 
 def check_volumes(text: str, cfg) -> None:
-    """The syntax and user rules of --volume, and the site's perNodeCache limits."""
-    from runtime import volumes
+    """The syntax and user rules of --volume, the site's perNodeCache limits, and each
+    source as the user sees it (a shared filesystem: a missing or unreadable source is
+    refused now, not after the job waited in the queue; the node checks again)."""
+    from runtime import build, volumes
 
     parsed = volumes.check_all(volumes.parse(text))
     volumes.check_cache_limits(parsed, cfg.per_node_cache.size_limit_bytes, list(cfg.per_node_cache.allowed_fs))
+    for fd in build.resolve_sources([v for v in parsed if not v.cache]):
+        os.close(fd)
 
 
-def resolve(options, cfg) -> Resolved:
-    """Look the image up in the gateway and check the other options against the site."""
-    from imagegw import client, reference
+def resolve(options, cfg, volume: str) -> Resolved:
+    """Look the image up in the gateway and check the other options against the site;
+    `volume`: every --volume of this job or step (runtime.volumes.combine)."""
+    from runtime.cli import resolve_image
 
-    ref = reference.parse(options.image, cfg.default_image_type)
-    record = client.lookup(cfg, ref)
-    if options.volume:
-        check_volumes(options.volume, cfg)
+    image_id = resolve_image(cfg, options.image)
+    if volume:
+        check_volumes(volume, cfg)
     if options.module is not None:
         check_modules(options.module, cfg)
-    return Resolved(image_id=record.id, request=options.image, volume=options.volume or "",
-                    module=options.module or "")
+    return Resolved(image_id=image_id, request=options.image, volume=volume, module=options.module or "")
 
 
 def export(spank, resolved: Resolved, job_level: bool) -> None:
@@ -134,26 +138,46 @@ def allocator(spank, args, options) -> None:
         if not sshd.enabled(args, cfg):
             raise OptionError("--ccm needs the in-container sshd, which this site has not enabled "
                               "(sshd.enabled in the site config); submit without --ccm")
-    resolved = resolve(options, cfg)
+    from runtime.volumes import combine
+
+    # several --volume options (#SBATCH lines) accumulate: the plugin joined them
+    resolved = resolve(options, cfg, combine(options.volume or ""))
     user_key(args, cfg)
     export(spank, resolved, job_level=True)
 
 
 def local(spank, args, options) -> None:
     """srun: inside an allocation the job's resolved image is reused as is; a different
-    --image (or an srun outside any allocation) is resolved here, for this step only."""
-    check_combination(options)
-    if options.image is None:
-        return
+    --image (or an srun outside any allocation) is resolved here, for this step only.
+    The step's --volume adds to the job's (SHIFTER_VOLUME); the node does the same when
+    this environment does not reach the step (--export=NONE)."""
+    from runtime.volumes import combine
+
     env = os.environ  # srun's own environment (spank_getenv answers in remote context only)
-    inherited = (env.get("SHIFTER_IMAGEREQUEST") == options.image and env.get("SHIFTER_IMAGE")
-                 and env.get("SHIFTER_VOLUME", "") == (options.volume or "")
-                 and env.get("SHIFTER_MODULE", "") == (options.module or ""))
+    in_job = "SLURM_JOB_ID" in env
+    check_combination(options, in_job)
+    if options.image is None and options.volume is None and options.module is None:
+        return
+    job_volume = env.get("SHIFTER_VOLUME", "")
+    volume = combine(job_volume, options.volume or "")
+    module = options.module if options.module is not None else env.get("SHIFTER_MODULE", "")
+    request = options.image if options.image is not None else env.get("SHIFTER_IMAGEREQUEST")
+    inherited = (request == env.get("SHIFTER_IMAGEREQUEST") and env.get("SHIFTER_IMAGE")
+                 and volume == job_volume and module == env.get("SHIFTER_MODULE", ""))
     if inherited:
         return
-    job_level = "SLURM_JOB_ID" not in env  # an srun that makes its own allocation
     cfg = _config(args)
-    resolved = resolve(options, cfg)
+    if options.image is None:
+        # the job's image (chosen on the node); the step's own volumes and modules checked here
+        if volume:
+            check_volumes(volume, cfg)
+        if options.module is not None:
+            check_modules(options.module, cfg)
+        os.environ["SHIFTER_VOLUME"] = volume
+        os.environ["SHIFTER_MODULE"] = module
+        return
+    job_level = not in_job  # an srun that makes its own allocation
+    resolved = resolve(options, cfg, volume)
     if job_level:
         user_key(args, cfg)
     export(spank, resolved, job_level=job_level)

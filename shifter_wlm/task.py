@@ -16,6 +16,7 @@ would be too late: slurmstepd has already switched to the user's uid there.)
 from __future__ import annotations
 
 import os
+import time
 from types import SimpleNamespace
 
 from shifter_site.errors import ShifterError
@@ -35,10 +36,10 @@ CCM_SCRIPT = "/var/run/udiImage/ccm/job-script"  # the batch script's copy, in t
 class Prepared:
     """What slurmstepd prepared for its tasks (they inherit it when forked)."""
 
-    __slots__ = ("ns_path", "spec", "command", "env_file", "run_dir", "step_record", "key", "ccm_script")
+    __slots__ = ("ns_path", "spec", "command", "env_file", "run_dir", "step_record", "key", "ccm_script", "notes")
 
     def __init__(self, ns_path: str, spec, command: list[str], env_file: str | None, run_dir: str,
-                 step_record: str | None, key: str, ccm_script: str | None = None):
+                 step_record: str | None, key: str, ccm_script: str | None = None, notes: str = ""):
         self.ns_path = ns_path          # the container's pinned namespace
         self.spec = spec                # the entering half of a ContainerSpec (see _entering)
         self.command = command          # the user's command after shifter's options
@@ -47,6 +48,7 @@ class Prepared:
         self.step_record = step_record  # "<job>.<step>" when this step built its own container
         self.key = key
         self.ccm_script = ccm_script    # --ccm: the batch script (host path), run in the container
+        self.notes = notes              # shifter -v: what this step chose, for each task's stderr
 
 
 _prepared: Prepared | None = None
@@ -136,12 +138,12 @@ def step_setup(spank, args, options) -> None:
     if not is_shifter(argv) and not ccm:
         return
     try:
-        _prepare(spank, args, argv, ccm)
+        _prepare(spank, args, options, argv, ccm)
     except ShifterError as err:
         _prepared = Refused(str(err))
 
 
-def _prepare(spank, args, argv: list[str], ccm: bool) -> None:
+def _prepare(spank, args, options, argv: list[str], ccm: bool) -> None:
     global _prepared
     from runtime.enter import check_env_entry
     from shifter_site import configcache
@@ -159,25 +161,13 @@ def _prepare(spank, args, argv: list[str], ccm: bool) -> None:
     run_dir = jobs.node_dir(snapshot["run_dir"] if snapshot is not None else cfg.run_dir, node)
     job = jobs.read(run_dir, str(job_id))
 
-    if opts["image"] is not None:
-        from runtime.cli import resolve_image
-        cfg = cfg or _config(args)
-        image, request = resolve_image(cfg, opts["image"]), opts["image"]
-    else:
-        image = spank.getenv("SHIFTER_IMAGE") or ""
-        request = spank.getenv("SHIFTER_IMAGEREQUEST") or f"id:{image}"
-        if not image:
-            raise StepError("no image for this step: submit the job with --image=REF, or run srun --image=REF "
-                            "shifter ..., or shifter --image=REF ...")
-        # imagefiles.check_id's rule, without importing msgspec on the step's hot path
-        if len(image) != 64 or image.strip("0123456789abcdef"):
-            raise StepError(f"SHIFTER_IMAGE={image!r} is not an image id (64 hex digits); "
-                            "resubmit with --image=REF")
-    volume = ";".join(opts["volume"]) if opts["volume"] else (spank.getenv("SHIFTER_VOLUME") or "")
-    module = opts["module"] if opts["module"] is not None else (spank.getenv("SHIFTER_MODULE") or "")
-
     if job is not None and job.uid != uid:
         raise StepError(f"the container record of job {job_id} belongs to another user; refusing it")
+    image, request = _choose_image(spank, args, options, opts, job, cfg)
+    volume = _choose_volume(spank, options, opts, job)
+    module = _choose_module(spank, options, opts, job)
+
+    started = time.perf_counter()
     same_as_job = job is not None and job.image_id == image and job.volume == volume and job.module == module
     if same_as_job and job.state == "failed":
         raise StepError(job.message)
@@ -190,12 +180,71 @@ def _prepare(spank, args, argv: list[str], ccm: bool) -> None:
     else:
         key, spec, step_record = _build_step_container(spank, cfg or _config(args), run_dir, job_id, step_id, uid, image,
                                                        request, volume, module, node, opts)
+    notes = ""
+    if opts["verbose"]:
+        how = ("the job's container" if step_record is None else
+               f"a container of its own, built in {(time.perf_counter() - started) * 1000:.0f} ms")
+        notes = (f"shifter: step {job_id}.{step_id} on {node}: {how} (key {key}); image {image} ({request}); "
+                 f"volumes: {volume or 'none'}; modules: {module or 'the site default'}\n")
     _prepared = Prepared(ns_path=os.path.join(run_dir, key, "ns"), spec=spec, command=list(opts["command"]),
                          env_file=opts["env_file"], run_dir=run_dir, step_record=step_record, key=key,
-                         ccm_script=argv[0] if ccm else None)
+                         ccm_script=argv[0] if ccm else None, notes=notes)
     # refuse a bad --entrypoint before any task starts
     from runtime.enter import command, environment
     command(spec, opts["command"], environment(spec, {}))
+
+
+def _check_image_id(image: str, where: str) -> str:
+    # imagefiles.check_id's rule, without importing msgspec on the step's hot path
+    if len(image) != 64 or image.strip("0123456789abcdef"):
+        raise StepError(f"{where}={image!r} is not an image id (64 hex digits); resubmit with --image=REF")
+    return image
+
+
+def _choose_image(spank, args, options, opts: dict, job, cfg) -> tuple[str, str]:
+    """(image id, request) of this step, whatever the user's environment export says:
+    `shifter -i REF`; else a step's own --image (srun's option, handed to this context by
+    Slurm; resolved by srun when its environment reached the step, else here); else the
+    job's, from the record its prolog wrote on this node; else SHIFTER_IMAGE."""
+    if opts["image"] is not None:
+        from runtime.cli import resolve_image
+        return resolve_image(cfg or _config(args), opts["image"]), opts["image"]
+    if options.image is not None and (job is None or options.image != job.image_request):
+        if spank.getenv("SHIFTER_IMAGEREQUEST") == options.image and spank.getenv("SHIFTER_IMAGE"):
+            return _check_image_id(spank.getenv("SHIFTER_IMAGE"), "SHIFTER_IMAGE"), options.image
+        from runtime.cli import resolve_image
+        return resolve_image(cfg or _config(args), options.image), options.image
+    if job is not None:
+        return job.image_id, job.image_request
+    image = spank.getenv("SHIFTER_IMAGE") or ""
+    if not image:
+        raise StepError("no image for this step: submit the job with --image=REF, or run srun --image=REF "
+                        "shifter ..., or shifter --image=REF ...")
+    return _check_image_id(image, "SHIFTER_IMAGE"), spank.getenv("SHIFTER_IMAGEREQUEST") or f"id:{image}"
+
+
+def _choose_volume(spank, options, opts: dict, job) -> str:
+    """Volumes accumulate (runtime.volumes.combine): the job's, the step's srun --volume
+    (Slurm hands this context only the last one; srun exported them all when it could),
+    then each shifter -V."""
+    job_volume = job.volume if job is not None else ""
+    texts = [job_volume, spank.getenv("SHIFTER_VOLUME") or "", options.volume or "", *opts["volume"]]
+    if all(not text or text == job_volume for text in texts):
+        return job_volume  # the common case: no import
+    from runtime.volumes import combine
+
+    return combine(*texts)
+
+
+def _choose_module(spank, options, opts: dict, job) -> str:
+    """`shifter -m`, else the step's --module, else the job's."""
+    if opts["module"] is not None:
+        return opts["module"]
+    if options.module is not None:
+        return options.module
+    if job is not None:
+        return job.module
+    return spank.getenv("SHIFTER_MODULE") or ""
 
 
 def _config(args):
@@ -257,47 +306,80 @@ def enter(spank, args, options) -> None:
     task_env = spank.env()
     env = renter.environment(spec, task_env)
     command = renter.command(spec, prepared.command, env)
-    cwd = task_env.get("PWD")
     script = _read_script(prepared.ccm_script) if prepared.ccm_script else None
     renter.join(prepared.ns_path)
     if script is not None:
         command[0] = _place_script(script, spec.user.uid, spec.user.gid)
-    if spec.workdir is None:
-        try:
-            os.chdir(cwd or "/")
-        except OSError:
-            os.chdir("/")
-    else:
-        target = spec.workdir or spec.image_workdir or "/"
-        try:
-            os.chdir(target)
-        except OSError as err:
-            raise StepError(f"--workdir {target}: {err.strerror} in the container") from None
-    global _hook_env
+    # the working directory: slurmstepd itself changes to the step's cwd after this hook
+    # (as the user, now in the container); --workdir is applied in task_init, after that
+    global _hook_env, _command
     _hook_env = env  # for the module user hooks, run by user_hooks() once the task is the user
+    _command = command  # checked there too, as the user
     for name in task_env.keys() - env.keys():
         spank.unsetenv(name)
     for name, value in env.items():
         if task_env.get(name) != value:
             spank.setenv(name, value)
+    if len(command) > len(spank.argv()):
+        # Slurm's argv cannot grow (e.g. --entrypoint adds the image's words): the task
+        # runs a script that execs the command instead
+        command = ["/bin/sh", _place_exec_script(command, spec.user.uid, spec.user.gid)]
     spank.replace_argv(command)
     syscalls.drop_bounding_set()
     syscalls.no_new_privs()
 
 
 _hook_env: dict | None = None
+_command: list[str] | None = None
+EXEC_DIR = "/var/run/udiImage/exec"  # in the container: scripts for commands longer than Slurm's argv
 
 
 def user_hooks(spank, args, options) -> None:
-    """task_init (the task, already the user, its stdout now the user's): each module's user
-    hook, in the container, before the command; a failing hook fails the task."""
+    """task_init (the task, already the user, its stdout and stderr now the user's): the
+    -v notes; --workdir (slurmstepd has changed to the step's cwd since task_init_privileged);
+    the command checked as the shells do (127 not found, naming the PATH searched;
+    126 not executable), before each module's user hook, in the container; a failing hook
+    fails the task."""
     prepared = _prepared
     if not isinstance(prepared, Prepared) or _hook_env is None:
         return
     from runtime import enter as renter
 
+    if prepared.notes:
+        os.write(2, prepared.notes.encode(errors="replace"))
+    spec = prepared.spec
+    if spec.workdir is not None:
+        target = spec.workdir or spec.image_workdir or "/"
+        try:
+            os.chdir(target)
+        except OSError as err:
+            where = "--workdir" if spec.workdir else "the image's WORKDIR (shifter -w)"
+            raise StepError(f"{where} {target}: {err.strerror} in the container") from None
+    try:
+        renter.find_command(_command[0], _hook_env)
+    except renter.EnterError as err:
+        os.write(2, f"shifter: {err}\n".encode(errors="replace"))
+        os._exit(err.exit_code)  # the task's exit code, as a shell's
     for module, hook in prepared.spec.user_hooks:
         renter.run_user_hook(module, hook, _hook_env)
+
+
+def _place_exec_script(command: list[str], uid: int, gid: int) -> str:
+    """A script, in the container's own tmpfs, that execs `command` (for the user: 0500).
+    Called inside the container: nothing may be imported here (the host's modules are gone)."""
+    if not os.path.exists("/bin/sh"):
+        raise StepError(f"the command ({len(command)} words) is longer than the step's command line, and the "
+                        "image has no /bin/sh to start it; give the command explicitly after shifter's options")
+    os.makedirs(EXEC_DIR, mode=0o755, exist_ok=True)
+    path = f"{EXEC_DIR}/{os.getpid()}"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o500)
+    try:
+        quoted = " ".join("'" + word.replace("'", "'\\''") + "'" for word in command)
+        os.write(fd, f"exec {quoted}\n".encode(errors="surrogateescape"))
+        os.fchown(fd, uid, gid)
+    finally:
+        os.close(fd)
+    return path
 
 
 def _read_script(path: str) -> bytes:

@@ -35,14 +35,31 @@ static int remote_wanted = -1;  /* remote context: does this step use us? (-1: n
 
 static int store(char **slot, const char *arg)
 {
-    /* each use of an option replaces the previous value (as in the original Shifter) */
+    /* --image, --module: each use replaces the previous value (as in the original Shifter) */
     free(*slot);
     *slot = strdup(arg ? arg : "");
     return *slot ? 0 : -1;
 }
 
+/* --volume accumulates, as shifter -V does: several #SBATCH --volume lines (and srun's own
+ * --volume after the one Slurm hands on from sbatch) are joined with ';'. Python merges a
+ * mapping given twice (runtime.volumes.combine). Slurm itself keeps only the last value for
+ * the remote side; the step hook gets the others from the job record and the environment. */
+static int append(char **slot, const char *arg)
+{
+    char *joined;
+
+    if (!*slot)
+        return store(slot, arg);
+    if (asprintf(&joined, "%s;%s", *slot, arg ? arg : "") < 0)
+        return -1;
+    free(*slot);
+    *slot = joined;
+    return 0;
+}
+
 static int cb_image(int val, const char *arg, int remote) { (void)val; (void)remote; return store(&opt_image, arg); }
-static int cb_volume(int val, const char *arg, int remote) { (void)val; (void)remote; return store(&opt_volume, arg); }
+static int cb_volume(int val, const char *arg, int remote) { (void)val; (void)remote; return append(&opt_volume, arg); }
 static int cb_module(int val, const char *arg, int remote) { (void)val; (void)remote; return store(&opt_module, arg); }
 static int cb_ccm(int val, const char *arg, int remote) { (void)val; (void)arg; (void)remote; opt_ccm = 1; return 0; }
 
@@ -187,13 +204,39 @@ static int is_batch_step(spank_t sp)
     return spank_get_item(sp, S_JOB_STEPID, &step) == ESPANK_SUCCESS && step == 0xfffffffbU;
 }
 
+/* Is every ';'-separated mapping of `part` one of `whole`'s? (volumes accumulate) */
+static int mappings_within(const char *part, const char *whole)
+{
+    const char *p = part ? part : "";
+    const char *w = whole ? whole : "";
+    size_t wl = strlen(w);
+
+    while (*p) {
+        size_t n = strcspn(p, ";");
+        int found = 0;
+        for (const char *q = w; q <= w + wl; ) {
+            size_t m = strcspn(q, ";");
+            if (m == n && strncmp(p, q, n) == 0)
+                found = 1;
+            q += m + 1;
+        }
+        if (!found)
+            return 0;
+        p += n;
+        if (*p == ';')
+            p++;
+    }
+    return 1;
+}
+
 /* srun inside an allocation whose image the allocator already resolved, with the same
- * options: nothing to check or resolve again (DESIGN.md: nested sruns reuse the id). This
- * mirrors shifter_wlm.submit.local, which makes the same decision when it does run. */
+ * options (its volumes already among the job's): nothing to check or resolve again
+ * (DESIGN.md: nested sruns reuse the id). This mirrors shifter_wlm.submit.local, which
+ * makes the same decision when it does run. */
 static int already_resolved(void)
 {
     return getenv("SHIFTER_IMAGE") && same(getenv("SHIFTER_IMAGEREQUEST"), opt_image)
-        && same(getenv("SHIFTER_VOLUME"), opt_volume) && same(getenv("SHIFTER_MODULE"), opt_module);
+        && mappings_within(opt_volume, getenv("SHIFTER_VOLUME")) && same(getenv("SHIFTER_MODULE"), opt_module);
 }
 
 /* Does this hook need Python? Only where a job or step uses us; never in slurmd. */

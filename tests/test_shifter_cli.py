@@ -142,7 +142,7 @@ BAD_INPUT = [
     (["IMG", "-V", "/x:/c:perNodeCache=size=1G", "true"], "perNodeCache needs the privileged path"),
     (["IMG", "-m", "gpu", "true"], "module 'gpu' is not defined"),
     (["IMG", "--workdir=/nonexistent", "true"], "--workdir /nonexistent"),
-    (["IMG", "nonexistent-command"], "cannot run 'nonexistent-command'"),
+    (["IMG", "nonexistent-command"], "nonexistent-command: command not found in the container (PATH="),
     (["--image=docker:ubuntu:22.04", "true"], "image"),
 ]
 

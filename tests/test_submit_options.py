@@ -35,6 +35,12 @@ def test_option_combinations_refused(options, words):
         submit.check_combination(options)
 
 
+def test_inside_a_job_volume_and_module_alone_apply_to_the_jobs_image():
+    submit.check_combination(RawOptions(volume="/a:/b", module="gpu"), in_job=True)
+    with pytest.raises(submit.OptionError, match="--image is empty"):
+        submit.check_combination(RawOptions(image=""), in_job=True)
+
+
 def test_plain_job_and_image_job_pass_the_combination_rules():
     submit.check_combination(RawOptions())
     submit.check_combination(RawOptions(image="docker:ubuntu:22.04", volume="/a:/b", module="gpu", ccm=True))

@@ -145,3 +145,38 @@ def test_spec_is_never_rewritten():
     """Characters the original dropped silently are kept (and mounted) exactly as written."""
     [volume] = parse("/data-1/x_y+z@w:/mnt/a=b,c")
     assert (volume.source, volume.target) == ("/data-1/x_y+z@w", "/mnt/a=b,c")
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ("/x:/c:perNodeCache=size=200m", "size=200m is too small for xfs (at least 300M); ask for size=300M or more, "
+                                     "or add fs=ext4"),
+    ("/x:/c:perNodeCache=size=299M,fs=xfs", "too small for xfs"),
+    ("/x:/c:perNodeCache=size=1G,bs=512", "below xfs's minimum block size 1k"),
+    ("/x:/c:perNodeCache=size=512k,fs=ext4", "size=512k is too small for ext4 (at least 1M); ask for size=1M"),
+    ("/x:/c:perNodeCache=size=2M,fs=ext4,bs=64k", "too small for ext4 (at least 4M with bs=65536)"),
+])
+def test_cache_sizes_mkfs_cannot_make_are_refused(text, fragment):
+    """Measured with mkfs.xfs 6.1 and mkfs.ext4 1.47 on sparse files: xfs needs 300 MiB and
+    1k blocks; ext4 needs 1 MiB and 64 blocks."""
+    with pytest.raises(VolumeError) as err:
+        parse(text)
+    assert fragment in str(err.value)
+
+
+@pytest.mark.parametrize("text", ["/x:/c:perNodeCache=size=300M", "/x:/c:perNodeCache=size=1M,fs=ext4",
+                                  "/x:/c:perNodeCache=size=4M,fs=ext4,bs=64k"])
+def test_smallest_cache_sizes_mkfs_makes_are_accepted(text):
+    assert parse(text)[0].cache is not None
+
+
+def test_volumes_given_in_several_places_accumulate():
+    from runtime.volumes import combine
+
+    assert combine("/a:/a", "/b:/b") == "/a:/a;/b:/b"
+    assert combine("/a:/a;/b:/b", "/b:/b", "", "/c:/c") == "/a:/a;/b:/b;/c:/c"  # Slurm repeats the last one
+    assert combine("", "") == ""
+    # an empty mapping is kept, for parse to refuse: nothing is silently fixed
+    with pytest.raises(VolumeError, match="empty mapping"):
+        parse(combine("/a:/a;", "/b:/b"))
+    with pytest.raises(VolumeError, match="given twice"):
+        parse(combine("/a:/data", "/b:/data"))
