@@ -1,0 +1,103 @@
+"""Attack: the job's sshd. Another user listening on the sshd's port first made the job's
+sshd fail to bind while the prolog logged it as started (its probe connected to the
+squatter), and the user was never told; the sshd ran as the user holding a root-opened log
+file of the node (jobs/<job>.sshd.log), writable without limit. Now readiness is a
+listening socket the sshd's own pid holds, the failure reaches the job's user, and the
+sshd holds nothing root opened. On the local cluster: testuser runs the job, testuser2
+squats; uids from pwd."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import jobtools as jt
+from conftest import run_as
+
+pytestmark = pytest.mark.cluster
+USER, SQUATTER = "testuser", "testuser2"
+PORT = 1204
+IMAGE = "docker:attack/sshd:1"
+
+
+@pytest.fixture(scope="module")
+def image(cluster):
+    from test_slurm_jobs import _push_and_pull
+    _push_and_pull("attack/sshd", "1", ["PATH=/usr/bin:/bin"])
+    return IMAGE
+
+
+def _dropbears(uid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.readlink(entry / "exe").endswith("/dropbearmulti") and entry.stat().st_uid == uid:
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def test_a_squatted_port_fails_the_sshd_and_the_user_is_told(image):
+    squat = subprocess.Popen(
+        ["runuser", "-u", SQUATTER, "--", sys.executable, "-c",
+         "import socket,sys,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+         f"s.bind(('127.0.0.2', {PORT})); s.listen(); print('listening', flush=True); time.sleep(300)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert squat.stdout.readline().strip() == "listening"
+        job = jt.write_job(USER, "squatted.sl", f"""#!/bin/bash
+#SBATCH -N 2 -n 2 -t 5
+#SBATCH --image={IMAGE}
+srun -N2 -n2 shifter true; echo "steps=$?"
+""")
+        _, output, _ = jt.sbatch_wait(USER, job)
+    finally:
+        squat.kill()
+        squat.wait()
+    assert "steps=0" in output, output
+    warnings = [line for line in output.splitlines() if "shifter: warning:" in line]
+    # once, from n2 (whose address the squatter held); n1's sshd started
+    assert len(warnings) == 1, output
+    assert "could not start on 127.0.0.2:1204" in warnings[0], warnings
+    assert "ssh to this node will not reach the job" in warnings[0]
+    jt.assert_clean()
+
+
+def test_the_sshd_holds_no_root_opened_file_and_logs_to_its_own(image):
+    uid = pwd.getpwnam(USER).pw_uid
+    submitted = run_as(USER, ["sbatch", "--parsable", "-N1", "-w", "n1", f"--image={IMAGE}", "-o", "/dev/null",
+                              "--wrap", "sleep 60"], cwd="/tmp")
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip().split(";")[0]
+    try:
+        deadline = time.monotonic() + 60
+        while not _dropbears(uid):
+            assert time.monotonic() < deadline, "the job's sshd never started"
+            time.sleep(0.2)
+        [pid] = _dropbears(uid)
+        held = {}
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            st = os.stat(f"/proc/{pid}/fd/{fd}")
+            held[int(fd)] = (target, st.st_uid, stat.S_ISCHR(st.st_mode))
+        for fd, (target, owner, is_char) in held.items():
+            assert str(jt.run_dir()) not in target, held
+            if target.startswith("/") and not is_char:
+                assert owner == uid, (fd, target, owner)  # a file the user opened as themselves
+        assert held[2][0] == "/var/run/udiImage/ssh/run/sshd.log", held
+        log = Path(f"/proc/{pid}/root/var/run/udiImage/ssh/run/sshd.log")
+        assert log.stat().st_uid == uid
+        assert not list((jt.run_dir() / "n1" / "jobs").glob("*.sshd.log"))
+    finally:
+        run_as(USER, ["scancel", job_id])
+        jt.wait_gone(job_id)
+    jt.assert_clean()
