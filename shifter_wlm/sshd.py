@@ -43,7 +43,6 @@ import hmac
 import ipaddress
 import os
 import signal
-import socket
 import stat
 import struct
 import sys

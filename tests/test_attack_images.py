@@ -11,7 +11,6 @@ import io
 import os
 import pwd
 import shutil
-import subprocess
 import tempfile
 import sys
 import tarfile
