@@ -327,11 +327,13 @@ def start(ns_path: str, user, *, port: int, listen: str, host: bytes, user_seed:
             sc.set_dumpable(0)
             null = os.open("/dev/null", os.O_RDONLY)  # as the user from here on
             log = os.open(LOG, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-            os.dup2(null, 0, inheritable=True)
-            os.dup2(log, 1, inheritable=True)
-            os.dup2(log, 2, inheritable=True)
+            os.dup2(null, 0)
+            os.dup2(log, 1)
+            os.dup2(log, 2)
             for fd in {null, log} - {0, 1, 2}:
                 os.close(fd)
+            for fd in (0, 1, 2):  # os.open's fds are close-on-exec, and dup2(fd, fd) keeps that
+                os.set_inheritable(fd, True)
             os.execve(DROPBEAR, argv, env)
         except BaseException as err:  # noqa: BLE001 - reported to the parent, then gone
             try:
