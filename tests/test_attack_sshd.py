@@ -55,7 +55,7 @@ def test_a_squatted_port_fails_the_sshd_and_the_user_is_told(image):
     try:
         assert squat.stdout.readline().strip() == "listening"
         job = jt.write_job(USER, "squatted.sl", f"""#!/bin/bash
-#SBATCH -N 2 -n 2 -t 5
+#SBATCH -N 2 -n 2 -w n1,n2 -t 5
 #SBATCH --image={IMAGE}
 srun -N2 -n2 shifter true; echo "steps=$?"
 """)
