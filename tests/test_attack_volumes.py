@@ -53,7 +53,10 @@ def places(image):
     made = [src, private, tmp_private]
     yield {"tag": tag, "src": src, "file": src / "data", "private": private, "tmp_private": tmp_private, "made": made}
     for path in made:
-        shutil.rmtree(path, ignore_errors=True)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _srun(volume: str, *command: str):
