@@ -143,7 +143,8 @@ def parse_squeue(text: str, job_id: int) -> dict:
     cpt = values["cpus-per-task"]
     return {
         "uid": _number("UserID", values["UserID"], 1 << 32), "gid": _number("GroupID", values["GroupID"], 1 << 32),
-        "nodes": nodes, "num_tasks": _number("NumTasks", values["NumTasks"], MAX_TASKS),
+        "nodes": nodes,
+        "num_tasks": _number("NumTasks", values["NumTasks"], MAX_TASKS) if values["NumTasks"].isdigit() else num_nodes,
         "cpus_per_task": _number("cpus-per-task", cpt, MAX_CPUS) if cpt.isdigit() else 1,
         "num_cpus": _number("NumCPUs", values["NumCPUs"], MAX_NODES * MAX_CPUS),
         "batch_host": values["BatchHost"] if values["BatchHost"] in nodes else (nodes[0] if nodes else ""),

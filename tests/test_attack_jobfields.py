@@ -78,7 +78,8 @@ def test_overcommitted_layout_is_arithmetic_not_a_loop():
     "47|1001|1002|n[1-2]|n1|3|1|3|3|\n",          # the list does not name NumNodes nodes
     "48|1001|1002|n[1-2]|n1|3|1|2|3|\n",          # another job
     "47|1001|1002|n[1-2]|n1|3|1|2|3|\n47|1|1|n1|n1|1|1|1|1|\n",
-    "47|1001|1002|n[1-2]|n1|x|1|2|3|\n",
+    "47|1001|1002|n[1-2]|n1|99999999999|1|2|3|\n",
+    "47|x|1002|n[1-2]|n1|3|1|2|3|\n",
 ])
 def test_squeue_answers_that_are_not_one_clean_record_are_refused(squeue):
     with pytest.raises(slurm.SlurmQueryError):
