@@ -47,11 +47,13 @@ def _dropbears(uid: int) -> list[int]:
 
 
 def test_a_squatted_port_fails_the_sshd_and_the_user_is_told(image):
-    squat = subprocess.Popen(
-        ["runuser", "-u", SQUATTER, "--", sys.executable, "-c",
+    entry = pwd.getpwnam(SQUATTER)
+    squat = subprocess.Popen(  # the squatter itself (no runuser in between: kill() must reach it)
+        [sys.executable, "-c",
          "import socket,sys,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
          f"s.bind(('127.0.0.2', {PORT})); s.listen(); print('listening', flush=True); time.sleep(300)"],
-        stdout=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, text=True, user=entry.pw_uid, group=entry.pw_gid, extra_groups=[],
+        env={"PATH": "/usr/bin:/bin"})
     try:
         assert squat.stdout.readline().strip() == "listening"
         job = jt.write_job(USER, "squatted.sl", f"""#!/bin/bash
