@@ -103,3 +103,28 @@ def test_the_sshd_holds_no_root_opened_file_and_logs_to_its_own(image):
         run_as(USER, ["scancel", job_id])
         jt.wait_gone(job_id)
     jt.assert_clean()
+
+
+def test_readiness_counts_only_a_socket_the_sshd_itself_holds():
+    """The probe behind the prolog's readiness: a listener held by another process (the
+    squatter) on the same address and port is not the sshd listening."""
+    import socket
+
+    from shifter_wlm import sshd
+
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    port = squatter.getsockname()[1]
+    try:
+        assert sshd.listening(os.getpid(), "127.0.0.1", port)          # the holder itself
+        other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], pass_fds=())
+        try:
+            assert not sshd.listening(other.pid, "127.0.0.1", port)   # someone else: not ready
+        finally:
+            other.kill()
+            other.wait()
+        assert not sshd.listening(os.getpid(), "127.0.0.2", port)     # another address
+        assert not sshd.listening(os.getpid(), "", port)               # not the wildcard
+    finally:
+        squatter.close()
