@@ -51,13 +51,13 @@ def test_a_squatted_port_fails_the_sshd_and_the_user_is_told(image):
     squat = subprocess.Popen(  # the squatter itself (no runuser in between: kill() must reach it)
         [sys.executable, "-c",
          "import socket,sys,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
-         f"s.bind(('127.0.0.2', {PORT})); s.listen(); print('listening', flush=True); time.sleep(300)"],
+         f"s.bind(('127.0.0.3', {PORT})); s.listen(); print('listening', flush=True); time.sleep(300)"],
         stdout=subprocess.PIPE, text=True, user=entry.pw_uid, group=entry.pw_gid, extra_groups=[],
         env={"PATH": "/usr/bin:/bin"})
     try:
         assert squat.stdout.readline().strip() == "listening"
         job = jt.write_job(USER, "squatted.sl", f"""#!/bin/bash
-#SBATCH -N 2 -n 2 -w n1,n2 -t 5
+#SBATCH -N 2 -n 2 -w n2,n3 -t 5
 #SBATCH --image={IMAGE}
 srun -N2 -n2 shifter true; echo "steps=$?"
 """)
@@ -67,16 +67,16 @@ srun -N2 -n2 shifter true; echo "steps=$?"
         squat.wait()
     assert "steps=0" in output, output
     warnings = [line for line in output.splitlines() if "shifter: warning:" in line]
-    # once, from n2 (whose address the squatter held); n1's sshd started
+    # once, from n3 (whose address the squatter held); n2's sshd started
     assert len(warnings) == 1, output
-    assert "could not start on 127.0.0.2:1204" in warnings[0], warnings
+    assert "could not start on 127.0.0.3:1204" in warnings[0], warnings
     assert "ssh to this node will not reach the job" in warnings[0]
     jt.assert_clean()
 
 
 def test_the_sshd_holds_no_root_opened_file_and_logs_to_its_own(image):
     uid = pwd.getpwnam(USER).pw_uid
-    submitted = run_as(USER, ["sbatch", "--parsable", "-N1", "-w", "n1", f"--image={IMAGE}", "-o", "/dev/null",
+    submitted = run_as(USER, ["sbatch", "--parsable", "-N1", "-w", "n3", f"--image={IMAGE}", "-o", "/dev/null",
                               "--wrap", "sleep 60"], cwd="/tmp")
     assert submitted.returncode == 0, submitted.stderr
     job_id = submitted.stdout.strip().split(";")[0]
@@ -98,7 +98,7 @@ def test_the_sshd_holds_no_root_opened_file_and_logs_to_its_own(image):
         assert held[2][0] == "/var/run/udiImage/ssh/run/sshd.log", held
         log = Path(f"/proc/{pid}/root/var/run/udiImage/ssh/run/sshd.log")
         assert log.stat().st_uid == uid
-        assert not list((jt.run_dir() / "n1" / "jobs").glob("*.sshd.log"))
+        assert not list((jt.run_dir() / "n3" / "jobs").glob("*.sshd.log"))
     finally:
         run_as(USER, ["scancel", job_id])
         jt.wait_gone(job_id)
