@@ -90,11 +90,13 @@ def test_the_sshd_holds_no_root_opened_file_and_logs_to_its_own(image):
         for fd in os.listdir(f"/proc/{pid}/fd"):
             target = os.readlink(f"/proc/{pid}/fd/{fd}")
             st = os.stat(f"/proc/{pid}/fd/{fd}")
-            held[int(fd)] = (target, st.st_uid, stat.S_ISCHR(st.st_mode))
-        for fd, (target, owner, is_char) in held.items():
+            flags = int(Path(f"/proc/{pid}/fdinfo/{fd}").read_text().split("flags:")[1].split()[0], 8)
+            held[int(fd)] = (target, st.st_uid, st.st_mode, flags & os.O_ACCMODE)
+        for fd, (target, owner, mode, access) in held.items():
             assert str(jt.run_dir()) not in target, held
-            if target.startswith("/") and not is_char:
-                assert owner == uid, (fd, target, owner)  # a file the user opened as themselves
+            if target.startswith("/") and stat.S_ISREG(mode) and owner != uid:
+                # only what the user could open themselves: world-readable, read-only
+                assert access == os.O_RDONLY and mode & 0o004, (fd, target, owner, oct(mode))
         assert held[2][0] == "/var/run/udiImage/ssh/run/sshd.log", held
         log = Path(f"/proc/{pid}/root/var/run/udiImage/ssh/run/sshd.log")
         assert log.stat().st_uid == uid
