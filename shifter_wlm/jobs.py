@@ -128,6 +128,19 @@ def cache_in_use(node_run_dir: str, job_id: int) -> int:
     return total
 
 
+def sshd_pids(node_run_dir: str) -> set[int]:
+    """The pids of the jobs' sshds that root recorded on this node."""
+    pids = set()
+    for name in names(node_run_dir):
+        try:
+            record = read(node_run_dir, name)
+        except (JobStateError, OSError, ValueError):
+            continue
+        if record is not None and record.sshd_pid:
+            pids.add(record.sshd_pid)
+    return pids
+
+
 def keys_in_use(node_run_dir: str) -> set[str]:
     """Container keys some job or step on this node still records."""
     keys = set()

@@ -112,6 +112,22 @@ def start_sshd(cfg, spec, key: str, run_dir: str, job_id: int, node: str, addrs:
     return pid, listen
 
 
+def other_jobs_sshds(run_dir: str, pids: set[int], wait: float = 2.0) -> bool:
+    """Whether the pids holding the sshd's port are sshds other jobs' prologs recorded on this
+    node (their records are written just after their sshd listens: allow them `wait` s)."""
+    import time
+
+    from shifter_wlm import jobs
+
+    deadline = time.monotonic() + wait
+    while True:
+        if pids and pids <= jobs.sshd_pids(run_dir):
+            return True
+        if not pids or time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+
+
 def run(spank, args, options) -> None:
     from runtime import build
     from shifter_site import config, logs
@@ -154,13 +170,17 @@ def run(spank, args, options) -> None:
         if with_sshd:
             # the sshd is an extra: a job whose sshd cannot start (its key removed, the port
             # held by someone else) still runs, and `ssh` to this node then fails; the reason
-            # is in slurmd's log and the job record, whose shifter steps on this node tell the user
+            # is in slurmd's log and, unless another job's sshd holds the port, in the job
+            # record, whose shifter steps on this node tell the user
             try:
                 with logs.step(log, "sshd", job=job_id, node=node, port=cfg.sshd.port) as info:
                     sshd_pid, listen = start_sshd(cfg, spec, key, run_dir, job_id, node, addrs)
                     info.update(pid=sshd_pid, listen=listen or "*")
-            except sshd.SshdError as err:
-                sshd_error = str(err)  # logged by the step
+            except sshd.SshdError as err:  # logged by the step
+                # another job's sshd on the port: the known one-sshd-per-port limit, in the
+                # log only; anything else (a process squatting the port...) the user is told
+                if not other_jobs_sshds(run_dir, err.held_by):
+                    sshd_error = str(err)
         jobs.write(run_dir, str(job_id), job_record(job_id, uid, spec, key, "ready", volume=volume, module=module,
                                                     sshd_pid=sshd_pid, sshd_error=sshd_error))
     except Exception as err:  # noqa: BLE001 - a prolog that fails drains the node: never for a job's input

@@ -60,7 +60,10 @@ LOG = "/var/run/udiImage/ssh/run/sshd.log"  # in the container: the sshd's own (
 
 
 class SshdError(ShifterError):
-    """The job's sshd cannot be set up; the message says why and what to do."""
+    """The job's sshd cannot be set up; the message says why and what to do. `held_by`: the
+    pids that held its port, when that was why."""
+
+    held_by: set[int] = set()
 
 
 # ---------------------------------------------------------------- ed25519 (RFC 8032)
@@ -353,7 +356,9 @@ def start(ns_path: str, user, *, port: int, listen: str, host: bytes, user_seed:
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
-            raise SshdError(f"the job's sshd could not start on {where} ({_status(status)}): {log_tail(ns_path)}")
+            err = SshdError(f"the job's sshd could not start on {where} ({_status(status)}): {log_tail(ns_path)}")
+            err.held_by = port_holders(listen, port)
+            raise err
         if listening(pid, listen, port):
             return pid
         if time.monotonic() > deadline:
@@ -406,6 +411,48 @@ def listening(pid: int, listen: str, port: int) -> bool:
         except OSError:
             continue
     return False
+
+
+def _listeners(listen: str, port: int) -> set[str]:
+    """Socket inodes listening on `port` where a bind to listen:port would collide."""
+    want = listen or "0.0.0.0"
+    inodes = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/net/{table}") as handle:
+                next(handle, None)
+                for line in handle:
+                    fields = line.split()
+                    if len(fields) < 10 or fields[3] != "0A":
+                        continue
+                    addr, _, hexport = fields[1].partition(":")
+                    where = _proc_address(addr)
+                    if int(hexport, 16) == port and (where in (want, "0.0.0.0", "::") or want == "0.0.0.0"):
+                        inodes.add(fields[9])
+        except OSError:
+            continue
+    return inodes
+
+
+def port_holders(listen: str, port: int) -> set[int]:
+    """The pids holding a listening socket that keeps listen:port from the job's sshd (on
+    failure only: this scans every process's fds)."""
+    inodes = _listeners(listen, port)
+    pids = set()
+    if not inodes:
+        return pids
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            for fd in os.listdir(f"/proc/{name}/fd"):
+                target = os.readlink(f"/proc/{name}/fd/{fd}")
+                if target.startswith("socket:[") and target[8:-1] in inodes:
+                    pids.add(int(name))
+                    break
+        except OSError:
+            continue
+    return pids
 
 
 def log_tail(ns_path: str) -> str:
