@@ -395,3 +395,39 @@ def flatten_bytes(layers: list[bytes], all_root: bool = False) -> tuple[bytes, F
         flat.add_layer(io.BytesIO(data), reopen=lambda d=data: io.BytesIO(d))
     flat.close()
     return out.getvalue(), flat
+
+
+class Capped(io.RawIOBase):
+    """The merged tar's output with the site's caps (gateway.max_image_size/_files): counts
+    what passes and fails the conversion, once, when the image grows past a cap. Wraps the
+    stream given to flatten() and its progress callback; the flattening itself is unchanged."""
+
+    def __init__(self, out: BinaryIO, max_bytes: int, max_files: int,
+                 progress: Callable[[int, int], None] | None = None):
+        super().__init__()
+        self._out = out
+        self.max_bytes, self.max_files = max_bytes, max_files
+        self.written = 0
+        self._progress = progress
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.written += len(data)
+        if self.written > self.max_bytes:
+            raise LayerError(f"the image is larger than this site's limit of {self.max_bytes} bytes unpacked "
+                             "(gateway.max_image_size); make the image smaller or ask the admins")
+        self._out.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self._out.flush()
+
+    def progress(self, entries: int, size: int) -> None:
+        """flatten()'s progress callback (every 512 entries): the file-count cap."""
+        if entries > self.max_files:
+            raise LayerError(f"the image has more than this site's limit of {self.max_files} files "
+                             "(gateway.max_image_files); make the image smaller or ask the admins")
+        if self._progress:
+            self._progress(entries, size)

@@ -142,7 +142,9 @@ def pull(cfg: Config, ref: reference.Reference, cache: registry.LayerCache, *,
                 futures[-1].result()
                 on_state("CONVERSION")
                 flat = squash.convert(futures, tmp, compression=compression,
-                                      progress=lambda entries, _: progress.set(entries=entries))
+                                      progress=lambda entries, _: progress.set(entries=entries),
+                                      max_bytes=cfg.gateway.max_image_size_bytes,
+                                      max_files=cfg.gateway.max_image_files)
                 info.update(entries=flat.entries, bytes=flat.bytes, neutralised=dict(flat.neutralised),
                             relinked=flat.relinked)
             record = imagefiles.ImageRecord(

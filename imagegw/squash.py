@@ -45,15 +45,23 @@ def tar2sqfs_argv(output: str | Path, compression: str = "zstd") -> list[str]:
 
 
 def convert(layer_paths: list, output: str | Path, compression: str = "zstd",
-            all_root: bool = False, progress: Callable[[int, int], None] | None = None) -> layers.Flattener:
+            all_root: bool = False, progress: Callable[[int, int], None] | None = None,
+            max_bytes: int | None = None, max_files: int | None = None) -> layers.Flattener:
     """Flatten `layer_paths` (oldest first; paths, or futures of paths still downloading) into
-    the squashfs `output`; returns the counts."""
+    the squashfs `output`; returns the counts. `max_bytes`/`max_files`: the site's caps on
+    the merged image (layers.Capped)."""
     output = Path(output)
     proc = subprocess.Popen(tar2sqfs_argv(output, compression), stdin=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
     try:
         try:
-            flat = layers.flatten(layer_paths, proc.stdin, all_root=all_root, progress=progress)
+            out = proc.stdin
+            if max_bytes is not None or max_files is not None:
+                out = layers.Capped(proc.stdin, max_bytes or 1 << 62, max_files or 1 << 62, progress)
+                progress = out.progress
+            flat = layers.flatten(layer_paths, out, all_root=all_root, progress=progress)
+            if flat.entries > (max_files or 1 << 62):
+                out.progress(flat.entries, flat.bytes)  # the last <512 entries: checked once more
             proc.stdin.close()
         except BrokenPipeError:
             flat = None

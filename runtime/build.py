@@ -135,39 +135,99 @@ def _fdpath(fd: int) -> str:
     return f"/proc/self/fd/{fd}"
 
 
-def _open_in_root(root_fd: int, rel: str, make: str | None) -> int:
+class Walk:
+    """How volume targets are walked: root may look up and create only on the container's
+    own mounts (its tmpfs root, the read-only image); on anything else (a host directory
+    bound in: /tmp, /var/tmp, a site mount of /home, an earlier volume) the rest of the
+    path is walked, and missing parts created, by a child running as `user` (runtime.asuser).
+    `user` None: the caller already has only the user's rights (rootless) or is trusted
+    (site mounts)."""
+
+    def __init__(self, root_fd: int, own_devs: set[int] | None = None, user=None):
+        self.root_fd = root_fd
+        self.own_devs = own_devs or set()
+        self.user = user
+
+
+def _host_target_error(parts: list[str]) -> BuildError:
+    # one text whatever went wrong where: the user learns nothing they could not see
+    return BuildError(f"target /{'/'.join(parts)} lies on a host directory and cannot be opened or created "
+                      "there with your rights (each part must be a directory you may search, none a symbolic "
+                      "link; missing parts are created as you); choose another target")
+
+
+def _step_into(fd: int, parts: list[str], i: int, make: str | None, host: bool) -> int:
+    """Open parts[i] below fd (O_PATH, never following a symlink), creating it when `make`."""
+    part, last = parts[i], i == len(parts) - 1
+    try:
+        try:
+            nxt = os.open(part, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+        except FileNotFoundError:
+            if not make:
+                raise
+            try:
+                if last and make == "file":
+                    os.close(os.open(part, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                     0o644, dir_fd=fd))
+                else:
+                    os.mkdir(part, 0o755, dir_fd=fd)
+            except OSError as err:
+                if host:
+                    raise
+                raise BuildError(f"cannot create /{'/'.join(parts[:i + 1])} in the container "
+                                 f"({err.strerror}); the image is read-only there: choose a target "
+                                 "that exists in the image or a new top-level directory") from None
+            nxt = os.open(part, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+    except OSError:
+        if host:
+            raise _host_target_error(parts) from None
+        raise
+    st = os.fstat(nxt)
+    if stat.S_ISLNK(st.st_mode) or (not last and not stat.S_ISDIR(st.st_mode)):
+        os.close(nxt)
+        if host:
+            raise _host_target_error(parts)
+        if stat.S_ISLNK(st.st_mode):
+            raise BuildError(f"/{'/'.join(parts[:i + 1])} is a symbolic link in the image; "
+                             "give the path it points to as the target")
+        raise BuildError(f"/{'/'.join(parts[:i + 1])} is not a directory in the image")
+    return nxt
+
+
+def _walk_as_user(walk: Walk, fd: int, parts: list[str], start: int, make: str | None) -> int:
+    from runtime import asuser
+
+    def work() -> list[int]:
+        cur = os.dup(fd)
+        for i in range(start, len(parts)):
+            nxt = _step_into(cur, parts, i, make, host=True)
+            os.close(cur)
+            cur = nxt
+        return [cur]
+
+    try:
+        [out] = asuser.run(walk.user, work, keep=[fd], what=f"opening the target /{'/'.join(parts)} as you")
+    except asuser.AsUserError as err:
+        raise BuildError(str(err)) from None
+    return out
+
+
+def _open_in_root(walk: Walk | int, rel: str, make: str | None) -> int:
     """An O_PATH fd for `rel` inside the root, walking one component at a time without
     following symlinks (a link in the image must not send a mount outside the root).
-    `make` = 'dir' or 'file' creates missing components (dirs) and the last one."""
+    `make` = 'dir' or 'file' creates missing components (dirs) and the last one. Below a
+    host directory, with walk.user set, the rest is walked as the user (see Walk)."""
+    if isinstance(walk, int):
+        walk = Walk(walk)
     parts = [p for p in rel.split("/") if p]
-    fd = os.dup(root_fd)
+    fd = os.dup(walk.root_fd)
     try:
-        for i, part in enumerate(parts):
-            last = i == len(parts) - 1
-            try:
-                nxt = os.open(part, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-            except FileNotFoundError:
-                if not make:
-                    raise
-                try:
-                    if last and make == "file":
-                        os.close(os.open(part, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                                         0o644, dir_fd=fd))
-                    else:
-                        os.mkdir(part, 0o755, dir_fd=fd)
-                except OSError as err:
-                    raise BuildError(f"cannot create /{'/'.join(parts[:i + 1])} in the container "
-                                     f"({err.strerror}); the image is read-only there: choose a target "
-                                     "that exists in the image or a new top-level directory") from None
-                nxt = os.open(part, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-            st = os.fstat(nxt)
-            if stat.S_ISLNK(st.st_mode):
-                os.close(nxt)
-                raise BuildError(f"/{'/'.join(parts[:i + 1])} is a symbolic link in the image; "
-                                 "give the path it points to as the target")
-            if not last and not stat.S_ISDIR(st.st_mode):
-                os.close(nxt)
-                raise BuildError(f"/{'/'.join(parts[:i + 1])} is not a directory in the image")
+        for i in range(len(parts)):
+            if walk.user is not None and os.fstat(fd).st_dev not in walk.own_devs:
+                out = _walk_as_user(walk, fd, parts, i, make)
+                os.close(fd)
+                return out
+            nxt = _step_into(fd, parts, i, make, host=False)
             os.close(fd)
             fd = nxt
         return fd
@@ -273,7 +333,8 @@ def resolve_sources(volumes: list[Volume]) -> list[int]:
     """O_PATH fds of the volumes' sources, opened with the *current* credentials (the
     kernel checks every component with the user's rights and resolves symlinks the way the
     user would), refused unless the user may read (and, for directories, search) the target.
-    The fds, not the paths, are mounted: nothing can be swapped in between."""
+    The fds, not the paths, are mounted: nothing can be swapped in between. Nothing under
+    /proc: its magic links would name the opener's own fds and files."""
     fds = []
     try:
         for volume in volumes:
@@ -286,9 +347,13 @@ def resolve_sources(volumes: list[Volume]) -> list[int]:
             need = os.R_OK | (os.X_OK if stat.S_ISDIR(mode) else 0)
             if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
                 raise BuildError(f"volume {volume.text()!r}: source {volume.source} is not a directory or file")
+            resolved = os.readlink(_fdpath(fd))
+            if resolved == "/proc" or resolved.startswith("/proc/"):
+                raise BuildError(f"volume {volume.text()!r}: source {volume.source} is under /proc, which cannot "
+                                 "be a volume source; give a directory or file of yours")
             if not os.access(_fdpath(fd), need):
                 raise BuildError(f"volume {volume.text()!r}: source {volume.source} (resolved to "
-                                 f"{os.readlink(_fdpath(fd))}) is not readable by you")
+                                 f"{resolved}) is not readable by you")
         return fds
     except BaseException:
         for fd in fds:
@@ -297,58 +362,39 @@ def resolve_sources(volumes: list[Volume]) -> list[int]:
 
 
 def resolve_sources_as(user, volumes: list[Volume]) -> list[int]:
-    """resolve_sources in a child running as the user; the fds come back over a socket."""
-    import socket
+    """resolve_sources in a hardened child running as the user (runtime.asuser); the fds
+    come back over a socket."""
+    from runtime import asuser
 
     if not volumes:
         return []
-    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    pid = os.fork()
-    if pid == 0:  # child: become the user, open, send
-        code = 0
-        try:
-            parent.close()
-            os.setgroups([user.gid, *user.gids] if user.uid else [])
-            os.setresgid(user.gid, user.gid, user.gid)
-            os.setresuid(user.uid, user.uid, user.uid)
-            sc.lib.shf_prctl(4, 1)  # PR_SET_DUMPABLE: keep /proc/self/fd usable after setuid
-            try:
-                fds = resolve_sources(volumes)
-                socket.send_fds(child, [b"ok"], fds)
-            except BuildError as err:
-                child.sendall(b"err" + str(err).encode())
-        except BaseException:
-            code = 1
-        finally:
-            os._exit(code)
-    child.close()
     try:
-        msg, fds, _, _ = socket.recv_fds(parent, 65536, len(volumes))
-    finally:
-        parent.close()
-        os.waitpid(pid, 0)
-    if msg.startswith(b"err"):
-        raise BuildError(msg[3:].decode())
-    if msg != b"ok" or len(fds) != len(volumes):
+        fds = asuser.run(user, lambda: resolve_sources(volumes), what="resolving the volume sources as you")
+    except asuser.AsUserError as err:
+        raise BuildError(str(err)) from None
+    if len(fds) != len(volumes):
+        for fd in fds:
+            os.close(fd)
         raise BuildError("could not resolve the volume sources as the user")
     return fds
 
 
-def _mount_volume(root_fd: int, volume: Volume, source_fd: int, default_prop: int) -> None:
+def _mount_volume(walk: Walk, volume: Volume, source_fd: int, default_prop: int) -> None:
+    """Bind the source onto the target: a detached copy of the source gets its attributes
+    first, then is attached on the target's fd (no path is walked a second time)."""
     is_dir = stat.S_ISDIR(os.fstat(source_fd).st_mode)
-    target_fd = _open_in_root(root_fd, volume.target, "dir" if is_dir else "file")
+    attrs = sc.MOUNT_ATTR_NOSUID | sc.MOUNT_ATTR_NODEV | (sc.MOUNT_ATTR_RDONLY if volume.ro else 0)
+    prop = {"slave": sc.MS_SLAVE, "private": sc.MS_PRIVATE}.get(volume.propagation or "", default_prop)
+    tree = sc.clone_tree(source_fd, recursive=volume.rec)
     try:
-        sc.mount(_fdpath(source_fd), _fdpath(target_fd), None, sc.MS_BIND | (sc.MS_REC if volume.rec else 0))
+        sc.mount_setattr("", attrs, propagation=prop, recursive=volume.rec, dirfd=tree)
+        target_fd = _open_in_root(walk, volume.target, "dir" if is_dir else "file")
+        try:
+            sc.attach_tree(tree, target_fd)
+        finally:
+            os.close(target_fd)
     finally:
-        os.close(target_fd)
-    # re-open: the mount now sits on top of the old target
-    target_fd = _open_in_root(root_fd, volume.target, None)
-    try:
-        attrs = sc.MOUNT_ATTR_NOSUID | sc.MOUNT_ATTR_NODEV | (sc.MOUNT_ATTR_RDONLY if volume.ro else 0)
-        prop = {"slave": sc.MS_SLAVE, "private": sc.MS_PRIVATE}.get(volume.propagation or "", default_prop)
-        sc.mount_setattr(_fdpath(target_fd), attrs, propagation=prop, recursive=volume.rec)
-    finally:
-        os.close(target_fd)
+        os.close(tree)
 
 
 def cache_file_prefix(spec: ContainerSpec, key: str) -> str:
@@ -356,11 +402,14 @@ def cache_file_prefix(spec: ContainerSpec, key: str) -> str:
     return os.path.join(spec.cache_dir, f"shifter-cache.{u.uid}.{u.gid}.{spec.hostname}.{key}.")
 
 
-def _mount_cache(root_fd: int, spec: ContainerSpec, key: str, index: int, volume: Volume) -> None:
-    """A sparse file, formatted, loop-mounted rw nosuid,nodev, root owned by the user, and
-    unlinked as soon as the loop device holds it (its space goes with the mount)."""
+def _mount_cache(walk: Walk, spec: ContainerSpec, key: str, index: int, volume: Volume) -> None:
+    """A perNodeCache: a sparse file in cache_dir, loop-mounted as xfs/ext4 on a staging
+    directory of the container's own (made the user's there: the user's target path is
+    never walked by root again), then moved onto the target; the file is unlinked as soon
+    as the loop device holds it (its space goes with the mount)."""
     assert volume.cache
     cache = volume.cache
+    root_fd = walk.root_fd
     path = cache_file_prefix(spec, key) + str(index)
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -371,6 +420,9 @@ def _mount_cache(root_fd: int, spec: ContainerSpec, key: str, index: int, volume
         os.unlink(path)  # a leftover of a crashed build with this very key
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     loop_fd = -1
+    stage = f"{STAGE}-cache-{index}"
+    stage_path = f"{_fdpath(root_fd)}/{stage}"
+    staged = False
     try:
         os.ftruncate(fd, cache.size)
         device, loop_fd = loop.attach(fd, read_only=False)
@@ -381,15 +433,14 @@ def _mount_cache(root_fd: int, spec: ContainerSpec, key: str, index: int, volume
             argv = ["mkfs.ext4", "-q", "-F", "-m", "0", *(["-b", str(cache.bs)] if cache.bs else []),
                     "-E", f"root_owner={spec.user.uid}:{spec.user.gid}", device]
         _run(argv, f"formatting the perNodeCache for {volume.target}")
-        target_fd = _open_in_root(root_fd, volume.target, "dir")
+        os.mkdir(stage, 0o700, dir_fd=root_fd)
+        staged = True
+        sc.mount(device, stage_path, cache.fs, sc.MS_NOSUID | sc.MS_NODEV)
+        os.chown(stage_path, spec.user.uid, spec.user.gid)
+        os.chmod(stage_path, 0o700)
+        target_fd = _open_in_root(walk, volume.target, "dir")
         try:
-            sc.mount(device, _fdpath(target_fd), cache.fs, sc.MS_NOSUID | sc.MS_NODEV)
-        finally:
-            os.close(target_fd)
-        target_fd = _open_in_root(root_fd, volume.target, None)
-        try:
-            os.chown(_fdpath(target_fd), spec.user.uid, spec.user.gid)
-            os.chmod(_fdpath(target_fd), 0o700)
+            sc.move_to(stage_path, target_fd)
         finally:
             os.close(target_fd)
     finally:
@@ -398,6 +449,10 @@ def _mount_cache(root_fd: int, spec: ContainerSpec, key: str, index: int, volume
             os.close(loop_fd)
         if os.path.lexists(path):
             os.unlink(path)
+        if staged:
+            if mounted_at(stage_path):
+                sc.umount2(stage_path, sc.MNT_DETACH)
+            os.rmdir(stage, dir_fd=root_fd)
 
 
 # ---------------------------------------------------------------- the root
@@ -424,6 +479,7 @@ def populate(spec: ContainerSpec, root: str, *, key: str, privileged: bool,
         os.mkdir(gen)
     with steps("image") as info:
         info["device"] = (image_mounter or mount_image_loop)(spec.squashfs, image)
+        image_dev = os.stat(image).st_dev
     with steps("image_entries") as info:
         count = _merge_dir(image, root, SPECIAL_TOP | {STAGE})
         for sub, skip in (("opt", {"udiImage"}), ("var", SPECIAL_VAR)):
@@ -490,11 +546,13 @@ def populate(spec: ContainerSpec, root: str, *, key: str, privileged: bool,
         _bind("/var/tmp", os.path.join(root, "var/tmp"))
     root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
+        # user targets: root walks only the container's own tmpfs and the image (see Walk)
+        user_walk = Walk(root_fd, {os.fstat(root_fd).st_dev, image_dev}, spec.user if privileged else None)
         with steps("site_mounts", count=len(spec.site_mounts)):
             for volume in spec.site_mounts:
                 fd = os.open(volume.source, os.O_PATH | os.O_CLOEXEC)
                 try:
-                    _mount_volume(root_fd, volume, fd, prop)
+                    _mount_volume(Walk(root_fd), volume, fd, prop)
                 except FileNotFoundError as err:
                     raise BuildError(f"site mount {volume.text()}: {err}") from None
                 finally:
@@ -509,7 +567,10 @@ def populate(spec: ContainerSpec, root: str, *, key: str, privileged: bool,
         binds = [v for v in spec.volumes if not v.cache]
         with steps("volumes", count=len(binds)):
             for volume, fd in zip(binds, source_fds or []):
-                _mount_volume(root_fd, volume, fd, prop)
+                try:
+                    _mount_volume(user_walk, volume, fd, prop)
+                except BuildError as err:
+                    raise BuildError(f"volume {volume.text()!r}: {err}") from None
         caches = [v for v in spec.volumes if v.cache]
         if caches:
             with steps("cache", count=len(caches)):
@@ -517,7 +578,10 @@ def populate(spec: ContainerSpec, root: str, *, key: str, privileged: bool,
                     raise BuildError("perNodeCache needs a privileged build (inside a Slurm job with "
                                      "--volume=...:perNodeCache=...); it cannot be made rootless")
                 for index, volume in enumerate(caches):
-                    _mount_cache(root_fd, spec, key, index, volume)
+                    try:
+                        _mount_cache(user_walk, spec, key, index, volume)
+                    except BuildError as err:
+                        raise BuildError(f"volume {volume.text()!r}: {err}") from None
         with steps("attributes"):
             # every mount nosuid,nodev (/dev comes after: it keeps its devices, not suid)
             sc.mount_setattr(root, sc.MOUNT_ATTR_NOSUID | sc.MOUNT_ATTR_NODEV, propagation=prop, recursive=True)
@@ -654,7 +718,7 @@ def build(spec: ContainerSpec, run_dir: str) -> Container:
                         pass
         return Container(key, state)
     finally:
-        os.close(lock)
+        td.unlock(run_dir, key, lock)
 
 
 def _back_home(host_ns: int, cwd: int) -> None:

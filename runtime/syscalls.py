@@ -39,9 +39,17 @@ MOUNT_ATTR_NOSUID = 0x2
 MOUNT_ATTR_NODEV = 0x4
 MOUNT_ATTR_NOEXEC = 0x8
 AT_RECURSIVE = 0x8000
+AT_EMPTY_PATH = 0x1000
 AT_FDCWD = -100
+# open_tree / move_mount
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = 0o2000000
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
 # prctl
 PR_SET_PDEATHSIG = 1
+PR_GET_DUMPABLE = 3
+PR_SET_DUMPABLE = 4
 PR_SET_NO_NEW_PRIVS = 38
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
@@ -85,10 +93,41 @@ def pivot_root(new_root: str, put_old: str) -> None:
 def mount_setattr(path: str, attr_set: int, attr_clr: int = 0, propagation: int = 0,
                   recursive: bool = False, dirfd: int = AT_FDCWD) -> None:
     """Add mount attributes (nosuid, nodev, ro...) without restating the locked ones, which a
-    classic remount must do and cannot know for mounts inherited into a user namespace."""
-    flags = AT_RECURSIVE if recursive else 0
+    classic remount must do and cannot know for mounts inherited into a user namespace.
+    An empty path with a dirfd: the mount that fd is (a detached tree from open_tree)."""
+    flags = (AT_RECURSIVE if recursive else 0) | (AT_EMPTY_PATH if path == "" else 0)
     _check(lib.shf_mount_setattr(dirfd, _c(path), flags, attr_set, attr_clr, propagation),
            "mount_setattr", path)
+
+
+def clone_tree(fd: int, recursive: bool = False) -> int:
+    """A detached copy of the mount at fd (an O_PATH fd): set its attributes, then
+    attach_tree() it; nothing is visible, and no path is walked again, in between."""
+    flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
+    result = lib.shf_open_tree(fd, b"", flags)
+    if result < 0:
+        errno = ffi.errno
+        raise OSError(errno, f"open_tree: {os.strerror(errno)}")
+    return result
+
+
+def attach_tree(tree_fd: int, target_fd: int) -> None:
+    """Attach a detached tree (clone_tree) on the directory or file an O_PATH fd names."""
+    _check(lib.shf_move_mount(tree_fd, b"", target_fd, b"", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH),
+           "move_mount")
+
+
+def move_to(path: str, target_fd: int) -> None:
+    """Move the mount at `path` onto what an O_PATH fd names."""
+    _check(lib.shf_move_mount(AT_FDCWD, _c(path), target_fd, b"", MOVE_MOUNT_T_EMPTY_PATH), "move_mount", path)
+
+
+def set_dumpable(value: int) -> None:
+    _check(lib.shf_prctl(PR_SET_DUMPABLE, value), "prctl(SET_DUMPABLE)")
+
+
+def dumpable() -> int:
+    return lib.shf_prctl(PR_GET_DUMPABLE, 0)
 
 
 def drop_bounding_set() -> None:

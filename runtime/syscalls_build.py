@@ -24,6 +24,9 @@ int shf_mount_setattr(int dirfd, const char *path, unsigned int flags,
 int shf_clear_caps(void);
 int shf_drop_bounding(void);
 int shf_prctl(int option, unsigned long arg2);
+int shf_open_tree(int dirfd, const char *path, unsigned int flags);
+int shf_move_mount(int from_dirfd, const char *from_path, int to_dirfd, const char *to_path,
+                   unsigned int flags);
 """
 
 SOURCE = r"""
@@ -41,6 +44,23 @@ SOURCE = r"""
 #ifndef SYS_mount_setattr
 #define SYS_mount_setattr 442
 #endif
+#ifndef SYS_open_tree
+#define SYS_open_tree 428
+#endif
+#ifndef SYS_move_mount
+#define SYS_move_mount 429
+#endif
+
+static int shf_open_tree(int dirfd, const char *path, unsigned int flags)
+{
+    return syscall(SYS_open_tree, dirfd, path, flags);
+}
+
+static int shf_move_mount(int from_dirfd, const char *from_path, int to_dirfd, const char *to_path,
+                          unsigned int flags)
+{
+    return syscall(SYS_move_mount, from_dirfd, from_path, to_dirfd, to_path, flags);
+}
 
 static int shf_pivot_root(const char *new_root, const char *put_old)
 {

@@ -23,14 +23,63 @@ import time
 
 from runtime import syscalls as sc
 from shifter_site import logs
+from shifter_site.errors import ShifterError
 
 
-def lock(run_dir: str, key: str) -> int:
-    """An exclusive lock for one key (flock on the run dir itself: no lock file to leave)."""
+LOCK_TIMEOUT = 120.0
+
+
+class LockTimeout(ShifterError):
+    """Another build or teardown of the same container held it too long."""
+
+
+def _lock_path(run_dir: str, key: str) -> str:
+    return os.path.join(run_dir, f".{key}.lock")
+
+
+def lock(run_dir: str, key: str, timeout: float = LOCK_TIMEOUT) -> int:
+    """An exclusive lock for one container key, waited for at most `timeout` seconds.
+
+    Per key, never per node: a build that its own user stalls (their helper child stopped,
+    runtime.asuser) holds up only builds of that very container, not other users' jobs.
+    The lock file `<run_dir>/.<key>.lock` exists only while held: unlock() removes it, and
+    a waiter that locked a file already removed tries again."""
     os.makedirs(run_dir, 0o755, exist_ok=True)
-    fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    return fd
+    path = _lock_path(run_dir, key)
+    deadline = time.monotonic() + timeout
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise LockTimeout(f"container {key} on this node stayed locked for {timeout:.0f} s "
+                                          "by another build or teardown of it; try again") from None
+                    time.sleep(0.05)
+            held = os.fstat(fd)
+            try:
+                now = os.lstat(path)
+            except FileNotFoundError:
+                now = None
+            if now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # released and removed meanwhile: take the new one
+
+
+def unlock(run_dir: str, key: str, fd: int) -> None:
+    """Release lock(): remove its file while still holding it, then close."""
+    try:
+        os.unlink(_lock_path(run_dir, key))
+    except FileNotFoundError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _mounted(path: str) -> bool:
@@ -102,7 +151,7 @@ def teardown(run_dir: str, key: str, *, locked: bool = False) -> bool:
         return True
     finally:
         if lock_fd >= 0:
-            os.close(lock_fd)
+            unlock(run_dir, key, lock_fd)
 
 
 def teardown_all(run_dir: str) -> list[str]:

@@ -216,6 +216,9 @@ def parse_mapping(mapping: str, site: bool = False) -> Volume:
     if cache and ro:
         raise _fail(mapping, "a perNodeCache is writable; remove 'ro'")
     if not site:
+        if _under(normalise(source), "/proc"):
+            raise _fail(mapping, f"source {source!r} is under /proc, which cannot be a volume source "
+                                 "(its links name the resolving process's own files); give a directory or file of yours")
         check_user_target(mapping, target)
     elif normalise(target) == "/":
         raise _fail(mapping, "target '/' would cover the whole container; choose a directory")

@@ -111,6 +111,9 @@ class Gateway(_Section):
     timeout: float = msgspec.field(default=60.0)
     # pulls one user may have queued or running at once: a user cannot fill the workers alone
     max_pulls_per_user: typing.Annotated[int, msgspec.Meta(ge=1, le=1000)] = 4
+    # conversion caps: a small layer may inflate to anything (a 1 MB layer of zeros -> 1 GiB)
+    max_image_size: str = "64G"        # the merged image, uncompressed
+    max_image_files: int = 10_000_000  # entries in the merged image
 
     def __post_init__(self) -> None:
         if not self.urls:
@@ -119,6 +122,17 @@ class Gateway(_Section):
             _url(f"urls[{i}]", url)
         if not self.timeout > 0:
             raise _Invalid("timeout", f"{self.timeout} is not a positive number of seconds")
+        try:
+            if parse_size(self.max_image_size) == 0:
+                raise ValueError(f"{self.max_image_size!r} is 0; give a positive size, e.g. 64G")
+        except ValueError as err:
+            raise _Invalid("max_image_size", str(err)) from None
+        if self.max_image_files <= 0:
+            raise _Invalid("max_image_files", f"{self.max_image_files} is not a positive number of files")
+
+    @property
+    def max_image_size_bytes(self) -> int:
+        return parse_size(self.max_image_size)
 
 
 _REGISTRY_HOST = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*"

@@ -10,7 +10,10 @@
                                       exit                 -> task.step_exit
 
 A ShifterError becomes one line in Slurm's output/log and the hook's -1 (the job or step
-fails with that reason). Anything else is a bug: the init code logs its traceback.
+fails with that reason). Anything else is a bug: in root's hooks it is one line too (and
+the traceback in slurmd's debug log); a prolog or epilog then still returns 0, because a
+failed one drains the node, and no job's input may do that. On the user's side the init
+code logs the traceback.
 """
 
 from __future__ import annotations
@@ -106,4 +109,12 @@ def run(hook, sp, ac, av, image, volume, module, ccm) -> int:
     except ShifterError as err:
         spank.error(f"shifter: {err}")
         return -1
+    except Exception as err:  # noqa: BLE001 - privileged hooks: never a traceback for the user
+        if user_side:
+            raise
+        import traceback
+
+        spank.error(f"shifter: internal error in {name} ({type(err).__name__}: {err}); please report it")
+        _lib.shifter_log_debug(traceback.format_exc().encode())
+        return 0 if spank.context == "job_script" else -1
     return 0

@@ -33,13 +33,14 @@ class JobRecord:
     image_env, image_entrypoint, image_cmd, image_workdir, site_env, user, user_hooks
                         what entering needs, so a step does not load the site config again
     sshd_pid            the job's sshd in the container (0: none); the epilog stops it
+    sshd_error          why the job's sshd could not start on this node ("" when it did, or none)
     """
 
     DEFAULTS = {
         "job_id": 0, "uid": -1, "key": "", "image_id": "", "state": "building", "message": "",
         "image_request": "", "volume": "", "module": "", "image_env": [], "image_entrypoint": None,
         "image_cmd": None, "image_workdir": "", "site_env": [], "user": {}, "user_hooks": [],
-        "sshd_pid": 0,
+        "sshd_pid": 0, "sshd_error": "",
     }
     __slots__ = tuple(DEFAULTS)
 
@@ -106,6 +107,38 @@ def names(node_run_dir: str) -> list[str]:
     except FileNotFoundError:
         return []
     return sorted(e[:-5] for e in entries if e.endswith(".json") and not e.startswith("."))
+
+
+def cache_in_use(node_run_dir: str, job_id: int) -> int:
+    """perNodeCache bytes this job's containers (its own and its steps') hold on this node:
+    the site's limit is per job and node, not per container."""
+    from runtime.volumes import VolumeError, parse
+
+    total = 0
+    for name in names(node_run_dir):
+        if name != str(job_id) and not name.startswith(f"{job_id}."):
+            continue
+        record = read(node_run_dir, name)
+        if record is None or record.state == "failed" or not record.volume:
+            continue
+        try:
+            total += sum(v.cache.size for v in parse(record.volume) if v.cache)
+        except VolumeError:
+            continue
+    return total
+
+
+def sshd_pids(node_run_dir: str) -> set[int]:
+    """The pids of the jobs' sshds that root recorded on this node."""
+    pids = set()
+    for name in names(node_run_dir):
+        try:
+            record = read(node_run_dir, name)
+        except (JobStateError, OSError, ValueError):
+            continue
+        if record is not None and record.sshd_pid:
+            pids.add(record.sshd_pid)
+    return pids
 
 
 def keys_in_use(node_run_dir: str) -> set[str]:

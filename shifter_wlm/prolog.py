@@ -77,7 +77,7 @@ def make_spec(cfg, args_image_request: str, volume: str, module: str, image: str
 
 
 def job_record(job_id: int, uid: int, spec, key: str, state: str, message: str = "", volume: str = "",
-               module: str = "", image_id: str = "", sshd_pid: int = 0):
+               module: str = "", image_id: str = "", sshd_pid: int = 0, sshd_error: str = ""):
     from runtime.frozen import asdict
 
     from shifter_wlm.jobs import JobRecord
@@ -94,7 +94,7 @@ def job_record(job_id: int, uid: int, spec, key: str, state: str, message: str =
         user={"uid": spec.user.uid, "gid": spec.user.gid, "name": spec.user.name,
               "gids": list(spec.user.gids)} if spec else {},
         user_hooks=[list(h) for h in spec.user_hooks] if spec else [],
-        sshd_pid=sshd_pid,
+        sshd_pid=sshd_pid, sshd_error=sshd_error,
     )
 
 
@@ -108,8 +108,24 @@ def start_sshd(cfg, spec, key: str, run_dir: str, job_id: int, node: str, addrs:
     listen = sshd.listen_address(node, addrs.get(node, node))
     pid = sshd.start(os.path.join(run_dir, key, "ns"), spec.user, port=cfg.sshd.port, listen=listen,
                      host=host, user_seed=user_seed, hosts_text=sshd.known_hosts(addrs, cfg.sshd.port, host),
-                     log_path=os.path.join(run_dir, "jobs", f"{job_id}.sshd.log"), env=environment(spec, {}))
+                     env=environment(spec, {}))
     return pid, listen
+
+
+def other_jobs_sshds(run_dir: str, pids: set[int], wait: float = 2.0) -> bool:
+    """Whether the pids holding the sshd's port are sshds other jobs' prologs recorded on this
+    node (their records are written just after their sshd listens: allow them `wait` s)."""
+    import time
+
+    from shifter_wlm import jobs
+
+    deadline = time.monotonic() + wait
+    while True:
+        if pids and pids <= jobs.sshd_pids(run_dir):
+            return True
+        if not pids or time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
 
 
 def run(spank, args, options) -> None:
@@ -150,21 +166,26 @@ def run(spank, args, options) -> None:
         jobs.write(run_dir, str(job_id), job_record(job_id, uid, spec, key, "building", volume=volume, module=module))
         with logs.step(log, "build", job=job_id, node=node, key=key):
             build.build(spec, run_dir)
-        sshd_pid = 0
+        sshd_pid, sshd_error = 0, ""
         if with_sshd:
             # the sshd is an extra: a job whose sshd cannot start (its key removed, the port
-            # held by another job's sshd on a shared node) still runs, and `ssh` to this
-            # node then fails; the reason is in slurmd's log
+            # held by someone else) still runs, and `ssh` to this node then fails; the reason
+            # is in slurmd's log and, unless another job's sshd holds the port, in the job
+            # record, whose shifter steps on this node tell the user
             try:
                 with logs.step(log, "sshd", job=job_id, node=node, port=cfg.sshd.port) as info:
                     sshd_pid, listen = start_sshd(cfg, spec, key, run_dir, job_id, node, addrs)
                     info.update(pid=sshd_pid, listen=listen or "*")
-            except sshd.SshdError:
-                pass  # logged by the step
+            except sshd.SshdError as err:  # logged by the step
+                # another job's sshd on the port: the known one-sshd-per-port limit, in the
+                # log only; anything else (a process squatting the port...) the user is told
+                if not other_jobs_sshds(run_dir, err.held_by):
+                    sshd_error = str(err)
         jobs.write(run_dir, str(job_id), job_record(job_id, uid, spec, key, "ready", volume=volume, module=module,
-                                                    sshd_pid=sshd_pid))
-    except (ShifterError, OSError) as err:
+                                                    sshd_pid=sshd_pid, sshd_error=sshd_error))
+    except Exception as err:  # noqa: BLE001 - a prolog that fails drains the node: never for a job's input
         # recorded for the job's shifter steps; the node stays in service
-        log.error("prolog_failed", job=job_id, node=node, error=str(err))
-        jobs.write(run_dir, str(job_id), job_record(job_id, uid, spec, key, "failed", message=str(err),
+        message = str(err) if isinstance(err, (ShifterError, OSError)) else f"internal error ({type(err).__name__}: {err})"
+        log.error("prolog_failed", job=job_id, node=node, error=message)
+        jobs.write(run_dir, str(job_id), job_record(job_id, uid, spec, key, "failed", message=message,
                                                     volume=volume, module=module, image_id=image))

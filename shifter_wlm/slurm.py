@@ -1,7 +1,19 @@
 """The one place that asks Slurm about a job: nodes, tasks per node, owner.
 
 pyslurm is used when a build matching the installed Slurm is importable (PyPI's is built for
-Slurm 25.11 only); otherwise Slurm's own `scontrol`. Callers get the same JobInfo either way.
+Slurm 25.11 only); otherwise Slurm's own commands. Callers get the same JobInfo either way.
+
+A job record holds text its user wrote (--comment, --job-name, --chdir...), and `scontrol
+show job` prints it raw, newlines included, among the fields: `--comment='x NodeList=n[1-3]'`
+must not become the job's node list. So (Slurm 22.05 has no `scontrol --json`, and
+`squeue --json` ignores -j and prints every job):
+- ids, node list, task and CPU counts come from `squeue -O` with a delimiter no such field
+  can hold, one line per job, each field checked (numbers, a host list that expands to
+  exactly NumNodes names);
+- the per-node CPUs (only the task layout in the job's own /var/hostsfile depends on them)
+  come from scontrol's `Nodes=... CPU_IDs=...` lines, accepted only when they name each of
+  the job's nodes once and add up to its CPU count, else the layout assumes none;
+- every expansion is bounded (MAX_NODES, MAX_CPUS, MAX_TASKS) before it is made.
 """
 
 from __future__ import annotations
@@ -19,6 +31,13 @@ class SlurmQueryError(ShifterError):
     """Slurm could not tell us about a job; the message says what failed."""
 
 
+MAX_NODES = 100_000     # names one host list may expand to
+MAX_CPUS = 1 << 16      # CPU ids one node may list
+MAX_TASKS = 10_000_000  # tasks a job may have, for the hostsfile
+SQUEUE_FIELDS = ("JobID", "UserID", "GroupID", "NodeList", "BatchHost", "NumTasks", "cpus-per-task", "NumNodes",
+                 "NumCPUs")
+
+
 @dataclass(frozen=True)
 class JobInfo:
     job_id: int
@@ -32,31 +51,52 @@ class JobInfo:
 # ---------------------------------------------------------------- pure parsing
 
 
-def parse_cpu_ids(text: str) -> int:
-    """How many CPUs `0-1,4` names."""
+def parse_cpu_ids(text: str, limit: int = MAX_CPUS) -> int:
+    """How many CPUs `0-1,4` names; SlurmQueryError when it is not that, or names more than `limit`."""
     count = 0
     for part in filter(None, text.split(",")):
         lo, _, hi = part.partition("-")
+        if not lo.isdigit() or not (hi or lo).isdigit() or int(hi or lo) < int(lo):
+            raise SlurmQueryError(f"CPU id list {text[:80]!r} is not one Slurm writes")
         count += int(hi or lo) - int(lo) + 1
+        if count > limit:
+            raise SlurmQueryError(f"CPU id list {text[:80]!r} names more than {limit} CPUs")
     return count
 
 
-def expand_hostlist(expr: str) -> list[str]:
-    """`n[1-3,5],login01` -> n1 n2 n3 n5 login01 (Slurm's hostlist syntax, one bracket per name)."""
-    out: list[str] = []
+def expand_hostlist(expr: str, limit: int = MAX_NODES) -> list[str]:
+    """`n[1-3,5],login01` -> n1 n2 n3 n5 login01 (Slurm's hostlist syntax, one bracket per name).
+    SlurmQueryError when the list is malformed or would expand to more than `limit` names
+    (counted before anything is expanded)."""
+    groups: list[tuple[str, list[tuple[int, int, int]], str] | str] = []
+    total = 0
     for name in re.findall(r"[^,\[]+(?:\[[^\]]*\][^,\[]*)*", expr):
         match = re.fullmatch(r"([^\[]*)\[([^\]]*)\](.*)", name)
         if not match:
-            out.append(name)
+            groups.append(name)
+            total += 1
+        else:
+            prefix, ranges, suffix = match.groups()
+            if "[" in suffix:
+                raise SlurmQueryError(f"host list {expr[:80]!r} has more than one range in a name; not supported")
+            spans = []
+            for part in ranges.split(","):
+                lo, _, hi = part.partition("-")
+                if not lo.isdigit() or not (hi or lo).isdigit() or int(hi or lo) < int(lo):
+                    raise SlurmQueryError(f"host list {expr[:80]!r} has a range {part[:20]!r} Slurm does not write")
+                spans.append((int(lo), int(hi or lo), len(lo)))
+                total += int(hi or lo) - int(lo) + 1
+            groups.append((prefix, spans, suffix))
+        if total > limit:
+            raise SlurmQueryError(f"host list {expr[:80]!r} names more than {limit} nodes")
+    out: list[str] = []
+    for group in groups:
+        if isinstance(group, str):
+            out.append(group)
             continue
-        prefix, ranges, suffix = match.groups()
-        if "[" in suffix:
-            raise SlurmQueryError(f"host list {expr!r} has more than one range in a name; not supported")
-        for part in ranges.split(","):
-            lo, _, hi = part.partition("-")
-            width = len(lo)
-            for i in range(int(lo), int(hi or lo) + 1):
-                out.append(f"{prefix}{i:0{width}d}{suffix}")
+        prefix, spans, suffix = group
+        for lo, hi, width in spans:
+            out.extend(f"{prefix}{i:0{width}d}{suffix}" for i in range(lo, hi + 1))
     return out
 
 
@@ -74,33 +114,77 @@ def layout_tasks(cpus: dict[str, int], nodes: list[str], num_tasks: int, cpus_pe
         extra = min(slots[n] - layout[n], left)
         layout[n] += extra
         left -= extra
-    while left > 0:  # overcommitted: Slurm goes round the nodes again
-        for n in nodes:
-            if left > 0:
-                layout[n] += 1
-                left -= 1
+    if left > 0 and nodes:  # overcommitted: Slurm goes round the nodes again
+        rounds, rest = divmod(left, len(nodes))
+        for i, n in enumerate(nodes):
+            layout[n] += rounds + (1 if i < rest else 0)
     return layout
 
 
-def parse_show_job(text: str) -> JobInfo:
-    """A JobInfo from `scontrol show job -d -o ID` output."""
-    fields = dict(re.findall(r"(?:^|\s)([A-Za-z/:_]+)=(\S*)", text))
-    try:
-        job_id = int(fields["JobId"])
-        uid = int(re.search(r"\((\d+)\)", fields["UserId"]).group(1))
-        gid = int(re.search(r"\((\d+)\)", fields["GroupId"]).group(1))
-        nodes = expand_hostlist(fields["NodeList"])
-        num_tasks = int(fields.get("NumTasks", len(nodes)) or len(nodes))
-        cpus_per_task = int(fields.get("CPUs/Task", "1") or 1)
-    except (KeyError, AttributeError, ValueError) as err:
-        raise SlurmQueryError(f"cannot read scontrol's job record ({err}): {text[:200]!r}") from None
+def _number(name: str, text: str, limit: int) -> int:
+    if not text.isdigit() or int(text) > limit:
+        raise SlurmQueryError(f"squeue's {name} {text[:40]!r} is not a number up to {limit}")
+    return int(text)
+
+
+def parse_squeue(text: str, job_id: int) -> dict:
+    """The structured fields of one job from `squeue -h -O <SQUEUE_FIELDS, '|'-ended>`."""
+    lines = text.splitlines()
+    fields = lines[0].split("|") if len(lines) == 1 else []
+    if len(fields) != len(SQUEUE_FIELDS) + 1 or fields[-1] != "":
+        raise SlurmQueryError(f"squeue did not give one record for job {job_id}: {text[:200]!r}")
+    values = dict(zip(SQUEUE_FIELDS, (f.strip() for f in fields)))
+    if values["JobID"] != str(job_id):
+        raise SlurmQueryError(f"squeue answered for job {values['JobID'][:20]!r}, not {job_id}")
+    num_nodes = _number("NumNodes", values["NumNodes"], MAX_NODES)
+    nodes = expand_hostlist(values["NodeList"], limit=num_nodes)
+    if len(nodes) != num_nodes or len(set(nodes)) != num_nodes:
+        raise SlurmQueryError(f"squeue's NodeList {values['NodeList'][:80]!r} does not name its {num_nodes} nodes")
+    cpt = values["cpus-per-task"]
+    return {
+        "uid": _number("UserID", values["UserID"], 1 << 32), "gid": _number("GroupID", values["GroupID"], 1 << 32),
+        "nodes": nodes,
+        "num_tasks": _number("NumTasks", values["NumTasks"], MAX_TASKS) if values["NumTasks"].isdigit() else num_nodes,
+        "cpus_per_task": _number("cpus-per-task", cpt, MAX_CPUS) if cpt.isdigit() else 1,
+        "num_cpus": _number("NumCPUs", values["NumCPUs"], MAX_NODES * MAX_CPUS),
+        "batch_host": values["BatchHost"] if values["BatchHost"] in nodes else (nodes[0] if nodes else ""),
+    }
+
+
+_CPU_LINE = re.compile(r"^ +Nodes=(\S+) CPU_IDs=(\S+) Mem=\S* GRES=\S*$")
+
+
+def cpus_per_node(show_job: str, nodes: list[str], num_cpus: int) -> dict[str, int]:
+    """Per-node CPU counts from `scontrol show job -d` (multi-line) output: accepted only when
+    the `Nodes= CPU_IDs=` lines name each of `nodes` once and add up to `num_cpus` (text a
+    user wrote into the record cannot add a node or a CPU); {} when they do not."""
     cpus: dict[str, int] = {}
-    for group, ids in re.findall(r"\sNodes=(\S+) CPU_IDs=(\S+)", text):
-        for node in expand_hostlist(group):
-            cpus[node] = parse_cpu_ids(ids)
-    return JobInfo(job_id=job_id, uid=uid, gid=gid, nodes=tuple(nodes),
-                   tasks_per_node=layout_tasks(cpus, nodes, num_tasks, cpus_per_task),
-                   batch_host=fields.get("BatchHost", nodes[0] if nodes else ""))
+    wanted = set(nodes)
+    try:
+        for line in show_job.splitlines():
+            match = _CPU_LINE.match(line)
+            if not match:
+                continue
+            for node in expand_hostlist(match.group(1), limit=len(nodes)):
+                if node not in wanted or node in cpus:
+                    return {}
+                cpus[node] = parse_cpu_ids(match.group(2))
+    except SlurmQueryError:
+        return {}
+    if set(cpus) != wanted or sum(cpus.values()) != num_cpus:
+        return {}
+    return cpus
+
+
+def job_from(squeue_text: str, show_job: str, job_id: int) -> JobInfo:
+    """A JobInfo from squeue's structured line and scontrol's per-node CPU lines."""
+    fields = parse_squeue(squeue_text, job_id)
+    nodes = fields["nodes"]
+    cpus = cpus_per_node(show_job, nodes, fields["num_cpus"])
+    num_tasks = fields["num_tasks"] or len(nodes)
+    return JobInfo(job_id=job_id, uid=fields["uid"], gid=fields["gid"], nodes=tuple(nodes),
+                   tasks_per_node=layout_tasks(cpus, nodes, num_tasks, fields["cpus_per_task"]),
+                   batch_host=fields["batch_host"])
 
 
 def parse_show_nodes(text: str) -> dict[str, str]:
@@ -172,7 +256,9 @@ def job_info(job_id: int) -> JobInfo:
             return _job_info_pyslurm(pyslurm, job_id)
         except Exception as err:  # noqa: BLE001 - pyslurm raises its own types
             raise SlurmQueryError(f"pyslurm could not load job {job_id}: {err}") from None
-    return parse_show_job(_run(["scontrol", "show", "job", "-d", "-o", str(job_id)]))
+    fields = ",".join(f"{name}:|" for name in SQUEUE_FIELDS)
+    squeue = _run(["squeue", "-h", "--states=all", "-j", str(job_id), "-O", fields])
+    return job_from(squeue, _run(["scontrol", "show", "job", "-d", str(job_id)]), job_id)
 
 
 def node_addresses(nodes: list[str] | tuple[str, ...]) -> dict[str, str]:

@@ -7,6 +7,10 @@
                         site's port; its pid goes into the job record
     epilog (root)       stop it (teardown then kills whatever is left in the container)
 
+The prolog takes readiness from the sshd itself (a listening socket its own pid holds), so a
+process squatting the port makes the start fail; the reason goes into the job record, and
+the job's shifter steps on that node tell the user (shifter_wlm.task).
+
 Files the prolog writes into the container (a root-owned directory on the container's
 tmpfs; the user can read, not change, what is the job's):
 
@@ -15,7 +19,8 @@ tmpfs; the user can read, not change, what is the job's):
     /var/run/udiImage/ssh/id_key            user 0600: the user's private key, for the client
     /var/run/udiImage/ssh/port              root 0644: the site's port
     /var/run/udiImage/ssh/client/.ssh/known_hosts   root 0644: every node of the job
-    /var/run/udiImage/ssh/run/              user 0700: the sshd's pid file
+    /var/run/udiImage/ssh/run/              user 0700: the sshd's pid file and its log
+                                            (sshd.log, opened by the sshd as the user)
 
 Host keys are per job and the same on every node of the job: an ed25519 key whose seed is
 HMAC-SHA256(site secret, job id, uid). Every prolog derives it alone (no coordination
@@ -38,9 +43,9 @@ import hmac
 import ipaddress
 import os
 import signal
-import socket
 import stat
 import struct
+import sys
 import time
 
 from shifter_site.errors import ShifterError
@@ -51,10 +56,14 @@ JOB_DIR = "/var/run/udiImage/ssh"          # in the container
 DROPBEAR = "/opt/udiImage/bin/dropbear"    # in the container
 UDI_BIN = "/opt/udiImage/bin"
 START_TIMEOUT = 10.0
+LOG = "/var/run/udiImage/ssh/run/sshd.log"  # in the container: the sshd's own (the user's) file
 
 
 class SshdError(ShifterError):
-    """The job's sshd cannot be set up; the message says why and what to do."""
+    """The job's sshd cannot be set up; the message says why and what to do. `held_by`: the
+    pids that held its port, when that was why."""
+
+    held_by: set[int] = set()
 
 
 # ---------------------------------------------------------------- ed25519 (RFC 8032)
@@ -285,39 +294,49 @@ def _reset_signals() -> None:
 
 
 def start(ns_path: str, user, *, port: int, listen: str, host: bytes, user_seed: bytes, hosts_text: str,
-          log_path: str, env: dict[str, str]) -> int:
+          env: dict[str, str]) -> int:
     """Start the job's sshd inside the pinned container at ns_path, as the user, with `env`
-    (the container's environment); returns its pid once it accepts connections. Root only
-    (the prolog)."""
+    (the container's environment); returns its pid once *it* listens on the port (a socket
+    of its own, not whoever holds the port). Root only (the prolog).
+
+    The sshd holds nothing root opened: before it becomes the user every fd but an error
+    pipe is closed, and its stdin and log (LOG, in its own run directory in the container)
+    are opened as the user."""
     import fcntl
 
     from runtime import enter as renter
+    from runtime import syscalls as sc
 
     # no password or PAM code is compiled in (udiImage/localoptions.h); -w: no root login;
     # -e: sessions get the container's environment (dropbear then sets USER, HOME, SHELL,
     # and PATH to its compiled-in default, which ends with /opt/udiImage/bin)
     argv = [DROPBEAR, "-F", "-E", "-w", "-e", "-r", f"{JOB_DIR}/host_key",
             "-P", f"{JOB_DIR}/run/sshd.pid", "-p", f"[{listen}]:{port}" if ":" in listen else f"{listen}:{port}".lstrip(":")]
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:  # the sshd-to-be: never returns
         try:
             # slurmstepd may have started us with 0-2 closed: move ours out of the way first
-            log_fd = fcntl.fcntl(log_fd, fcntl.F_DUPFD_CLOEXEC, 10)
             err_w = fcntl.fcntl(err_w, fcntl.F_DUPFD_CLOEXEC, 10)
             os.setsid()
             _reset_signals()
             renter.join(ns_path)
             os.chdir("/")
             _job_files(user, port, host, user_seed, hosts_text)
-            null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
-            os.dup2(null, 0)
-            os.dup2(log_fd, 1)
-            os.dup2(log_fd, 2)
-            os.closerange(3, err_w)
+            sc.set_dumpable(0)
+            os.closerange(0, err_w)  # slurmd's log, the prolog's files: none goes past here
             os.closerange(err_w + 1, 1 << 16)
             renter.drop_privileges(user)
+            sc.set_dumpable(0)
+            null = os.open("/dev/null", os.O_RDONLY)  # as the user from here on
+            log = os.open(LOG, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            os.dup2(null, 0)
+            os.dup2(log, 1)
+            os.dup2(log, 2)
+            for fd in {null, log} - {0, 1, 2}:
+                os.close(fd)
+            for fd in (0, 1, 2):  # os.open's fds are close-on-exec, and dup2(fd, fd) keeps that
+                os.set_inheritable(fd, True)
             os.execve(DROPBEAR, argv, env)
         except BaseException as err:  # noqa: BLE001 - reported to the parent, then gone
             try:
@@ -325,7 +344,6 @@ def start(ns_path: str, user, *, port: int, listen: str, host: bytes, user_seed:
             finally:
                 os._exit(127)
     os.close(err_w)
-    os.close(log_fd)
     try:
         failure = os.read(err_r, 1000).decode(errors="replace")  # EOF once exec succeeded
     finally:
@@ -333,21 +351,20 @@ def start(ns_path: str, user, *, port: int, listen: str, host: bytes, user_seed:
     if failure:
         os.waitpid(pid, 0)
         raise SshdError(f"cannot start the job's sshd: {failure}")
-    target = listen or "127.0.0.1"
+    where = f"{listen or '*'}:{port}"
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
-            raise SshdError(f"the job's sshd exited at once ({_status(status)}): {_tail(log_path)}")
-        try:
-            with socket.create_connection((target, port), timeout=1):
-                return pid
-        except OSError:
-            pass
+            err = SshdError(f"the job's sshd could not start on {where} ({_status(status)}): {log_tail(ns_path)}")
+            err.held_by = port_holders(listen, port)
+            raise err
+        if listening(pid, listen, port):
+            return pid
         if time.monotonic() > deadline:
             stop(pid, ns_path)
-            raise SshdError(f"the job's sshd did not accept connections on {target}:{port} within "
-                            f"{START_TIMEOUT:.0f} s: {_tail(log_path)}")
+            raise SshdError(f"the job's sshd did not listen on {where} within {START_TIMEOUT:.0f} s: "
+                            f"{log_tail(ns_path)}")
         time.sleep(0.02)
 
 
@@ -357,13 +374,114 @@ def _status(status: int) -> str:
     return f"exit {os.WEXITSTATUS(status)}"
 
 
-def _tail(path: str) -> str:
+def _proc_address(text: str) -> str:
+    """An address as /proc/net/tcp{,6} writes it (hex, 32-bit words in host order)."""
+    raw = bytes.fromhex(text)
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4)) if sys.byteorder == "little" else raw
+    return str(ipaddress.ip_address(words))
+
+
+def listening(pid: int, listen: str, port: int) -> bool:
+    """Whether process `pid` itself has a socket listening on listen:port (listen "": the
+    IPv4 wildcard), found by matching its fds' socket inodes in its /proc/net/tcp{,6}.
+    Someone else listening on the port (a squatter) does not count."""
+    inodes = set()
     try:
-        with open(path, errors="replace") as handle:
-            lines = [line.strip() for line in handle.read()[-2000:].splitlines() if line.strip()]
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
     except OSError:
-        return "no log"
-    return lines[-1] if lines else "no output"
+        return False
+    want = listen or "0.0.0.0"
+    for table in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/{pid}/net/{table}") as handle:
+                next(handle, None)
+                for line in handle:
+                    fields = line.split()
+                    if len(fields) < 10 or fields[3] != "0A" or fields[9] not in inodes:
+                        continue
+                    addr, _, hexport = fields[1].partition(":")
+                    if int(hexport, 16) == port and _proc_address(addr) == want:
+                        return True
+        except OSError:
+            continue
+    return False
+
+
+def _listeners(listen: str, port: int) -> set[str]:
+    """Socket inodes listening on `port` where a bind to listen:port would collide."""
+    want = listen or "0.0.0.0"
+    inodes = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/net/{table}") as handle:
+                next(handle, None)
+                for line in handle:
+                    fields = line.split()
+                    if len(fields) < 10 or fields[3] != "0A":
+                        continue
+                    addr, _, hexport = fields[1].partition(":")
+                    where = _proc_address(addr)
+                    if int(hexport, 16) == port and (where in (want, "0.0.0.0", "::") or want == "0.0.0.0"):
+                        inodes.add(fields[9])
+        except OSError:
+            continue
+    return inodes
+
+
+def port_holders(listen: str, port: int) -> set[int]:
+    """The pids holding a listening socket that keeps listen:port from the job's sshd (on
+    failure only: this scans every process's fds)."""
+    inodes = _listeners(listen, port)
+    pids = set()
+    if not inodes:
+        return pids
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            for fd in os.listdir(f"/proc/{name}/fd"):
+                target = os.readlink(f"/proc/{name}/fd/{fd}")
+                if target.startswith("socket:[") and target[8:-1] in inodes:
+                    pids.add(int(name))
+                    break
+        except OSError:
+            continue
+    return pids
+
+
+def log_tail(ns_path: str) -> str:
+    """The last line of the sshd's log (the user's own file in the container), read by a
+    child that joins the container; bounded, never following a link."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            from runtime import enter as renter
+
+            renter.join(ns_path)
+            fd = os.open(LOG, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode):
+                os.write(w, os.pread(fd, 2000, max(0, st.st_size - 2000)))
+        finally:
+            os._exit(0)
+    os.close(w)
+    try:
+        data = b""
+        while len(data) < 4000 and (chunk := os.read(r, 4000)):
+            data += chunk
+    finally:
+        os.close(r)
+        os.waitpid(pid, 0)
+    lines = [line.strip() for line in data.decode(errors="replace").splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "no output"
 
 
 def stop(pid: int, ns_path: str, timeout: float = 5.0) -> bool:

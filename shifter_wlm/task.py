@@ -52,6 +52,7 @@ class Prepared:
 
 
 _prepared: Prepared | None = None
+_sshd_notice = ""  # why the job's sshd on this node could not start (from the job record)
 
 
 def is_shifter(argv: list[str]) -> bool:
@@ -141,6 +142,8 @@ def step_setup(spank, args, options) -> None:
         _prepare(spank, args, options, argv, ccm)
     except ShifterError as err:
         _prepared = Refused(str(err))
+    except Exception as err:  # noqa: BLE001 - one line for the user, never a bare hook failure
+        _prepared = Refused(str(err) if isinstance(err, OSError) else f"internal error ({type(err).__name__}: {err})")
 
 
 def _prepare(spank, args, options, argv: list[str], ccm: bool) -> None:
@@ -174,6 +177,8 @@ def _prepare(spank, args, options, argv: list[str], ccm: bool) -> None:
     if same_as_job and job.state == "ready":
         key, step_record = job.key, None
         spec = _entering(job, opts)
+        global _sshd_notice
+        _sshd_notice = job.sshd_error
     elif ccm:
         raise StepError("--ccm: the job's container was not built on this node; see the prolog's "
                         "events in slurmd's log")
@@ -263,13 +268,32 @@ def _build_step_container(spank, cfg, run_dir, job_id, step_id, uid, image, requ
     with logs.step(log, "step_container", job=job_id, step=step_id, node=node, image=image) as info:
         hosts = prolog.hostsfile_entries(slurm.job_info(job_id))
         full = prolog.make_spec(cfg, request, volume, module, image, uid, hosts, node, scope=f"step-{name}")
+        _check_cache_per_job(cfg, run_dir, job_id, full)
         key = full.build_key()
         info["key"] = key
         jobs.write(run_dir, name, prolog.job_record(job_id, uid, full, key, "building", volume=volume, module=module))
-        build.build(full, run_dir)
+        try:
+            build.build(full, run_dir)  # tears down after itself when it fails
+        except BaseException:
+            jobs.remove(run_dir, name)  # no epilog may come (a job without --image)
+            raise
         record = prolog.job_record(job_id, uid, full, key, "ready", volume=volume, module=module)
         jobs.write(run_dir, name, record)
     return key, _entering(record, opts), name
+
+
+def _check_cache_per_job(cfg, run_dir: str, job_id: int, spec) -> None:
+    """The perNodeCache limit holds per job and node: this step's caches plus those the
+    job's other containers on this node still hold."""
+    from shifter_wlm import jobs
+
+    asked = sum(v.cache.size for v in spec.volumes if v.cache)
+    if not asked:
+        return
+    held, limit = jobs.cache_in_use(run_dir, job_id), cfg.per_node_cache.size_limit_bytes
+    if held + asked > limit:
+        raise StepError(f"perNodeCache: this step asks for {asked} bytes and job {job_id} already holds {held} "
+                        f"bytes on this node; the limit per job and node is {limit} bytes: ask for less")
 
 
 def _read_env_file(path: str, uid: int, gid: int) -> tuple[str, ...]:
@@ -297,6 +321,8 @@ def enter(spank, args, options) -> None:
     if isinstance(prepared, Refused):
         # in the task, Slurm's error line reaches the user's srun, and the task fails
         raise StepError(prepared.message)
+    if _sshd_notice and spank.getenv("SLURM_LOCALID") == "0":  # once per node and step
+        spank.error(f"shifter: warning: {_sshd_notice}; ssh to this node will not reach the job")
     from runtime import enter as renter
     from runtime import syscalls
 

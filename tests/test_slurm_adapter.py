@@ -59,5 +59,5 @@ def test_job_info_of_a_running_job_on_the_real_cluster(cluster):
 
 
 def test_unknown_job_is_a_clear_error(cluster):
-    with pytest.raises(slurm.SlurmQueryError, match="scontrol show job -d -o 999999 failed: .*Invalid job id"):
+    with pytest.raises(slurm.SlurmQueryError, match="squeue .* 999999 .* failed: .*Invalid job id"):
         slurm.job_info(999999)
