@@ -138,10 +138,12 @@ def test_a_link_to_proc_resolves_as_the_user_and_is_refused(places):
 
 
 def test_per_node_cache_limit_holds_per_job_and_node(image):
+    # a step's -V adds to the job's volumes, so each step container holds its own 512m /cache
+    # too: over = 512m (job) + 512m + 1536m > 2G; within = 512m + 512m + 512m
     job = jt.write_job(ATTACKER, "cachestack.sl", f"""#!/bin/bash
 #SBATCH -N 1 -w n1 -t 5
 #SBATCH --image={IMAGE}
-#SBATCH --volume=/x:/cache:perNodeCache=size=1G
+#SBATCH --volume=/x:/cache:perNodeCache=size=512m
 srun shifter -V '/x:/c2:perNodeCache=size=1536m' true; echo "over=$?"
 srun shifter -V '/x:/c2:perNodeCache=size=512m' true; echo "within=$?"
 """)

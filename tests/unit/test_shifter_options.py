@@ -91,9 +91,14 @@ def test_module_list(site):
             submit.check_modules(text, site)
 
 
-def test_volume_checks_include_the_site_cache_limits(site):
-    submit.check_volumes("/a:/b;/c:/d:ro", site)
+def test_volume_checks_include_the_site_cache_limits(site, tmp_path):
+    a, c = tmp_path / "a", tmp_path / "c"
+    a.mkdir()
+    c.mkdir()
+    submit.check_volumes(f"{a}:/b;{c}:/d:ro", site)  # sources are checked at submit: they exist
     with pytest.raises(ShifterError, match="limit"):
         submit.check_volumes("/a:/cache:perNodeCache=size=20G", site)
     with pytest.raises(ShifterError, match="/etc"):
-        submit.check_volumes("/a:/etc/x", site)
+        submit.check_volumes(f"{a}:/etc/x", site)
+    with pytest.raises(ShifterError, match="No such file"):
+        submit.check_volumes(f"{tmp_path}/missing:/b", site)

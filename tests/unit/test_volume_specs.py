@@ -16,7 +16,7 @@ paths = st.lists(component, min_size=1, max_size=4).map(lambda parts: "/" + "/".
 # targets a user may use: not under what the site controls
 targets = paths.filter(lambda p: not any(p == f or p.startswith(f + "/") for f in FORBIDDEN_TARGETS)
                        and p != "/opt")
-sizes = st.sampled_from(["1k", "512M", "10G", "4096", "1g"])
+sizes = st.sampled_from(["512M", "10G", "1g", "314572800"])   # sizes both xfs and ext4 can format
 
 
 @given(source=paths, target=targets, ro=st.booleans())
@@ -33,6 +33,12 @@ def test_per_node_cache_mapping(source, target, size, fs):
     [volume] = parse(f"{source}:{target}:perNodeCache=size={size},fs={fs}")
     assert volume.cache is not None and volume.cache.fs == fs and volume.cache.size > 0
     assert parse(volume.text()) == [volume]
+
+
+@given(source=paths, target=targets, size=st.sampled_from(["1k", "4096", "64M", "299M"]))
+def test_per_node_cache_too_small_for_xfs_is_refused_with_the_fix(source, target, size):
+    with pytest.raises(VolumeError, match="too small for xfs .*fs=ext4"):
+        parse(f"{source}:{target}:perNodeCache=size={size},fs=xfs")
 
 
 @given(st.lists(st.tuples(paths, targets), min_size=1, max_size=6, unique_by=lambda m: m[1].rstrip("/")))
