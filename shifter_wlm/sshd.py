@@ -458,13 +458,13 @@ def port_holders(listen: str, port: int) -> set[int]:
 def log_tail(ns_path: str) -> str:
     """The last line of the sshd's log (the user's own file in the container), read by a
     child that joins the container; bounded, never following a link."""
+    from runtime import enter as renter
+
     r, w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:
         try:
             os.close(r)
-            from runtime import enter as renter
-
             renter.join(ns_path)
             fd = os.open(LOG, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
             st = os.fstat(fd)
