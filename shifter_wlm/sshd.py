@@ -64,6 +64,7 @@ class SshdError(ShifterError):
     pids that held its port, when that was why."""
 
     held_by: set[int] = set()
+    exited = False  # the sshd started and exited (a bind that failed, ...)
 
 
 # ---------------------------------------------------------------- ed25519 (RFC 8032)
@@ -357,7 +358,7 @@ def start(ns_path: str, user, *, port: int, listen: str, host: bytes, user_seed:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
             err = SshdError(f"the job's sshd could not start on {where} ({_status(status)}): {log_tail(ns_path)}")
-            err.held_by = port_holders(listen, port)
+            err.held_by, err.exited = port_holders(listen, port), True
             raise err
         if listening(pid, listen, port):
             return pid
