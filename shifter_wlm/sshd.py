@@ -446,13 +446,17 @@ def port_holders(listen: str, port: int) -> set[int]:
         if not name.isdigit():
             continue
         try:
-            for fd in os.listdir(f"/proc/{name}/fd"):
-                target = os.readlink(f"/proc/{name}/fd/{fd}")
-                if target.startswith("socket:[") and target[8:-1] in inodes:
-                    pids.add(int(name))
-                    break
+            fds = os.listdir(f"/proc/{name}/fd")
         except OSError:
             continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{name}/fd/{fd}")
+            except OSError:  # closed meanwhile
+                continue
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                pids.add(int(name))
+                break
     return pids
 
 
