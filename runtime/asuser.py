@@ -22,6 +22,7 @@ another user's job.
 from __future__ import annotations
 
 import os
+import resource  # here, not in the child: no import (and its lock) after fork
 import signal
 import socket
 from collections.abc import Callable, Sequence
@@ -43,8 +44,6 @@ def _close_all_but(keep: Sequence[int]) -> None:
         if fd > low:
             os.closerange(low, fd)
         low = fd + 1
-    import resource
-
     # close_range(2) underneath: the hard limit bounds every fd this process can hold
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if hard < 0 or hard > 1 << 24:

@@ -172,15 +172,20 @@ def run(spank, args, options) -> None:
             # held by someone else) still runs, and `ssh` to this node then fails; the reason
             # is in slurmd's log and, unless another job's sshd holds the port, in the job
             # record, whose shifter steps on this node tell the user
-            try:
-                with logs.step(log, "sshd", job=job_id, node=node, port=cfg.sshd.port) as info:
-                    sshd_pid, listen = start_sshd(cfg, spec, key, run_dir, job_id, node, addrs)
-                    info.update(pid=sshd_pid, listen=listen or "*")
-            except sshd.SshdError as err:  # logged by the step
-                # another job's sshd on the port: the known one-sshd-per-port limit, in the
-                # log only; anything else (a process squatting the port...) the user is told
-                if not other_jobs_sshds(run_dir, err.held_by):
-                    sshd_error = str(err)
+            for attempt in (1, 2):
+                try:
+                    with logs.step(log, "sshd", job=job_id, node=node, port=cfg.sshd.port) as info:
+                        sshd_pid, listen = start_sshd(cfg, spec, key, run_dir, job_id, node, addrs)
+                        info.update(pid=sshd_pid, listen=listen or "*")
+                    break
+                except sshd.SshdError as err:  # logged by the step
+                    if attempt == 1 and err.exited and not err.held_by:
+                        continue  # whoever held the port has gone (another job's sshd stopping)
+                    # another job's sshd on the port: the known one-sshd-per-port limit, in
+                    # the log only; anything else (a process squatting the port...) the user
+                    # is told
+                    if not other_jobs_sshds(run_dir, err.held_by):
+                        sshd_error = str(err)
         jobs.write(run_dir, str(job_id), job_record(job_id, uid, spec, key, "ready", volume=volume, module=module,
                                                     sshd_pid=sshd_pid, sshd_error=sshd_error))
     except Exception as err:  # noqa: BLE001 - a prolog that fails drains the node: never for a job's input

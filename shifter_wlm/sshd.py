@@ -64,6 +64,7 @@ class SshdError(ShifterError):
     pids that held its port, when that was why."""
 
     held_by: set[int] = set()
+    exited = False  # the sshd started and exited (a bind that failed, ...)
 
 
 # ---------------------------------------------------------------- ed25519 (RFC 8032)
@@ -357,7 +358,7 @@ def start(ns_path: str, user, *, port: int, listen: str, host: bytes, user_seed:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
             err = SshdError(f"the job's sshd could not start on {where} ({_status(status)}): {log_tail(ns_path)}")
-            err.held_by = port_holders(listen, port)
+            err.held_by, err.exited = port_holders(listen, port), True
             raise err
         if listening(pid, listen, port):
             return pid
@@ -445,26 +446,30 @@ def port_holders(listen: str, port: int) -> set[int]:
         if not name.isdigit():
             continue
         try:
-            for fd in os.listdir(f"/proc/{name}/fd"):
-                target = os.readlink(f"/proc/{name}/fd/{fd}")
-                if target.startswith("socket:[") and target[8:-1] in inodes:
-                    pids.add(int(name))
-                    break
+            fds = os.listdir(f"/proc/{name}/fd")
         except OSError:
             continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{name}/fd/{fd}")
+            except OSError:  # closed meanwhile
+                continue
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                pids.add(int(name))
+                break
     return pids
 
 
 def log_tail(ns_path: str) -> str:
     """The last line of the sshd's log (the user's own file in the container), read by a
     child that joins the container; bounded, never following a link."""
+    from runtime import enter as renter
+
     r, w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:
         try:
             os.close(r)
-            from runtime import enter as renter
-
             renter.join(ns_path)
             fd = os.open(LOG, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
             st = os.fstat(fd)
