@@ -3,12 +3,18 @@
     shifterimg images [--json]     images ready on this system
     shifterimg lookup REF          print the image id (exit 3 when it is not there)
     shifterimg pull REF            pull and convert, showing progress, until READY or FAILURE
+    shifterimg pull -u U1,U2 -g G REF   the same, private to those users and groups (and you)
+
+Every call carries a munge credential: the gateway knows who asks.
 """
 
 from __future__ import annotations
 
 import argparse
+import grp
 import json
+import os
+import pwd
 import signal
 import sys
 import time
@@ -60,8 +66,9 @@ def cmd_pull(cfg, args) -> int:
         accepted.append(True)
         show(body)
 
+    acl = access_list(args.users, args.groups)
     try:
-        body = client.pull(cfg, args.ref, on_update=update)
+        body = client.pull(cfg, args.ref, on_update=update, acl=acl)
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the line short
         # stopping the wait does not stop the pull: say where it goes on and how to see it
@@ -77,6 +84,42 @@ def cmd_pull(cfg, args) -> int:
         return 0
     print(f"shifterimg: pull of {args.ref} failed: {body.get('status_message') or body.get('status')}", file=sys.stderr)
     return 1
+
+
+class UsageError(ShifterError):
+    """A command-line value is wrong; the message says which and how to fix it."""
+
+    exit_code = 2
+
+
+def _ids(text: str | None, kind: str) -> list[int]:
+    """Names or numeric ids, comma-separated, as ids; UsageError naming the unknown ones."""
+    if text is None:
+        return []
+    names = text.split(",")
+    if not all(n and n == n.strip() for n in names):
+        raise UsageError(f"{'-u' if kind == 'user' else '-g'} {text!r}: give comma-separated {kind} names or ids "
+                         f"without spaces or empty entries, e.g. {'alice,bob' if kind == 'user' else 'myproject'}")
+    ids, unknown = [], []
+    for name in names:
+        try:
+            if kind == "user":
+                ids.append(pwd.getpwuid(int(name)).pw_uid if name.isdigit() else pwd.getpwnam(name).pw_uid)
+            else:
+                ids.append(grp.getgrgid(int(name)).gr_gid if name.isdigit() else grp.getgrnam(name).gr_gid)
+        except KeyError:
+            unknown.append(name)
+    if unknown:
+        raise UsageError(f"unknown {kind}{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}; "
+                         f"check the names (getent {'passwd' if kind == 'user' else 'group'})")
+    return sorted(set(ids))
+
+
+def access_list(users: str | None, groups: str | None) -> tuple[list[int], list[int]] | None:
+    """-u/-g as (uids, gids) with the caller always included; None when neither was given."""
+    if users is None and groups is None:
+        return None
+    return sorted({*_ids(users, "user"), os.getuid()}), _ids(groups, "group")
 
 
 def cmd_lookup(cfg, args) -> int:
@@ -108,6 +151,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("ref", metavar="REF")
     s.set_defaults(func=cmd_lookup)
     s = sub.add_parser("pull", help="pull an image and wait until it is READY or FAILED")
+    s.add_argument("-u", "--users", metavar="USER[,USER]",
+                   help="make the image private to these users (you are always included)")
+    s.add_argument("-g", "--groups", metavar="GROUP[,GROUP]", help="make the image private to these groups")
     s.add_argument("ref", metavar="REF")
     s.set_defaults(func=cmd_pull)
     return p

@@ -111,8 +111,16 @@ class Gateway(_Section):
     timeout: float = msgspec.field(default=60.0)
     # pulls one user may have queued or running at once: a user cannot fill the workers alone
     max_pulls_per_user: typing.Annotated[int, msgspec.Meta(ge=1, le=1000)] = 4
+    # a pull asked for within this many seconds of the last one (or while one runs) returns the
+    # current record instead of asking the registry again (the original's PullUpdateTimeout)
+    repull_after: typing.Annotated[float, msgspec.Meta(ge=0)] = 300.0
+    # user and group names the gateway treats as admins (see every image, set any image's ACL)
+    admins: list[str] = []
 
     def __post_init__(self) -> None:
+        for i, name in enumerate(self.admins):
+            if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}", name):
+                raise _Invalid(f"admins[{i}]", f"{name!r} is not a user or group name")
         if not self.urls:
             raise _Invalid("urls", "is empty; list at least one gateway URL")
         for i, url in enumerate(self.urls):

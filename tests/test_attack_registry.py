@@ -41,7 +41,9 @@ def cfg(cluster):
 
 def gateway_status(ref: str) -> dict:
     itype, _, tag = ref.partition(":")
-    return httpx.get(f"{GATEWAY}/api/lookup/local/{itype}/{tag}/", timeout=10).json()
+    credential = munge_credential("root")
+    return httpx.get(f"{GATEWAY}/api/status/local/{itype}/{tag}/", headers={"authentication": credential},
+                     timeout=10).json()
 
 
 def wait_done(refs: list[str], timeout: float = 60) -> None:

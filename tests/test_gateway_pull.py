@@ -175,7 +175,11 @@ def test_openapi_lists_the_endpoints(cluster):
     paths = set(spec["paths"])
     assert {"/api/list/{system}/", "/api/lookup/{system}/{itype}/{tag}", "/api/pull/{system}/{itype}/{tag}",
             "/api/queue/{system}/"} <= paths
-    assert json.loads(httpx.get("http://127.0.0.1:8642/api/list/other/").text)["error"].startswith("this gateway serves")
+    from imagegw import identity
+    from shifter_site import config
+    credential = identity.credential(config.load(str(gt.STATE / "etc/shifter.yaml"), privileged=False))
+    other = httpx.get("http://127.0.0.1:8642/api/list/other/", headers={"authentication": credential})
+    assert json.loads(other.text)["error"].startswith("this gateway serves")
 
 
 def test_unreachable_gateway_is_one_clear_error(cfg):
