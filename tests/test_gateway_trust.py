@@ -254,15 +254,21 @@ def test_calls_without_a_valid_credential_are_refused(cfg):
     assert original("GET", api("status", "trust/any:1"), "root")[0] == 404  # nothing was queued
 
 
-def test_shifterimg_without_munge_says_so(cfg, tmp_path):
-    text = (gt.STATE / "etc/shifter.yaml").read_text()
-    text = text.replace(f"munge_socket: {gt.STATE}/munge/munge.socket.2", f"munge_socket: {tmp_path}/nosocket")
-    conf = tmp_path / "shifter.yaml"
-    conf.write_text(text)
-    conf.chmod(0o644)
-    tmp_path.chmod(0o755)
-    result = run_as(USER, [SHIFTERIMG, "--config", str(conf), "images"])
-    assert "cannot make a munge credential" in one_line_error(result)
+def test_shifterimg_without_munge_says_so(cfg):
+    top = tempfile.mkdtemp(prefix="trust-nomunge-")
+    try:
+        os.chmod(top, 0o755)
+        text = (gt.STATE / "etc/shifter.yaml").read_text()
+        assert f"munge_socket: {gt.STATE}/munge/munge.socket.2" in text
+        text = text.replace(f"munge_socket: {gt.STATE}/munge/munge.socket.2", f"munge_socket: {top}/nosocket")
+        conf = os.path.join(top, "shifter.yaml")
+        with open(conf, "w") as handle:
+            handle.write(text)
+        os.chmod(conf, 0o644)
+        result = run_as(USER, [SHIFTERIMG, "--config", conf, "images"])
+        assert "cannot make a munge credential" in one_line_error(result)
+    finally:
+        shutil.rmtree(top)
 
 
 # ------------------------------------------------------------------ private images: CLI, files, jobs
@@ -292,13 +298,14 @@ def test_private_image_through_shifterimg(private):
 def test_private_image_files_are_readable_by_its_users_only(private):
     repo, image_id = private
     squashfs = IMAGES / f"{image_id}.squashfs"
-    assert oct(squashfs.stat().st_mode & 0o777) == oct(0o600)
+    assert squashfs.stat().st_mode & 0o007 == 0  # nothing for others (group bits show the ACL mask)
     denied = run_as(OTHER, ["head", "-c", "4", str(squashfs)])
     assert denied.returncode != 0 and "Permission denied" in denied.stderr
     allowed = run_as(USER, ["head", "-c", "4", str(squashfs)], text=False)
     assert allowed.returncode == 0 and allowed.stdout == b"hsqs"
     acl = subprocess.run(["getfacl", "-n", "-p", str(squashfs)], capture_output=True, text=True).stdout
-    assert f"user:{pwd.getpwnam(USER).pw_uid}:r--" in acl and "other::---" in acl
+    assert f"user:{pwd.getpwnam(USER).pw_uid}:r--" in acl and "other::---" in acl and "group::---" in acl
+    assert f"user:{pwd.getpwnam(OTHER).pw_uid}:" not in acl
 
 
 def test_shifterimg_pull_bad_users_is_one_line_and_nothing_pulled(cfg):
