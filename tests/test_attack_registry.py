@@ -72,7 +72,8 @@ def test_unlisted_registry_is_refused_without_any_connection(cfg, form):
         # the API refuses it the same way (a client that skips shifterimg's own check)
         itype, tag = ("docker", ref.removeprefix("docker:"))
         for method, action in (("POST", "pull"), ("GET", "lookup")):
-            resp = httpx.request(method, f"{GATEWAY}/api/{action}/local/{itype}/{tag}/", timeout=10)
+            resp = httpx.request(method, f"{GATEWAY}/api/{action}/local/{itype}/{tag}/", timeout=10,
+                                 headers={"authentication": munge_credential("testuser")})
             assert resp.status_code == 400 and "is not one this site pulls from" in resp.json()["error"]
         time.sleep(0.5)
         assert listener.accepted == 0  # nothing ever connected to the socket
@@ -84,7 +85,8 @@ def test_unlisted_registry_is_refused_without_any_connection(cfg, form):
 @pytest.mark.parametrize("ref", ["docker:169.254.169.254/latest/meta-data:1", "docker:127.0.0.1:1/x",
                                  "docker:localhost:8642/api", "docker:[::1]:22/x"])
 def test_metadata_and_loopback_services_cannot_be_named(cfg, ref):
-    resp = httpx.post(f"{GATEWAY}/api/pull/local/docker/{quote(ref.removeprefix('docker:'), safe='/:@')}/", timeout=10)
+    resp = httpx.post(f"{GATEWAY}/api/pull/local/docker/{quote(ref.removeprefix('docker:'), safe='/:@')}/", timeout=10,
+                      headers={"authentication": munge_credential("testuser")})
     assert resp.status_code == 400, resp.text
     assert "is not one this site pulls from" in resp.json()["error"]
     result = run_as("testuser", [SHIFTERIMG, "pull", ref])

@@ -85,6 +85,9 @@ def test_every_spelling_is_one_image_also_after_a_repush(cfg):
         assert lookup(USER, ref).stdout == first + "\n", ref
     second = ib.push(gt.REGISTRY, repo, tag, image_with({"etc/pyapp-version": b"two\n"})).split(":", 1)[1]
     assert second != first
+    assert pull(USER, f"{repo}:{tag}") == first  # pulled moments ago: not asked again (gateway.repull_after)
+    with sqlite3.connect(gt.STATE / "gateway/images.db", timeout=30) as db:  # ... as if that was long ago
+        db.execute("UPDATE images SET updated = updated - 3600 WHERE key = ?", (f"docker.io/{repo}:{tag}",))
     assert pull(USER, f"{repo}:{tag}") == second  # pulled under another spelling
     for ref in spellings:
         assert lookup(USER, ref).stdout == second + "\n", ref
