@@ -124,7 +124,8 @@ class Gateway:
         return time.time() - row.updated < self.cfg.gateway.repull_after
 
     def start_pull(self, ref: reference.Reference, caller: identity.Caller,
-                   acl: tuple[list[int], list[int]] | None = None) -> Row:
+                   acl: tuple[list[int], list[int]] | None = None,
+                   credentials: registry.Credentials | None = None) -> Row:
         """The image's row after a pull request: joined when one runs; unchanged when it was
         pulled (or failed) within gateway.repull_after; else a new pull, if `caller` is under
         the limit. `acl` (uids, gids; None: keep the image's) makes it private; it changes an
@@ -143,7 +144,9 @@ class Gateway:
                     raise HTTPException(403, f"{ref.itype}:{ref.tag}: only its users and the site admins may "
                                              f"change who may use it")
                 current = self._set_acl(current, acl, requester)
-            acl = acl if acl is not None else ((current.user_acl, current.group_acl) if current else ([], []))
+            if acl is None:  # keep the image's list; a new image pulled with a user's login is theirs
+                acl = (current.user_acl, current.group_acl) if current else (([caller.uid], []) if credentials
+                                                                             else ([], []))
             published = self._published(current) if current is not None else None
             if current is not None and (current.status in ACTIVE or (self._recent(current) and (
                     current.status == "FAILURE" or published is not None))):
@@ -161,7 +164,7 @@ class Gateway:
                 mine.add(ref.key)
         if started:
             log.info("pull_queued", ref=ref.key, requester=requester, private=bool(acl[0] or acl[1]))
-            self.pool.submit(self._run, ref, requester, acl)
+            self.pool.submit(self._run, ref, requester, acl, credentials)
         else:
             log.info("pull_joined", ref=ref.key, status=row.status, requester=requester)
         return row
@@ -183,13 +186,14 @@ class Gateway:
         except imagefiles.ImageError:
             return None
 
-    def _run(self, ref: reference.Reference, requester: str, acl: tuple[list[int], list[int]]) -> None:
+    def _run(self, ref: reference.Reference, requester: str, acl: tuple[list[int], list[int]],
+             credentials: registry.Credentials | None = None) -> None:
         key = (self.cfg.system, ref.itype, ref.key)
         try:
             progress = pulling.Progress(report=lambda data: self.store.update(*key, progress=data))
             record = pulling.pull(self.cfg, ref, self.cache, compression=self.compression, auth_file=self.auth_file,
                                   on_state=lambda state: self.store.update(*key, status=state),
-                                  progress=progress, acl=acl)
+                                  progress=progress, acl=acl, credentials=credentials)
             self.store.update(*key, status="READY", message="", image_id=record.id,
                               last_pull=record.last_pull, progress=progress.data)
         except ShifterError as err:
@@ -231,21 +235,33 @@ def to_json(row: Row, published: imagefiles.ImageRecord | None) -> dict:
 _IDS = re.compile(r"[0-9]{1,10}(?:,[0-9]{1,10})*")
 
 
-def pull_acl(body: bytes, who: identity.Caller) -> tuple[list[int], list[int]] | None:
-    """The access list a pull asks for, from the original client's body
-    (`{"allowed_uids": "1001,1002", "allowed_gids": "100"}`: comma-separated, no spaces), with
-    the requester always on it; None for an empty body (keep the image's list). 400 (one line)
-    for anything else: malformed JSON, other keys, odd spacing, ids this system does not know."""
+def pull_request(body: bytes, who: identity.Caller
+                 ) -> tuple[tuple[list[int], list[int]] | None, registry.Credentials | None]:
+    """(access list, registry credentials) a pull asks for. The access list from the original
+    client's body (`{"allowed_uids": "1001,1002", "allowed_gids": "100"}`: comma-separated, no
+    spaces), with the requester always on it; None: keep the image's list. `registry_auth`
+    ({"username", "password"}, ours): the caller's registry login, for this pull only (never
+    stored or logged); a new image pulled with it is private to the caller unless the request
+    lists others (Gateway.start_pull). 400 (one line) for anything else: malformed JSON, other keys, odd spacing,
+    ids this system does not know."""
     if not body.strip():
-        return None
+        return None, None
     try:
         data = json.loads(body)
     except ValueError:
         raise HTTPException(400, "the pull request's body is not JSON; send "
                                  "{\"allowed_uids\": \"UID,UID\", \"allowed_gids\": \"GID\"} or nothing") from None
-    if not isinstance(data, dict) or set(data) - {"allowed_uids", "allowed_gids"}:
+    if not isinstance(data, dict) or set(data) - {"allowed_uids", "allowed_gids", "registry_auth"}:
         raise HTTPException(400, "the pull request's body may hold only allowed_uids and allowed_gids "
-                                 "(comma-separated numeric ids)")
+                                 "(comma-separated numeric ids) and registry_auth")
+    login = data.get("registry_auth")
+    credentials = None
+    if login is not None:
+        if not (isinstance(login, dict) and set(login) == {"username", "password"}
+                and all(isinstance(v, str) and v for v in login.values())):
+            raise HTTPException(400, "registry_auth must be {\"username\": ..., \"password\": ...}; "
+                                     "run shifterimg login again")
+        credentials = registry.Credentials(username=login["username"], password=login["password"])
     lists = []
     for key, known in (("allowed_uids", _uid_known), ("allowed_gids", _gid_known)):
         text = data.get(key, "")
@@ -260,8 +276,8 @@ def pull_acl(body: bytes, who: identity.Caller) -> tuple[list[int], list[int]] |
                                      f"give existing {'users' if key == 'allowed_uids' else 'groups'}")
         lists.append(ids)
     if not lists[0] and not lists[1]:
-        return None
-    return sorted({*lists[0], who.uid}), lists[1]
+        return None, credentials
+    return (sorted({*lists[0], who.uid}), lists[1]), credentials
 
 
 def _uid_known(uid: int) -> bool:
@@ -335,8 +351,8 @@ def create_app(gateway: Gateway) -> FastAPI:
         ref = gateway.parse(system, itype, tag)
         if ref.itype != "docker":
             raise HTTPException(400, f"{itype}:{tag} cannot be pulled; only docker images are pulled")
-        acl = pull_acl(body, who)
-        return gateway.record(gateway.start_pull(ref, who, acl))
+        acl, credentials = pull_request(body, who)
+        return gateway.record(gateway.start_pull(ref, who, acl, credentials))
 
     @app.get("/api/queue/{system}/", summary="Pulls under way")
     def queue(system: str, who: identity.Caller = Depends(caller)) -> dict:

@@ -4,6 +4,7 @@
     shifterimg lookup REF          print the image id (exit 3 when it is not there)
     shifterimg pull REF            pull and convert, showing progress, until READY or FAILURE
     shifterimg pull -u U1,U2 -g G REF   the same, private to those users and groups (and you)
+    shifterimg login [REGISTRY]    store your user name and password/token for a registry
 
 Every call carries a munge credential: the gateway knows who asks.
 """
@@ -122,6 +123,41 @@ def access_list(users: str | None, groups: str | None) -> tuple[list[int], list[
     return sorted({*_ids(users, "user"), os.getuid()}), _ids(groups, "group")
 
 
+def _ask() -> tuple[str, str]:
+    """User name and password: prompted on a terminal (the password not echoed), else two
+    lines from stdin (for scripts)."""
+    import getpass
+
+    if sys.stdin.isatty():
+        username = input("Username: ").strip()
+        password = getpass.getpass("Password or token: ")
+    else:
+        username = sys.stdin.readline().rstrip("\n")
+        password = sys.stdin.readline().rstrip("\n")
+    if not username or not password:
+        raise UsageError("login needs a user name and a password or token (on a terminal they are asked for; "
+                         "from a script: two lines on stdin)")
+    return username, password
+
+
+def cmd_login(cfg, args) -> int:
+    from imagegw import logins, registry, sources
+
+    name, url = sources.login_endpoint(cfg.registries, args.registry or cfg.registries.default)
+    logins.load()  # refuse an unsafe file before asking for anything
+    username, password = _ask()
+    check = registry.Client(url, "", registry.Credentials(username=username, password=password),
+                            retries=1, timeout=cfg.gateway.timeout, name=name)
+    try:
+        check.check_login()
+    finally:
+        check.close()
+    file = logins.save(name, username, password)
+    print(f"Login for {name} stored in {file} (readable by you only); your pulls from {name} use it, "
+          f"and images pulled with it are private to you")
+    return 0
+
+
 def cmd_lookup(cfg, args) -> int:
     print(client.lookup(cfg, args.ref).id)
     return 0
@@ -156,6 +192,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("-g", "--groups", metavar="GROUP[,GROUP]", help="make the image private to these groups")
     s.add_argument("ref", metavar="REF")
     s.set_defaults(func=cmd_pull)
+    s = sub.add_parser("login", help="store your credentials for a private registry (yours only)")
+    s.add_argument("registry", nargs="?", metavar="REGISTRY", help="host[:port] (default: the site's default)")
+    s.set_defaults(func=cmd_login)
     return p
 
 

@@ -6,6 +6,7 @@ Slurm submit hook). Gateways listed in the site config are tried in random order
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from typing import Callable
@@ -109,13 +110,17 @@ def images(cfg: Config) -> list[dict]:
     return _request(cfg, "GET", f"/api/list/{quote(cfg.system)}/")["list"]
 
 
-def pull_body(acl: tuple[list[int], list[int]] | None) -> bytes | None:
-    """The original client's pull body: `{"allowed_uids":"1,2","allowed_gids":"3"}`, or none."""
-    if not acl or not (acl[0] or acl[1]):
-        return None
-    fields = [f'"{key}":"{",".join(str(i) for i in ids)}"'
-              for key, ids in (("allowed_uids", acl[0]), ("allowed_gids", acl[1])) if ids]
-    return ("{" + ",".join(fields) + "}").encode()
+def pull_body(acl: tuple[list[int], list[int]] | None, login: dict | None = None) -> bytes | None:
+    """The original client's pull body, `{"allowed_uids":"1,2","allowed_gids":"3"}`, plus
+    `registry_auth` ({"username", "password"}: the caller's `shifterimg login` for the image's
+    registry, which the gateway uses for this pull only); None when there is nothing to send."""
+    data: dict = {}
+    for key, ids in (("allowed_uids", acl[0] if acl else []), ("allowed_gids", acl[1] if acl else [])):
+        if ids:
+            data[key] = ",".join(str(i) for i in ids)
+    if login:
+        data["registry_auth"] = {"username": login["username"], "password": login["password"]}
+    return json.dumps(data, separators=(",", ":")).encode() if data else None
 
 
 def start_pull(cfg: Config, ref: str | reference.Reference, acl: tuple[list[int], list[int]] | None = None
@@ -124,7 +129,10 @@ def start_pull(cfg: Config, ref: str | reference.Reference, acl: tuple[list[int]
     parsed = parse(cfg, ref)
     if parsed.itype != "docker":
         raise GatewayError(f"{parsed.itype}:{parsed.tag} cannot be pulled; only docker: images are pulled")
-    return _request(cfg, "POST", _path(cfg, "pull", parsed), pull_body(acl))
+    from imagegw import logins
+
+    login = logins.load().get(sources.canonical(cfg.registries, parsed).host)
+    return _request(cfg, "POST", _path(cfg, "pull", parsed), pull_body(acl, login))
 
 
 def pull(cfg: Config, ref: str | reference.Reference, on_update: Callable[[dict], None] | None = None,

@@ -85,13 +85,15 @@ class Progress:
             self._report(dict(self.data))
 
 
-def resolve(cfg: Config, ref: reference.Reference, auth_file: str | None) -> tuple[registry.Client, registry.Resolved]:
+def resolve(cfg: Config, ref: reference.Reference, auth_file: str | None,
+            user_credentials: registry.Credentials | None = None) -> tuple[registry.Client, registry.Resolved]:
     """The manifest from the first endpoint that has it: a registry's mirrors in order (the
-    next one when one is unreachable or lacks the image), else the registry itself."""
+    next one when one is unreachable or lacks the image), else the registry itself.
+    `user_credentials` (a user's `shifterimg login`) replace the site's auth file."""
     urls = sources.endpoints(cfg.registries, ref)
     for index, base in enumerate(urls):
-        credentials = (registry.credentials_for(urlsplit(base).netloc, auth_file)
-                       or registry.credentials_for(ref.host, auth_file))
+        credentials = user_credentials or (registry.credentials_for(urlsplit(base).netloc, auth_file)
+                                           or registry.credentials_for(ref.host, auth_file))
         client = registry.Client(base, ref.repository, credentials, timeout=cfg.gateway.timeout, name=ref.host)
         try:
             with logs.step(log, "resolve", ref=ref.key, endpoint=base) as info:
@@ -112,7 +114,8 @@ def resolve(cfg: Config, ref: reference.Reference, auth_file: str | None) -> tup
 def pull(cfg: Config, ref: reference.Reference, cache: registry.LayerCache, *,
          compression: str = "zstd", auth_file: str | None = None,
          on_state: Callable[[str], None] | None = None, progress: Progress | None = None,
-         workers: int = 4, acl: tuple[list[int], list[int]] = ([], [])) -> imagefiles.ImageRecord:
+         workers: int = 4, acl: tuple[list[int], list[int]] = ([], []),
+         credentials: registry.Credentials | None = None) -> imagefiles.ImageRecord:
     """Pull and convert `ref`, publish it in cfg.image_dir, return its record.
 
     An image already published under the same manifest digest is not converted again (its
@@ -122,7 +125,7 @@ def pull(cfg: Config, ref: reference.Reference, cache: registry.LayerCache, *,
     on_state = on_state or (lambda state: None)
     ref = sources.canonical(cfg.registries, ref)
     on_state("PULLING")
-    client, resolved = resolve(cfg, ref, auth_file)
+    client, resolved = resolve(cfg, ref, auth_file, credentials)
     try:
         image_id = resolved.digest.split(":", 1)[1]
         try:
