@@ -329,3 +329,99 @@ def test_a_job_with_a_private_image_runs_for_its_user_and_is_refused_for_others(
     _, _, refused = jt.sbatch_wait(OTHER, job2, check=False)
     assert refused.returncode != 0 and f"{repo}:1 is not on system local" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+# ------------------------------------------------------------------ private registries: shifterimg login
+
+PRIVATE_REGISTRY = "127.0.0.8:5001"  # listed in the local cluster's registries.hosts
+PUSH_PORT = "127.0.0.8:5002"         # the same storage, anonymous, while the test image is pushed
+
+
+def start_registry(top: str, addr: str, htpasswd: str | None) -> subprocess.Popen:
+    auth = (f"auth:\n  htpasswd:\n    realm: trust-test\n    path: {htpasswd}\n") if htpasswd else ""
+    conf = os.path.join(top, f"registry-{addr.replace(':', '-')}.yml")
+    with open(conf, "w") as handle:
+        handle.write(f"version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {top}/data\n"
+                     f"http:\n  addr: {addr}\n{auth}")
+    proc = subprocess.Popen(["docker-registry", "serve", conf], stdout=open(os.path.join(top, "registry.log"), "ab"),
+                            stderr=subprocess.STDOUT)
+    host, port = addr.split(":")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+            return proc
+        except OSError:
+            assert proc.poll() is None, open(os.path.join(top, "registry.log")).read()
+            time.sleep(0.1)
+    raise AssertionError(f"registry on {addr} did not start")
+
+
+@pytest.fixture(scope="module")
+def login_registry(cluster):
+    """Debian's docker-registry with htpasswd (bcrypt, from apache2-utils) logins, holding
+    secret/app:1; yields (user, password, image id)."""
+    top = tempfile.mkdtemp(prefix="trust-registry-")
+    user, password = f"reg{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
+    htpasswd = os.path.join(top, "htpasswd")
+    subprocess.run(["htpasswd", "-Bbc", htpasswd, user, password], check=True, capture_output=True)
+    procs = []
+    try:
+        procs.append(start_registry(top, PUSH_PORT, None))
+        digest = ib.push(PUSH_PORT, "secret/app", "1", unique_image())
+        procs[-1].terminate()
+        procs[-1].wait(10)
+        procs.append(start_registry(top, PRIVATE_REGISTRY, htpasswd))
+        yield user, password, digest.split(":", 1)[1]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(10)
+        shutil.rmtree(top)
+
+
+def login_file(user: str):
+    return jt.home(user) / ".udiRoot/registry-auth.json"
+
+
+def test_login_and_pull_from_a_private_registry(login_registry):
+    reg_user, password, image_id = login_registry
+    for who in (USER, OTHER):
+        login_file(who).unlink(missing_ok=True)
+    # without a login: the registry's refusal, and a message that is true
+    needs = run_as(USER, [SHIFTERIMG, "pull", f"{PRIVATE_REGISTRY}/secret/needslogin:1"])
+    assert f"run `shifterimg login {PRIVATE_REGISTRY}` and pull again" in one_line_error(needs)
+    # wrong password: one line, nothing stored
+    wrong = run_as(USER, [SHIFTERIMG, "login", PRIVATE_REGISTRY], input=f"{reg_user}\nnot-{password}\n")
+    assert "refused the user name and password; nothing stored" in one_line_error(wrong)
+    assert not login_file(USER).exists()
+    unknown = run_as(USER, [SHIFTERIMG, "login", "127.0.0.9:1"], input=f"{reg_user}\n{password}\n")
+    assert "is not one this site pulls from" in one_line_error(unknown) and not login_file(USER).exists()
+    # right password (from stdin, as a script would): stored for this user only
+    ok = run_as(USER, [SHIFTERIMG, "login", PRIVATE_REGISTRY], input=f"{reg_user}\n{password}\n")
+    assert ok.returncode == 0, ok.stderr
+    st = login_file(USER).stat()
+    assert st.st_mode & 0o777 == 0o600 and st.st_uid == pwd.getpwnam(USER).pw_uid
+    assert (login_file(USER).parent.stat().st_mode & 0o077) == 0
+    # the pull uses it; the image is private to the puller
+    ref = f"{PRIVATE_REGISTRY}/secret/app:1"
+    pulled = run_as(USER, [SHIFTERIMG, "pull", ref])
+    assert pulled.returncode == 0 and image_id in pulled.stdout, pulled.stderr
+    assert run_as(USER, [SHIFTERIMG, "lookup", ref]).stdout.strip() == image_id
+    hidden = run_as(OTHER, [SHIFTERIMG, "lookup", ref])
+    assert hidden.returncode == 3 and "is not on system local" in one_line_error(hidden)
+    assert image_id[:12] not in run_as(OTHER, [SHIFTERIMG, "images"]).stdout
+    denied = run_as(OTHER, ["head", "-c", "4", str(IMAGES / f"{image_id}.squashfs")])
+    assert denied.returncode != 0 and "Permission denied" in denied.stderr
+    # the password is on no disk of the gateway's: database, state, log, image directory
+    found = subprocess.run(["grep", "-rlF", password, str(gt.STATE / "gateway"), str(gt.STATE / "log"), str(IMAGES)],
+                           capture_output=True, text=True)
+    assert found.stdout == "", found.stdout
+    # a login file others can read is refused, not used
+    login_file(USER).chmod(0o644)
+    try:
+        unsafe = run_as(USER, [SHIFTERIMG, "pull", ref])
+        assert "readable by others" in one_line_error(unsafe)
+    finally:
+        login_file(USER).chmod(0o600)
