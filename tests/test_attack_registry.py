@@ -101,7 +101,8 @@ def test_listening_and_closed_ports_give_the_same_text(cfg):
     and a port nobody listens on, fail with the same words, naming no errno or address."""
     listener = listen("close")
     try:
-        refs = {LISTENED: f"docker:{LISTENED}/probe/app:1", CLOSED: f"docker:{CLOSED}/probe/app:1"}
+        tag = time.time_ns()  # a new name: a recent failure of an earlier run would be answered without a pull
+        refs = {LISTENED: f"docker:{LISTENED}/probe/app:{tag}", CLOSED: f"docker:{CLOSED}/probe/app:{tag}"}
         procs = {host: run_as_background("testuser", [SHIFTERIMG, "pull", ref]) for host, ref in refs.items()}
         results = {host: proc.communicate(timeout=120) for host, proc in procs.items()}
         assert {proc.returncode for proc in procs.values()} == {1}

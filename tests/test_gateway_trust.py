@@ -12,7 +12,6 @@ import os
 import pwd
 import shutil
 import socket
-import sqlite3
 import subprocess
 import tempfile
 import time
@@ -29,7 +28,6 @@ from shifter_site import config
 
 SHIFTERIMG = str(localcluster.PREFIX / "bin/shifterimg")
 HOST, PORT = localcluster.GATEWAY.split(":")
-DB = gt.STATE / "gateway/images.db"
 IMAGES = gt.STATE / "images"
 USER, OTHER = "testuser", "testuser2"
 
@@ -96,10 +94,8 @@ def manifest_gets(repo: str) -> int:
     return sum(1 for line in text.splitlines() if f"/v2/{repo}/manifests/" in line)
 
 
-def age(key: str, seconds: float = 3600) -> None:
-    """Make the gateway's row look as if its last pull finished `seconds` earlier."""
-    with sqlite3.connect(DB, timeout=30) as db:
-        db.execute("UPDATE images SET updated = updated - ? WHERE key LIKE ?", (seconds, f"%{key}"))
+def age(key: str) -> None:
+    gt.age_rows(f"%{key}")
 
 
 def poll_original(repo_tag: str, user: str, body: bytes = b"", timeout: float = 120) -> tuple[dict, int]:
