@@ -402,6 +402,7 @@ def test_login_and_pull_from_a_private_registry(login_registry):
     assert (login_file(USER).parent.stat().st_mode & 0o077) == 0
     # the pull uses it; the image is private to the puller
     ref = f"{PRIVATE_REGISTRY}/secret/app:1"
+    gt.age_rows(f"{PRIVATE_REGISTRY}/secret/app:1")  # an earlier run's pull (other content) is not recent
     pulled = run_as(USER, [SHIFTERIMG, "pull", ref])
     assert pulled.returncode == 0 and image_id in pulled.stdout, pulled.stderr
     assert run_as(USER, [SHIFTERIMG, "lookup", ref]).stdout.strip() == image_id
