@@ -422,3 +422,75 @@ def test_login_and_pull_from_a_private_registry(login_registry):
         assert "readable by others" in one_line_error(unsafe)
     finally:
         login_file(USER).chmod(0o600)
+
+
+# ------------------------------------------------------------------ the original C client itself
+
+ORIGINAL_SRC = os.path.join(os.path.dirname(__file__), "original_client")
+ORIGINAL_FILES = ["shifterimg.c", "shifter_mem.c", "utility.c", "UdiRootConfig.c", "ImageData.c", "VolumeMap.c",
+                  "MountList.c", "PathList.c"]
+
+
+@pytest.fixture(scope="module")
+def original_client(cluster):
+    """The original `shifterimg`, built from its own sources (tests/original_client) with its
+    udiRoot.conf pointing at our gateway; yields a function running it as a user."""
+    top = tempfile.mkdtemp(prefix="trust-orig-")
+    os.chmod(top, 0o755)
+    try:
+        for name in os.listdir(ORIGINAL_SRC):
+            shutil.copy(os.path.join(ORIGINAL_SRC, name), top)
+        src = os.path.join(top, "shifterimg.c")
+        text = open(src).read()
+        hook = "munge_ctx_t ctx = munge_ctx_create();"
+        assert text.count(hook) == 3
+        text = text.replace(hook, hook + ' if (getenv("MUNGE_SOCKET")) munge_ctx_set(ctx, MUNGE_OPT_SOCKET, '
+                                         'getenv("MUNGE_SOCKET"));')
+        open(src, "w").write(text)
+        conf = os.path.join(top, "udiRoot.conf")
+        with open(conf, "w") as handle:
+            handle.write("".join(f"{k}={v}\n" for k, v in {
+                "udiMount": "/tmp/udi", "loopMount": "/tmp/loop", "imagePath": str(IMAGES), "udiRootPath": top,
+                "etcPath": top, "modprobePath": "/bin/true", "insmodPath": "/bin/true", "cpPath": "/bin/cp",
+                "mvPath": "/bin/mv", "chmodPath": "/bin/chmod", "ddPath": "/bin/dd", "rootfsType": "tmpfs",
+                "system": "local", "imageGateway": f"http://{localcluster.GATEWAY}", "batchType": "slurm",
+                "siteResources": "/opt/shifter/site-resources"}.items()))
+        os.chmod(conf, 0o644)
+        binary = os.path.join(top, "shifterimg-orig")
+        build = subprocess.run(["gcc", "-O1", "-w", f"-I{top}", f'-DCONFIG_FILE="{conf}"', "-DNO_ROOT_OWN_CHECK",
+                                '-DVERSION="original"', "-o", binary, *[os.path.join(top, f) for f in ORIGINAL_FILES],
+                                "-lcurl", "-ljson-c", "-lmunge"], capture_output=True, text=True)
+        assert build.returncode == 0, build.stderr
+
+        def run(user: str, *args: str, **kw) -> subprocess.CompletedProcess:
+            return run_as(user, ["env", f"MUNGE_SOCKET={gt.STATE / 'munge/munge.socket.2'}", binary, *args], **kw)
+
+        yield run
+    finally:
+        shutil.rmtree(top)
+
+
+def test_original_client_pulls_looks_up_and_lists(original_client):
+    repo = f"trust/cclient{uuid.uuid4().hex[:8]}"
+    image_id = ib.push(gt.REGISTRY, repo, "1", unique_image()).split(":", 1)[1]
+    pulled = original_client(USER, "pull", f"docker:{repo}:1", timeout=120)
+    assert pulled.returncode == 0 and "status: READY" in pulled.stdout, pulled.stdout + pulled.stderr
+    asked = manifest_gets(repo)
+    again = original_client(USER, "pull", f"docker:{repo}:1", timeout=60)  # recent: no new registry request
+    assert again.returncode == 0 and "status: READY" in again.stdout
+    assert manifest_gets(repo) == asked
+    looked = original_client(OTHER, "lookup", f"docker:{repo}:1")
+    assert looked.returncode == 0 and looked.stdout.strip() == image_id, looked.stdout + looked.stderr
+    listed = original_client(OTHER, "images")
+    assert listed.returncode == 0 and image_id[:10] in listed.stdout
+
+
+def test_original_client_private_pull(original_client):
+    repo = f"trust/cprivate{uuid.uuid4().hex[:8]}"
+    image_id = ib.push(gt.REGISTRY, repo, "1", unique_image()).split(":", 1)[1]
+    pulled = original_client(USER, "--user", USER, "pull", f"docker:{repo}:1", timeout=120)
+    assert pulled.returncode == 0 and "status: READY" in pulled.stdout, pulled.stdout + pulled.stderr
+    assert original_client(USER, "lookup", f"docker:{repo}:1").stdout.strip() == image_id
+    hidden = original_client(OTHER, "lookup", f"docker:{repo}:1")
+    assert image_id not in hidden.stdout  # as if it did not exist
+    assert run_as(OTHER, [SHIFTERIMG, "lookup", f"{repo}:1"]).returncode == 3
