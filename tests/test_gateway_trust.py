@@ -453,8 +453,7 @@ def original_client(cluster):
                 "udiMount": "/tmp/udi", "loopMount": "/tmp/loop", "imagePath": str(IMAGES), "udiRootPath": top,
                 "etcPath": top, "modprobePath": "/bin/true", "insmodPath": "/bin/true", "cpPath": "/bin/cp",
                 "mvPath": "/bin/mv", "chmodPath": "/bin/chmod", "ddPath": "/bin/dd", "rootfsType": "tmpfs",
-                "system": "local", "imageGateway": f"http://{localcluster.GATEWAY}", "batchType": "slurm",
-                "siteResources": "/opt/shifter/site-resources"}.items()))
+                "system": "local", "imageGateway": f"http://{localcluster.GATEWAY}", "batchType": "slurm"}.items()))
         os.chmod(conf, 0o644)
         binary = os.path.join(top, "shifterimg-orig")
         build = subprocess.run(["gcc", "-O1", "-w", f"-I{top}", f'-DCONFIG_FILE="{conf}"', "-DNO_ROOT_OWN_CHECK",
