@@ -43,8 +43,9 @@ def _request(cfg: Config, method: str, path: str, body: bytes | None = None) -> 
     for url in urls:
         credential = identity.credential(cfg)
         if credential is None:
-            raise GatewayError(f"cannot make a munge credential (munge_socket {cfg.munge_socket}); the gateway "
-                               f"answers only callers that prove who they are: is munged running on this node?")
+            raise GatewayError(f"cannot ask the image gateway: cannot make a munge credential (munge_socket "
+                               f"{cfg.munge_socket}), and the gateway answers only callers that prove who they are; "
+                               f"is munged running on this node?")
         headers = {identity.HEADER: credential}
         if body:
             headers["Content-Type"] = "application/json"
