@@ -8,13 +8,20 @@ ENV, ENTRY, WORKDIR, LABELS) plus `progress` and `record` (the published ImageRe
 Pulls run on a small worker pool; a pull asked for while one of the same image is under way
 joins it. References are normalised once (imagegw.sources.canonical): rows are keyed by the
 canonical name, messages show the user's text; a registry the site does not list is refused
-before anything is fetched; each user (from the munge credential in the `authentication`
-header; callers without one count as one anonymous user) has at most
-`gateway.max_pulls_per_user` pulls queued or running.
+before anything is fetched. Every call carries a munge credential (header `authentication`,
+as the original client sends it; 401 without a valid one): the caller's uid and groups decide
+which images it sees (private images: `userACL`/`groupACL`; others get "not on system", as if
+absent), and bound its pulls (`gateway.max_pulls_per_user`). Lookups and lists serve only
+READY records, and keep serving the last READY image while it is re-pulled; a pull asked for
+within `gateway.repull_after` of the last one (or while one runs) returns the current record.
 """
 
 from __future__ import annotations
 
+import grp
+import json
+import pwd
+import re
 import threading
 import time
 from collections import defaultdict
@@ -22,7 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import msgspec
-from fastapi import FastAPI, Header, HTTPException
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from shifter_site import imagefiles, logs
@@ -97,46 +105,95 @@ class Gateway:
         if reference.name_of(published.tag) != ref.name:
             return row
         return Row(system=self.cfg.system, itype=ref.itype, key=ref.key, tag=ref.tag, id=image_id, status="READY",
-                   status_message="", progress={}, last_pull=published.last_pull, updated=time.time())
+                   status_message="", progress={}, last_pull=published.last_pull, updated=time.time(),
+                   user_acl=published.user_acl, group_acl=published.group_acl)
 
-    def requester(self, credential: str | None) -> str:
-        """Who asks: `uid:N` from a munge credential, `anonymous` without one; 401 if forged."""
-        if not credential:
-            return "anonymous"
+    def caller(self, credential: str | None) -> identity.Caller:
+        """Who asks, from the request's munge credential; 401 (one line) without a valid one."""
         try:
-            return f"uid:{identity.uid_of(self.cfg, credential)}"
+            return identity.caller(self.cfg, credential)
         except identity.IdentityError as err:
             raise HTTPException(401, str(err)) from None
 
-    def start_pull(self, ref: reference.Reference, requester: str = "anonymous") -> Row:
-        """Join the pull of `ref` under way, or start one if `requester` is under the limit."""
+    def readable(self, row: Row | None, caller: identity.Caller) -> Row | None:
+        """`row` when `caller` may see it; None (as if absent: no existence leak) otherwise."""
+        return row if row is not None and caller.can_read(row.user_acl, row.group_acl) else None
+
+    def _recent(self, row: Row) -> bool:
+        """A finished pull (READY or FAILURE) within gateway.repull_after: not pulled again."""
+        return time.time() - row.updated < self.cfg.gateway.repull_after
+
+    def start_pull(self, ref: reference.Reference, caller: identity.Caller,
+                   acl: tuple[list[int], list[int]] | None = None,
+                   credentials: registry.Credentials | None = None) -> Row:
+        """The image's row after a pull request: joined when one runs; unchanged when it was
+        pulled (or failed) within gateway.repull_after; else a new pull, if `caller` is under
+        the limit. `acl` (uids, gids; None: keep the image's) makes it private; it changes an
+        existing image only for an admin or a user on its list, at once, without a pull."""
         limit = self.cfg.gateway.max_pulls_per_user
+        requester = caller.key
         with self.pulls_lock:
             current = self.store.get(self.cfg.system, ref.itype, ref.key)
-            joining = current is not None and current.status in ACTIVE
+            if current is not None and not caller.can_read(current.user_acl, current.group_acl):
+                log.warning("pull_refused_private", ref=ref.key, requester=requester)
+                raise HTTPException(404, f"{ref.itype}:{ref.tag}: no such image you may pull on {self.cfg.system}; "
+                                         f"ask its owner or the site admins")
+            if current is not None and acl is not None and (current.user_acl, current.group_acl) != acl:
+                if not (caller.admin or caller.uid in current.user_acl or
+                        (not current.user_acl and not current.group_acl)):
+                    raise HTTPException(403, f"{ref.itype}:{ref.tag}: only its users and the site admins may "
+                                             f"change who may use it")
+                current = self._set_acl(current, acl, requester)
+            if acl is None:  # keep the image's list; a new image pulled with a user's login is theirs
+                acl = (current.user_acl, current.group_acl) if current else (([caller.uid], []) if credentials
+                                                                             else ([], []))
+            published = self._published(current) if current is not None else None
+            if current is not None and (current.status in ACTIVE or (self._recent(current) and (
+                    current.status == "FAILURE" or published is not None))):
+                log.info("pull_joined" if current.status in ACTIVE else "pull_recent", ref=ref.key,
+                         status=current.status, requester=requester)
+                return current
             mine = self.pulls_by[requester]
-            if not joining and len(mine) >= limit:
+            if len(mine) >= limit:
                 log.warning("pull_refused_limit", ref=ref.key, requester=requester, queued=len(mine))
                 raise HTTPException(429, f"{ref.itype}:{ref.tag}: you have {len(mine)} pulls queued or running, "
                                          f"the most this site allows (gateway.max_pulls_per_user); wait for one "
                                          f"to finish (shifterimg images) and pull again")
-            row, started = self.store.claim(self.cfg.system, ref.itype, ref.key, ref.tag)
+            row, started = self.store.claim(self.cfg.system, ref.itype, ref.key, ref.tag, acl)
             if started:
                 mine.add(ref.key)
         if started:
-            log.info("pull_queued", ref=ref.key, requester=requester)
-            self.pool.submit(self._run, ref, requester)
+            log.info("pull_queued", ref=ref.key, requester=requester, private=bool(acl[0] or acl[1]))
+            self.pool.submit(self._run, ref, requester, acl, credentials)
         else:
             log.info("pull_joined", ref=ref.key, status=row.status, requester=requester)
         return row
 
-    def _run(self, ref: reference.Reference, requester: str = "anonymous") -> None:
+    def _set_acl(self, row: Row, acl: tuple[list[int], list[int]], requester: str) -> Row:
+        """Give an image a new access list now: the row, and (when published) its files."""
+        self.store.update(row.system, row.itype, row.key, acl=acl)
+        published = self._published(row)
+        if published is not None and row.status not in ACTIVE:
+            pulling.set_access(self.cfg, published, acl)
+        log.info("acl_changed", ref=row.key, requester=requester, users=len(acl[0]), groups=len(acl[1]))
+        return self.store.get(row.system, row.itype, row.key)
+
+    def _published(self, row: Row) -> imagefiles.ImageRecord | None:
+        if not row.id:
+            return None
+        try:
+            return imagefiles.read_record(self.cfg.image_dir, row.id)
+        except imagefiles.ImageError:
+            return None
+
+    def _run(self, ref: reference.Reference, requester: str, acl: tuple[list[int], list[int]],
+             credentials: registry.Credentials | None = None) -> None:
         key = (self.cfg.system, ref.itype, ref.key)
         try:
             progress = pulling.Progress(report=lambda data: self.store.update(*key, progress=data))
             record = pulling.pull(self.cfg, ref, self.cache, compression=self.compression, auth_file=self.auth_file,
                                   on_state=lambda state: self.store.update(*key, status=state),
-                                  progress=progress)
+                                  progress=progress, acl=acl, credentials=credentials)
             self.store.update(*key, status="READY", message="", image_id=record.id,
                               last_pull=record.last_pull, progress=progress.data)
         except ShifterError as err:
@@ -149,30 +206,94 @@ class Gateway:
             with self.pulls_lock:
                 self.pulls_by[requester].discard(ref.key)
 
-    def record(self, row: Row) -> dict:
-        published = None
-        if row.status == "READY" and row.id:
-            try:
-                published = imagefiles.read_record(self.cfg.image_dir, row.id)
-            except imagefiles.ImageError:
-                published = None
+    def record(self, row: Row, ready: bool = False) -> dict:
+        """The row as JSON; `ready`: as its last READY image (lookups and lists serve only
+        READY records, also while a re-pull runs), else with its current state."""
+        published = self._published(row)
+        if ready and published is not None:
+            row = msgspec.structs.replace(row, status="READY", status_message="", last_pull=published.last_pull)
         return to_json(row, published)
 
 
 def to_json(row: Row, published: imagefiles.ImageRecord | None) -> dict:
-    """A row in the original gateway's JSON shape, with the published record when READY."""
+    """A row in the original gateway's JSON shape, with the published record when READY. `id`
+    is always a string (the original client crashes on null): the last READY image's id, or
+    "" before the first pull has finished."""
     status = row.status if (row.status != "READY" or published) else "MISSING"
     return {
-        "id": row.id if published else None, "system": row.system, "itype": row.itype, "tag": row.key,
+        "id": (published.id if published else "") or "", "system": row.system, "itype": row.itype, "tag": row.key,
         "status": status, "status_message": row.status_message if status != "MISSING" else
         "the image files are gone from the image directory; pull again",
-        "last_pull": row.last_pull, "userACL": published.user_acl if published else [],
-        "groupACL": published.group_acl if published else [],
+        "last_pull": row.last_pull, "userACL": row.user_acl, "groupACL": row.group_acl,
         "ENV": published.env if published else [], "ENTRY": published.entrypoint if published else None,
         "WORKDIR": published.workdir if published else "", "LABELS": published.labels if published else {},
         "progress": row.progress,
-        "record": msgspec.to_builtins(published) if published else None,
+        "record": msgspec.to_builtins(published) if published and status == "READY" else None,
     }
+
+
+_IDS = re.compile(r"[0-9]{1,10}(?:,[0-9]{1,10})*")
+
+
+def pull_request(body: bytes, who: identity.Caller
+                 ) -> tuple[tuple[list[int], list[int]] | None, registry.Credentials | None]:
+    """(access list, registry credentials) a pull asks for. The access list from the original
+    client's body (`{"allowed_uids": "1001,1002", "allowed_gids": "100"}`: comma-separated, no
+    spaces), with the requester always on it; None: keep the image's list. `registry_auth`
+    ({"username", "password"}, ours): the caller's registry login, for this pull only (never
+    stored or logged); a new image pulled with it is private to the caller unless the request
+    lists others (Gateway.start_pull). 400 (one line) for anything else: malformed JSON, other keys, odd spacing,
+    ids this system does not know."""
+    if not body.strip():
+        return None, None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise HTTPException(400, "the pull request's body is not JSON; send "
+                                 "{\"allowed_uids\": \"UID,UID\", \"allowed_gids\": \"GID\"} or nothing") from None
+    if not isinstance(data, dict) or set(data) - {"allowed_uids", "allowed_gids", "registry_auth"}:
+        raise HTTPException(400, "the pull request's body may hold only allowed_uids and allowed_gids "
+                                 "(comma-separated numeric ids) and registry_auth")
+    login = data.get("registry_auth")
+    credentials = None
+    if login is not None:
+        if not (isinstance(login, dict) and set(login) == {"username", "password"}
+                and all(isinstance(v, str) and v for v in login.values())):
+            raise HTTPException(400, "registry_auth must be {\"username\": ..., \"password\": ...}; "
+                                     "run shifterimg login again")
+        credentials = registry.Credentials(username=login["username"], password=login["password"])
+    lists = []
+    for key, known in (("allowed_uids", _uid_known), ("allowed_gids", _gid_known)):
+        text = data.get(key, "")
+        if not isinstance(text, str) or (text and not _IDS.fullmatch(text)):
+            raise HTTPException(400, f"{key} {text!r} is not a comma-separated list of numeric ids "
+                                     f"(no spaces), e.g. \"1001,1002\"")
+        ids = sorted({int(x) for x in text.split(",")}) if text else []
+        unknown = [i for i in ids if not known(i)]
+        if unknown:
+            raise HTTPException(400, f"{key}: {', '.join(map(str, unknown))} "
+                                     f"{'is' if len(unknown) == 1 else 'are'} not known on this system; "
+                                     f"give existing {'users' if key == 'allowed_uids' else 'groups'}")
+        lists.append(ids)
+    if not lists[0] and not lists[1]:
+        return None, credentials
+    return (sorted({*lists[0], who.uid}), lists[1]), credentials
+
+
+def _uid_known(uid: int) -> bool:
+    try:
+        pwd.getpwuid(uid)
+        return True
+    except KeyError:
+        return False
+
+
+def _gid_known(gid: int) -> bool:
+    try:
+        grp.getgrgid(gid)
+        return True
+    except KeyError:
+        return False
 
 
 def create_app(gateway: Gateway) -> FastAPI:
@@ -183,36 +304,64 @@ def create_app(gateway: Gateway) -> FastAPI:
     async def _error(request, exc: HTTPException):  # one key, `error`, the message for the user
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
 
-    @app.get("/api/list/{system}/", summary="Images ready on this system")
-    def list_images(system: str) -> dict:
-        gateway.parse(system, "docker", "x")
-        rows = gateway.store.list(system, ("READY",))
-        return {"list": [r for r in (gateway.record(row) for row in rows) if r["status"] == "READY"]}
+    def caller(authentication: str | None = Header(default=None, description="a munge credential (MUNGE:...)")
+               ) -> identity.Caller:
+        return gateway.caller(authentication)
 
-    @app.get("/api/lookup/{system}/{itype}/{tag:path}", summary="The record of one image")
-    def lookup(system: str, itype: str, tag: str) -> dict:
+    @app.get("/api/list/{system}/", summary="Images ready on this system that the caller may use")
+    def list_images(system: str, who: identity.Caller = Depends(caller)) -> dict:
+        gateway.parse(system, "docker", "x")
+        rows = [r for r in gateway.store.list(system) if gateway.readable(r, who) and r.id]
+        return {"list": [r for r in (gateway.record(row, ready=True) for row in rows) if r["status"] == "READY"]}
+
+    @app.get("/api/lookup/{system}/{itype}/{tag:path}", summary="The READY record of one image")
+    def lookup(system: str, itype: str, tag: str, who: identity.Caller = Depends(caller)) -> dict:
         ref = gateway.parse(system, itype, tag)
-        row = gateway.find(ref)
+        row = gateway.readable(gateway.find(ref), who)
+        name = f"{itype}:{tag.rstrip('/')}"
         if row is None:
-            raise HTTPException(404, f"{itype}:{tag.rstrip('/')} is not on system {system}; "
-                                     f"pull it first: shifterimg pull {itype}:{tag.rstrip('/')}")
+            raise HTTPException(404, f"{name} is not on system {system}; pull it first: shifterimg pull {name}")
+        body = gateway.record(row, ready=True)
+        if body["status"] != "READY":
+            why = f" ({body['status_message']})" if body["status_message"] else ""
+            raise HTTPException(404, f"{name} is not ready on {system}: {body['status']}{why}; "
+                                     f"pull it: shifterimg pull {name}")
+        return body
+
+    @app.get("/api/status/{system}/{itype}/{tag:path}",
+             summary="The record of one image in its current state (INIT ... READY, FAILURE); not in the original")
+    def status(system: str, itype: str, tag: str, who: identity.Caller = Depends(caller)) -> dict:
+        ref = gateway.parse(system, itype, tag)
+        row = gateway.readable(gateway.find(ref), who)
+        if row is None:
+            name = f"{itype}:{tag.rstrip('/')}"
+            raise HTTPException(404, f"{name} is not on system {system}; pull it first: shifterimg pull {name}")
         return gateway.record(row)
 
-    @app.post("/api/pull/{system}/{itype}/{tag:path}", summary="Start (or join) a pull; returns the record")
-    def pull(system: str, itype: str, tag: str,
-             authentication: str | None = Header(default=None, description="a munge credential")) -> dict:
+    @app.post("/api/pull/{system}/{itype}/{tag:path}",
+              summary="Start (or join) a pull; returns the record. Body (optional, as the original "
+                      "client sends it): {\"allowed_uids\": \"1001,1002\", \"allowed_gids\": \"100\"}")
+    async def pull(system: str, itype: str, tag: str, request: Request,
+                   authentication: str | None = Header(default=None, description="a munge credential")) -> dict:
+        body = await request.body()
+        return await run_in_threadpool(_pull, system, itype, tag, authentication, body)
+
+    def _pull(system: str, itype: str, tag: str, authentication: str | None, body: bytes) -> dict:
+        who = gateway.caller(authentication)
         ref = gateway.parse(system, itype, tag)
         if ref.itype != "docker":
             raise HTTPException(400, f"{itype}:{tag} cannot be pulled; only docker images are pulled")
-        return gateway.record(gateway.start_pull(ref, gateway.requester(authentication)))
+        acl, credentials = pull_request(body, who)
+        return gateway.record(gateway.start_pull(ref, who, acl, credentials))
 
     @app.get("/api/queue/{system}/", summary="Pulls under way")
-    def queue(system: str) -> dict:
+    def queue(system: str, who: identity.Caller = Depends(caller)) -> dict:
         gateway.parse(system, "docker", "x")
-        return {"list": [gateway.record(r) for r in gateway.store.list(system, ("INIT", "PULLING", "CONVERSION"))]}
+        return {"list": [gateway.record(r) for r in gateway.store.list(system, ("INIT", "PULLING", "CONVERSION"))
+                         if gateway.readable(r, who)]}
 
     @app.get("/api/metrics/{system}/", summary="Counters of this gateway process")
-    def metrics(system: str) -> dict:
+    def metrics(system: str, who: identity.Caller = Depends(caller)) -> dict:
         gateway.parse(system, "docker", "x")
         return {"layer_downloads": gateway.cache.downloads}
 

@@ -3,12 +3,19 @@
     shifterimg images [--json]     images ready on this system
     shifterimg lookup REF          print the image id (exit 3 when it is not there)
     shifterimg pull REF            pull and convert, showing progress, until READY or FAILURE
+    shifterimg pull -u U1,U2 -g G REF   the same, private to those users and groups (and you)
+    shifterimg login [REGISTRY]    store your user name and password/token for a registry
+
+Every call carries a munge credential: the gateway knows who asks.
 """
 
 from __future__ import annotations
 
 import argparse
+import grp
 import json
+import os
+import pwd
 import signal
 import sys
 import time
@@ -60,8 +67,9 @@ def cmd_pull(cfg, args) -> int:
         accepted.append(True)
         show(body)
 
+    acl = access_list(args.users, args.groups)
     try:
-        body = client.pull(cfg, args.ref, on_update=update)
+        body = client.pull(cfg, args.ref, on_update=update, acl=acl)
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the line short
         # stopping the wait does not stop the pull: say where it goes on and how to see it
@@ -77,6 +85,77 @@ def cmd_pull(cfg, args) -> int:
         return 0
     print(f"shifterimg: pull of {args.ref} failed: {body.get('status_message') or body.get('status')}", file=sys.stderr)
     return 1
+
+
+class UsageError(ShifterError):
+    """A command-line value is wrong; the message says which and how to fix it."""
+
+    exit_code = 2
+
+
+def _ids(text: str | None, kind: str) -> list[int]:
+    """Names or numeric ids, comma-separated, as ids; UsageError naming the unknown ones."""
+    if text is None:
+        return []
+    names = text.split(",")
+    if not all(n and n == n.strip() for n in names):
+        raise UsageError(f"{'-u' if kind == 'user' else '-g'} {text!r}: give comma-separated {kind} names or ids "
+                         f"without spaces or empty entries, e.g. {'alice,bob' if kind == 'user' else 'myproject'}")
+    ids, unknown = [], []
+    for name in names:
+        try:
+            if kind == "user":
+                ids.append(pwd.getpwuid(int(name)).pw_uid if name.isdigit() else pwd.getpwnam(name).pw_uid)
+            else:
+                ids.append(grp.getgrgid(int(name)).gr_gid if name.isdigit() else grp.getgrnam(name).gr_gid)
+        except KeyError:
+            unknown.append(name)
+    if unknown:
+        raise UsageError(f"unknown {kind}{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}; "
+                         f"check the names (getent {'passwd' if kind == 'user' else 'group'})")
+    return sorted(set(ids))
+
+
+def access_list(users: str | None, groups: str | None) -> tuple[list[int], list[int]] | None:
+    """-u/-g as (uids, gids) with the caller always included; None when neither was given."""
+    if users is None and groups is None:
+        return None
+    return sorted({*_ids(users, "user"), os.getuid()}), _ids(groups, "group")
+
+
+def _ask() -> tuple[str, str]:
+    """User name and password: prompted on a terminal (the password not echoed), else two
+    lines from stdin (for scripts)."""
+    import getpass
+
+    if sys.stdin.isatty():
+        username = input("Username: ").strip()
+        password = getpass.getpass("Password or token: ")
+    else:
+        username = sys.stdin.readline().rstrip("\n")
+        password = sys.stdin.readline().rstrip("\n")
+    if not username or not password:
+        raise UsageError("login needs a user name and a password or token (on a terminal they are asked for; "
+                         "from a script: two lines on stdin)")
+    return username, password
+
+
+def cmd_login(cfg, args) -> int:
+    from imagegw import logins, registry, sources
+
+    name, url = sources.login_endpoint(cfg.registries, args.registry or cfg.registries.default)
+    logins.load()  # refuse an unsafe file before asking for anything
+    username, password = _ask()
+    check = registry.Client(url, "", registry.Credentials(username=username, password=password),
+                            retries=1, timeout=cfg.gateway.timeout, name=name)
+    try:
+        check.check_login()
+    finally:
+        check.close()
+    file = logins.save(name, username, password)
+    print(f"Login for {name} stored in {file} (readable by you only); your pulls from {name} use it, "
+          f"and images pulled with it are private to you")
+    return 0
 
 
 def cmd_lookup(cfg, args) -> int:
@@ -108,8 +187,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("ref", metavar="REF")
     s.set_defaults(func=cmd_lookup)
     s = sub.add_parser("pull", help="pull an image and wait until it is READY or FAILED")
+    s.add_argument("-u", "--users", metavar="USER[,USER]",
+                   help="make the image private to these users (you are always included)")
+    s.add_argument("-g", "--groups", metavar="GROUP[,GROUP]", help="make the image private to these groups")
     s.add_argument("ref", metavar="REF")
     s.set_defaults(func=cmd_pull)
+    s = sub.add_parser("login", help="store your credentials for a private registry (yours only)")
+    s.add_argument("registry", nargs="?", metavar="REGISTRY", help="host[:port] (default: the site's default)")
+    s.set_defaults(func=cmd_login)
     return p
 
 

@@ -6,6 +6,7 @@ Slurm submit hook). Gateways listed in the site config are tried in random order
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from typing import Callable
@@ -33,13 +34,24 @@ class NotFound(GatewayError):
     exit_code = 3
 
 
-def _request(cfg: Config, method: str, path: str, headers: dict | None = None) -> dict:
+def _request(cfg: Config, method: str, path: str, body: bytes | None = None) -> dict:
+    """One call to the first gateway that answers, with a fresh munge credential (each is
+    accepted once, so a retry against another gateway makes a new one)."""
     urls = list(cfg.gateway.urls)
     random.shuffle(urls)
     errors = []
     for url in urls:
+        credential = identity.credential(cfg)
+        if credential is None:
+            raise GatewayError(f"cannot ask the image gateway: cannot make a munge credential (munge_socket "
+                               f"{cfg.munge_socket}), and the gateway answers only callers that prove who they are; "
+                               f"is munged running on this node?")
+        headers = {identity.HEADER: credential}
+        if body:
+            headers["Content-Type"] = "application/json"
         try:
-            resp = httpx.request(method, f"{url.rstrip('/')}{path}", timeout=cfg.gateway.timeout, headers=headers)
+            resp = httpx.request(method, f"{url.rstrip('/')}{path}", timeout=cfg.gateway.timeout, headers=headers,
+                                 content=body)
         except httpx.HTTPError as err:
             errors.append(f"{url}: {err.__class__.__name__}")
             continue
@@ -70,8 +82,9 @@ def parse(cfg: Config, ref: str | reference.Reference) -> reference.Reference:
 
 
 def status(cfg: Config, ref: str | reference.Reference) -> dict:
-    """The gateway's record for `ref` (any state); NotFound when it has none."""
-    return _request(cfg, "GET", _path(cfg, "lookup", parse(cfg, ref)))
+    """The gateway's record for `ref` in its current state (lookups serve READY images only);
+    NotFound when it has none this caller may see."""
+    return _request(cfg, "GET", _path(cfg, "status", parse(cfg, ref)))
 
 
 def lookup(cfg: Config, ref: str | reference.Reference) -> imagefiles.ImageRecord:
@@ -85,7 +98,7 @@ def lookup(cfg: Config, ref: str | reference.Reference) -> imagefiles.ImageRecor
             return imagefiles.read_record(cfg.image_dir, parsed.tag.removeprefix("sha256:"))
         except imagefiles.ImageError as err:
             raise NotFound(str(err)) from None
-    body = status(cfg, parsed)
+    body = _request(cfg, "GET", _path(cfg, "lookup", parsed))
     if body.get("status") != "READY" or not body.get("record"):
         why = f" ({body['status_message']})" if body.get("status_message") else ""
         raise NotFound(f"{parsed.itype}:{parsed.tag} is not ready on {cfg.system}: {body.get('status')}{why}; "
@@ -98,20 +111,38 @@ def images(cfg: Config) -> list[dict]:
     return _request(cfg, "GET", f"/api/list/{quote(cfg.system)}/")["list"]
 
 
-def start_pull(cfg: Config, ref: str | reference.Reference) -> dict:
+def pull_body(acl: tuple[list[int], list[int]] | None, login: dict | None = None) -> bytes | None:
+    """The original client's pull body, `{"allowed_uids":"1,2","allowed_gids":"3"}`, plus
+    `registry_auth` ({"username", "password"}: the caller's `shifterimg login` for the image's
+    registry, which the gateway uses for this pull only); None when there is nothing to send."""
+    data: dict = {}
+    for key, ids in (("allowed_uids", acl[0] if acl else []), ("allowed_gids", acl[1] if acl else [])):
+        if ids:
+            data[key] = ",".join(str(i) for i in ids)
+    if login:
+        data["registry_auth"] = {"username": login["username"], "password": login["password"]}
+    return json.dumps(data, separators=(",", ":")).encode() if data else None
+
+
+def start_pull(cfg: Config, ref: str | reference.Reference, acl: tuple[list[int], list[int]] | None = None
+               ) -> dict:
+    """Ask for a pull (private to `acl`: uids, gids, when given); the gateway's record."""
     parsed = parse(cfg, ref)
     if parsed.itype != "docker":
         raise GatewayError(f"{parsed.itype}:{parsed.tag} cannot be pulled; only docker: images are pulled")
-    credential = identity.credential(cfg)
-    headers = {identity.HEADER: credential} if credential else None
-    return _request(cfg, "POST", _path(cfg, "pull", parsed), headers)
+    from imagegw import logins
+
+    login = logins.load().get(sources.canonical(cfg.registries, parsed).host)
+    return _request(cfg, "POST", _path(cfg, "pull", parsed), pull_body(acl, login))
 
 
 def pull(cfg: Config, ref: str | reference.Reference, on_update: Callable[[dict], None] | None = None,
-         poll: float = 0.5, timeout: float | None = None) -> dict:
-    """Start (or join) a pull and wait until READY or FAILURE; the final gateway record."""
+         poll: float = 0.5, timeout: float | None = None, acl: tuple[list[int], list[int]] | None = None) -> dict:
+    """Start (or join) a pull and wait until READY or FAILURE; the final gateway record. It
+    polls with the same request, as the original client does (the gateway does not pull again
+    while one runs or soon after)."""
     parsed = parse(cfg, ref)
-    body = start_pull(cfg, parsed)
+    body = start_pull(cfg, parsed, acl)
     deadline = time.monotonic() + timeout if timeout else None
     while True:
         if on_update:
@@ -121,4 +152,4 @@ def pull(cfg: Config, ref: str | reference.Reference, on_update: Callable[[dict]
         if deadline and time.monotonic() > deadline:
             raise GatewayError(f"pull of {parsed.tag} still {body.get('status')} after {timeout:.0f}s")
         time.sleep(poll)
-        body = status(cfg, parsed)
+        body = start_pull(cfg, parsed, acl)

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
+import msgspec
+
 from shifter_site import imagefiles, logs
 from shifter_site.config import Config
 
@@ -83,13 +85,15 @@ class Progress:
             self._report(dict(self.data))
 
 
-def resolve(cfg: Config, ref: reference.Reference, auth_file: str | None) -> tuple[registry.Client, registry.Resolved]:
+def resolve(cfg: Config, ref: reference.Reference, auth_file: str | None,
+            user_credentials: registry.Credentials | None = None) -> tuple[registry.Client, registry.Resolved]:
     """The manifest from the first endpoint that has it: a registry's mirrors in order (the
-    next one when one is unreachable or lacks the image), else the registry itself."""
+    next one when one is unreachable or lacks the image), else the registry itself.
+    `user_credentials` (a user's `shifterimg login`) replace the site's auth file."""
     urls = sources.endpoints(cfg.registries, ref)
     for index, base in enumerate(urls):
-        credentials = (registry.credentials_for(urlsplit(base).netloc, auth_file)
-                       or registry.credentials_for(ref.host, auth_file))
+        credentials = user_credentials or (registry.credentials_for(urlsplit(base).netloc, auth_file)
+                                           or registry.credentials_for(ref.host, auth_file))
         client = registry.Client(base, ref.repository, credentials, timeout=cfg.gateway.timeout, name=ref.host)
         try:
             with logs.step(log, "resolve", ref=ref.key, endpoint=base) as info:
@@ -110,22 +114,24 @@ def resolve(cfg: Config, ref: reference.Reference, auth_file: str | None) -> tup
 def pull(cfg: Config, ref: reference.Reference, cache: registry.LayerCache, *,
          compression: str = "zstd", auth_file: str | None = None,
          on_state: Callable[[str], None] | None = None, progress: Progress | None = None,
-         workers: int = 4) -> imagefiles.ImageRecord:
+         workers: int = 4, acl: tuple[list[int], list[int]] = ([], []),
+         credentials: registry.Credentials | None = None) -> imagefiles.ImageRecord:
     """Pull and convert `ref`, publish it in cfg.image_dir, return its record.
 
-    An image already published under the same manifest digest is not converted again.
+    An image already published under the same manifest digest is not converted again (its
+    access list is set to `acl`: (uids, gids), both empty for a public image).
     """
     progress = progress or Progress()
     on_state = on_state or (lambda state: None)
     ref = sources.canonical(cfg.registries, ref)
     on_state("PULLING")
-    client, resolved = resolve(cfg, ref, auth_file)
+    client, resolved = resolve(cfg, ref, auth_file, credentials)
     try:
         image_id = resolved.digest.split(":", 1)[1]
         try:
             existing = imagefiles.read_record(cfg.image_dir, image_id)
             log.info("already_converted", id=image_id)
-            return existing  # same manifest digest = same image: nothing to download
+            return set_access(cfg, existing, acl)  # same manifest digest = same image: nothing to download
         except imagefiles.ImageError:
             pass
         progress.set(layers=len(resolved.layers), bytes_total=sum(l.size for l in resolved.layers))
@@ -150,7 +156,7 @@ def pull(cfg: Config, ref: reference.Reference, cache: registry.LayerCache, *,
             record = imagefiles.ImageRecord(
                 id=image_id, system=cfg.system, itype=ref.itype, tag=ref.key, digest=resolved.digest,
                 size=tmp.stat().st_size, neutralised=dict(flat.neutralised), last_pull=time.time(),
-                **metadata(resolved.config))
+                user_acl=sorted(acl[0]), group_acl=sorted(acl[1]), **metadata(resolved.config))
             with logs.step(log, "publish", id=image_id, size=record.size):
                 imagefiles.publish(cfg.image_dir, record, tmp)
         finally:
@@ -161,3 +167,17 @@ def pull(cfg: Config, ref: reference.Reference, cache: registry.LayerCache, *,
         return record
     finally:
         client.close()
+
+
+def set_access(cfg: Config, record: imagefiles.ImageRecord, acl: tuple[list[int], list[int]]
+               ) -> imagefiles.ImageRecord:
+    """Give a published image the access list `acl` (uids, gids): its record (what nodes
+    check) and its squashfs's file permissions; a no-op when it has it already."""
+    users, groups = sorted(acl[0]), sorted(acl[1])
+    if record.user_acl == users and record.group_acl == groups:
+        return record
+    updated = msgspec.structs.replace(record, user_acl=users, group_acl=groups)
+    with logs.step(log, "set_access", id=record.id, users=len(users), groups=len(groups)):
+        imagefiles.restrict(imagefiles.squashfs_path(cfg.image_dir, record.id), users, groups)
+        imagefiles.write_record(cfg.image_dir, updated)
+    return updated

@@ -113,6 +113,7 @@ class Client:
         # how messages name the registry: its name as the user wrote it (and the mirror used)
         own = urlsplit(self.base).netloc
         self.where = own if not name or name == own else f"{name} (at {own})"
+        self.name = name or own
         self.repository = repository
         self.credentials = credentials
         self.retries = retries
@@ -132,7 +133,7 @@ class Client:
         if scheme.lower() == "basic":
             if not self.credentials:
                 raise RegistryError(f"{self.where} requires a login for {self.repository}; "
-                                    "store credentials with `shifterimg login` (auth.json)")
+                                    f"run `shifterimg login {self.name}` and pull again")
             token = base64.b64encode(f"{self.credentials.username}:{self.credentials.password}".encode())
             self._auth_header = f"Basic {token.decode()}"
             return
@@ -153,6 +154,21 @@ class Client:
         if not token:
             raise RegistryError(f"{fields['realm']}: token response has no token")
         self._auth_header = f"Bearer {token}"
+
+    def check_login(self) -> None:
+        """Whether the registry accepts this client's credentials (GET /v2/ after its
+        challenge); LoginError-like RegistryError (one line) when it refuses them."""
+        resp = self._send("GET", f"{self.base}/v2/")
+        if resp.status_code == 401 and "www-authenticate" in resp.headers:
+            try:
+                self._authenticate(resp.headers["www-authenticate"])
+            except RegistryError:
+                raise RegistryError(f"{self.where} refused the user name and password; nothing stored") from None
+            resp = self._send("GET", f"{self.base}/v2/")
+        if resp.status_code in (401, 403):
+            raise RegistryError(f"{self.where} refused the user name and password; nothing stored")
+        if resp.status_code >= 400:
+            raise RegistryError(f"{self.where}/v2/: HTTP {resp.status_code}; nothing stored")
 
     def _send(self, method: str, url: str, authorised: bool = True, stream: bool = False, **kw) -> httpx.Response:
         """One request with retries on connection errors and transient statuses."""

@@ -81,3 +81,20 @@ def _api(url: str) -> str:
     """Docker Hub's registry API answers at registry-1.docker.io, not at docker.io."""
     host = urlsplit(url).hostname or ""
     return HUB_API if host in ("docker.io", "index.docker.io") else url
+
+
+def login_endpoint(reg: Registries, name: str) -> tuple[str, str]:
+    """(canonical name, base URL) where `shifterimg login NAME` checks credentials: the
+    registry itself (its hosts entry, the default URL, Docker Hub's API), never a mirror.
+    RegistryNotAllowed for a registry this site does not pull from."""
+    host = registry_name(name)
+    host = mirror_of(reg).get(host, host)
+    if host not in allowed(reg):
+        raise RegistryNotAllowed(f"registry {name} is not one this site pulls from (allowed: "
+                                 f"{', '.join(allowed(reg))}); ask the site admins to add it to registries.hosts")
+    hosts = {registry_name(h): url for h, url in reg.hosts.items()}
+    if host in hosts:
+        return host, _api(str(hosts[host]).rstrip("/"))
+    if host == registry_name(reg.default):
+        return host, _api(str(reg.default).rstrip("/"))
+    return host, HUB_API

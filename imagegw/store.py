@@ -25,8 +25,10 @@ CREATE TABLE IF NOT EXISTS images (
     system TEXT NOT NULL, itype TEXT NOT NULL, key TEXT NOT NULL,
     tag TEXT NOT NULL, id TEXT, status TEXT NOT NULL, status_message TEXT NOT NULL DEFAULT '',
     progress TEXT NOT NULL DEFAULT '{}', last_pull REAL NOT NULL DEFAULT 0,
-    updated REAL NOT NULL, PRIMARY KEY (system, itype, key)
+    updated REAL NOT NULL, user_acl TEXT NOT NULL DEFAULT '[]', group_acl TEXT NOT NULL DEFAULT '[]',
+    PRIMARY KEY (system, itype, key)
 )"""
+_ADDED = {"user_acl": "TEXT NOT NULL DEFAULT '[]'", "group_acl": "TEXT NOT NULL DEFAULT '[]'"}
 
 
 class Row(msgspec.Struct, kw_only=True):
@@ -40,6 +42,8 @@ class Row(msgspec.Struct, kw_only=True):
     progress: dict
     last_pull: float
     updated: float
+    user_acl: list[int] = []   # private image: uids that may see it (empty with group_acl: public)
+    group_acl: list[int] = []
 
 
 class Store:
@@ -53,6 +57,10 @@ class Store:
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(_SCHEMA)
+            have = {r[1] for r in self._db.execute("PRAGMA table_info(images)")}
+            for column, kind in _ADDED.items():  # databases from before access lists
+                if column not in have:
+                    self._db.execute(f"ALTER TABLE images ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         self._db.close()
@@ -63,6 +71,8 @@ class Store:
             return None
         data = dict(r)
         data["progress"] = json.loads(data["progress"] or "{}")
+        data["user_acl"] = json.loads(data.get("user_acl") or "[]")
+        data["group_acl"] = json.loads(data.get("group_acl") or "[]")
         return msgspec.convert(data, Row)
 
     def get(self, system: str, itype: str, key: str) -> Row | None:
@@ -112,8 +122,10 @@ class Store:
                 raise
         return changed
 
-    def claim(self, system: str, itype: str, key: str, tag: str) -> tuple[Row, bool]:
-        """The row for a pull, and True when this caller must run it (no pull was under way)."""
+    def claim(self, system: str, itype: str, key: str, tag: str, acl: tuple[list[int], list[int]] = ([], [])
+              ) -> tuple[Row, bool]:
+        """The row for a pull, and True when this caller must run it (no pull was under way).
+        The row keeps its last READY id while the new pull runs; `acl` is set with the claim."""
         now = time.time()
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
@@ -124,11 +136,12 @@ class Store:
                     self._db.execute("COMMIT")
                     return current, False
                 self._db.execute(
-                    "INSERT INTO images (system, itype, key, tag, id, status, status_message, progress, updated)"
-                    " VALUES (?, ?, ?, ?, NULL, 'INIT', '', '{}', ?)"
+                    "INSERT INTO images (system, itype, key, tag, id, status, status_message, progress, updated,"
+                    " user_acl, group_acl) VALUES (?, ?, ?, ?, NULL, 'INIT', '', '{}', ?, ?, ?)"
                     " ON CONFLICT (system, itype, key) DO UPDATE SET status='INIT', status_message='',"
-                    " progress='{}', tag=excluded.tag, updated=excluded.updated",
-                    (system, itype, key, tag, now))
+                    " progress='{}', tag=excluded.tag, updated=excluded.updated, user_acl=excluded.user_acl,"
+                    " group_acl=excluded.group_acl",
+                    (system, itype, key, tag, now, json.dumps(sorted(acl[0])), json.dumps(sorted(acl[1]))))
                 row = self._row(self._db.execute(
                     "SELECT * FROM images WHERE system=? AND itype=? AND key=?", (system, itype, key)).fetchone())
                 self._db.execute("COMMIT")
@@ -139,7 +152,7 @@ class Store:
 
     def update(self, system: str, itype: str, key: str, *, status: str | None = None,
                message: str | None = None, image_id: str | None = None, progress: dict | None = None,
-               last_pull: float | None = None) -> None:
+               last_pull: float | None = None, acl: tuple[list[int], list[int]] | None = None) -> None:
         if status is not None and status not in STATES:
             raise ValueError(f"unknown state {status}")
         sets, args = ["updated=?"], [time.time()]
@@ -148,6 +161,9 @@ class Store:
             if value is not None:
                 sets.append(f"{column}=?")
                 args.append(value)
+        if acl is not None:
+            sets += ["user_acl=?", "group_acl=?"]
+            args += [json.dumps(sorted(acl[0])), json.dumps(sorted(acl[1]))]
         if progress is not None:
             sets.append("progress=?")
             args.append(json.dumps(progress))
@@ -156,9 +172,11 @@ class Store:
                              (*args, system, itype, key))
 
     def recover(self) -> int:
-        """After a restart: pulls that were under way died with the old process; mark them failed."""
+        """After a restart: pulls that were under way died with the old process; mark them failed
+        (as of long ago: the next pull request retries at once, gateway.repull_after is for
+        the registry's verdicts)."""
         with self._lock:
             cur = self._db.execute(
                 f"UPDATE images SET status='FAILURE', status_message='the gateway stopped during this pull; "
-                f"pull again', updated=? WHERE status IN ({','.join('?' * len(ACTIVE))})", (time.time(), *ACTIVE))
+                f"pull again', updated=0 WHERE status IN ({','.join('?' * len(ACTIVE))})", ACTIVE)
             return cur.rowcount

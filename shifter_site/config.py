@@ -114,8 +114,16 @@ class Gateway(_Section):
     # conversion caps: a small layer may inflate to anything (a 1 MB layer of zeros -> 1 GiB)
     max_image_size: str = "64G"        # the merged image, uncompressed
     max_image_files: int = 10_000_000  # entries in the merged image
+    # a pull asked for within this many seconds of the last one (or while one runs) returns the
+    # current record instead of asking the registry again (the original's PullUpdateTimeout)
+    repull_after: typing.Annotated[float, msgspec.Meta(ge=0)] = 300.0
+    # user and group names the gateway treats as admins (see every image, set any image's ACL)
+    admins: list[str] = []
 
     def __post_init__(self) -> None:
+        for i, name in enumerate(self.admins):
+            if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}", name):
+                raise _Invalid(f"admins[{i}]", f"{name!r} is not a user or group name")
         if not self.urls:
             raise _Invalid("urls", "is empty; list at least one gateway URL")
         for i, url in enumerate(self.urls):

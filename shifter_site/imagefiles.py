@@ -86,10 +86,34 @@ def read_record(image_dir: str, image_id: str) -> ImageRecord:
 
 
 def publish(image_dir: str, record: ImageRecord, squashfs_tmp: str | os.PathLike) -> None:
-    """Move a finished squashfs into place, then write its record: readers never see half."""
+    """Move a finished squashfs into place, then write its record: readers never see half.
+    A private record's squashfs is readable by its owner (the gateway), root and the listed
+    users and groups only (restrict)."""
     target = squashfs_path(image_dir, record.id)
-    os.chmod(squashfs_tmp, 0o644)
+    restrict(squashfs_tmp, record.user_acl, record.group_acl)
     os.replace(squashfs_tmp, target)
+    write_record(image_dir, record)
+
+
+def restrict(path: str | os.PathLike, user_acl: list[int], group_acl: list[int]) -> None:
+    """Public (both lists empty): mode 0644, no ACL. Private: mode 0600 plus a POSIX ACL
+    entry granting read to each listed uid and gid (setfacl, apt package `acl`): other users
+    cannot open the file, also where the gateway runs as a non-root account."""
+    import subprocess
+
+    private = bool(user_acl or group_acl)
+    os.chmod(path, 0o600 if private else 0o644)
+    entries = [f"u:{int(u)}:r" for u in user_acl] + [f"g:{int(g)}:r" for g in group_acl]
+    argv = ["setfacl", "-b", str(path)] if not private else ["setfacl", "--set",
+                                                              ",".join(["u::rw", "g::-", "o::-", *entries]), str(path)]
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode != 0 and (private or "Operation not supported" not in proc.stderr):
+        raise ImageError(f"cannot set who may read {path}: {proc.stderr.strip() or 'setfacl failed'}; "
+                         f"the image directory's filesystem must support POSIX ACLs (tell the site admins)")
+
+
+def write_record(image_dir: str, record: ImageRecord) -> None:
+    """Write (or replace) the record of a published image atomically."""
     fd, tmp = tempfile.mkstemp(dir=image_dir, prefix=f".{record.id}.", suffix=".json.tmp")
     try:
         with os.fdopen(fd, "wb") as handle:

@@ -198,3 +198,12 @@ class Listener:
         self._thread.join(2)
         self.answer_all()
         self.sock.close()
+
+
+def age_rows(key_like: str, seconds: float = 3600) -> None:
+    """Make the gateway's rows whose key is LIKE `key_like` look as if their last pull finished
+    `seconds` earlier: the next pull asks the registry again (gateway.repull_after)."""
+    import sqlite3
+
+    with sqlite3.connect(STATE / "gateway/images.db", timeout=30) as db:
+        db.execute("UPDATE images SET updated = updated - ? WHERE key LIKE ?", (seconds, key_like))

@@ -41,7 +41,9 @@ def cfg(cluster):
 
 def gateway_status(ref: str) -> dict:
     itype, _, tag = ref.partition(":")
-    return httpx.get(f"{GATEWAY}/api/lookup/local/{itype}/{tag}/", timeout=10).json()
+    credential = munge_credential("root")
+    return httpx.get(f"{GATEWAY}/api/status/local/{itype}/{tag}/", headers={"authentication": credential},
+                     timeout=10).json()
 
 
 def wait_done(refs: list[str], timeout: float = 60) -> None:
@@ -70,7 +72,8 @@ def test_unlisted_registry_is_refused_without_any_connection(cfg, form):
         # the API refuses it the same way (a client that skips shifterimg's own check)
         itype, tag = ("docker", ref.removeprefix("docker:"))
         for method, action in (("POST", "pull"), ("GET", "lookup")):
-            resp = httpx.request(method, f"{GATEWAY}/api/{action}/local/{itype}/{tag}/", timeout=10)
+            resp = httpx.request(method, f"{GATEWAY}/api/{action}/local/{itype}/{tag}/", timeout=10,
+                                 headers={"authentication": munge_credential("testuser")})
             assert resp.status_code == 400 and "is not one this site pulls from" in resp.json()["error"]
         time.sleep(0.5)
         assert listener.accepted == 0  # nothing ever connected to the socket
@@ -82,7 +85,8 @@ def test_unlisted_registry_is_refused_without_any_connection(cfg, form):
 @pytest.mark.parametrize("ref", ["docker:169.254.169.254/latest/meta-data:1", "docker:127.0.0.1:1/x",
                                  "docker:localhost:8642/api", "docker:[::1]:22/x"])
 def test_metadata_and_loopback_services_cannot_be_named(cfg, ref):
-    resp = httpx.post(f"{GATEWAY}/api/pull/local/docker/{quote(ref.removeprefix('docker:'), safe='/:@')}/", timeout=10)
+    resp = httpx.post(f"{GATEWAY}/api/pull/local/docker/{quote(ref.removeprefix('docker:'), safe='/:@')}/", timeout=10,
+                      headers={"authentication": munge_credential("testuser")})
     assert resp.status_code == 400, resp.text
     assert "is not one this site pulls from" in resp.json()["error"]
     result = run_as("testuser", [SHIFTERIMG, "pull", ref])
@@ -97,7 +101,8 @@ def test_listening_and_closed_ports_give_the_same_text(cfg):
     and a port nobody listens on, fail with the same words, naming no errno or address."""
     listener = listen("close")
     try:
-        refs = {LISTENED: f"docker:{LISTENED}/probe/app:1", CLOSED: f"docker:{CLOSED}/probe/app:1"}
+        tag = time.time_ns()  # a new name: a recent failure of an earlier run would be answered without a pull
+        refs = {LISTENED: f"docker:{LISTENED}/probe/app:{tag}", CLOSED: f"docker:{CLOSED}/probe/app:{tag}"}
         procs = {host: run_as_background("testuser", [SHIFTERIMG, "pull", ref]) for host, ref in refs.items()}
         results = {host: proc.communicate(timeout=120) for host, proc in procs.items()}
         assert {proc.returncode for proc in procs.values()} == {1}

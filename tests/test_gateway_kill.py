@@ -56,7 +56,7 @@ def instance(cluster):
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                httpx.get(f"http://127.0.0.1:{PORT}/api/queue/local/", timeout=1).raise_for_status()
+                httpx.get(f"http://127.0.0.1:{PORT}/openapi.json", timeout=1).raise_for_status()
                 return proc
             except httpx.HTTPError:
                 assert proc.poll() is None, (top / "gateway.log").read_text()

@@ -80,11 +80,14 @@ def test_every_spelling_is_one_image_also_after_a_repush(cfg):
     spellings = [f"{repo}:{tag}", f"docker:{repo}:{tag}", f"docker:127.0.0.1:5000/{repo}:{tag}",
                  f"docker:docker.io/{repo}:{tag}", f"index.docker.io/{repo}:{tag}"]
     first = ib.push(gt.REGISTRY, repo, tag, image_with({"etc/pyapp-version": b"one\n"})).split(":", 1)[1]
+    gt.age_rows(f"docker.io/{repo}:{tag}")  # an earlier run's pull is not recent
     assert pull(USER, f"docker:127.0.0.1:5000/{repo}:{tag}") == first
     for ref in spellings:
         assert lookup(USER, ref).stdout == first + "\n", ref
     second = ib.push(gt.REGISTRY, repo, tag, image_with({"etc/pyapp-version": b"two\n"})).split(":", 1)[1]
     assert second != first
+    assert pull(USER, f"{repo}:{tag}") == first  # pulled moments ago: not asked again (gateway.repull_after)
+    gt.age_rows(f"docker.io/{repo}:{tag}")  # ... as if that was long ago
     assert pull(USER, f"{repo}:{tag}") == second  # pulled under another spelling
     for ref in spellings:
         assert lookup(USER, ref).stdout == second + "\n", ref
@@ -127,6 +130,7 @@ def test_tutorial_form_resolves_to_library_on_the_docker_hub_mirror(cfg):
     built here: tests never download)."""
     digest = ib.push(gt.REGISTRY, "library/ubuntu", "14.04", image_with({"etc/stand-in": b"not ubuntu\n"}))
     image_id = digest.split(":", 1)[1]
+    gt.age_rows("docker.io/library/ubuntu:14.04")  # an earlier run's pull is not recent
     result = run_as(USER, [SHIFTERIMG, "pull", "docker:ubuntu:14.04"])
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1].startswith(f"docker:ubuntu:14.04: READY {image_id}")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+import gatewaytools as gt
 import imagebuilder as ib
 import images
 import jobtools as jt
@@ -36,6 +37,7 @@ def _push_and_pull(repo: str, tag: str, env: list[str], extra_files: dict[str, b
     finally:
         shutil.rmtree(root)
     digest = ib.push("127.0.0.1:5000", repo, tag, ib.Image([layer], config={"Env": env, "Cmd": ["/bin/sh"]}))
+    gt.age_rows(f"%{repo}:{tag}")  # new content under an old name: not "pulled recently"
     pulled = run_as(USER, [str(localcluster.PREFIX / "bin/shifterimg"), "pull", f"docker:{repo}:{tag}"])
     assert pulled.returncode == 0, pulled.stderr
     return digest.split(":", 1)[1]
