@@ -185,12 +185,12 @@ def run(argv: list[str]) -> int:
     from runtime.volumes import VolumeError, check_all, parse
     from shifter_site.access import check_access
 
+    log = None  # build steps are logged only with -v: importing structlog costs ~35 ms a launch
     if opts["verbose"]:
+        from runtime.steps import runtime_log
         from shifter_site import logs
         logs.configure(verbose=True)
-    else:
-        import runtime.build
-        runtime.build.LOG_STEPS = False
+        log = runtime_log()
     in_job = "SLURM_JOB_ID" in host_env
     ref = opts["image"]
     if ref is None:
@@ -236,11 +236,11 @@ def run(argv: list[str]) -> int:
         if found:
             enter.join(found.ns_path)
         else:
-            build.build_private(spec, cfg.run_dir)
+            build.build_private(spec, cfg.run_dir, log=log)
         enter.exec_command(spec, command, host_env, cwd)
     else:
         from runtime import rootless
-        rootless.run(spec, cfg.run_dir, command, host_env, cwd)
+        rootless.run(spec, cfg.run_dir, command, host_env, cwd, log=log)
     return 1  # not reached: exec replaces this process
 
 

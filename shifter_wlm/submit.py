@@ -71,11 +71,11 @@ def check_volumes(text: str, cfg) -> None:
     """The syntax and user rules of --volume, the site's perNodeCache limits, and each
     source as the user sees it (a shared filesystem: a missing or unreadable source is
     refused now, not after the job waited in the queue; the node checks again)."""
-    from runtime import build, volumes
+    from runtime import binds, volumes
 
     parsed = volumes.check_all(volumes.parse(text))
     volumes.check_cache_limits(parsed, cfg.per_node_cache.size_limit_bytes, list(cfg.per_node_cache.allowed_fs))
-    for fd in build.resolve_sources([v for v in parsed if not v.cache]):
+    for fd in binds.resolve_sources([v for v in parsed if not v.cache]):
         os.close(fd)
 
 

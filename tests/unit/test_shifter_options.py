@@ -91,9 +91,9 @@ def test_module_list(site):
             submit.check_modules(text, site)
 
 
-def test_volume_checks_include_the_site_cache_limits(site):
-    submit.check_volumes("/a:/b;/c:/d:ro", site)
+def test_volume_checks_include_the_site_cache_limits(site, tmp_path):
+    submit.check_volumes(f"{tmp_path}:/b;{tmp_path}:/d:ro", site)  # sources must exist: they are checked too
     with pytest.raises(ShifterError, match="limit"):
-        submit.check_volumes("/a:/cache:perNodeCache=size=20G", site)
+        submit.check_volumes(f"{tmp_path}:/cache:perNodeCache=size=20G", site)
     with pytest.raises(ShifterError, match="/etc"):
-        submit.check_volumes("/a:/etc/x", site)
+        submit.check_volumes(f"{tmp_path}:/etc/x", site)
