@@ -169,6 +169,12 @@ def _chdir(spec: ContainerSpec, cwd: str | None) -> None:
         except OSError:
             os.chdir("/")
         return
+    enter_workdir(spec)
+
+
+def enter_workdir(spec: ContainerSpec) -> None:
+    """--workdir DIR, or -w alone (workdir ""): the image's WORKDIR, else /. One rule for
+    `shifter` and the Slurm task (shifter_wlm.task.user_hooks)."""
     target = spec.workdir or spec.image_workdir or "/"
     try:
         os.chdir(target)

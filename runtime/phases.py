@@ -54,6 +54,18 @@ class Setup:
                     self.spec.user if self.privileged else None)
 
 
+def needs_privilege(spec: ContainerSpec) -> str | None:
+    """Why this container cannot be built without root (rootless), or None. One rule for
+    runtime.rootless (which refuses before starting anything) and populate."""
+    if any(v.cache for v in spec.volumes):
+        return ("perNodeCache needs the privileged path (a Slurm job with --volume=...:perNodeCache=...); "
+                "it cannot be made rootless")
+    if spec.root_hooks:
+        return (f"module {spec.root_hooks[0][0]!r} has a root hook, which needs root: it cannot run rootless; "
+                "choose other modules (-m) or run inside a Slurm job")
+    return None
+
+
 def _always(s: Setup) -> bool:
     return True
 
@@ -199,9 +211,6 @@ def root_hooks(s: Setup, info: dict) -> None:
     from runtime import hooks
 
     info["count"] = len(s.spec.root_hooks)
-    if not s.privileged:
-        raise BuildError(f"module {s.spec.root_hooks[0][0]!r} has a root hook, which needs a "
-                         "privileged build (a Slurm job, or shifter as root)")
     for module, hook in s.spec.root_hooks:
         hooks.run_root_hook(module, hook, s.root, s.spec)
 
@@ -222,9 +231,6 @@ def caches(s: Setup, info: dict) -> None:
 
     wanted = [v for v in s.spec.volumes if v.cache]
     info["count"] = len(wanted)
-    if not s.privileged:
-        raise BuildError("perNodeCache needs a privileged build (inside a Slurm job with "
-                         "--volume=...:perNodeCache=...); it cannot be made rootless")
     walk = s.user_walk()
     for index, volume in enumerate(wanted):
         try:
@@ -269,6 +275,9 @@ def populate(spec: ContainerSpec, root: str, steps: Steps, *, key: str, privileg
     private mount namespace, running PHASES in order. `image_mounter(squashfs, target)`
     mounts the image (loop as root, squashfuse rootless); `source_fds` are the user
     volumes' resolved sources (binds.resolve_sources)."""
+    refusal = None if privileged else needs_privilege(spec)
+    if refusal:
+        raise BuildError(refusal)
     s = Setup(spec, root, key, privileged, image_mounter, source_fds or [])
     try:
         for phase in PHASES:

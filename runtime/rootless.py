@@ -149,12 +149,9 @@ def enter_namespace() -> None:
 def run(spec: ContainerSpec, run_dir: str, argv: list[str], host_env: dict[str, str], cwd: str | None,
         log: Any = None) -> None:
     """Build the container rootless and exec the command in it; never returns."""
-    if any(v.cache for v in spec.volumes):
-        raise RootlessError("perNodeCache needs the privileged path (a Slurm job with "
-                            "--volume=...:perNodeCache=...); it cannot be made rootless")
-    if spec.root_hooks:
-        raise RootlessError(f"module {spec.root_hooks[0][0]!r} has a root hook, which needs root: it cannot "
-                            "run rootless; choose other modules (-m) or run inside a Slurm job")
+    refusal = phases.needs_privilege(spec)
+    if refusal:
+        raise RootlessError(refusal)
     squashfuse = check_host()
     if not os.access("/dev/fuse", os.R_OK | os.W_OK):
         raise RootlessError("cannot run rootless: /dev/fuse is not readable and writable by you (users "

@@ -210,32 +210,23 @@ def _accounts(names: list[str], skip_uid: int) -> tuple[tuple[Account, ...], tup
 
 
 def from_config(cfg, record, user: User, *, volumes: tuple[Volume, ...] = (),
-                modules: list[str] | None = None, hosts: list[str] | None = None,
+                module: str | None = None, hosts: list[str] | None = None,
                 image_request: str = "", **options) -> ContainerSpec:
     """A ContainerSpec from the site config, an ImageRecord, the user and the user's options
-    (`options`: env, env_file, clearenv, workdir, entrypoint)."""
-    from runtime.volumes import VolumeError, check_cache_limits, parse_mapping
+    (`options`: env, env_file, clearenv, workdir, entrypoint). `module`: the --module text
+    (None: the site's default modules), checked by runtime.modules.select."""
+    from runtime.modules import select
+    from runtime.volumes import check_cache_limits, parse_mapping
     from shifter_site.quickload import squashfs_path
 
     check_cache_limits(list(volumes), cfg.per_node_cache.size_limit_bytes, list(cfg.per_node_cache.allowed_fs))
-    if modules is None:
-        modules = list(cfg.default_modules)
-    if modules == ["none"]:
-        modules = []
+    modules = select(module, cfg)
     site = [parse_mapping(_site_text(m), site=True) for m in cfg.site_mounts]
     envs: list[SiteEnv] = []
     copies = []
     root_hooks, user_hooks = [], []
     for name in modules:
-        module = cfg.modules.get(name)
-        if module is None:
-            raise VolumeError(f"module {name!r} is not defined on this system; "
-                              f"available: {', '.join(sorted(cfg.modules)) or 'none'}")
-        if not module.enabled:
-            raise VolumeError(f"module {name!r} is disabled on this system")
-        for other in module.conflict:
-            if other in modules:
-                raise VolumeError(f"modules {name!r} and {other!r} conflict; choose one")
+        module = cfg.modules[name]
         site += [parse_mapping(_site_text(m), site=True) for m in module.site_mounts]
         envs.append(_site_env(module.env))
         if module.copy_path:

@@ -61,13 +61,12 @@ def make_spec(cfg, args_image_request: str, volume: str, module: str, image: str
     user = rspec.user_from_host(uid, cfg.max_group_count)
     record = imagefiles.read_record(cfg.image_dir, image)
     check_access(record, user.uid, [user.gid, *user.gids])
-    vols = tuple(rvolumes.check_all(rvolumes.parse(volume))) if volume else ()
-    modules = module.split(",") if module else None
+    vols = tuple(rvolumes.parse(volume)) if volume else ()
     extra = {}
     if sshd_addrs is not None:
         from shifter_wlm import sshd
         extra["host_addrs"] = sshd.host_addrs(sshd_addrs)
-    spec = rspec.from_config(cfg, record, user, volumes=vols, modules=modules, hosts=hosts,
+    spec = rspec.from_config(cfg, record, user, volumes=vols, module=module or None, hosts=hosts,
                              image_request=args_image_request, hostname=node, scope=scope, **extra)
     if sshd_addrs is not None:
         from runtime.frozen import replace

@@ -200,8 +200,9 @@ def _prepare(spank, args, options, argv: list[str], ccm: bool) -> None:
 
 
 def _check_image_id(image: str, where: str) -> str:
-    # imagefiles.check_id's rule, without importing msgspec on the step's hot path
-    if len(image) != 64 or image.strip("0123456789abcdef"):
+    from shifter_site.imageid import is_id
+
+    if not is_id(image):
         raise StepError(f"{where}={image!r} is not an image id (64 hex digits); resubmit with --image=REF")
     return image
 
@@ -375,12 +376,7 @@ def user_hooks(spank, args, options) -> None:
         os.write(2, prepared.notes.encode(errors="replace"))
     spec = prepared.spec
     if spec.workdir is not None:
-        target = spec.workdir or spec.image_workdir or "/"
-        try:
-            os.chdir(target)
-        except OSError as err:
-            where = "--workdir" if spec.workdir else "the image's WORKDIR (shifter -w)"
-            raise StepError(f"{where} {target}: {err.strerror} in the container") from None
+        renter.enter_workdir(spec)
     try:
         renter.find_command(_command[0], _hook_env)
     except renter.EnterError as err:

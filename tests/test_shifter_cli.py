@@ -140,7 +140,7 @@ BAD_INPUT = [
     (["IMG", "--env-file=/nonexistent", "true"], "cannot read it"),
     (["IMG", "-V", "/nonexistent:/x", "true"], "No such file"),
     (["IMG", "-V", "/x:/c:perNodeCache=size=1G", "true"], "perNodeCache needs the privileged path"),
-    (["IMG", "-m", "gpu", "true"], "module 'gpu' is not defined"),
+    (["IMG", "-m", "gpu", "true"], "--module: 'gpu' is not a module here"),
     (["IMG", "--workdir=/nonexistent", "true"], "--workdir /nonexistent"),
     (["IMG", "nonexistent-command"], "nonexistent-command: command not found in the container (PATH="),
     (["--image=docker:ubuntu:22.04", "true"], "image"),
