@@ -11,7 +11,7 @@ from runtime import syscalls as sc
 from runtime.errors import BuildError
 from runtime.paths import Walk, fdpath, open_in_root
 
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # a hot path: no `typing` import (docs/architecture.md, decision 13)
 if TYPE_CHECKING:  # annotations only (a rootless launch must not import the volume parser)
     from runtime.volumes import Volume
 

@@ -9,7 +9,7 @@ Lean imports: the CLI imports this module as root; nothing here is on a rootless
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from runtime import binds, mountinfo, phases, pinned
 from runtime import syscalls as sc
@@ -18,7 +18,6 @@ from runtime.errors import BuildError
 from runtime.pinned import Container, find  # noqa: F401  (callers' names)
 from runtime.steps import Steps, runtime_log
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
     from runtime.spec import ContainerSpec
 

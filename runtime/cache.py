@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+from typing import TYPE_CHECKING
 
 from runtime import loop
 from runtime import syscalls as sc
@@ -13,7 +14,6 @@ from runtime.errors import BuildError
 from runtime.mountinfo import mounted_at
 from runtime.paths import STAGE, Walk, fdpath, open_in_root
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
     from runtime.spec import ContainerSpec
     from runtime.volumes import Volume

@@ -15,7 +15,7 @@ import warnings  # noqa: F401 - os.execvpe imports it lazily: after pivot_root i
 from runtime import syscalls as sc
 from shifter_site.errors import ShifterError
 
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # a hot path: no `typing` import (docs/architecture.md, decision 13)
 if TYPE_CHECKING:  # annotations only: a Slurm step joining its container skips these imports
     from runtime.spec import ContainerSpec, User
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import os
 import stat
+from typing import TYPE_CHECKING
 
 from runtime import syscalls as sc
 from runtime.cleanenv import SAFE_PATH
 from runtime.errors import BuildError
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
     from runtime.spec import ContainerSpec
 

@@ -20,7 +20,7 @@ from runtime import syscalls as sc
 from runtime.errors import BuildError
 from runtime.paths import STAGE, Walk
 
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # a hot path: no `typing` import (docs/architecture.md, decision 13)
 if TYPE_CHECKING:  # annotations only: a rootless launch imports no more than it runs (typing ~7 ms)
     from typing import Callable
 

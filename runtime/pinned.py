@@ -17,6 +17,7 @@ runtime.teardown removes it.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from runtime import binds
 from runtime import syscalls as sc
@@ -24,7 +25,6 @@ from runtime.cache import cache_file_prefix
 from runtime.frozen import Frozen
 from runtime.paths import fdpath
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
     from runtime.spec import ContainerSpec
 

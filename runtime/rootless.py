@@ -17,7 +17,7 @@ from runtime.errors import BuildError
 from runtime.steps import Steps
 from shifter_site.errors import ShifterError
 
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # a hot path: no `typing` import (docs/architecture.md, decision 13)
 if TYPE_CHECKING:
     from typing import Any
 

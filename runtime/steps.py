@@ -7,7 +7,7 @@ builder anywhere, to prove teardown copes)."""
 
 from __future__ import annotations
 
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # a hot path: no `typing` import (docs/architecture.md, decision 13)
 if TYPE_CHECKING:  # annotations only (typing costs a rootless launch ~7 ms)
     from typing import Any, Callable
 
