@@ -22,7 +22,8 @@ from types import SimpleNamespace
 from shifter_site.errors import ShifterError
 
 # No dataclasses or runtime.spec on this path: a `srun shifter` step pays for every import
-# (target: <= 25 ms per step in all; docs/architecture.md, decision 13). What entering needs comes from the job record.
+# (target: <= 25 ms per step in all; docs/architecture.md, decision 13). What entering
+# needs comes from the job record.
 
 
 class StepError(ShifterError):
