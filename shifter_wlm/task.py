@@ -20,6 +20,7 @@ import time
 from types import SimpleNamespace
 
 from shifter_site.errors import ShifterError
+from shifter_wlm import stepscripts  # imported before entering: used inside the container
 
 # No dataclasses or runtime.spec on this path: a `srun shifter` step pays for every import
 # (target: <= 25 ms per step in all; docs/architecture.md, decision 13). What entering
@@ -31,7 +32,6 @@ class StepError(ShifterError):
 
 
 BATCH_STEP = 0xFFFFFFFB  # Slurm's SLURM_BATCH_SCRIPT step id
-CCM_SCRIPT = "/var/run/udiImage/ccm/job-script"  # the batch script's copy, in the container
 
 
 class Prepared:
@@ -334,10 +334,10 @@ def enter(spank, args, options) -> None:
     task_env = spank.env()
     env = renter.environment(spec, task_env)
     command = renter.command(spec, prepared.command, env)
-    script = _read_script(prepared.ccm_script) if prepared.ccm_script else None
+    script = stepscripts.read_script(prepared.ccm_script) if prepared.ccm_script else None
     renter.join(prepared.ns_path)
     if script is not None:
-        command[0] = _place_script(script, spec.user.uid, spec.user.gid)
+        command[0] = stepscripts.place_script(script, spec.user.uid, spec.user.gid)
     # the working directory: slurmstepd itself changes to the step's cwd after this hook
     # (as the user, now in the container); --workdir is applied in task_init, after that
     global _hook_env, _command
@@ -351,7 +351,7 @@ def enter(spank, args, options) -> None:
     if len(command) > len(spank.argv()):
         # Slurm's argv cannot grow (e.g. --entrypoint adds the image's words): the task
         # runs a script that execs the command instead
-        command = ["/bin/sh", _place_exec_script(command, spec.user.uid, spec.user.gid)]
+        command = ["/bin/sh", stepscripts.place_exec_script(command, spec.user.uid, spec.user.gid)]
     spank.replace_argv(command)
     syscalls.drop_bounding_set()
     syscalls.no_new_privs()
@@ -359,9 +359,6 @@ def enter(spank, args, options) -> None:
 
 _hook_env: dict | None = None
 _command: list[str] | None = None
-EXEC_DIR = "/var/run/udiImage/exec"  # in the container: scripts for commands longer than Slurm's argv
-
-
 def user_hooks(spank, args, options) -> None:
     """task_init (the task, already the user, its stdout and stderr now the user's): the
     -v notes; --workdir (slurmstepd has changed to the step's cwd since task_init_privileged);
@@ -385,52 +382,6 @@ def user_hooks(spank, args, options) -> None:
         os._exit(err.exit_code)  # the task's exit code, as a shell's
     for module, hook in prepared.spec.user_hooks:
         renter.run_user_hook(module, hook, _hook_env)
-
-
-def _place_exec_script(command: list[str], uid: int, gid: int) -> str:
-    """A script, in the container's own tmpfs, that execs `command` (for the user: 0500).
-    Called inside the container: nothing may be imported here (the host's modules are gone)."""
-    if not os.path.exists("/bin/sh"):
-        raise StepError(f"the command ({len(command)} words) is longer than the step's command line, and the "
-                        "image has no /bin/sh to start it; give the command explicitly after shifter's options")
-    os.makedirs(EXEC_DIR, mode=0o755, exist_ok=True)
-    path = f"{EXEC_DIR}/{os.getpid()}"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o500)
-    try:
-        quoted = " ".join("'" + word.replace("'", "'\\''") + "'" for word in command)
-        os.write(fd, f"exec {quoted}\n".encode(errors="surrogateescape"))
-        os.fchown(fd, uid, gid)
-    finally:
-        os.close(fd)
-    return path
-
-
-def _read_script(path: str) -> bytes:
-    """The batch script, from slurmd's spool directory (outside the image)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        chunks = []
-        while chunk := os.read(fd, 1 << 16):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
-
-
-def _place_script(script: bytes, uid: int, gid: int) -> str:
-    """Write the batch script into the container (its own tmpfs, gone with the job), for the
-    user to execute; returns its path there."""
-    directory = os.path.dirname(CCM_SCRIPT)
-    os.makedirs(directory, mode=0o755, exist_ok=True)
-    tmp = f"{CCM_SCRIPT}.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o500)
-    try:
-        os.write(fd, script)
-        os.fchown(fd, uid, gid)
-    finally:
-        os.close(fd)
-    os.replace(tmp, CCM_SCRIPT)
-    return CCM_SCRIPT
 
 
 def step_exit(spank, args, options) -> None:
