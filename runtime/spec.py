@@ -64,6 +64,67 @@ class SiteEnv(Frozen):
     unset: tuple[str, ...] = ()
 
 
+class Entering(Frozen):
+    """What entering a built container needs, and nothing else (runtime.enter reads only
+    these): the image's ENV/ENTRYPOINT/CMD/WORKDIR, the site env, the user, the modules'
+    user hooks, and the request's entering options. One serialisation (to_data/from_data):
+    the Slurm job record embeds it, so a step needs neither the site config nor the image
+    record (docs/architecture.md, "Enter")."""
+
+    image_id: str
+    user: User
+    image_request: str = ""
+    image_env: tuple[str, ...] = ()
+    image_entrypoint: tuple[str, ...] | None = None
+    image_cmd: tuple[str, ...] | None = None
+    image_workdir: str = ""
+    site_env: tuple[SiteEnv, ...] = ()
+    user_hooks: tuple[tuple[str, str], ...] = ()
+    env: tuple[str, ...] = ()
+    env_file: tuple[str, ...] = ()
+    clearenv: bool = False
+    workdir: str | None = None
+    entrypoint: str | None = None
+
+    def to_data(self) -> dict:
+        """Plain JSON data (lists for tuples)."""
+        return _listed(asdict(self))
+
+    @classmethod
+    def from_data(cls, data: dict) -> Entering:
+        """The inverse of to_data; a record that is not one raises ValueError/KeyError/TypeError."""
+        user = data["user"]
+        return cls(**{
+            **data,
+            "user": User(**{**user, "groups": tuple(Group(g["name"], g["gid"], tuple(g["members"]))
+                                                   for g in user["groups"])}),
+            "image_env": tuple(data["image_env"]),
+            "image_entrypoint": _opt_tuple(data["image_entrypoint"]),
+            "image_cmd": _opt_tuple(data["image_cmd"]),
+            "site_env": tuple(SiteEnv(set=_pairs(e["set"]), append=_pairs(e["append"]),
+                                      prepend=_pairs(e["prepend"]), unset=tuple(e["unset"]))
+                              for e in data["site_env"]),
+            "user_hooks": _pairs(data["user_hooks"]),
+            "env": tuple(data["env"]), "env_file": tuple(data["env_file"]),
+        })
+
+
+def _listed(value):
+    if isinstance(value, (list, tuple)):
+        return [_listed(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _listed(v) for k, v in value.items()}
+    return value
+
+
+def _opt_tuple(value):
+    return tuple(value) if value is not None else None
+
+
+def _pairs(items) -> tuple[tuple[str, str], ...]:
+    return tuple((a, b) for a, b in items)
+
+
 class ContainerSpec(Frozen):
     """One container request. All paths are absolute host paths unless said otherwise.
 
@@ -128,6 +189,10 @@ class ContainerSpec(Frozen):
     scope: str = ""               # who owns the container, e.g. "job-42": never shared beyond it
     root_hooks: tuple[tuple[str, str], ...] = ()   # (module, host script): run as root at build
     user_hooks: tuple[tuple[str, str], ...] = ()   # (module, script in the container): run as the user
+
+    def entering(self) -> Entering:
+        """The part of this spec that entering the built container needs."""
+        return Entering(**{name: getattr(self, name) for name in Entering._fields})
 
     def build_key(self) -> str:
         """A digest of what the build depends on: equal keys = an identical container."""

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import os
 import time
-from types import SimpleNamespace
 
 from shifter_site.errors import ShifterError
 from shifter_wlm import stepscripts  # imported before entering: used inside the container
 
-# No dataclasses or runtime.spec on this path: a `srun shifter` step pays for every import
+# No dataclasses on this path: a `srun shifter` step pays for every import
 # (target: <= 25 ms per step in all; docs/architecture.md, decision 13). What entering
 # needs comes from the job record.
 
@@ -102,21 +101,18 @@ def _parse(argv: list[str]) -> dict:
 
 
 def _entering(record, opts):
-    """The fields of a ContainerSpec that runtime.enter.environment/command and the task's
-    cwd rule read, from the job record and the step's shifter options."""
-    user = record.user
-    return SimpleNamespace(
-        image_id=record.image_id, image_request=record.image_request, image_env=tuple(record.image_env),
-        image_entrypoint=tuple(record.image_entrypoint) if record.image_entrypoint is not None else None,
-        image_cmd=tuple(record.image_cmd) if record.image_cmd is not None else None,
-        image_workdir=record.image_workdir,
-        site_env=tuple(SimpleNamespace(set=tuple(map(tuple, e["set"])), append=tuple(map(tuple, e["append"])),
-                                       prepend=tuple(map(tuple, e["prepend"])), unset=tuple(e["unset"]))
-                       for e in record.site_env),
-        user=SimpleNamespace(uid=user["uid"], gid=user["gid"], gids=list(user.get("gids", []))),
-        user_hooks=tuple(tuple(h) for h in record.user_hooks),
-        env=tuple(opts["env"]), env_file=(), clearenv=opts["clearenv"], workdir=opts["workdir"],
-        entrypoint=opts["entrypoint"])
+    """The entering spec the job record embeds (runtime.spec.Entering), with this step's
+    shifter options."""
+    from runtime.frozen import replace
+    from runtime.spec import Entering
+
+    try:
+        entering = Entering.from_data(record.entering)
+    except (KeyError, TypeError, ValueError):
+        raise StepError(f"the record of job {record.job_id} on this node has no usable container "
+                        "description; resubmit the job") from None
+    return replace(entering, env=tuple(opts["env"]), env_file=(), clearenv=opts["clearenv"],
+                   workdir=opts["workdir"], entrypoint=opts["entrypoint"])
 
 
 class Refused:
@@ -263,23 +259,23 @@ def _config(args):
 def _build_step_container(spank, cfg, run_dir, job_id, step_id, uid, image, request, volume, module, node, opts):
     from runtime import build
     from shifter_site import logs
-    from shifter_wlm import jobs, prolog, slurm
+    from shifter_wlm import containers, jobs, slurm
 
     log = logs.get("step")
     name = f"{job_id}.{step_id}"
     with logs.step(log, "step_container", job=job_id, step=step_id, node=node, image=image) as info:
-        hosts = prolog.hostsfile_entries(slurm.job_info(job_id))
-        full = prolog.make_spec(cfg, request, volume, module, image, uid, hosts, node, scope=f"step-{name}")
+        hosts = containers.hostsfile_entries(slurm.job_info(job_id))
+        full = containers.make_spec(cfg, request, volume, module, image, uid, hosts, node, scope=f"step-{name}")
         _check_cache_per_job(cfg, run_dir, job_id, full)
         key = full.build_key()
         info["key"] = key
-        jobs.write(run_dir, name, prolog.job_record(job_id, uid, full, key, "building", volume=volume, module=module))
+        jobs.write(run_dir, name, containers.job_record(job_id, uid, full, key, "building", volume=volume, module=module))
         try:
             build.build(full, run_dir)  # tears down after itself when it fails
         except BaseException:
             jobs.remove(run_dir, name)  # no epilog may come (a job without --image)
             raise
-        record = prolog.job_record(job_id, uid, full, key, "ready", volume=volume, module=module)
+        record = containers.job_record(job_id, uid, full, key, "ready", volume=volume, module=module)
         jobs.write(run_dir, name, record)
     return key, _entering(record, opts), name
 
