@@ -18,12 +18,8 @@ from pathlib import Path
 
 import msgspec
 
-from shifter_site.errors import ShifterError
+from shifter_site.errors import ImageError, ShifterError  # noqa: F401  (imagefiles.ImageError)
 from shifter_site.imageid import check_id  # noqa: F401  (the one rule; also imagefiles.check_id)
-
-
-class ImageError(ShifterError):
-    """An image file is missing or unusable; the message says which and what to do."""
 
 
 class ImageRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):

@@ -4,6 +4,8 @@ and the step hooks. Standard library only: the launch and step paths import this
 
 from __future__ import annotations
 
+from shifter_site.errors import ImageError
+
 HEX = "0123456789abcdef"
 SHORT_MIN = 12  # `shifterimg images` shows an id's first 12 digits
 
@@ -22,5 +24,4 @@ def check_id(image_id: str) -> str:
     """The id itself when it is one (never rewritten), else ImageError."""
     if is_id(image_id):
         return image_id
-    from shifter_site.imagefiles import ImageError
     raise ImageError(f"{image_id!r} is not an image id: an id is 64 hex digits (the sha256 of the manifest)")
