@@ -18,7 +18,7 @@ from pathlib import Path
 
 import msgspec
 
-from shifter_site.errors import ImageError, ShifterError  # noqa: F401  (imagefiles.ImageError)
+from shifter_site.errors import ImageError  # noqa: F401  (callers use imagefiles.ImageError)
 from shifter_site.imageid import check_id  # noqa: F401  (the one rule; also imagefiles.check_id)
 
 
