@@ -41,7 +41,7 @@ class Prepared:
     def __init__(self, ns_path: str, spec, command: list[str], env_file: str | None, run_dir: str,
                  step_record: str | None, key: str, ccm_script: str | None = None, notes: str = ""):
         self.ns_path = ns_path          # the container's pinned namespace
-        self.spec = spec                # the entering half of a ContainerSpec (see _entering)
+        self.spec = spec                # runtime.spec.Entering, with this step's options (see _entering)
         self.command = command          # the user's command after shifter's options
         self.env_file = env_file        # --env-file, read in the task with the user's rights
         self.run_dir = run_dir
@@ -323,10 +323,11 @@ def enter(spank, args, options) -> None:
         spank.error(f"shifter: warning: {_sshd_notice}; ssh to this node will not reach the job")
     from runtime import enter as renter
     from runtime import syscalls
+    from runtime.frozen import replace
 
     spec = prepared.spec
-    if prepared.env_file is not None:
-        spec.env_file = _read_env_file(prepared.env_file, spec.user.uid, spec.user.gid)
+    if prepared.env_file is not None:  # read here, in the task, with the user's rights
+        spec = replace(spec, env_file=_read_env_file(prepared.env_file, spec.user.uid, spec.user.gid))
     task_env = spank.env()
     env = renter.environment(spec, task_env)
     command = renter.command(spec, prepared.command, env)
