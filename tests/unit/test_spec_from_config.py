@@ -91,3 +91,20 @@ def test_filter_groups_never_gives_gid_0_the_primary_or_more_than_allowed(gids, 
     assert set(out) <= set(gids)
     firsts = [g for i, g in enumerate(gids) if g not in (0, primary) and g not in gids[:i]]
     assert out == firsts[: len(out)]  # the first ones win, in order
+
+
+def test_the_entering_spec_goes_through_the_job_record_unchanged(site, tmp_path):
+    """One entering spec, one serialisation: what the prolog writes is what a step enters
+    with (plus the step's own shifter options)."""
+    from runtime.cli import parse_args
+    from runtime.frozen import replace
+    from shifter_wlm import containers, jobs, task
+
+    spec = build(site, module="gpu", image_request="docker:x:1", env=("A=1",))
+    jobs.write(str(tmp_path), "7", containers.job_record(7, USER.uid, spec, spec.build_key(), "ready"))
+    record = jobs.read(str(tmp_path), "7")
+    opts = parse_args(["-e", "B=2", "--workdir=/w", "true"])
+    entering = task._entering(record, opts)
+    assert isinstance(entering, specs.Entering)
+    assert entering == replace(spec.entering(), env=("B=2",), workdir="/w")
+    assert entering.site_env == spec.site_env and entering.user.gids == [2000]
