@@ -93,16 +93,19 @@ def test_filter_groups_never_gives_gid_0_the_primary_or_more_than_allowed(gids, 
     assert out == firsts[: len(out)]  # the first ones win, in order
 
 
-def test_the_entering_spec_goes_through_the_job_record_unchanged(site, tmp_path):
+def test_the_entering_spec_goes_through_the_job_record_unchanged(site):
     """One entering spec, one serialisation: what the prolog writes is what a step enters
-    with (plus the step's own shifter options)."""
+    with (plus the step's own shifter options). The record as JSON, as jobs.write/read
+    store it (reading needs a root-owned file: tests/test_slurm_jobs.py covers that)."""
+    import json
+
     from runtime.cli import parse_args
     from runtime.frozen import replace
     from shifter_wlm import containers, jobs, task
 
     spec = build(site, module="gpu", image_request="docker:x:1", env=("A=1",))
-    jobs.write(str(tmp_path), "7", containers.job_record(7, USER.uid, spec, spec.build_key(), "ready"))
-    record = jobs.read(str(tmp_path), "7")
+    written = containers.job_record(7, USER.uid, spec, spec.build_key(), "ready")
+    record = jobs.JobRecord(**json.loads(json.dumps(written.to_dict())))
     opts = parse_args(["-e", "B=2", "--workdir=/w", "true"])
     entering = task._entering(record, opts)
     assert isinstance(entering, specs.Entering)
