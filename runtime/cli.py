@@ -109,13 +109,6 @@ def _store(opts: dict, key: str, value: str) -> None:
         opts[key] = value
 
 
-SHORT_ID_MIN = 12  # `shifterimg images` shows an id's first 12 digits
-
-
-def _short_id(text: str) -> bool:
-    return SHORT_ID_MIN <= len(text) <= 64 and not text.strip("0123456789abcdef")
-
-
 def find_short_id(image_dir: str, prefix: str) -> str | None:
     """The one image on this system whose id starts with `prefix` (as `shifterimg images`
     shows it), None when none does; ambiguous prefixes are refused."""
@@ -136,17 +129,17 @@ def resolve_image(cfg, ref: str) -> str:
     """The image id for a reference: `id:<64 hex>` or an id's first 12+ digits, as
     `shifterimg images` shows it (`id:` optional), locally; anything else via the gateway.
     One rule for shifter -i, srun/sbatch --image and the step hooks."""
-    from shifter_site.quickload import check_id
+    from shifter_site.imageid import check_id, is_id, is_short_id
 
     text = ref[3:] if ref.startswith("id:") else ref
-    if len(text) == 64 and not text.strip("0123456789abcdef"):
+    if is_id(text):
         return text  # a whole id (the launch path: no directory listing)
-    if _short_id(text):
+    if is_short_id(text):
         found = find_short_id(cfg.image_dir, text)
         if found:
             return found
     if ref.startswith("id:"):
-        if _short_id(text):
+        if is_short_id(text):
             from shifter_site.errors import ShifterError
             raise ShifterError(f"no image on this system has an id starting with {text} (see shifterimg images)")
         return check_id(text)
@@ -182,15 +175,15 @@ def run(argv: list[str]) -> int:
     except OSError:
         cwd = None
     from runtime import spec as specs
-    from runtime.volumes import VolumeError, check_all, parse
+    from runtime.volumes import parse
     from shifter_site.access import check_access
 
+    log = None  # build steps are logged only with -v: importing structlog costs ~35 ms a launch
     if opts["verbose"]:
+        from runtime.steps import runtime_log
         from shifter_site import logs
         logs.configure(verbose=True)
-    else:
-        import runtime.build
-        runtime.build.LOG_STEPS = False
+        log = runtime_log()
     in_job = "SLURM_JOB_ID" in host_env
     ref = opts["image"]
     if ref is None:
@@ -205,7 +198,7 @@ def run(argv: list[str]) -> int:
     from runtime.volumes import combine
     job_volume = host_env.get("SHIFTER_VOLUME", "") if in_job else ""
     volume_text = combine(job_volume, *opts["volume"])
-    volumes = check_all(parse(volume_text)) if volume_text else []
+    volumes = parse(volume_text) if volume_text else []  # parse checks them together
     env_file: tuple[str, ...] = ()
     if opts["env_file"] is not None:
         from runtime.enter import parse_env_file
@@ -217,14 +210,9 @@ def run(argv: list[str]) -> int:
     from runtime.enter import check_env_entry
     for entry in opts["env"]:
         check_env_entry(entry, "--env")
-    modules = None
-    if opts["module"] is not None:
-        modules = opts["module"].split(",")
-        if "" in modules or ("none" in modules and len(modules) > 1):
-            raise VolumeError(f"--module {opts['module']!r}: write a,b or none")
     user = specs.user_from_host(os.getuid(), cfg.max_group_count)
     check_access(record, user.uid, [user.gid, *user.gids])
-    spec = specs.from_config(cfg, record, user, volumes=tuple(volumes), modules=modules,
+    spec = specs.from_config(cfg, record, user, volumes=tuple(volumes), module=opts["module"],
                              image_request=ref, env=tuple(opts["env"]), env_file=env_file,
                              clearenv=opts["clearenv"], workdir=opts["workdir"], entrypoint=opts["entrypoint"])
     command = opts["command"]
@@ -236,11 +224,11 @@ def run(argv: list[str]) -> int:
         if found:
             enter.join(found.ns_path)
         else:
-            build.build_private(spec, cfg.run_dir)
+            build.build_private(spec, cfg.run_dir, log=log)
         enter.exec_command(spec, command, host_env, cwd)
     else:
         from runtime import rootless
-        rootless.run(spec, cfg.run_dir, command, host_env, cwd)
+        rootless.run(spec, cfg.run_dir, command, host_env, cwd, log=log)
     return 1  # not reached: exec replaces this process
 
 

@@ -15,7 +15,7 @@ import warnings  # noqa: F401 - os.execvpe imports it lazily: after pivot_root i
 from runtime import syscalls as sc
 from shifter_site.errors import ShifterError
 
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # a hot path: no `typing` import (docs/architecture.md, decision 13)
 if TYPE_CHECKING:  # annotations only: a Slurm step joining its container skips these imports
     from runtime.spec import ContainerSpec, User
 
@@ -169,6 +169,12 @@ def _chdir(spec: ContainerSpec, cwd: str | None) -> None:
         except OSError:
             os.chdir("/")
         return
+    enter_workdir(spec)
+
+
+def enter_workdir(spec: ContainerSpec) -> None:
+    """--workdir DIR, or -w alone (workdir ""): the image's WORKDIR, else /. One rule for
+    `shifter` and the Slurm task (shifter_wlm.task.user_hooks)."""
     target = spec.workdir or spec.image_workdir or "/"
     try:
         os.chdir(target)

@@ -7,7 +7,7 @@ never reaches the host's LDAP/sssd from inside an image whose libc may not match
 
 from __future__ import annotations
 
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # a hot path: no `typing` import (docs/architecture.md, decision 13)
 if TYPE_CHECKING:
     from runtime.spec import ContainerSpec
 

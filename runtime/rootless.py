@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import os
 
-from runtime import build
+from runtime import binds, phases
 from runtime import syscalls as sc
+from runtime.cleanenv import SAFE_PATH
+from runtime.errors import BuildError
+from runtime.steps import Steps
 from shifter_site.errors import ShifterError
 
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # a hot path: no `typing` import (docs/architecture.md, decision 13)
 if TYPE_CHECKING:
+    from typing import Any
+
     from runtime.spec import ContainerSpec
 
 
@@ -41,7 +46,7 @@ def check_host() -> str:
     if _read("/proc/sys/user/max_user_namespaces") == "0":
         raise RootlessError("cannot run rootless: user.max_user_namespaces is 0; ask the admins, "
                             "or run inside a Slurm job")
-    squashfuse = _which("squashfuse", build.SAFE_PATH)
+    squashfuse = _which("squashfuse", SAFE_PATH)
     if not squashfuse:
         raise RootlessError("cannot run rootless: squashfuse is not installed on this host")
     return squashfuse
@@ -91,7 +96,7 @@ def _spawn_daemon(argv: list[str], keep_fd: int) -> int:
             os.closerange(3, low)
             os.closerange(low + 1, high)
             os.closerange(high + 1, 1 << 20)
-            os.execve(argv[0], argv, {"PATH": build.SAFE_PATH})
+            os.execve(argv[0], argv, {"PATH": SAFE_PATH})
         except BaseException as err:  # noqa: BLE001 - report the reason to the parent
             try:
                 os.write(ready_w, f"{getattr(err, 'strerror', None) or err}".encode()[:200])
@@ -113,7 +118,7 @@ def _squashfuse_mounter(squashfuse: str, fuse_fd_holder: list[int]):
     def mount(squashfs: str, target: str) -> str:
         with open(squashfs, "rb") as f:
             if f.read(4) != b"hsqs":
-                raise build.BuildError(f"{squashfs} is not a squashfs image; re-pull the image")
+                raise BuildError(f"{squashfs} is not a squashfs image; re-pull the image")
         fd = fuse_fd_holder[0]
         sc.mount("squashfuse", target, "fuse.squashfuse", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV,
                  f"fd={fd},rootmode=40000,user_id={os.getuid()},group_id={os.getgid()}")
@@ -141,41 +146,39 @@ def enter_namespace() -> None:
     sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
 
 
-def run(spec: ContainerSpec, run_dir: str, argv: list[str], host_env: dict[str, str], cwd: str | None) -> None:
+def run(spec: ContainerSpec, run_dir: str, argv: list[str], host_env: dict[str, str], cwd: str | None,
+        log: Any = None) -> None:
     """Build the container rootless and exec the command in it; never returns."""
-    if any(v.cache for v in spec.volumes):
-        raise RootlessError("perNodeCache needs the privileged path (a Slurm job with "
-                            "--volume=...:perNodeCache=...); it cannot be made rootless")
-    if spec.root_hooks:
-        raise RootlessError(f"module {spec.root_hooks[0][0]!r} has a root hook, which needs root: it cannot "
-                            "run rootless; choose other modules (-m) or run inside a Slurm job")
+    refusal = phases.needs_privilege(spec)
+    if refusal:
+        raise RootlessError(refusal)
     squashfuse = check_host()
     if not os.access("/dev/fuse", os.R_OK | os.W_OK):
         raise RootlessError("cannot run rootless: /dev/fuse is not readable and writable by you (users "
                             "need mode 0666 on it); ask the admins, or run inside a Slurm job")
     holder = [-1]
     try:
-        _run(spec, run_dir, squashfuse, holder, argv, host_env, cwd)
+        _run(spec, run_dir, squashfuse, holder, argv, host_env, cwd, log)
     except BaseException:
         _stop_daemons()
         raise
 
 
-def _run(spec, run_dir, squashfuse, holder, argv, host_env, cwd) -> None:
+def _run(spec, run_dir, squashfuse, holder, argv, host_env, cwd, log) -> None:
     from runtime.enter import exec_command
 
     try:
         enter_namespace()
         # opened inside the namespace: FUSE refuses a device fd from another user namespace
         holder[0] = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
-        user_fds = build.resolve_sources([v for v in spec.volumes if not v.cache])
+        user_fds = binds.resolve_sources([v for v in spec.volumes if not v.cache])
         mountpoint = run_dir if os.path.isdir(run_dir) else "/mnt"
         # key: only names perNodeCache files, which rootless refuses (hashing costs ~6 ms of imports)
-        build.populate(spec, mountpoint, key="", privileged=False,
-                       image_mounter=_squashfuse_mounter(squashfuse, holder), source_fds=user_fds)
+        phases.populate(spec, mountpoint, Steps(spec, log), key="", privileged=False,
+                        image_mounter=_squashfuse_mounter(squashfuse, holder), source_fds=user_fds)
         for fd in user_fds:
             os.close(fd)
-        build.pivot_into(mountpoint)
+        phases.pivot_into(mountpoint)
     finally:
         if holder[0] >= 0:
             os.close(holder[0])

@@ -64,6 +64,67 @@ class SiteEnv(Frozen):
     unset: tuple[str, ...] = ()
 
 
+class Entering(Frozen):
+    """What entering a built container needs, and nothing else (runtime.enter reads only
+    these): the image's ENV/ENTRYPOINT/CMD/WORKDIR, the site env, the user, the modules'
+    user hooks, and the request's entering options. One serialisation (to_data/from_data):
+    the Slurm job record embeds it, so a step needs neither the site config nor the image
+    record (docs/architecture.md, "Enter")."""
+
+    image_id: str
+    user: User
+    image_request: str = ""
+    image_env: tuple[str, ...] = ()
+    image_entrypoint: tuple[str, ...] | None = None
+    image_cmd: tuple[str, ...] | None = None
+    image_workdir: str = ""
+    site_env: tuple[SiteEnv, ...] = ()
+    user_hooks: tuple[tuple[str, str], ...] = ()
+    env: tuple[str, ...] = ()
+    env_file: tuple[str, ...] = ()
+    clearenv: bool = False
+    workdir: str | None = None
+    entrypoint: str | None = None
+
+    def to_data(self) -> dict:
+        """Plain JSON data (lists for tuples)."""
+        return _listed(asdict(self))
+
+    @classmethod
+    def from_data(cls, data: dict) -> Entering:
+        """The inverse of to_data; a record that is not one raises ValueError/KeyError/TypeError."""
+        user = data["user"]
+        return cls(**{
+            **data,
+            "user": User(**{**user, "groups": tuple(Group(g["name"], g["gid"], tuple(g["members"]))
+                                                   for g in user["groups"])}),
+            "image_env": tuple(data["image_env"]),
+            "image_entrypoint": _opt_tuple(data["image_entrypoint"]),
+            "image_cmd": _opt_tuple(data["image_cmd"]),
+            "site_env": tuple(SiteEnv(set=_pairs(e["set"]), append=_pairs(e["append"]),
+                                      prepend=_pairs(e["prepend"]), unset=tuple(e["unset"]))
+                              for e in data["site_env"]),
+            "user_hooks": _pairs(data["user_hooks"]),
+            "env": tuple(data["env"]), "env_file": tuple(data["env_file"]),
+        })
+
+
+def _listed(value):
+    if isinstance(value, (list, tuple)):
+        return [_listed(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _listed(v) for k, v in value.items()}
+    return value
+
+
+def _opt_tuple(value):
+    return tuple(value) if value is not None else None
+
+
+def _pairs(items) -> tuple[tuple[str, str], ...]:
+    return tuple((a, b) for a, b in items)
+
+
 class ContainerSpec(Frozen):
     """One container request. All paths are absolute host paths unless said otherwise.
 
@@ -128,6 +189,10 @@ class ContainerSpec(Frozen):
     scope: str = ""               # who owns the container, e.g. "job-42": never shared beyond it
     root_hooks: tuple[tuple[str, str], ...] = ()   # (module, host script): run as root at build
     user_hooks: tuple[tuple[str, str], ...] = ()   # (module, script in the container): run as the user
+
+    def entering(self) -> Entering:
+        """The part of this spec that entering the built container needs."""
+        return Entering(**{name: getattr(self, name) for name in Entering._fields})
 
     def build_key(self) -> str:
         """A digest of what the build depends on: equal keys = an identical container."""
@@ -210,32 +275,23 @@ def _accounts(names: list[str], skip_uid: int) -> tuple[tuple[Account, ...], tup
 
 
 def from_config(cfg, record, user: User, *, volumes: tuple[Volume, ...] = (),
-                modules: list[str] | None = None, hosts: list[str] | None = None,
+                module: str | None = None, hosts: list[str] | None = None,
                 image_request: str = "", **options) -> ContainerSpec:
     """A ContainerSpec from the site config, an ImageRecord, the user and the user's options
-    (`options`: env, env_file, clearenv, workdir, entrypoint)."""
-    from runtime.volumes import VolumeError, check_cache_limits, parse_mapping
+    (`options`: env, env_file, clearenv, workdir, entrypoint). `module`: the --module text
+    (None: the site's default modules), checked by runtime.modules.select."""
+    from runtime.modules import select
+    from runtime.volumes import check_cache_limits, parse_mapping
     from shifter_site.quickload import squashfs_path
 
     check_cache_limits(list(volumes), cfg.per_node_cache.size_limit_bytes, list(cfg.per_node_cache.allowed_fs))
-    if modules is None:
-        modules = list(cfg.default_modules)
-    if modules == ["none"]:
-        modules = []
+    modules = select(module, cfg)
     site = [parse_mapping(_site_text(m), site=True) for m in cfg.site_mounts]
     envs: list[SiteEnv] = []
     copies = []
     root_hooks, user_hooks = [], []
     for name in modules:
-        module = cfg.modules.get(name)
-        if module is None:
-            raise VolumeError(f"module {name!r} is not defined on this system; "
-                              f"available: {', '.join(sorted(cfg.modules)) or 'none'}")
-        if not module.enabled:
-            raise VolumeError(f"module {name!r} is disabled on this system")
-        for other in module.conflict:
-            if other in modules:
-                raise VolumeError(f"modules {name!r} and {other!r} conflict; choose one")
+        module = cfg.modules[name]
         site += [parse_mapping(_site_text(m), site=True) for m in module.site_mounts]
         envs.append(_site_env(module.env))
         if module.copy_path:

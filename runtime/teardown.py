@@ -22,6 +22,7 @@ import stat
 import time
 
 from runtime import syscalls as sc
+from runtime.mountinfo import mounted_at
 from shifter_site import logs
 from shifter_site.errors import ShifterError
 
@@ -82,11 +83,6 @@ def unlock(run_dir: str, key: str, fd: int) -> None:
         os.close(fd)
 
 
-def _mounted(path: str) -> bool:
-    from runtime.build import mounted_at
-    return mounted_at(path)
-
-
 def processes_in(ns_path: str) -> list[int]:
     """Pids whose mount namespace is the one pinned at ns_path."""
     st = os.stat(ns_path)
@@ -145,7 +141,7 @@ def teardown(run_dir: str, key: str, *, locked: bool = False) -> bool:
                     st = os.lstat(path)
                     if stat.S_ISREG(st.st_mode) and st.st_uid == 0:
                         os.unlink(path)
-            while _mounted(state):
+            while mounted_at(state):
                 sc.umount2(state, sc.MNT_DETACH)
             shutil.rmtree(state)
         return True

@@ -16,3 +16,7 @@ class ConfigError(ShifterError):
     """The site configuration is missing, unreadable, unsafe or invalid."""
 
     exit_code = 78  # EX_CONFIG
+
+
+class ImageError(ShifterError):
+    """An image file is missing or unusable; the message says which and what to do."""

@@ -13,19 +13,13 @@ sees a half-written image.
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from pathlib import Path
 
 import msgspec
 
-from shifter_site.errors import ShifterError
-
-_ID = re.compile(r"^[0-9a-f]{64}$")
-
-
-class ImageError(ShifterError):
-    """An image file is missing or unusable; the message says which and what to do."""
+from shifter_site.errors import ImageError  # noqa: F401  (callers use imagefiles.ImageError)
+from shifter_site.imageid import check_id  # noqa: F401  (the one rule; also imagefiles.check_id)
 
 
 class ImageRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
@@ -50,13 +44,6 @@ class ImageRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
     size: int = 0                             # bytes of the squashfs
     neutralised: dict[str, int] = {}          # hostile/unsafe entries dropped or fixed, by kind
     last_pull: float = 0.0                    # unix time of the conversion
-
-
-def check_id(image_id: str) -> str:
-    """The id itself when it is 64 lowercase hex digits; never rewritten."""
-    if not _ID.fullmatch(image_id):
-        raise ImageError(f"{image_id!r} is not an image id: an id is 64 hex digits (the sha256 of the manifest)")
-    return image_id
 
 
 def squashfs_path(image_dir: str, image_id: str) -> Path:

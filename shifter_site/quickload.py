@@ -19,15 +19,7 @@ ENV_VAR = "SHIFTER_CONFIG"                    # = config.ENV_VAR
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _CONFIG_CODE = os.path.join(_HERE, "config.py")
 _RECORD_CODE = os.path.join(_HERE, "imagefiles.py")
-_HEX = "0123456789abcdef"
-
-
-def check_id(image_id: str) -> str:
-    """imagefiles.check_id without `re`: the id when it is 64 lowercase hex digits."""
-    if len(image_id) == 64 and not image_id.strip(_HEX):
-        return image_id
-    from shifter_site.imagefiles import check_id as full
-    return full(image_id)  # raises ImageError with its message
+from shifter_site.imageid import check_id
 
 
 def squashfs_path(image_dir: str, image_id: str) -> str:

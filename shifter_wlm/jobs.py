@@ -30,16 +30,15 @@ class JobRecord:
     image_id            the image it was built from
     state, message      building | ready | failed, and why it failed (user-ready)
     image_request, volume, module   the request as the user wrote it
-    image_env, image_entrypoint, image_cmd, image_workdir, site_env, user, user_hooks
-                        what entering needs, so a step does not load the site config again
+    entering            what entering needs (runtime.spec.Entering.to_data()), so a step
+                        loads neither the site config nor the image record
     sshd_pid            the job's sshd in the container (0: none); the epilog stops it
     sshd_error          why the job's sshd could not start on this node ("" when it did, or none)
     """
 
     DEFAULTS = {
         "job_id": 0, "uid": -1, "key": "", "image_id": "", "state": "building", "message": "",
-        "image_request": "", "volume": "", "module": "", "image_env": [], "image_entrypoint": None,
-        "image_cmd": None, "image_workdir": "", "site_env": [], "user": {}, "user_hooks": [],
+        "image_request": "", "volume": "", "module": "", "entering": None,
         "sshd_pid": 0, "sshd_error": "",
     }
     __slots__ = tuple(DEFAULTS)

@@ -42,62 +42,6 @@ def image_id(request: str, cfg) -> str:
     return client.lookup(cfg, request).id
 
 
-def hostsfile_entries(job) -> list[str]:
-    """One line per task on each node of the job (the original's /var/hostsfile)."""
-    return [node for node in job.nodes for _ in range(job.tasks_per_node.get(node, 1))]
-
-
-def make_spec(cfg, args_image_request: str, volume: str, module: str, image: str, uid: int,
-              hosts: list[str] | None, node: str, scope: str, sshd_addrs: dict[str, str] | None = None):
-    """The ContainerSpec for this job or step on this node; everything checked again here
-    with the user's rights (nothing from the submit side is trusted). `sshd_addrs` (node ->
-    Slurm NodeAddr) when the job gets the sshd: /etc/hosts then maps the job's nodes to
-    their addresses and PATH ends with /opt/udiImage/bin (ssh, scp)."""
-    from runtime import spec as rspec
-    from runtime import volumes as rvolumes
-    from shifter_site import imagefiles
-    from shifter_site.access import check_access
-
-    user = rspec.user_from_host(uid, cfg.max_group_count)
-    record = imagefiles.read_record(cfg.image_dir, image)
-    check_access(record, user.uid, [user.gid, *user.gids])
-    vols = tuple(rvolumes.check_all(rvolumes.parse(volume))) if volume else ()
-    modules = module.split(",") if module else None
-    extra = {}
-    if sshd_addrs is not None:
-        from shifter_wlm import sshd
-        extra["host_addrs"] = sshd.host_addrs(sshd_addrs)
-    spec = rspec.from_config(cfg, record, user, volumes=vols, modules=modules, hosts=hosts,
-                             image_request=args_image_request, hostname=node, scope=scope, **extra)
-    if sshd_addrs is not None:
-        from runtime.frozen import replace
-        from shifter_wlm.sshd import UDI_BIN
-        spec = replace(spec, site_env=(*spec.site_env, rspec.SiteEnv(append=(("PATH", UDI_BIN),))))
-    return spec
-
-
-def job_record(job_id: int, uid: int, spec, key: str, state: str, message: str = "", volume: str = "",
-               module: str = "", image_id: str = "", sshd_pid: int = 0, sshd_error: str = ""):
-    from runtime.frozen import asdict
-
-    from shifter_wlm.jobs import JobRecord
-
-    return JobRecord(
-        job_id=job_id, uid=uid, key=key, image_id=spec.image_id if spec else image_id,
-        state=state, message=message, image_request=spec.image_request if spec else "",
-        volume=volume, module=module,
-        image_env=list(spec.image_env) if spec else [],
-        image_entrypoint=list(spec.image_entrypoint) if spec and spec.image_entrypoint is not None else None,
-        image_cmd=list(spec.image_cmd) if spec and spec.image_cmd is not None else None,
-        image_workdir=spec.image_workdir if spec else "",
-        site_env=[asdict(e) for e in spec.site_env] if spec else [],
-        user={"uid": spec.user.uid, "gid": spec.user.gid, "name": spec.user.name,
-              "gids": list(spec.user.gids)} if spec else {},
-        user_hooks=[list(h) for h in spec.user_hooks] if spec else [],
-        sshd_pid=sshd_pid, sshd_error=sshd_error,
-    )
-
-
 def start_sshd(cfg, spec, key: str, run_dir: str, job_id: int, node: str, addrs: dict[str, str]) -> tuple[int, str]:
     """The job's sshd in its container on this node, as the user; (pid, listen address)."""
     from runtime.enter import environment
@@ -132,6 +76,7 @@ def run(spank, args, options) -> None:
     from runtime import build
     from shifter_site import config, logs
     from shifter_wlm import jobs, slurm, sshd
+    from shifter_wlm.containers import hostsfile_entries, job_record, make_spec
 
     log = logs.get("prolog")
     job_id = spank.job_id()

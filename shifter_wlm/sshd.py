@@ -37,7 +37,6 @@ cluster (three slurmd on 127.0.0.1/.2/.3) it makes `ssh n2` reach n2's sshd.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import ipaddress
@@ -45,10 +44,11 @@ import os
 import signal
 import stat
 import struct
-import sys
 import time
 
 from shifter_site.errors import ShifterError
+from shifter_wlm.ports import listening, port_holders  # noqa: F401  (also sshd.listening)
+from shifter_wlm.sshkeys import _string, dropbear_private, public_key, public_line  # noqa: F401  (sshd.* names)
 
 KEY_DIR = ".udiRoot"
 KEY_NAME = "id_dropbear"
@@ -65,68 +65,6 @@ class SshdError(ShifterError):
 
     held_by: set[int] = set()
     exited = False  # the sshd started and exited (a bind that failed, ...)
-
-
-# ---------------------------------------------------------------- ed25519 (RFC 8032)
-# Only the public key of a seed is computed here (dropbear does the signing), so a few
-# lines of integer arithmetic replace a crypto dependency. Checked against dropbearkey.
-
-_P = 2**255 - 19
-_D = -121665 * pow(121666, _P - 2, _P) % _P
-
-
-def _recover_x(y: int, sign: int) -> int:
-    x2 = (y * y - 1) * pow(_D * y * y + 1, _P - 2, _P) % _P
-    x = pow(x2, (_P + 3) // 8, _P)
-    if (x * x - x2) % _P:
-        x = x * pow(2, (_P - 1) // 4, _P) % _P
-    if x & 1 != sign:
-        x = _P - x
-    return x
-
-
-_GY = 4 * pow(5, _P - 2, _P) % _P
-_GX = _recover_x(_GY, 0)
-_G = (_GX, _GY, 1, _GX * _GY % _P)
-
-
-def _add(p, q):
-    a = (p[1] - p[0]) * (q[1] - q[0]) % _P
-    b = (p[1] + p[0]) * (q[1] + q[0]) % _P
-    c = 2 * p[3] * q[3] * _D % _P
-    d = 2 * p[2] * q[2] % _P
-    e, f, g, h = b - a, d - c, d + c, b + a
-    return (e * f % _P, g * h % _P, f * g % _P, e * h % _P)
-
-
-def public_key(seed: bytes) -> bytes:
-    """The ed25519 public key (32 bytes) of a 32-byte seed."""
-    h = hashlib.sha512(seed).digest()
-    s = (int.from_bytes(h[:32], "little") & ((1 << 254) - 8)) | (1 << 254)
-    point, q = (0, 1, 1, 0), _G
-    while s:
-        if s & 1:
-            point = _add(point, q)
-        q = _add(q, q)
-        s >>= 1
-    zinv = pow(point[2], _P - 2, _P)
-    x, y = point[0] * zinv % _P, point[1] * zinv % _P
-    return (y | (x & 1) << 255).to_bytes(32, "little")
-
-
-def _string(data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + data
-
-
-def dropbear_private(seed: bytes) -> bytes:
-    """A private key file in dropbear's format (what `dropbearkey -t ed25519` writes)."""
-    return _string(b"ssh-ed25519") + _string(seed + public_key(seed))
-
-
-def public_line(seed: bytes, comment: str = "") -> str:
-    """`ssh-ed25519 AAAA... comment`: for authorized_keys, known_hosts and id_dropbear.pub."""
-    blob = _string(b"ssh-ed25519") + _string(public_key(seed))
-    return f"ssh-ed25519 {base64.b64encode(blob).decode()}" + (f" {comment}" if comment else "")
 
 
 def seed_of(data: bytes, where: str) -> bytes:
@@ -373,91 +311,6 @@ def _status(status: int) -> str:
     if os.WIFSIGNALED(status):
         return f"signal {os.WTERMSIG(status)}"
     return f"exit {os.WEXITSTATUS(status)}"
-
-
-def _proc_address(text: str) -> str:
-    """An address as /proc/net/tcp{,6} writes it (hex, 32-bit words in host order)."""
-    raw = bytes.fromhex(text)
-    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4)) if sys.byteorder == "little" else raw
-    return str(ipaddress.ip_address(words))
-
-
-def listening(pid: int, listen: str, port: int) -> bool:
-    """Whether process `pid` itself has a socket listening on listen:port (listen "": the
-    IPv4 wildcard), found by matching its fds' socket inodes in its /proc/net/tcp{,6}.
-    Someone else listening on the port (a squatter) does not count."""
-    inodes = set()
-    try:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
-    except OSError:
-        return False
-    want = listen or "0.0.0.0"
-    for table in ("tcp", "tcp6"):
-        try:
-            with open(f"/proc/{pid}/net/{table}") as handle:
-                next(handle, None)
-                for line in handle:
-                    fields = line.split()
-                    if len(fields) < 10 or fields[3] != "0A" or fields[9] not in inodes:
-                        continue
-                    addr, _, hexport = fields[1].partition(":")
-                    if int(hexport, 16) == port and _proc_address(addr) == want:
-                        return True
-        except OSError:
-            continue
-    return False
-
-
-def _listeners(listen: str, port: int) -> set[str]:
-    """Socket inodes listening on `port` where a bind to listen:port would collide."""
-    want = listen or "0.0.0.0"
-    inodes = set()
-    for table in ("tcp", "tcp6"):
-        try:
-            with open(f"/proc/net/{table}") as handle:
-                next(handle, None)
-                for line in handle:
-                    fields = line.split()
-                    if len(fields) < 10 or fields[3] != "0A":
-                        continue
-                    addr, _, hexport = fields[1].partition(":")
-                    where = _proc_address(addr)
-                    if int(hexport, 16) == port and (where in (want, "0.0.0.0", "::") or want == "0.0.0.0"):
-                        inodes.add(fields[9])
-        except OSError:
-            continue
-    return inodes
-
-
-def port_holders(listen: str, port: int) -> set[int]:
-    """The pids holding a listening socket that keeps listen:port from the job's sshd (on
-    failure only: this scans every process's fds)."""
-    inodes = _listeners(listen, port)
-    pids = set()
-    if not inodes:
-        return pids
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            fds = os.listdir(f"/proc/{name}/fd")
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                target = os.readlink(f"/proc/{name}/fd/{fd}")
-            except OSError:  # closed meanwhile
-                continue
-            if target.startswith("socket:[") and target[8:-1] in inodes:
-                pids.add(int(name))
-                break
-    return pids
 
 
 def log_tail(ns_path: str) -> str:

@@ -46,36 +46,21 @@ def check_combination(options, in_job: bool = False) -> None:
 
 
 def check_modules(text: str, cfg) -> list[str]:
-    """Module names from `a,b` or `none`, each defined and enabled, none conflicting."""
-    if text == "none":
-        return []
-    names = text.split(",")
-    for name in names:
-        if not name:
-            raise OptionError(f"--module={text!r} has an empty name; write names separated by commas, or none")
-        module = cfg.modules.get(name)
-        if module is None:
-            known = ", ".join(n for n, m in cfg.modules.items() if m.enabled) or "none on this system"
-            raise OptionError(f"--module: {name!r} is not a module here (available: {known})")
-        if not module.enabled:
-            raise OptionError(f"--module: {name!r} is disabled on this system; remove it")
-        for other in module.conflict:
-            if other in names:
-                raise OptionError(f"--module: {name!r} and {other!r} cannot be used together; keep one")
-    if len(set(names)) != len(names):
-        raise OptionError(f"--module={text!r} names a module twice; list each once")
-    return names
+    """Module names from `a,b` or `none` (runtime.modules.select: one rule everywhere)."""
+    from runtime.modules import select
+
+    return select(text, cfg)
 
 
 def check_volumes(text: str, cfg) -> None:
     """The syntax and user rules of --volume, the site's perNodeCache limits, and each
     source as the user sees it (a shared filesystem: a missing or unreadable source is
     refused now, not after the job waited in the queue; the node checks again)."""
-    from runtime import build, volumes
+    from runtime import binds, volumes
 
-    parsed = volumes.check_all(volumes.parse(text))
+    parsed = volumes.parse(text)  # parse checks them together (check_all)
     volumes.check_cache_limits(parsed, cfg.per_node_cache.size_limit_bytes, list(cfg.per_node_cache.allowed_fs))
-    for fd in build.resolve_sources([v for v in parsed if not v.cache]):
+    for fd in binds.resolve_sources([v for v in parsed if not v.cache]):
         os.close(fd)
 
 

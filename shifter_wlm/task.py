@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import os
 import time
-from types import SimpleNamespace
 
 from shifter_site.errors import ShifterError
+from shifter_wlm import stepscripts  # imported before entering: used inside the container
 
-# No dataclasses or runtime.spec on this path: a `srun shifter` step pays for every import
-# (DESIGN target: <= 25 ms per step in all). What entering needs comes from the job record.
+# No dataclasses on this path: a `srun shifter` step pays for every import
+# (target: <= 25 ms per step in all; docs/architecture.md, decision 13). What entering
+# needs comes from the job record.
 
 
 class StepError(ShifterError):
@@ -30,7 +31,6 @@ class StepError(ShifterError):
 
 
 BATCH_STEP = 0xFFFFFFFB  # Slurm's SLURM_BATCH_SCRIPT step id
-CCM_SCRIPT = "/var/run/udiImage/ccm/job-script"  # the batch script's copy, in the container
 
 
 class Prepared:
@@ -41,7 +41,7 @@ class Prepared:
     def __init__(self, ns_path: str, spec, command: list[str], env_file: str | None, run_dir: str,
                  step_record: str | None, key: str, ccm_script: str | None = None, notes: str = ""):
         self.ns_path = ns_path          # the container's pinned namespace
-        self.spec = spec                # the entering half of a ContainerSpec (see _entering)
+        self.spec = spec                # runtime.spec.Entering, with this step's options (see _entering)
         self.command = command          # the user's command after shifter's options
         self.env_file = env_file        # --env-file, read in the task with the user's rights
         self.run_dir = run_dir
@@ -101,21 +101,18 @@ def _parse(argv: list[str]) -> dict:
 
 
 def _entering(record, opts):
-    """The fields of a ContainerSpec that runtime.enter.environment/command and the task's
-    cwd rule read, from the job record and the step's shifter options."""
-    user = record.user
-    return SimpleNamespace(
-        image_id=record.image_id, image_request=record.image_request, image_env=tuple(record.image_env),
-        image_entrypoint=tuple(record.image_entrypoint) if record.image_entrypoint is not None else None,
-        image_cmd=tuple(record.image_cmd) if record.image_cmd is not None else None,
-        image_workdir=record.image_workdir,
-        site_env=tuple(SimpleNamespace(set=tuple(map(tuple, e["set"])), append=tuple(map(tuple, e["append"])),
-                                       prepend=tuple(map(tuple, e["prepend"])), unset=tuple(e["unset"]))
-                       for e in record.site_env),
-        user=SimpleNamespace(uid=user["uid"], gid=user["gid"], gids=list(user.get("gids", []))),
-        user_hooks=tuple(tuple(h) for h in record.user_hooks),
-        env=tuple(opts["env"]), env_file=(), clearenv=opts["clearenv"], workdir=opts["workdir"],
-        entrypoint=opts["entrypoint"])
+    """The entering spec the job record embeds (runtime.spec.Entering), with this step's
+    shifter options."""
+    from runtime.frozen import replace
+    from runtime.spec import Entering
+
+    try:
+        entering = Entering.from_data(record.entering)
+    except (KeyError, TypeError, ValueError):
+        raise StepError(f"the record of job {record.job_id} on this node has no usable container "
+                        "description; resubmit the job") from None
+    return replace(entering, env=tuple(opts["env"]), env_file=(), clearenv=opts["clearenv"],
+                   workdir=opts["workdir"], entrypoint=opts["entrypoint"])
 
 
 class Refused:
@@ -200,8 +197,9 @@ def _prepare(spank, args, options, argv: list[str], ccm: bool) -> None:
 
 
 def _check_image_id(image: str, where: str) -> str:
-    # imagefiles.check_id's rule, without importing msgspec on the step's hot path
-    if len(image) != 64 or image.strip("0123456789abcdef"):
+    from shifter_site.imageid import is_id
+
+    if not is_id(image):
         raise StepError(f"{where}={image!r} is not an image id (64 hex digits); resubmit with --image=REF")
     return image
 
@@ -261,23 +259,23 @@ def _config(args):
 def _build_step_container(spank, cfg, run_dir, job_id, step_id, uid, image, request, volume, module, node, opts):
     from runtime import build
     from shifter_site import logs
-    from shifter_wlm import jobs, prolog, slurm
+    from shifter_wlm import containers, jobs, slurm
 
     log = logs.get("step")
     name = f"{job_id}.{step_id}"
     with logs.step(log, "step_container", job=job_id, step=step_id, node=node, image=image) as info:
-        hosts = prolog.hostsfile_entries(slurm.job_info(job_id))
-        full = prolog.make_spec(cfg, request, volume, module, image, uid, hosts, node, scope=f"step-{name}")
+        hosts = containers.hostsfile_entries(slurm.job_info(job_id))
+        full = containers.make_spec(cfg, request, volume, module, image, uid, hosts, node, scope=f"step-{name}")
         _check_cache_per_job(cfg, run_dir, job_id, full)
         key = full.build_key()
         info["key"] = key
-        jobs.write(run_dir, name, prolog.job_record(job_id, uid, full, key, "building", volume=volume, module=module))
+        jobs.write(run_dir, name, containers.job_record(job_id, uid, full, key, "building", volume=volume, module=module))
         try:
             build.build(full, run_dir)  # tears down after itself when it fails
         except BaseException:
             jobs.remove(run_dir, name)  # no epilog may come (a job without --image)
             raise
-        record = prolog.job_record(job_id, uid, full, key, "ready", volume=volume, module=module)
+        record = containers.job_record(job_id, uid, full, key, "ready", volume=volume, module=module)
         jobs.write(run_dir, name, record)
     return key, _entering(record, opts), name
 
@@ -325,17 +323,18 @@ def enter(spank, args, options) -> None:
         spank.error(f"shifter: warning: {_sshd_notice}; ssh to this node will not reach the job")
     from runtime import enter as renter
     from runtime import syscalls
+    from runtime.frozen import replace
 
     spec = prepared.spec
-    if prepared.env_file is not None:
-        spec.env_file = _read_env_file(prepared.env_file, spec.user.uid, spec.user.gid)
+    if prepared.env_file is not None:  # read here, in the task, with the user's rights
+        spec = replace(spec, env_file=_read_env_file(prepared.env_file, spec.user.uid, spec.user.gid))
     task_env = spank.env()
     env = renter.environment(spec, task_env)
     command = renter.command(spec, prepared.command, env)
-    script = _read_script(prepared.ccm_script) if prepared.ccm_script else None
+    script = stepscripts.read_script(prepared.ccm_script) if prepared.ccm_script else None
     renter.join(prepared.ns_path)
     if script is not None:
-        command[0] = _place_script(script, spec.user.uid, spec.user.gid)
+        command[0] = stepscripts.place_script(script, spec.user.uid, spec.user.gid)
     # the working directory: slurmstepd itself changes to the step's cwd after this hook
     # (as the user, now in the container); --workdir is applied in task_init, after that
     global _hook_env, _command
@@ -349,7 +348,7 @@ def enter(spank, args, options) -> None:
     if len(command) > len(spank.argv()):
         # Slurm's argv cannot grow (e.g. --entrypoint adds the image's words): the task
         # runs a script that execs the command instead
-        command = ["/bin/sh", _place_exec_script(command, spec.user.uid, spec.user.gid)]
+        command = ["/bin/sh", stepscripts.place_exec_script(command, spec.user.uid, spec.user.gid)]
     spank.replace_argv(command)
     syscalls.drop_bounding_set()
     syscalls.no_new_privs()
@@ -357,9 +356,6 @@ def enter(spank, args, options) -> None:
 
 _hook_env: dict | None = None
 _command: list[str] | None = None
-EXEC_DIR = "/var/run/udiImage/exec"  # in the container: scripts for commands longer than Slurm's argv
-
-
 def user_hooks(spank, args, options) -> None:
     """task_init (the task, already the user, its stdout and stderr now the user's): the
     -v notes; --workdir (slurmstepd has changed to the step's cwd since task_init_privileged);
@@ -375,12 +371,7 @@ def user_hooks(spank, args, options) -> None:
         os.write(2, prepared.notes.encode(errors="replace"))
     spec = prepared.spec
     if spec.workdir is not None:
-        target = spec.workdir or spec.image_workdir or "/"
-        try:
-            os.chdir(target)
-        except OSError as err:
-            where = "--workdir" if spec.workdir else "the image's WORKDIR (shifter -w)"
-            raise StepError(f"{where} {target}: {err.strerror} in the container") from None
+        renter.enter_workdir(spec)
     try:
         renter.find_command(_command[0], _hook_env)
     except renter.EnterError as err:
@@ -388,52 +379,6 @@ def user_hooks(spank, args, options) -> None:
         os._exit(err.exit_code)  # the task's exit code, as a shell's
     for module, hook in prepared.spec.user_hooks:
         renter.run_user_hook(module, hook, _hook_env)
-
-
-def _place_exec_script(command: list[str], uid: int, gid: int) -> str:
-    """A script, in the container's own tmpfs, that execs `command` (for the user: 0500).
-    Called inside the container: nothing may be imported here (the host's modules are gone)."""
-    if not os.path.exists("/bin/sh"):
-        raise StepError(f"the command ({len(command)} words) is longer than the step's command line, and the "
-                        "image has no /bin/sh to start it; give the command explicitly after shifter's options")
-    os.makedirs(EXEC_DIR, mode=0o755, exist_ok=True)
-    path = f"{EXEC_DIR}/{os.getpid()}"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o500)
-    try:
-        quoted = " ".join("'" + word.replace("'", "'\\''") + "'" for word in command)
-        os.write(fd, f"exec {quoted}\n".encode(errors="surrogateescape"))
-        os.fchown(fd, uid, gid)
-    finally:
-        os.close(fd)
-    return path
-
-
-def _read_script(path: str) -> bytes:
-    """The batch script, from slurmd's spool directory (outside the image)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        chunks = []
-        while chunk := os.read(fd, 1 << 16):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
-
-
-def _place_script(script: bytes, uid: int, gid: int) -> str:
-    """Write the batch script into the container (its own tmpfs, gone with the job), for the
-    user to execute; returns its path there."""
-    directory = os.path.dirname(CCM_SCRIPT)
-    os.makedirs(directory, mode=0o755, exist_ok=True)
-    tmp = f"{CCM_SCRIPT}.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o500)
-    try:
-        os.write(fd, script)
-        os.fchown(fd, uid, gid)
-    finally:
-        os.close(fd)
-    os.replace(tmp, CCM_SCRIPT)
-    return CCM_SCRIPT
 
 
 def step_exit(spank, args, options) -> None:

@@ -145,10 +145,10 @@ def test_pinned_build_with_failing_root_hook_is_torn_down(site):
     cfg = config.load(site["cfg"])
     user = specs.user_from_host(account("testuser").pw_uid, 31)
     before = host_state(site["run"])
-    bad = specs.from_config(cfg, site["image"], user, modules=["badroot"])
+    bad = specs.from_config(cfg, site["image"], user, module="badroot")
     with pytest.raises(build.BuildError, match="root hook .* failed"):
         build.build(bad, site["run"])
     assert rtutil.settled(site["run"], before) == before
-    plain = specs.from_config(cfg, site["image"], user, modules=["none"])
+    plain = specs.from_config(cfg, site["image"], user, module="none")
     assert plain.root_hooks == () and plain.user_hooks == ()
-    assert specs.from_config(cfg, site["image"], user, modules=["mark"]).build_key() != plain.build_key()
+    assert specs.from_config(cfg, site["image"], user, module="mark").build_key() != plain.build_key()

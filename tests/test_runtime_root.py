@@ -27,8 +27,6 @@ ROOT = os.geteuid() == 0
 def env():
     need(ROOT, "privileged container builds need root")
     need(shutil.which("mkfs.xfs") is not None, "mkfs.xfs (xfsprogs) is needed")
-    from runtime import build
-    build.LOG_STEPS = True
     base = Path(tempfile.mkdtemp(prefix="shifter-rt-"))
     with rtutil.released(base, base / "run"):
         os.chmod(base, 0o755)
@@ -271,7 +269,7 @@ def test_teardown_kills_processes_and_is_idempotent(env):
 
 
 STEPS = ["state_dir", "namespace", "resolve_volumes", "root", "image", "image_entries", "etc", "udiImage",
-         "hostsfile", "unstage", "system", "site_mounts", "volumes", "cache", "attributes", "pivot", "pin", "record"]
+         "hostsfile", "unstage", "system", "site_mounts", "volumes", "cache", "seal", "pivot", "pin", "record"]
 
 
 @pytest.mark.parametrize("step", STEPS)
@@ -280,14 +278,17 @@ def test_teardown_after_kill_9(env, step):
     before = snapshot(env)
     repo = Path(__file__).resolve().parent.parent
     code = f"""
-import sys; sys.path[:0] = [{str(repo)!r}, {str(repo / 'tests')!r}]
+import os, sys; sys.path[:0] = [{str(repo)!r}, {str(repo / 'tests')!r}]
 from runtime import build
 import test_runtime_root as t
 from shifter_site import config, imagefiles
 cfg = config.parse({_cfg_text(env)!r})
 env = {{"cfg": cfg, "record": imagefiles.read_record(cfg.image_dir, {env['record'].id!r}), "base": {str(env['base'])!r}}}
-build._KILL_AFTER = {step!r}
-build.build(t.make_spec(env, volumes="{env['data']}:/data;/x:/c:perNodeCache=size=320M", hosts=("a",)), cfg.run_dir)
+def fault(name):
+    if name == {step!r}:
+        os.kill(os.getpid(), 9)
+build.build(t.make_spec(env, volumes="{env['data']}:/data;/x:/c:perNodeCache=size=320M", hosts=("a",)), cfg.run_dir,
+            fault=fault)
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == -9, proc.stderr

@@ -60,7 +60,9 @@ def test_modules_accepted(text, expected):
     ("", "empty name"),
 ])
 def test_modules_refused(text, words):
-    with pytest.raises(submit.OptionError, match=re.escape(words)):
+    from runtime.modules import ModuleError
+
+    with pytest.raises(ModuleError, match=re.escape(words)):
         submit.check_modules(text, CFG)
 
 

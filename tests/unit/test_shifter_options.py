@@ -97,7 +97,7 @@ def test_volume_checks_include_the_site_cache_limits(site, tmp_path):
     c.mkdir()
     submit.check_volumes(f"{a}:/b;{c}:/d:ro", site)  # sources are checked at submit: they exist
     with pytest.raises(ShifterError, match="limit"):
-        submit.check_volumes("/a:/cache:perNodeCache=size=20G", site)
+        submit.check_volumes(f"{tmp_path}:/cache:perNodeCache=size=20G", site)
     with pytest.raises(ShifterError, match="/etc"):
         submit.check_volumes(f"{a}:/etc/x", site)
     with pytest.raises(ShifterError, match="No such file"):

@@ -43,24 +43,26 @@ def test_default_modules_apply_when_none_are_asked(site):
 
 
 def test_none_means_no_module_and_site_env_stays_last(site):
-    s = build(site, modules=["none"])
+    s = build(site, module="none")
     assert s.modules == ()
     assert len(s.site_env) == 1 and dict(s.site_env[0].set) == {"SITE_SET": "global"}
 
 
 def test_module_mounts_follow_the_site_mounts_and_module_env_precedes_global(site):
-    s = build(site, modules=["gpu"])
+    s = build(site, module="gpu")
     assert [m.target for m in s.site_mounts] == ["/global/homes", "/global/scratch", "/opt/udiImage/modules/gpu/lib"]
     assert s.site_mounts[1].rec and s.site_mounts[1].propagation == "slave" and s.site_mounts[2].ro
     assert dict(s.site_env[0].set)["SITE_SET"] == "gpu" and dict(s.site_env[-1].set)["SITE_SET"] == "global"
 
 
 @pytest.mark.parametrize("modules,words", [
-    (["cuda"], "cuda"), (["old"], "old"), (["mpich", "openmpi"], "conflict"),
+    ("cuda", "cuda"), ("old", "old"), ("mpich,openmpi", "cannot be used together"),
 ])
 def test_wrong_modules_are_refused_by_name(site, modules, words):
-    with pytest.raises(ShifterError, match=words) as err:
-        build(site, modules=modules)
+    from runtime.modules import ModuleError
+
+    with pytest.raises(ModuleError, match=words) as err:  # a module error, not a volume error
+        build(site, module=modules)
     assert "\n" not in str(err.value)
 
 
@@ -77,7 +79,7 @@ def test_build_key_depends_on_what_is_built_not_on_how_it_is_entered(site):
     assert base.build_key() == build(site).build_key()
     assert base.build_key() == build(site, env=("A=1",), workdir="/tmp", entrypoint="", clearenv=True).build_key()
     assert base.build_key() != build(site, volumes=tuple(parse("/a:/b"))).build_key()
-    assert base.build_key() != build(site, modules=["gpu"]).build_key()
+    assert base.build_key() != build(site, module="gpu").build_key()
     assert base.build_key() != build(site, hosts=["n1", "n1"]).build_key()
 
 
@@ -89,3 +91,23 @@ def test_filter_groups_never_gives_gid_0_the_primary_or_more_than_allowed(gids, 
     assert set(out) <= set(gids)
     firsts = [g for i, g in enumerate(gids) if g not in (0, primary) and g not in gids[:i]]
     assert out == firsts[: len(out)]  # the first ones win, in order
+
+
+def test_the_entering_spec_goes_through_the_job_record_unchanged(site):
+    """One entering spec, one serialisation: what the prolog writes is what a step enters
+    with (plus the step's own shifter options). The record as JSON, as jobs.write/read
+    store it (reading needs a root-owned file: tests/test_slurm_jobs.py covers that)."""
+    import json
+
+    from runtime.cli import parse_args
+    from runtime.frozen import replace
+    from shifter_wlm import containers, jobs, task
+
+    spec = build(site, module="gpu", image_request="docker:x:1", env=("A=1",))
+    written = containers.job_record(7, USER.uid, spec, spec.build_key(), "ready")
+    record = jobs.JobRecord(**json.loads(json.dumps(written.to_dict())))
+    opts = parse_args(["-e", "B=2", "--workdir=/w", "true"])
+    entering = task._entering(record, opts)
+    assert isinstance(entering, specs.Entering)
+    assert entering == replace(spec.entering(), env=("B=2",), workdir="/w")
+    assert entering.site_env == spec.site_env and entering.user.gids == [2000]

@@ -1,0 +1,39 @@
+"""Which site modules a container gets: one rule for `shifter -m`, `srun/sbatch --module`
+and the prolog's check with the user's rights (docs/architecture.md, "Spec"). Standard
+library only: `shifter` imports this on every launch."""
+
+from __future__ import annotations
+
+from shifter_site.errors import ShifterError
+
+
+class ModuleError(ShifterError):
+    """A --module value is wrong; the message says how to fix it."""
+
+    exit_code = 2
+
+
+def select(text: str | None, cfg) -> list[str]:
+    """Module names for a --module value: None = the site's `default_modules`; `none` = no
+    module; else `a,b`: each defined and enabled, none listed twice, none conflicting."""
+    if text is None:
+        names = list(cfg.default_modules)
+    elif text == "none":
+        return []
+    else:
+        names = text.split(",")
+        if "" in names:
+            raise ModuleError(f"--module={text!r} has an empty name; write names separated by commas, or none")
+        if len(set(names)) != len(names):
+            raise ModuleError(f"--module={text!r} names a module twice; list each once")
+    for name in names:
+        module = cfg.modules.get(name)
+        if module is None:
+            known = ", ".join(n for n, m in cfg.modules.items() if m.enabled) or "none on this system"
+            raise ModuleError(f"--module: {name!r} is not a module here (available: {known})")
+        if not module.enabled:
+            raise ModuleError(f"--module: {name!r} is disabled on this system; remove it")
+        for other in module.conflict:
+            if other in names:
+                raise ModuleError(f"--module: {name!r} and {other!r} cannot be used together; keep one")
+    return names

@@ -1,0 +1,298 @@
+"""Container setup as an ordered table of named phases (docs/architecture.md, "Build").
+
+Layout of a built root (a tmpfs, `nosuid,nodev`): the image's top-level entries bound
+read-only from the squashfs; `/etc` a read-only overlay (generated files > site files >
+image files); `/opt/udiImage`; `/var/hostsfile`; `/proc`, `/sys`, `/dev`, `/tmp`,
+`/var/tmp`; site mounts; root hooks; user volumes; perNodeCache filesystems.
+
+Each phase is logged as one `build.<name>` event with its duration (runtime.steps). The
+order is the design: site mounts (the modules' too, under `/opt/udiImage/modules/<name>`)
+and root hooks come before the user's volumes, and `seal` is last: only then is
+`/opt/udiImage` made read-only and every mount nosuid,nodev.
+"""
+
+from __future__ import annotations
+
+import os
+
+from runtime import binds, etcfiles, loop
+from runtime import syscalls as sc
+from runtime.errors import BuildError
+from runtime.paths import STAGE, Walk
+
+TYPE_CHECKING = False  # a hot path: no `typing` import (docs/architecture.md, decision 13)
+if TYPE_CHECKING:  # annotations only: a rootless launch imports no more than it runs (typing ~7 ms)
+    from typing import Callable
+
+    from runtime.spec import ContainerSpec
+    from runtime.steps import Steps
+
+SKELETON_DIRS = ("etc", "opt/udiImage", "var/spool", "var/run", "var/tmp", "proc", "sys", "dev", "tmp")
+SPECIAL_TOP = {"etc", "proc", "sys", "dev", "tmp", "opt", "var"}
+SPECIAL_VAR = {"tmp", "spool", "run", "empty", "hostsfile"}
+UDI = "opt/udiImage"
+
+
+class Setup:
+    """What the phases of one build share: the request, and what earlier phases made."""
+
+    def __init__(self, spec: ContainerSpec, root: str, key: str, privileged: bool,
+                 image_mounter: Callable[[str, str], str] | None, source_fds: list[int]):
+        self.spec, self.root, self.key, self.privileged = spec, root, key, privileged
+        self.image_mounter = image_mounter or mount_image_loop
+        self.source_fds = source_fds
+        self.prop = sc.MS_SLAVE if spec.mount_propagation == "slave" else sc.MS_PRIVATE
+        stage = os.path.join(root, STAGE)
+        self.stage, self.image, self.gen = stage, os.path.join(stage, "image"), os.path.join(stage, "etc")
+        self.image_dev = -1
+        self.root_fd = -1
+        self.udi_mounted = False
+
+    def user_walk(self) -> Walk:
+        """User targets: root walks only the container's own tmpfs and the image (paths.Walk)."""
+        return Walk(self.root_fd, {os.fstat(self.root_fd).st_dev, self.image_dev},
+                    self.spec.user if self.privileged else None)
+
+
+def needs_privilege(spec: ContainerSpec) -> str | None:
+    """Why this container cannot be built without root (rootless), or None. One rule for
+    runtime.rootless (which refuses before starting anything) and populate."""
+    if any(v.cache for v in spec.volumes):
+        return ("perNodeCache needs the privileged path (a Slurm job with --volume=...:perNodeCache=...); "
+                "it cannot be made rootless")
+    if spec.root_hooks:
+        return (f"module {spec.root_hooks[0][0]!r} has a root hook, which needs root: it cannot run rootless; "
+                "choose other modules (-m) or run inside a Slurm job")
+    return None
+
+
+def _always(s: Setup) -> bool:
+    return True
+
+
+class Phase:
+    """A named step of setup: `run(setup, info)` fills `info` with fields for its log
+    event; it runs only when `when(setup)`."""
+
+    __slots__ = ("name", "run", "when")
+
+    def __init__(self, name: str, run: Callable[[Setup, dict], None], when: Callable[[Setup], bool] = _always):
+        self.name, self.run, self.when = name, run, when
+
+
+# ---------------------------------------------------------------- the phases
+
+
+def make_root(s: Setup, info: dict) -> None:
+    sc.mount("tmpfs", s.root, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=0755")
+    s.root_fd = os.open(s.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    for d in SKELETON_DIRS:
+        os.makedirs(os.path.join(s.root, d), 0o755, exist_ok=True)
+    os.mkdir(os.path.join(s.root, "var/empty"), 0o700)
+    os.chmod(os.path.join(s.root, "tmp"), 0o1777)
+    os.chmod(os.path.join(s.root, "var/tmp"), 0o1777)
+    os.mkdir(s.stage, 0o700)
+    os.mkdir(s.image)
+    os.mkdir(s.gen)
+
+
+def mount_image_loop(squashfs: str, target: str) -> str:
+    """Mount the squashfs ro,nosuid,nodev at target, reusing an attached loop device."""
+    for _ in range(3):
+        device = loop.find_attached(squashfs)
+        if device:
+            try:
+                sc.mount(device, target, "squashfs", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV)
+                return device
+            except OSError:
+                continue  # it was auto-cleared between the check and the mount: attach anew
+        device, fd = loop.attach(squashfs, read_only=True)
+        try:
+            sc.mount(device, target, "squashfs", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV)
+            return device
+        finally:
+            os.close(fd)
+    raise BuildError(f"cannot mount {squashfs}: its loop device kept disappearing")
+
+
+def mount_image(s: Setup, info: dict) -> None:
+    info["device"] = s.image_mounter(s.spec.squashfs, s.image)
+    s.image_dev = os.stat(s.image).st_dev
+
+
+def image_entries(s: Setup, info: dict) -> None:
+    count = binds.merge_dir(s.image, s.root, SPECIAL_TOP | {STAGE})
+    for sub, skip in (("opt", {"udiImage"}), ("var", SPECIAL_VAR)):
+        src = os.path.join(s.image, sub)
+        if os.path.isdir(src) and not os.path.islink(src):
+            count += binds.merge_dir(src, os.path.join(s.root, sub), skip)
+    info["mounts"] = count
+
+
+def etc(s: Setup, info: dict) -> None:
+    spec, gen = s.spec, s.gen
+    sc.mount("tmpfs", gen, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=0755")
+    files = {"passwd": etcfiles.passwd(spec), "group": etcfiles.group(spec),
+             "nsswitch.conf": etcfiles.NSSWITCH, "shadow": ""}
+    for name, text in files.items():
+        with open(os.path.join(gen, name), "w") as f:
+            f.write(text)
+    os.chmod(os.path.join(gen, "shadow"), 0o600 if s.privileged else 0o644)
+    for name in ("hosts", "resolv.conf"):
+        if os.path.isfile(f"/etc/{name}"):
+            binds.copy_file(f"/etc/{name}", os.path.join(gen, name))
+    if spec.host_addrs:  # first: a lookup takes the first match, Slurm's address wins
+        hosts = os.path.join(gen, "hosts")
+        rest = open(hosts).read() if os.path.exists(hosts) else ""
+        with open(hosts, "w") as f:
+            f.write(etcfiles.host_lines(spec.host_addrs) + rest)
+    os.symlink("/proc/self/mounts", os.path.join(gen, "mtab"))
+    lowers = [gen]
+    if spec.etc_dir and os.path.isdir(spec.etc_dir):
+        lowers.append(spec.etc_dir)
+    image_etc = os.path.join(s.image, "etc")
+    if os.path.isdir(image_etc) and not os.path.islink(image_etc):
+        lowers.append(image_etc)
+    if len(lowers) == 1:
+        binds.bind(gen, os.path.join(s.root, "etc"))  # overlay needs two lower layers
+    else:
+        sc.mount("overlay", os.path.join(s.root, "etc"), "overlay", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV,
+                 "lowerdir=" + ":".join(lowers))
+
+
+def _under_udi(target: str) -> bool:
+    return (target.rstrip("/") + "/").startswith(f"/{UDI}/")
+
+
+def udi_image(s: Setup, info: dict) -> None:
+    """A tmpfs of the container's own at /opt/udiImage (site content, module copies), left
+    writable until `seal`: site mounts of modules go below it first."""
+    spec = s.spec
+    if not (spec.opt_udi_image or spec.module_copy or any(_under_udi(v.target) for v in spec.site_mounts)):
+        return
+    udi = os.path.join(s.root, UDI)
+    sc.mount("tmpfs", udi, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=0755")
+    s.udi_mounted = True
+    if spec.opt_udi_image and os.path.isdir(spec.opt_udi_image):
+        binds.merge_dir(spec.opt_udi_image, udi, {"modules"} if spec.module_copy else set())
+    for name, path in spec.module_copy:
+        dst = os.path.join(udi, "modules", name)
+        os.makedirs(dst, 0o755)
+        binds.bind(path, dst, rec=True)
+
+
+def hostsfile(s: Setup, info: dict) -> None:
+    if s.spec.hosts is not None:
+        path = os.path.join(s.root, "var/hostsfile")
+        with open(path, "w") as f:
+            f.write(etcfiles.hostsfile(s.spec.hosts))
+        os.chmod(path, 0o644)
+
+
+def unstage(s: Setup, info: dict) -> None:
+    sc.umount2(s.image, sc.MNT_DETACH)  # the binds and the overlay keep the image alive
+    sc.umount2(s.gen, sc.MNT_DETACH)
+    os.rmdir(s.image)
+    os.rmdir(s.gen)
+    os.rmdir(s.stage)
+
+
+def system(s: Setup, info: dict) -> None:
+    binds.mount_host_parts(s.root, s.privileged)
+
+
+def site_mounts(s: Setup, info: dict) -> None:
+    info["count"] = len(s.spec.site_mounts)
+    for volume in s.spec.site_mounts:
+        binds.mount_site(s.root_fd, volume, s.prop)
+
+
+def root_hooks(s: Setup, info: dict) -> None:
+    from runtime import hooks
+
+    info["count"] = len(s.spec.root_hooks)
+    for module, hook in s.spec.root_hooks:
+        hooks.run_root_hook(module, hook, s.root, s.spec)
+
+
+def volumes(s: Setup, info: dict) -> None:
+    user_binds = [v for v in s.spec.volumes if not v.cache]
+    info["count"] = len(user_binds)
+    walk = s.user_walk()
+    for volume, fd in zip(user_binds, s.source_fds):
+        try:
+            binds.mount_volume(walk, volume, fd, s.prop)
+        except BuildError as err:
+            raise BuildError(f"volume {volume.text()!r}: {err}") from None
+
+
+def caches(s: Setup, info: dict) -> None:
+    from runtime import cache
+
+    wanted = [v for v in s.spec.volumes if v.cache]
+    info["count"] = len(wanted)
+    walk = s.user_walk()
+    for index, volume in enumerate(wanted):
+        try:
+            cache.mount_cache(walk, s.spec, s.key, index, volume)
+        except BuildError as err:
+            raise BuildError(f"volume {volume.text()!r}: {err}") from None
+
+
+def seal(s: Setup, info: dict) -> None:
+    """Last: /opt/udiImage read-only (with everything mounted below it), every mount
+    nosuid,nodev; /dev bound after that (it keeps its devices, not suid)."""
+    if s.udi_mounted:
+        sc.mount_setattr(os.path.join(s.root, UDI), sc.MOUNT_ATTR_RDONLY | sc.MOUNT_ATTR_NOSUID | sc.MOUNT_ATTR_NODEV,
+                         recursive=True)
+    sc.mount_setattr(s.root, sc.MOUNT_ATTR_NOSUID | sc.MOUNT_ATTR_NODEV, propagation=s.prop, recursive=True)
+    binds.bind("/dev", os.path.join(s.root, "dev"), rec=True)
+    sc.mount_setattr(os.path.join(s.root, "dev"), sc.MOUNT_ATTR_NOSUID, propagation=s.prop, recursive=True)
+    os.chmod(s.root, 0o755)
+    sc.mount_setattr(s.root, sc.MOUNT_ATTR_NOSUID | sc.MOUNT_ATTR_NODEV)
+
+
+PHASES: tuple[Phase, ...] = (
+    Phase("root", make_root),
+    Phase("image", mount_image),
+    Phase("image_entries", image_entries),
+    Phase("etc", etc),
+    Phase("udiImage", udi_image),
+    Phase("hostsfile", hostsfile),
+    Phase("unstage", unstage),
+    Phase("system", system),
+    Phase("site_mounts", site_mounts),
+    Phase("root_hooks", root_hooks, when=lambda s: bool(s.spec.root_hooks)),
+    Phase("volumes", volumes),
+    Phase("cache", caches, when=lambda s: any(v.cache for v in s.spec.volumes)),
+    Phase("seal", seal),
+)
+
+
+def populate(spec: ContainerSpec, root: str, steps: Steps, *, key: str, privileged: bool,
+             image_mounter: Callable[[str, str], str] | None = None, source_fds: list[int] | None = None) -> None:
+    """Build the container root at `root` (already an empty directory) in the current,
+    private mount namespace, running PHASES in order. `image_mounter(squashfs, target)`
+    mounts the image (loop as root, squashfuse rootless); `source_fds` are the user
+    volumes' resolved sources (binds.resolve_sources)."""
+    refusal = None if privileged else needs_privilege(spec)
+    if refusal:
+        raise BuildError(refusal)
+    s = Setup(spec, root, key, privileged, image_mounter, source_fds or [])
+    try:
+        for phase in PHASES:
+            if phase.when(s):
+                with steps(phase.name) as info:
+                    phase.run(s, info)
+    finally:
+        if s.root_fd >= 0:
+            os.close(s.root_fd)
+
+
+def pivot_into(root: str) -> None:
+    """Make `root` the root of the current mount namespace; the old root is detached, so
+    nothing of the host (nor other containers' pins) stays reachable or referenced."""
+    os.chdir(root)
+    sc.pivot_root(".", ".")
+    sc.umount2(".", sc.MNT_DETACH)
+    os.chdir("/")
