@@ -78,6 +78,7 @@ def test_same_image_converts_to_identical_file(debian, tmp_path):
 
 
 def test_user_pulls_debian_through_gateway(debian):
+    gt.age_rows(f"%{REPO}:{TAG}")  # the fixture may have pushed new content under this name
     result = run_as("testuser", [str(localcluster.PREFIX / "bin/shifterimg"), "pull", f"docker:{REPO}:{TAG}"], timeout=600)
     assert result.returncode == 0, result.stderr
     assert "READY" in result.stdout and "layers 3/3" in result.stdout

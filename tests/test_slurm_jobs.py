@@ -201,7 +201,11 @@ srun shifter cat /etc/app-release
     for job_id in ids:
         jt.wait_gone(job_id, timeout=240)
     for job_id in ids:
-        assert (job.parent / f"many-{job_id}.out").read_text() == "slurm-app-1\n"
+        out = (job.parent / f"many-{job_id}.out").read_text().splitlines()
+        # jobs sharing a node share the sshd port: the one-sshd-per-node-port limit (README)
+        # may leave a job without an sshd, and its steps say so; that is not this test's concern
+        out = [line for line in out if "warning: the job's sshd could not start" not in line]
+        assert out == ["slurm-app-1"], job_id
         state = jt.localcluster.slurm("sacct", "-n", "-j", job_id, check=False)  # no accounting: informative only
         del state
     jt.assert_clean()
