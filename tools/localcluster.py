@@ -125,6 +125,27 @@ def write_if_changed(path: Path, text: str, mode: int = 0o644) -> bool:
 changed_site: list[str] = []
 
 
+GLIBC = ("libc.so", "libm.so", "libpthread.so", "libdl.so", "librt.so", "ld-linux")
+
+
+def host_mpich() -> None:
+    """The `mpich` module's host library (issue 16): Debian's libmpich.so.12 and its non-glibc
+    libraries (and UCX's plugins), copied where the module binds them (never glibc)."""
+    lib, source = STATE / "modules/mpich/lib", Path("/usr/lib/x86_64-linux-gnu/libmpich.so.12")
+    if not source.exists():
+        return  # MPICH not installed: the module's hook says so when used
+    lib.mkdir(parents=True, exist_ok=True)
+    out = subprocess.run(["ldd", str(source)], capture_output=True, text=True).stdout
+    paths = [str(source)] + [line.split("=> ")[1].split()[0] for line in out.splitlines() if "=> /" in line]
+    for path in paths:
+        name = os.path.basename(path)
+        if not name.startswith(GLIBC) and not (lib / name).exists():
+            shutil.copy2(path, lib / name)
+    ucx = Path("/usr/lib/x86_64-linux-gnu/ucx")
+    if ucx.is_dir() and not (lib / "ucx").exists():
+        shutil.copytree(ucx, lib / "ucx")
+
+
 def prepare() -> bool:
     """Directories, keys, users and config files; True when a Slurm config file changed."""
     for sub in ("etc", "run", "log", "munge", "slurm/state", "registry/data", "images", "cache", "nodes"):
@@ -151,6 +172,7 @@ def prepare() -> bool:
         (STATE / "modules" / module.name).mkdir(parents=True, exist_ok=True)
         for item in module.iterdir():
             write_if_changed(STATE / "modules" / module.name / item.name, item.read_text(), 0o755)
+    host_mpich()
     changed = False
     for name, mode in (("slurm.conf", 0o644), ("plugstack.conf", 0o644)):
         changed |= write_if_changed(STATE / "etc" / name, render(name + ".in"), mode)

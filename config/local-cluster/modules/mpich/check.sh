@@ -1,0 +1,44 @@
+# root hook of the local cluster's module `mpich` (issue 16): the host's MPICH (lib/, filled by
+# tools/localcluster.py: libmpich.so.12 and its non-glibc libraries) is swapped in through
+# LD_LIBRARY_PATH; this refuses, in one line, an image whose MPICH is newer than the host's
+# (by the site's rule in ./compat: major | full | strict, as Sarus) or whose glibc is older
+# than the host library needs. Runs as root with cwd = the container root (image mounted).
+dir=$(dirname "$0")
+mode=$(cat "$dir/compat" 2>/dev/null)
+case $mode in major|full|strict) ;; *) echo "mpich module: $dir/compat must say major, full or strict (it says '$mode'); ask the admins" >&2; exit 1 ;; esac
+# MPICH's version: the string at its symbol MPII_Version_string (read from the file, never run)
+version() {
+  addr=$(nm -D "$1" 2>/dev/null | awk '$3=="MPII_Version_string"{print $1; exit}')
+  [ -n "$addr" ] || return 0
+  readelf -lW "$1" | awk '$1=="LOAD"{print $2, $3, $5}' | while read -r off vaddr filesz; do
+    if [ $((0x$addr)) -ge $((vaddr)) ] && [ $((0x$addr)) -lt $((vaddr + filesz)) ]; then
+      dd if="$1" bs=1 skip=$((0x$addr - vaddr + off)) count=24 2>/dev/null | tr '\0' '\n' | head -1
+    fi
+  done
+}
+host=$(version "$dir/lib/libmpich.so.12")
+[ -n "$host" ] || { echo "mpich module: the host library $dir/lib/libmpich.so.12 is missing on this node; ask the admins" >&2; exit 1; }
+lib=$(find lib lib64 usr/lib usr/lib64 usr/local/lib -name 'libmpich.so.12*' -o -name 'libmpi.so.12*' 2>/dev/null | head -1)
+[ -n "$lib" ] || exit 0   # the image carries no MPICH: nothing to compare (the host's is used)
+image=$(version "$lib")
+[ -n "$image" ] || { echo "mpich module: cannot read the MPICH version of the image's /$lib; run without --module=mpich" >&2; exit 1; }
+IFS=. read -r hM hm hp <<V
+$host
+V
+IFS=. read -r iM im ip <<V
+$image
+V
+ok=1
+case $mode in
+  strict) [ "$image" = "$host" ] || ok=0 ;;
+  full) { [ "$iM.$im" = "$hM.$hm" ] && [ "${ip:-0}" -le "${hp:-0}" ]; } || ok=0 ;;
+  major) { [ "$iM" = "$hM" ] && { [ "${im:-0}" -lt "${hm:-0}" ] || { [ "${im:-0}" -eq "${hm:-0}" ] && [ "${ip:-0}" -le "${hp:-0}" ]; }; }; } || ok=0 ;;
+esac
+[ $ok = 1 ] || { echo "mpich module: the image's MPICH $image is not compatible with this system's $host (rule: $mode); rebuild the image with an MPICH $hM.x no newer than $host, or run without --module=mpich" >&2; exit 1; }
+need=$(cat "$dir"/lib/*.so* | grep -a -o 'GLIBC_2\.[0-9]*' | sort -V | tail -1)
+libc=$(find lib lib64 usr/lib usr/lib64 -name 'libc.so.6' 2>/dev/null | head -1)
+have=$([ -n "$libc" ] && grep -a -o 'GLIBC_2\.[0-9]*' "$libc" | sort -V | tail -1)
+if [ -n "$need" ] && [ -n "$have" ] && [ "$(printf '%s\n%s\n' "$need" "$have" | sort -V | tail -1)" != "$have" ]; then
+  echo "mpich module: the image's glibc ($have) is older than the host MPICH needs ($need); use an image with a newer glibc, or run without --module=mpich" >&2; exit 1
+fi
+exit 0
