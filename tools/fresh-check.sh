@@ -78,7 +78,8 @@ INNER
 printf '%s\n' "${cmds[@]}" >"$w/cmds"
 # own mount and pid namespaces: when the inner shell (pid 1 there) exits, the kernel kills
 # whatever it left running, inside containers too, so nothing of the fresh root outlives it
-rc=0; unshare --mount --pid --fork --kill-child bash "$D/inner.sh" || rc=$?
+pidns=--pid; [ "${FRESH_PIDNS:-1}" = 0 ] && pidns=
+rc=0; unshare --mount $pidns --fork --kill-child bash "$D/inner.sh" || rc=$?
 cp "$w"/log.* "$D/" 2>/dev/null || true
 echo "fresh-check: logs in $D/log.1 $D/log.2 (tmpfs /tmp: $TMPFS)"
 exit $rc
