@@ -54,7 +54,10 @@ def build(spec: ContainerSpec, run_dir: str, *, log: Any = _DEFAULT,
         steps = Steps(spec, runtime_log() if log is _DEFAULT else log, fault)
         with steps("state_dir"):
             pinned.make_state_dir(spec, state, key)
-        host_ns = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+        # thread-self, not self: in slurmstepd the hook may run in a thread other than the
+        # main one, and /proc/self names the main thread's namespace, not this thread's (its
+        # pin then binds the host's own namespace: EINVAL)
+        host_ns = os.open("/proc/thread-self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
         cwd = os.open(".", os.O_PATH | os.O_CLOEXEC)
         new_ns = -1
         try:
@@ -69,7 +72,7 @@ def build(spec: ContainerSpec, run_dir: str, *, log: Any = _DEFAULT,
                             source_fds=user_fds)
             with steps("pivot"):
                 phases.pivot_into(os.path.join(state, "root"))
-                new_ns = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+                new_ns = os.open("/proc/thread-self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
             sc.setns(host_ns, sc.CLONE_NEWNS)
             os.fchdir(cwd)
             with steps("pin"):

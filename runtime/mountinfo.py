@@ -13,7 +13,7 @@ def _unescape(text: str) -> str:
 
 def mount_points() -> list[str]:
     """Every mount point of this namespace, in mount order."""
-    with open("/proc/self/mountinfo") as f:
+    with open("/proc/thread-self/mountinfo") as f:  # this thread's namespace (see build.py)
         return [_unescape(line.split(" ", 5)[4]) for line in f]
 
 
