@@ -211,6 +211,18 @@ srun shifter cat /etc/app-release
     jt.assert_clean()
 
 
+def _slurm_conf_with_plugin_args(tmp: Path, args: str) -> Path:
+    """A slurm.conf (in `tmp`) like the cluster's whose plugstack.conf loads our plugin with
+    the config file and `args`: what an admin's plugstack.conf line would say."""
+    plugstack = tmp / "plugstack.conf"
+    plugstack.write_text(f"required {localcluster.PREFIX}/lib/shifter_spank.so "
+                         f"shifter_config={localcluster.STATE}/etc/shifter.yaml {args}\n")
+    conf = tmp / "slurm.conf"
+    conf.write_text(re.sub(r"^PlugStackConfig=.*$", f"PlugStackConfig={plugstack}",
+                           (localcluster.STATE / "etc/slurm.conf").read_text(), flags=re.M))
+    return conf
+
+
 @pytest.mark.parametrize("python,message", [
     ("/nonexistent/bin/python3", "cannot start Python (/nonexistent/bin/python3): No such file"),
     # the system Python: it may or may not have cffi; it never has our packages
@@ -228,12 +240,7 @@ def test_plugin_whose_python_cannot_start_fails_the_job(image, python, message):
         subprocess.run(["/usr/bin/python3.11", "-m", "venv", "--without-pip", str(tmp / "venv")], check=True)
         python = str(tmp / "venv/bin/python3")
     try:
-        plugstack = tmp / "plugstack.conf"
-        plugstack.write_text(f"required {localcluster.PREFIX}/lib/shifter_spank.so "
-                             f"shifter_config={localcluster.STATE}/etc/shifter.yaml python={python}\n")
-        conf = tmp / "slurm.conf"
-        conf.write_text(re.sub(r"^PlugStackConfig=.*$", f"PlugStackConfig={plugstack}",
-                               (localcluster.STATE / "etc/slurm.conf").read_text(), flags=re.M))
+        conf = _slurm_conf_with_plugin_args(tmp, f"python={python}")
         result = run_as(USER, ["env", f"SLURM_CONF={conf}", "srun", "-N1", "--image=docker:slurm/app:1",
                                "shifter", "cat", "/etc/app-release"])
         assert result.returncode != 0
@@ -262,12 +269,7 @@ def test_plugin_argument_that_would_do_nothing_fails_jobs_with_its_name(image, a
     tmp = Path(tempfile.mkdtemp(dir=localcluster.STATE))
     os.chmod(tmp, 0o755)
     try:
-        plugstack = tmp / "plugstack.conf"
-        plugstack.write_text(f"required {localcluster.PREFIX}/lib/shifter_spank.so "
-                             f"shifter_config={localcluster.STATE}/etc/shifter.yaml {arg}\n")
-        conf = tmp / "slurm.conf"
-        conf.write_text(re.sub(r"^PlugStackConfig=.*$", f"PlugStackConfig={plugstack}",
-                               (localcluster.STATE / "etc/slurm.conf").read_text(), flags=re.M))
+        conf = _slurm_conf_with_plugin_args(tmp, arg)
         result = run_as(USER, ["env", f"SLURM_CONF={conf}", "srun", "-N1", "true"])
         assert result.returncode != 0
         assert message in result.stderr
