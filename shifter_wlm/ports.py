@@ -7,6 +7,8 @@ import ipaddress
 import os
 import sys
 
+from shifter_wlm.procfds import socket_inodes
+
 
 def _proc_address(text: str) -> str:
     """An address as /proc/net/tcp{,6} writes it (hex, 32-bit words in host order)."""
@@ -19,15 +21,8 @@ def listening(pid: int, listen: str, port: int) -> bool:
     """Whether process `pid` itself has a socket listening on listen:port (listen "": the
     IPv4 wildcard), found by matching its fds' socket inodes in its /proc/net/tcp{,6}.
     Someone else listening on the port (a squatter) does not count."""
-    inodes = set()
     try:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
+        inodes = socket_inodes(pid)
     except OSError:
         return False
     want = listen or "0.0.0.0"
@@ -79,15 +74,8 @@ def port_holders(listen: str, port: int) -> set[int]:
         if not name.isdigit():
             continue
         try:
-            fds = os.listdir(f"/proc/{name}/fd")
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                target = os.readlink(f"/proc/{name}/fd/{fd}")
-            except OSError:  # closed meanwhile
-                continue
-            if target.startswith("socket:[") and target[8:-1] in inodes:
+            if socket_inodes(name) & inodes:
                 pids.add(int(name))
-                break
+        except OSError:  # gone meanwhile
+            continue
     return pids

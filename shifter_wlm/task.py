@@ -20,6 +20,7 @@ import time
 
 from shifter_site.errors import ShifterError
 from shifter_wlm import stepscripts  # imported before entering: used inside the container
+from shifter_wlm.procfds import socket_inodes
 
 # No dataclasses on this path: a `srun shifter` step pays for every import
 # (target: <= 25 ms per step in all; docs/architecture.md, decision 13). What entering
@@ -64,14 +65,7 @@ def node_from_step_socket(job_id: int, step_id: int) -> str | None:
     directory (`<node>_<job>.<step>`): created by slurmstepd as root, so not the user's say.
     (At this point the step's environment still carries the submitting node's
     SLURMD_NODENAME; several slurmd on one host share the host name.)"""
-    inodes = set()
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
+    inodes = socket_inodes()
     suffix = f"_{job_id}.{step_id}"
     with open("/proc/net/unix") as handle:
         for line in handle:
