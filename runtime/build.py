@@ -61,8 +61,8 @@ def build(spec: ContainerSpec, run_dir: str, *, log: Any = _DEFAULT,
         cwd = os.open(".", os.O_PATH | os.O_CLOEXEC)
         new_ns = -1
         try:
-            with steps("namespace"):
-                sc.unshare(sc.CLONE_NEWNS)
+            with steps("namespace") as info:
+                info.update(pinned.new_namespace(host_ns))  # one the kernel lets us pin
                 sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
                 mountinfo.detach_under(os.path.realpath(run_dir))
             with steps("resolve_volumes"):

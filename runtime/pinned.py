@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from runtime import binds
 from runtime import syscalls as sc
 from runtime.cache import cache_file_prefix
+from runtime.errors import BuildError
 from runtime.frozen import Frozen
 from runtime.paths import fdpath
 
@@ -78,6 +79,75 @@ def make_state_dir(spec: ContainerSpec, state: str, key: str) -> None:
     sc.mount(None, state, None, sc.MS_PRIVATE)
     open(os.path.join(state, "ns"), "w").close()
     os.mkdir(os.path.join(state, "root"), 0o700)
+
+
+# ioctl(2) on a mount namespace's nsfs file: its id (Linux 6.8+), _IOR(0xb7, 5, __u64)
+NS_GET_MNTNS_ID = 0x8008B705
+
+
+def mnt_ns_id(fd: int) -> int | None:
+    """The kernel's id of the mount namespace that `fd` (its nsfs file) names; None on a
+    kernel without the ioctl (before 6.8, when ids were one global, ordered sequence)."""
+    import fcntl
+    import struct
+
+    buf = bytearray(8)
+    try:
+        fcntl.ioctl(fd, NS_GET_MNTNS_ID, buf, True)
+    except OSError:
+        return None
+    return struct.unpack("=Q", buf)[0]
+
+
+def _own_id() -> int | None:
+    fd = os.open("/proc/thread-self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return mnt_ns_id(fd)
+    finally:
+        os.close(fd)
+
+
+def new_namespace(host_ns: int) -> dict:
+    """unshare(CLONE_NEWNS) into a namespace that the kernel will let `pin` bind into the
+    namespace `host_ns` (this thread's own); returns the ids, for the build's log.
+
+    The kernel binds a mount namespace's file only into a namespace with a smaller id
+    (fs/namespace.c, mnt_ns_loop; else EINVAL). Recent kernels (6.18 here) take ids from
+    per-CPU batches, so a namespace made now on one CPU may get a smaller id than one made
+    earlier on another: when slurmd lives in a namespace made after boot (a container, a
+    systemd unit with its own mounts, make fresh-check's root) about half the prologs failed
+    to pin. The CPU that made `host_ns`, and any whose batch is newer, hands out larger ids,
+    so this makes at most one namespace on each CPU it may use, and says so when none does
+    (snapd works around the same: canonical/snapd#17376).
+    """
+    want = mnt_ns_id(host_ns)
+    sc.unshare(sc.CLONE_NEWNS)
+    got = _own_id()
+    if want is None or got is None or got > want:
+        return {"ns_id": got, "host_ns_id": want}
+    allowed = os.sched_getaffinity(0)
+    cwd = os.open(".", os.O_PATH | os.O_CLOEXEC)
+    tried = [got]
+    try:
+        for cpu in range(os.cpu_count() or 1):
+            try:
+                os.sched_setaffinity(0, {cpu})
+            except OSError:  # offline, or outside this process's cpuset
+                continue
+            sc.setns(host_ns, sc.CLONE_NEWNS)  # leave the namespace the kernel would refuse
+            os.fchdir(cwd)
+            sc.unshare(sc.CLONE_NEWNS)
+            got = _own_id() or 0
+            if got > want:
+                return {"ns_id": got, "host_ns_id": want, "refused_ids": tried}
+            tried.append(got)
+    finally:
+        os.sched_setaffinity(0, allowed)
+        os.close(cwd)
+    raise BuildError(
+        f"cannot pin the container: the kernel pins only a mount namespace whose id is above "
+        f"this process's ({want}), and no CPU it may use gave one (got {tried}); let it use "
+        f"the CPU its namespace was made on, or run it in the host's mount namespace")
 
 
 def pin(state: str, ns_fd: int) -> None:

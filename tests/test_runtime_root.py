@@ -304,3 +304,66 @@ def _cfg_text(env) -> str:
     import msgspec
     import yaml
     return yaml.safe_dump(msgspec.to_builtins(env["cfg"]))
+
+
+def test_pinned_build_from_a_namespace_newer_by_id_than_this_cpus_next(env):
+    """slurmd in a namespace made after boot (a container, a fresh root): on kernels that
+    take namespace ids from per-CPU batches, a new namespace made on another CPU can have
+    a smaller id than the caller's, and the kernel refuses to pin it (EINVAL, mnt_ns_loop).
+    The builder is kept on the CPU with the older batch, in a namespace made on the newer
+    one; the build must still pin, and the builder's CPU affinity be as it was."""
+    before = snapshot(env)
+    repo = Path(__file__).resolve().parent.parent
+    code = f"""
+import errno, json, os, sys; sys.path[:0] = [{str(repo)!r}, {str(repo / 'tests')!r}]
+from runtime import build, pinned, syscalls as sc, teardown
+import rtutil, test_runtime_root as t
+from shifter_site import config, imagefiles
+cfg = config.parse({_cfg_text(env)!r})
+env = {{"cfg": cfg, "record": imagefiles.read_record(cfg.image_dir, {env['record'].id!r}), "base": {str(env['base'])!r}}}
+def here():
+    return os.open("/proc/thread-self/ns/mnt", os.O_RDONLY)
+home = here()
+ids = {{}}
+for cpu in sorted(os.sched_getaffinity(0)):  # the id each CPU hands out next
+    os.sched_setaffinity(0, {{cpu}})
+    sc.unshare(sc.CLONE_NEWNS)
+    ids[cpu] = pinned.mnt_ns_id(here())
+    sc.setns(home, sc.CLONE_NEWNS)
+newest, oldest = max(ids, key=ids.get), min(ids, key=ids.get)
+os.sched_setaffinity(0, {{newest}})
+sc.unshare(sc.CLONE_NEWNS)  # the caller's namespace, made on the CPU with the newest batch
+sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+caller = here()
+os.sched_setaffinity(0, {{oldest}})
+probe = os.path.join({str(env['base'])!r}, "probe")
+open(probe, "w").close()
+sc.unshare(sc.CLONE_NEWNS)  # what a plain unshare on this CPU gives
+plain_ns = here()
+sc.setns(caller, sc.CLONE_NEWNS)
+try:
+    sc.mount(f"/proc/self/fd/{{plain_ns}}", probe, None, sc.MS_BIND)
+    plain = "pinned"
+    sc.umount2(probe, sc.MNT_DETACH)
+except OSError as err:
+    plain = errno.errorcode[err.errno]
+os.close(plain_ns)
+os.unlink(probe)
+spec = t.make_spec(env, hosts=("a",))
+c = build.build(spec, cfg.run_dir, log=None)
+rc, out, err = rtutil.run_in(c, spec, ["id", "-u"])
+teardown.teardown(cfg.run_dir, c.key)
+print(json.dumps({{"ids": ids, "caller": pinned.mnt_ns_id(caller), "plain": plain, "rc": rc, "out": out, "err": err,
+                  "affinity": sorted(os.sched_getaffinity(0)), "oldest": oldest}}))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    import json
+    r = json.loads(proc.stdout.splitlines()[-1])
+    assert (r["rc"], r["out"].strip()) == (0, str(env["user"].pw_uid)), r
+    assert r["affinity"] == [r["oldest"]], "the builder's CPU affinity was not restored"
+    ids = sorted(r["ids"].values())
+    if ids[0] is not None and ids[-1] - ids[0] >= len(ids):
+        # per-CPU batches (not one ordered sequence): the case this test is about was made
+        assert r["plain"] == "EINVAL", f"a plain unshare was pinned: the test did not reproduce the case ({r})"
+    assert settle(env, before) == before
