@@ -2,6 +2,9 @@
 runs in the job's container, tear it down, forget the job. Idempotent, and correct after a
 prolog that failed or was killed half-way. It never fails the hook: a failed epilog drains
 the node, so problems are logged for the admin instead.
+
+`forget` is the one way a job leaves a node: the epilog runs it for its own job, and the
+next prolog on the node for a job whose epilog never ran (shifter_wlm/leftovers.py).
 """
 
 from __future__ import annotations
@@ -9,8 +12,44 @@ from __future__ import annotations
 import os
 
 
-def run(spank, args, options) -> None:
+def forget(run_dir: str, job_id: int, node: str, log=None) -> dict:
+    """Remove job `job_id` from this node: stop its sshd, remove its job and step records,
+    tear down each of its containers that no other record uses. `log` None logs no event
+    per step (the caller logs one for all). Returns what was done."""
+    import contextlib
+
     from runtime import teardown
+    from shifter_site import logs
+    from shifter_wlm import jobs
+
+    def step(event: str, **fields):
+        return logs.step(log, event, job=job_id, node=node, **fields) if log else contextlib.nullcontext({})
+
+    done: dict = {"records": [], "containers": [], "sshd_stopped": []}
+    for name in [n for n in jobs.names(run_dir) if n == str(job_id) or n.startswith(f"{job_id}.")]:
+        record = jobs.read(run_dir, name)
+        if record is None:
+            continue
+        if record.sshd_pid and record.key:
+            from shifter_wlm import sshd
+            with step("sshd_stop", pid=record.sshd_pid) as info:
+                info["stopped"] = sshd.stop(record.sshd_pid, os.path.join(run_dir, record.key, "ns"))
+            if info["stopped"]:
+                done["sshd_stopped"].append(record.sshd_pid)
+        jobs.remove(run_dir, name)
+        done["records"].append(name)
+        if record.key and record.key not in jobs.keys_in_use(run_dir):
+            with step("teardown", key=record.key, record=name):
+                if teardown.teardown(run_dir, record.key):
+                    done["containers"].append(record.key)
+    try:
+        os.unlink(os.path.join(run_dir, "jobs", f"{job_id}.sshd.log"))
+    except FileNotFoundError:
+        pass
+    return done
+
+
+def run(spank, args, options) -> None:
     from shifter_site import config, logs
     from shifter_wlm import jobs
     from shifter_wlm.prolog import node_name
@@ -20,23 +59,6 @@ def run(spank, args, options) -> None:
     try:
         node = node_name()
         cfg = config.load(args.shifter_config, privileged=True)
-        run_dir = jobs.node_dir(cfg.run_dir, node)
-        mine = [n for n in jobs.names(run_dir) if n == str(job_id) or n.startswith(f"{job_id}.")]
-        for name in mine:
-            record = jobs.read(run_dir, name)
-            if record is None:
-                continue
-            if record.sshd_pid and record.key:
-                from shifter_wlm import sshd
-                with logs.step(log, "sshd_stop", job=job_id, node=node, pid=record.sshd_pid) as info:
-                    info["stopped"] = sshd.stop(record.sshd_pid, os.path.join(run_dir, record.key, "ns"))
-            jobs.remove(run_dir, name)
-            if record.key and record.key not in jobs.keys_in_use(run_dir):
-                with logs.step(log, "teardown", job=job_id, node=node, key=record.key, record=name):
-                    teardown.teardown(run_dir, record.key)
-        try:
-            os.unlink(os.path.join(run_dir, "jobs", f"{job_id}.sshd.log"))
-        except FileNotFoundError:
-            pass
+        forget(jobs.node_dir(cfg.run_dir, node), job_id, node, log)
     except Exception as err:  # noqa: BLE001 - logged, never drains the node
         log.error("epilog_failed", job=job_id, error=f"{type(err).__name__}: {err}")

@@ -75,7 +75,7 @@ def other_jobs_sshds(run_dir: str, pids: set[int], wait: float = 2.0) -> bool:
 def run(spank, args, options) -> None:
     from runtime import build
     from shifter_site import config, logs
-    from shifter_wlm import jobs, slurm, sshd
+    from shifter_wlm import jobs, leftovers, slurm, sshd
     from shifter_wlm.containers import hostsfile_entries, job_record, make_spec
 
     log = logs.get("prolog")
@@ -97,6 +97,8 @@ def run(spank, args, options) -> None:
         with logs.step(log, "job_info", job=job_id, node=node) as info:
             job = slurm.job_info(job_id)
             info["nodes"] = len(job.nodes)
+        # before anything of this job is made: a dead job's records would read as live
+        leftovers.collect(run_dir, node, job_id, log)
         addrs = None
         if with_sshd:
             with logs.step(log, "node_addresses", job=job_id, node=node) as info:

@@ -187,6 +187,27 @@ def job_from(squeue_text: str, show_job: str, job_id: int) -> JobInfo:
                    batch_host=fields["batch_host"])
 
 
+# job states in which a job holds no node and runs no script any more (COMPLETING is not
+# one: its epilogs are still running)
+ENDED_STATES = frozenset({"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL",
+                          "OUT_OF_MEMORY", "PREEMPTED", "TIMEOUT"})
+
+
+def parse_states(text: str, job_ids: set[int]) -> dict[int, str]:
+    """{job: state} from `squeue -h -O JobID:|,State:|` lines, for the jobs asked about;
+    SlurmQueryError for a line that is not one squeue writes."""
+    states = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        fields = [f.strip() for f in line.split("|")]
+        if len(fields) != 3 or fields[2] or not fields[0].isdigit() or not re.fullmatch(r"[A-Z_]+", fields[1]):
+            raise SlurmQueryError(f"squeue gave a line that is not 'job|state|': {line[:120]!r}")
+        if int(fields[0]) in job_ids:
+            states[int(fields[0])] = fields[1]
+    return states
+
+
 def parse_show_nodes(text: str) -> dict[str, str]:
     """NodeName -> NodeAddr from `scontrol show node -o NAMES` output (one line per node)."""
     out: dict[str, str] = {}
@@ -259,6 +280,30 @@ def job_info(job_id: int) -> JobInfo:
     fields = ",".join(f"{name}:|" for name in SQUEUE_FIELDS)
     squeue = _run(["squeue", "-h", "--states=all", "-j", str(job_id), "-O", fields])
     return job_from(squeue, _run(["scontrol", "show", "job", "-d", str(job_id)]), job_id)
+
+
+def job_states(job_ids: list[int] | set[int]) -> dict[int, str]:
+    """The state of each of these jobs that Slurm still knows ("RUNNING", "COMPLETED"...);
+    a job missing from the answer is one Slurm has forgotten (ended longer ago than
+    MinJobAge). SlurmQueryError when Slurm cannot say (then nobody may assume a job ended)."""
+    asked = set(job_ids)
+    if not asked:
+        return {}
+    pyslurm = _pyslurm()
+    if pyslurm is not None:
+        try:
+            known = pyslurm.Jobs.load()
+        except Exception as err:  # noqa: BLE001 - pyslurm raises its own types
+            raise SlurmQueryError(f"pyslurm could not load the jobs: {err}") from None
+        return {j: str(known[j].state).upper() for j in asked if j in known}
+    try:
+        out = _run(["squeue", "-h", "--states=all", "-j", ",".join(map(str, sorted(asked))), "-O", "JobID:|,State:|"])
+    except SlurmQueryError as err:
+        # asked about one job only, squeue loads just that one, and fails when it is gone
+        if len(asked) == 1 and "Invalid job id specified" in str(err):
+            return {}
+        raise
+    return parse_states(out, asked)
 
 
 def node_addresses(nodes: list[str] | tuple[str, ...]) -> dict[str, str]:

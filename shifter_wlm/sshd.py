@@ -344,9 +344,14 @@ def log_tail(ns_path: str) -> str:
 
 def stop(pid: int, ns_path: str, timeout: float = 5.0) -> bool:
     """Stop the job's sshd: SIGTERM, then SIGKILL; only if pid still is a process inside the
-    container at ns_path (a pid reused by something else is left alone). True if stopped."""
+    container at ns_path (a pid reused by something else is left alone; so is every pid when
+    ns_path is no pin any more, e.g. after a reboot, as its inode is then a plain file's).
+    True if stopped."""
     try:
-        want = os.stat(ns_path).st_ino
+        pin = os.stat(ns_path)
+        if pin.st_dev == os.stat(os.path.dirname(ns_path)).st_dev:
+            return False
+        want = pin.st_ino
         if os.readlink(f"/proc/{pid}/ns/mnt") != f"mnt:[{want}]":
             return False
         os.kill(pid, signal.SIGTERM)

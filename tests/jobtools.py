@@ -94,3 +94,18 @@ def lines_with(prefix: str, output: str) -> list[str]:
 def field(name: str, line: str) -> str:
     match = re.search(rf"\b{name}=(\S*)", line)
     return match.group(1) if match else ""
+
+
+def node_events(node: str) -> list[dict]:
+    """The structured events (one JSON object a line) in a node's slurmd log."""
+    import json
+
+    events = []
+    for line in (localcluster.STATE / f"log/slurmd-{node}.log").read_text().splitlines():
+        start = line.find("{")
+        if start >= 0 and '"event"' in line:
+            try:
+                events.append(json.loads(line[start:]))
+            except ValueError:
+                continue
+    return events

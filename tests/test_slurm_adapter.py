@@ -61,3 +61,22 @@ def test_job_info_of_a_running_job_on_the_real_cluster(cluster):
 def test_unknown_job_is_a_clear_error(cluster):
     with pytest.raises(slurm.SlurmQueryError, match="squeue .* 999999 .* failed: .*Invalid job id"):
         slurm.job_info(999999)
+
+
+def test_job_states_on_the_real_cluster(cluster):
+    """Running and ended jobs with their state; a job Slurm never had is missing, asked
+    about alone (squeue then fails for it) or with others."""
+    running = run_as("testuser", ["sbatch", "--parsable", "-N1", "-o", "/dev/null", "--wrap", "sleep 30"], cwd="/tmp")
+    ended = run_as("testuser", ["sbatch", "--parsable", "--wait", "-N1", "-o", "/dev/null", "--wrap", "true"], cwd="/tmp")
+    assert running.returncode == 0 and ended.returncode == 0, (running.stderr, ended.stderr)
+    running_id, ended_id = (int(r.stdout.strip().split(";")[0]) for r in (running, ended))
+    try:
+        deadline = time.monotonic() + 30
+        while slurm.job_states([running_id]).get(running_id) != "RUNNING":
+            assert time.monotonic() < deadline, "job did not start"
+            time.sleep(0.2)
+        states = slurm.job_states([running_id, ended_id, 999999])
+        assert states == {running_id: "RUNNING", ended_id: "COMPLETED"}
+        assert slurm.job_states([999999]) == {}
+    finally:
+        cluster.slurm("scancel", str(running_id), check=False)

@@ -447,3 +447,106 @@ srun shifter cat /etc/app-release
     shutil.rmtree(evil)
     for leftover in Path("/tmp").glob("shifter-evil-*"):
         leftover.unlink()
+
+
+LEFTOVER = """#!/bin/bash
+#SBATCH -N 1 -w n1 -t 5
+#SBATCH --image=docker:slurm/app:1
+#SBATCH --volume=/x:/cache:perNodeCache=size=256m
+srun shifter sh -c 'echo started; sleep 300'
+"""
+NEXT = """#!/bin/bash
+#SBATCH -N 1 -w n1 -t 5
+#SBATCH --image=docker:slurm/app:1
+srun shifter cat /etc/app-release
+"""
+
+
+def _job_whose_epilog_never_ran() -> tuple[str, dict]:
+    """A job on n1 ended while slurmd's plugin stack lacked our plugin: its epilog ran
+    without us, as if it never ran. (job id, its record on n1); its container is still
+    pinned there and its sshd still listens."""
+    import json
+    job = jt.write_job(USER, "leftover.sl", LEFTOVER)
+    result = run_as(USER, ["sbatch", "--parsable", "-o", f"{job.stem}-%j.out", str(job)], cwd=str(job.parent))
+    assert result.returncode == 0, result.stderr
+    job_id = result.stdout.strip().split(";")[0]
+    out = job.parent / f"{job.stem}-{job_id}.out"
+    deadline = time.monotonic() + 60
+    while not (out.exists() and "started" in out.read_text()):
+        assert time.monotonic() < deadline, "the job's step did not start"
+        time.sleep(0.2)
+    plugstack = localcluster.STATE / "etc/plugstack.conf"
+    saved = plugstack.read_text()
+    try:
+        plugstack.write_text("")  # read by each slurmstepd: the job's epilog runs without us
+        run_as(USER, ["scancel", job_id])
+        jt.wait_gone(job_id)
+    finally:
+        plugstack.write_text(saved)
+    record = json.loads((jt.run_dir() / "n1/jobs" / f"{job_id}.json").read_text())
+    assert record["state"] == "ready" and record["sshd_pid"], record
+    return job_id, record
+
+
+def _next_job_on_n1() -> str:
+    job_id, output, _ = jt.sbatch_wait(USER, jt.write_job(USER, "next.sl", NEXT))
+    assert output.splitlines() == ["slurm-app-1"], output  # no warning about the sshd either
+    jt.wait_gone(job_id)
+    return job_id
+
+
+def test_next_prolog_collects_what_a_job_whose_epilog_never_ran_left(image):
+    """Its record, pinned container, loop device, perNodeCache file and sshd go with the next
+    job's prolog on the node, logged as one event; the next job gets the node's sshd port."""
+    dead, record = _job_whose_epilog_never_ran()
+    state = jt.run_dir() / "n1" / record["key"]
+    assert str(state / "ns") in jt.leftovers()["mounts"]
+    assert Path(f"/proc/{record['sshd_pid']}").exists()
+    following = _next_job_on_n1()
+    assert not (jt.run_dir() / "n1/jobs" / f"{dead}.json").exists() and not state.exists()
+    assert not Path(f"/proc/{record['sshd_pid']}").exists()
+    events = jt.node_events("n1")
+    collected = [e for e in events if e.get("event") == "leftovers" and e.get("job") == int(following)]
+    assert len(collected) == 1 and collected[0]["ok"] is True, collected
+    assert collected[0]["jobs"] == [int(dead)] and collected[0]["containers"] == [record["key"]], collected
+    assert collected[0]["sshd_stopped"] == [record["sshd_pid"]], collected
+    sshd = [e for e in events if e.get("event") == "sshd" and e.get("job") == int(following)]
+    assert sshd and sshd[0]["ok"] is True, sshd  # the port was free again
+    jt.assert_clean()
+
+
+@pytest.mark.parametrize("run_dir", ["kept", "wiped"])
+def test_next_prolog_after_a_reboot_while_a_record_said_ready(image, run_dir):
+    """A node rebooted during a job: every mount and process is gone, the job record still
+    says "ready" (run dir on disk: kept) or the run dir is gone too (wiped). The next job
+    runs; a kept record is collected without signalling the process that now has its sshd's
+    pid (a reboot reuses pids)."""
+    import json
+    from runtime import syscalls as sc
+    from runtime import teardown
+    dead, record = _job_whose_epilog_never_ran()
+    state = jt.run_dir() / "n1" / record["key"]
+    for pid in teardown.processes_in(str(state / "ns")):  # the "reboot": processes, then mounts
+        os.kill(pid, 9)
+    sc.umount2(str(state / "ns"), sc.MNT_DETACH)
+    sc.umount2(str(state), sc.MNT_DETACH)
+    stranger = subprocess.Popen(["sleep", "300"])
+    try:
+        if run_dir == "wiped":
+            shutil.rmtree(jt.run_dir() / "n1")
+        else:
+            path = jt.run_dir() / "n1/jobs" / f"{dead}.json"
+            path.write_text(json.dumps({**record, "sshd_pid": stranger.pid}))
+        following = _next_job_on_n1()
+        assert stranger.poll() is None, "the next prolog signalled a process that only had a dead sshd's pid"
+        assert not (jt.run_dir() / "n1/jobs" / f"{dead}.json").exists() and not state.exists()
+        if run_dir == "kept":
+            collected = [e for e in jt.node_events("n1")
+                         if e.get("event") == "leftovers" and e.get("job") == int(following)]
+            assert len(collected) == 1 and collected[0]["ok"] is True, collected
+            assert collected[0]["jobs"] == [int(dead)] and collected[0]["sshd_stopped"] == [], collected
+    finally:
+        stranger.kill()
+        stranger.wait()
+    jt.assert_clean()

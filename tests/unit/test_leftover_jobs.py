@@ -1,0 +1,70 @@
+"""Which jobs' leftovers a prolog may collect on its node (shifter_wlm/leftovers.py): only
+those Slurm reports ended or has forgotten, never the starting job, a running, completing,
+pending or requeued one; and the squeue lines that decide it (shifter_wlm/slurm.py:
+parse_states). Slurm's answer is given here; the real cluster's is in
+tests/test_slurm_adapter.py and the collection itself in tests/test_slurm_jobs.py."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, strategies as st
+
+from shifter_wlm import leftovers, slurm
+
+
+def test_states_of_the_jobs_asked_about():
+    text = "12|RUNNING|\n13|COMPLETED|\n99|PENDING|\n"
+    assert slurm.parse_states(text, {12, 13, 14}) == {12: "RUNNING", 13: "COMPLETED"}
+    assert slurm.parse_states("", {12}) == {}
+
+
+@pytest.mark.parametrize("line", ["12|RUNNING", "12|RUNNING|x", "1_2|RUNNING|", "12|running|", "12|RUN NING|",
+                                  "|RUNNING|", "12|RUNNING|\n13"])
+def test_a_line_squeue_does_not_write_is_refused(line):
+    with pytest.raises(slurm.SlurmQueryError, match="squeue gave a line"):
+        slurm.parse_states(line, {12, 13})
+
+
+@given(st.text(max_size=60))
+def test_any_text_gives_states_or_one_clear_error(text):
+    try:
+        states = slurm.parse_states(text, {1, 12})
+    except slurm.SlurmQueryError:
+        return
+    assert set(states) <= {1, 12} and all(s.replace("_", "").isalpha() for s in states.values())
+
+
+def _records(tmp_path, names):
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    for name in names:
+        (jobs / f"{name}.json").write_text("{}")
+    (jobs / ".20.json.tmp").write_text("{}")  # a record being written: not a job's name
+    return str(tmp_path)
+
+
+def test_only_ended_or_forgotten_jobs_are_dead(tmp_path, monkeypatch):
+    run_dir = _records(tmp_path, ["5", "6", "6.1", "7", "8", "9", "10", "11.2", "12", "20"])
+    slurm_says = {6: "COMPLETED", 7: "RUNNING", 8: "COMPLETING", 9: "PENDING", 10: "NODE_FAIL", 12: "SUSPENDED"}
+    asked = []
+    monkeypatch.setattr(slurm, "job_states", lambda ids: asked.append(set(ids)) or
+                        {j: s for j, s in slurm_says.items() if j in ids})
+    # 5 and 11 (only a step record left) are forgotten; 20 is the job starting now
+    assert leftovers.dead_jobs(run_dir, 20) == [5, 6, 10, 11]
+    assert asked == [{5, 6, 7, 8, 9, 10, 11, 12}]
+
+
+def test_no_other_job_no_question_to_slurm(tmp_path, monkeypatch):
+    run_dir = _records(tmp_path, ["20", "20.3"])
+    monkeypatch.setattr(slurm, "job_states", lambda ids: pytest.fail("Slurm asked"))
+    assert leftovers.dead_jobs(run_dir, 20) == []
+
+
+def test_slurm_unable_to_answer_means_no_job_is_dead(tmp_path, monkeypatch):
+    run_dir = _records(tmp_path, ["5"])
+
+    def down(ids):
+        raise slurm.SlurmQueryError("squeue failed: Unable to contact slurm controller")
+    monkeypatch.setattr(slurm, "job_states", down)
+    with pytest.raises(slurm.SlurmQueryError):
+        leftovers.dead_jobs(run_dir, 20)
