@@ -13,6 +13,11 @@
 # README says. Both must succeed; afterwards nothing of the fresh root may still run.
 # Stop any cluster on this machine first: the network namespace (ports) is shared.
 #
+# The fresh root's mount namespace is made on the CPU whose next namespace id is the highest:
+# on kernels that take namespace ids from per-CPU batches (6.18) the prolog's namespaces, made
+# on the other CPUs, then get smaller ids than slurmd's, as for any slurmd started after boot
+# in a namespace of its own; so the check meets that case every time, not on a coin toss.
+#
 # Env: FRESH_DIR (default /var/tmp/shifter-fresh; the debootstrap base is cached there),
 #      FRESH_TMPFS (1|0), FRESH_TIMEOUT (seconds per command, default 2400).
 set -euo pipefail
@@ -49,8 +54,30 @@ cp -a /etc/xdg/pip "$w/etc/xdg/" 2>/dev/null || true
 chroot "$w" update-ca-certificates >/dev/null 2>&1 || true
 git clone -q "$repo" "$w/root/project"
 
+# the CPU whose next namespace id is the highest (none: the kernel has no NS_GET_MNTNS_ID)
+newest_cpu=$(/usr/bin/python3 - <<'PY'
+import ctypes, fcntl, os, struct
+libc, home, best = ctypes.CDLL(None, use_errno=True), os.open("/proc/self/ns/mnt", os.O_RDONLY), None
+for cpu in sorted(os.sched_getaffinity(0)):
+    os.sched_setaffinity(0, {cpu})
+    if libc.unshare(0x20000) != 0:
+        break
+    fd, buf = os.open("/proc/self/ns/mnt", os.O_RDONLY), bytearray(8)
+    try:
+        fcntl.ioctl(fd, 0x8008B705, buf, True)  # NS_GET_MNTNS_ID
+    except OSError:
+        break
+    libc.setns(home, 0x20000)
+    if best is None or struct.unpack("=Q", buf)[0] > best[0]:
+        best = (struct.unpack("=Q", buf)[0], cpu)
+print(best[1] if best else "")
+PY
+) || newest_cpu=
+all_cpus=$(taskset -c -p $$ | sed 's/.*: //')
+
 cat >"$D/inner.sh" <<INNER
 set -u
+taskset -a -c -p "$all_cpus" \$\$ >/dev/null   # made on one CPU (above); runs on all
 mount --make-rprivate /
 mount --bind "$w" "$w"
 mount -t proc proc "$w/proc"; mount --rbind /sys "$w/sys"; mount --rbind /dev "$w/dev"
@@ -79,7 +106,9 @@ printf '%s\n' "${cmds[@]}" >"$w/cmds"
 # own mount and pid namespaces: when the inner shell (pid 1 there) exits, the kernel kills
 # whatever it left running, inside containers too, so nothing of the fresh root outlives it
 pidns=--pid; [ "${FRESH_PIDNS:-1}" = 0 ] && pidns=
-rc=0; unshare --mount $pidns --fork --kill-child bash "$D/inner.sh" || rc=$?
+on_cpu=(); [ -n "$newest_cpu" ] && on_cpu=(taskset -c "$newest_cpu")
+echo "fresh-check: the fresh root's namespace made on CPU ${newest_cpu:-any}"
+rc=0; "${on_cpu[@]}" unshare --mount $pidns --fork --kill-child bash "$D/inner.sh" || rc=$?
 cp "$w"/log.* "$D/" 2>/dev/null || true
 echo "fresh-check: logs in $D/log.1 $D/log.2 (tmpfs /tmp: $TMPFS)"
 exit $rc
