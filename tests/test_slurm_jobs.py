@@ -452,7 +452,7 @@ srun shifter cat /etc/app-release
 LEFTOVER = """#!/bin/bash
 #SBATCH -N 1 -w n1 -t 5
 #SBATCH --image=docker:slurm/app:1
-#SBATCH --volume=/x:/cache:perNodeCache=size=256m
+#SBATCH --volume=/x:/cache:perNodeCache=size=320m
 srun shifter sh -c 'echo started; sleep 300'
 """
 NEXT = """#!/bin/bash
