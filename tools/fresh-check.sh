@@ -77,7 +77,7 @@ all_cpus=$(taskset -c -p $$ | sed 's/.*: //')
 
 cat >"$D/inner.sh" <<INNER
 set -u
-taskset -a -c -p "$all_cpus" \$\$ >/dev/null   # made on one CPU (above); runs on all
+taskset -c -p "$all_cpus" \$\$ >/dev/null || exit 1   # made on one CPU (above); runs on all
 mount --make-rprivate /
 mount --bind "$w" "$w"
 mount -t proc proc "$w/proc"; mount --rbind /sys "$w/sys"; mount --rbind /dev "$w/dev"
