@@ -68,3 +68,24 @@ def test_slurm_unable_to_answer_means_no_job_is_dead(tmp_path, monkeypatch):
     monkeypatch.setattr(slurm, "job_states", down)
     with pytest.raises(slurm.SlurmQueryError):
         leftovers.dead_jobs(run_dir, 20)
+
+
+def test_collect_when_slurm_cannot_answer_logs_one_event_and_touches_nothing(tmp_path, monkeypatch):
+    """The starting job must run anyway: one failed `leftovers` event, no exception, every
+    record still there."""
+    import io
+    import json
+
+    from shifter_site import logs
+    run_dir = _records(tmp_path, ["5", "6.1"])
+
+    def down(ids):
+        raise slurm.SlurmQueryError("squeue failed: Unable to contact slurm controller")
+    monkeypatch.setattr(slurm, "job_states", down)
+    out = io.StringIO()
+    logs.configure(json=True, stream=out)
+    leftovers.collect(run_dir, "n1", 20, logs.get("prolog"))
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(e["event"], e["ok"], e["job"], e["node"]) for e in events] == [("leftovers", False, 20, "n1")]
+    assert "Unable to contact slurm controller" in events[0]["error"]
+    assert sorted(p.name for p in (tmp_path / "jobs").iterdir()) == [".20.json.tmp", "5.json", "6.1.json"]
