@@ -117,7 +117,7 @@ def new_namespace(host_ns: int) -> dict:
     earlier on another: when slurmd lives in a namespace made after boot (a container, a
     systemd unit with its own mounts, make fresh-check's root) about half the prologs failed
     to pin. The CPU that made `host_ns`, and any whose batch is newer, hands out larger ids,
-    so this makes at most one namespace on each CPU it may use, and says so when none does
+    so this makes at most one more namespace on each CPU it may use, and says so when none does
     (snapd works around the same: canonical/snapd#17376).
     """
     want = mnt_ns_id(host_ns)
