@@ -1,5 +1,5 @@
-"""Epilog (root, once per node of a job with --image): stop the job's sshd and what still
-runs in the job's container, tear it down, forget the job. Idempotent, and correct after a
+"""Epilog (root, once per node of a job with --image): stop the job's sshd (normally gone
+already with the job's extern step) and what still runs in the job's container, tear it down, forget the job. Idempotent, and correct after a
 prolog that failed or was killed half-way. It never fails the hook: a failed epilog drains
 the node, so problems are logged for the admin instead.
 """
@@ -34,9 +34,7 @@ def run(spank, args, options) -> None:
             if record.key and record.key not in jobs.keys_in_use(run_dir):
                 with logs.step(log, "teardown", job=job_id, node=node, key=record.key, record=name):
                     teardown.teardown(run_dir, record.key)
-        try:
-            os.unlink(os.path.join(run_dir, "jobs", f"{job_id}.sshd.log"))
-        except FileNotFoundError:
-            pass
+        from shifter_wlm import extern
+        extern.unmark(job_id)
     except Exception as err:  # noqa: BLE001 - logged, never drains the node
         log.error("epilog_failed", job=job_id, error=f"{type(err).__name__}: {err}")
