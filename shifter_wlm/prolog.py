@@ -87,11 +87,16 @@ def run(spank, args, options) -> None:
         # the sshd is an extra, started by the job's extern step (shifter_wlm/extern.py),
         # which clears this note; a job whose sshd cannot start still runs, and its shifter
         # steps on this node tell the user why
+        sshd_note = ""
         if with_sshd:
-            extern.mark(job_id)
+            try:
+                extern.mark(job_id)
+                sshd_note = extern.NOT_STARTED
+            except OSError as err:
+                log.error("sshd_mark_failed", job=job_id, node=node, error=str(err))
+                sshd_note = f"the job's sshd cannot be started on this node ({err})"
         jobs.write(run_dir, str(job_id), job_record(job_id, uid, spec, key, "ready", volume=volume, module=module,
-                                                    sshd_port=port, sshd_addrs=addrs,
-                                                    sshd_error=extern.NOT_STARTED if with_sshd else ""))
+                                                    sshd_port=port, sshd_addrs=addrs, sshd_error=sshd_note))
     except Exception as err:  # noqa: BLE001 - a prolog that fails drains the node: never for a job's input
         # recorded for the job's shifter steps; the node stays in service
         message = str(err) if isinstance(err, (ShifterError, OSError)) else f"internal error ({type(err).__name__}: {err})"

@@ -226,7 +226,7 @@ def ssh_config(job_id: int, addrs: dict[str, str], port: int) -> str:
     strictly. Other hosts keep the image's settings (its ssh_config.d)."""
     hosts = " ".join(_spellings(addrs))
     return (f"# written by shifter for job {job_id}: ssh to the job's nodes reaches the job's sshd\n"
-            f"# in each node's container (also read by /opt/udiImage/bin/ssh's files)\n"
+            f"# in each node's container; /opt/udiImage/bin/ssh (dropbear) uses the same port, key, known hosts\n"
             f"Host {hosts}\n"
             f"    Port {port}\n"
             f"    IdentityFile {OPENSSH_KEY}\n"

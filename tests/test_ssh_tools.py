@@ -299,7 +299,7 @@ def test_the_job_port_is_the_same_on_every_node_and_differs_between_neighbours()
 def test_ssh_config_sends_only_the_jobs_nodes_to_the_jobs_sshd():
     from shifter_wlm import sshd
 
-    text = sshd.ssh_config(7, {"n1": "127.0.0.1", "c2": "c2", "bad name": "x"}, 1211)
+    text = sshd.ssh_config(7, {"n1": "127.0.0.1", "c2": "c2", "bad name": "a*b"}, 1211)
     lines = [line.strip() for line in text.splitlines()]
     assert "Host n1 127.0.0.1 c2" in lines               # names and addresses, nothing else
     assert lines.index("Host *") > lines.index("Port 1211")
