@@ -47,6 +47,14 @@ def wait_gone(job_id: str, timeout: float = 60) -> None:
     raise AssertionError(f"job {job_id} still in the queue: {out}")
 
 
+def sshd_port(job_id: int | str) -> int:
+    """The port of the job's sshd, as the local cluster's site config makes it."""
+    import yaml
+
+    sshd = yaml.safe_load((localcluster.STATE / "etc/shifter.yaml").read_text())["sshd"]
+    return sshd["port"] + int(job_id) % sshd.get("port_count", 1000)
+
+
 def run_dir() -> Path:
     return localcluster.STATE / "run/shifter"
 

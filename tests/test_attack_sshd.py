@@ -24,7 +24,6 @@ from conftest import run_as
 
 pytestmark = pytest.mark.cluster
 USER, SQUATTER = "testuser", "testuser2"
-FIRST_PORT, PORT_COUNT = 1204, 1000  # the local cluster's sshd.port and sshd.port_count
 IMAGE = "docker:attack/sshd:1"
 
 
@@ -56,7 +55,7 @@ srun -N2 -n2 shifter true; echo "steps=$?"
     submitted = run_as(USER, ["sbatch", "--parsable", "-H", "-o", "squatted-%j.out", str(job)], cwd=job.parent)
     assert submitted.returncode == 0, submitted.stderr
     job_id = submitted.stdout.strip().split(";")[0]
-    port = FIRST_PORT + int(job_id) % PORT_COUNT  # what the squatter works out too
+    port = jt.sshd_port(job_id)  # what the squatter works out too
     entry = pwd.getpwnam(SQUATTER)
     squat = subprocess.Popen(  # the squatter itself (no runuser in between: kill() must reach it)
         [sys.executable, "-c",

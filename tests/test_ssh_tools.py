@@ -27,7 +27,6 @@ from conftest import localcluster, run_as
 pytestmark = pytest.mark.cluster
 USER, OTHER = "testuser", "testuser2"
 ADDRS = {"n1": "127.0.0.1", "n2": "127.0.0.2", "n3": "127.0.0.3"}
-FIRST_PORT, PORT_COUNT = 1204, 1000  # the local cluster's sshd.port and sshd.port_count
 DBCLIENT = str(localcluster.PREFIX / "udiImage/bin/dbclient")
 PACKAGES = ("openssh-client", "pdsh", "parallel", "python3")
 SKIP = ("usr/share/doc", "usr/share/man", "usr/share/locale", "usr/share/info", "var/cache/apt",
@@ -159,7 +158,7 @@ def tools_job(image):
 def test_the_images_own_openssh_reaches_each_nodes_container(tools_job):
     output, job_id = tools_job["output"], tools_job["job_id"]
     uid = str(pwd.getpwnam(USER).pw_uid)
-    port = FIRST_PORT + int(job_id) % PORT_COUNT
+    port = jt.sshd_port(job_id)
     assert "which=/usr/bin/ssh" in output, output             # the image's client, not ours
     assert f"config-port={port}" in output, output            # from the container's ssh_config
     assert "ossh-failed" not in output, output

@@ -24,7 +24,6 @@ from conftest import localcluster, run_as
 
 pytestmark = pytest.mark.cluster
 USER, OTHER = "testuser", "testuser2"
-FIRST_PORT, PORT_COUNT = 1204, 1000  # the local cluster's sshd.port and sshd.port_count
 ADDRS = {"n1": "127.0.0.1", "n2": "127.0.0.2", "n3": "127.0.0.3"}
 DBCLIENT = str(localcluster.PREFIX / "udiImage/bin/dbclient")
 EXTRA_APPLETS = ("sort", "uniq", "tr", "cut", "sed", "cmp")
@@ -142,7 +141,7 @@ def ssh_job(image):
         _wait_for(ready, proc)
         [record] = [json.loads(p.read_text()) for p in (jt.run_dir() / "n1" / "jobs").glob("*.json")]
         state["port"] = record["sshd_port"]
-        assert state["port"] == FIRST_PORT + record["job_id"] % PORT_COUNT, record
+        assert state["port"] == jt.sshd_port(record["job_id"]), record
         yield state
     finally:
         done.touch()
