@@ -1,6 +1,7 @@
 """Epilog (root, once per node of a job with --image): stop the job's sshd (normally gone
-already with the job's extern step) and what still runs in the job's container, tear it down, forget the job. Idempotent, and correct after a
-prolog that failed or was killed half-way. It never fails the hook: a failed epilog drains
+already with the job's extern step) and what still runs in the job's container, tear it
+down, forget the job. Idempotent, and correct after a prolog that failed or was killed
+half-way. It never fails the hook: a failed epilog drains
 the node, so problems are logged for the admin instead.
 """
 

@@ -59,20 +59,25 @@ def start_sshd(spank, args, options) -> None:
     if not node:
         log.error("sshd_failed", job=job_id, error="cannot tell this step's node (no slurmstepd socket found)")
         return
-    cfg = config.load(args.shifter_config, privileged=True)
-    run_dir = jobs.node_dir(cfg.run_dir, node)
-    record = jobs.read(run_dir, str(job_id))
-    if record is None or record.state != "ready" or not record.sshd_port or record.uid != spank.uid():
-        return
-    pid, error = 0, ""
+    record = None
     try:
+        cfg = config.load(args.shifter_config, privileged=True)
+        run_dir = jobs.node_dir(cfg.run_dir, node)
+        record = jobs.read(run_dir, str(job_id))
+        if record is None or record.state != "ready" or not record.sshd_port or record.uid != spank.uid():
+            return
         with logs.step(log, "sshd", job=job_id, node=node, port=record.sshd_port) as info:
             pid, listen = _start(cfg, record, run_dir, job_id, node)
             info.update(pid=pid, listen=listen or "*")
-    except Exception as err:  # noqa: BLE001 - logged by the step; the user is told in each step
+        error = ""
+    except Exception as err:  # noqa: BLE001 - logged; the user is told in each shifter step
         from shifter_site.errors import ShifterError
 
+        pid = 0
         error = str(err) if isinstance(err, (ShifterError, OSError)) else f"internal error ({type(err).__name__}: {err})"
+        log.error("sshd_failed", job=job_id, node=node, error=error)
+        if record is None:
+            return
     jobs.write(run_dir, str(job_id), jobs.updated(record, sshd_pid=pid, sshd_error=error))
 
 
