@@ -1,12 +1,12 @@
 """Users' own ssh-based tools inside the job's container, on the local 3-node cluster as a
-plain user: an image's own OpenSSH client, pdsh, GNU parallel `--sshloginfile /var/hostsfile`
-and a small Python tool reach every node's container through the container's
+plain user: an image's own OpenSSH client, pdsh, GNU parallel `--sshloginfile /var/hostsfile`,
+MPICH's `mpirun -launcher ssh` and a small Python tool reach every node's container through the container's
 /etc/ssh/ssh_config (the job's port, key and host keys) with nothing changed. The sshd and
 what its sessions leave running belong to the job's extern step. Two jobs sharing a node
 each get their own sshd, and one user's key does not open the other's.
 
-The image is built here: a debootstrap Debian with openssh-client, pdsh, parallel and
-python3 (tests/imagebuilder.py debian_tree), plus the two scripts below.
+The image is built here: a debootstrap Debian with openssh-client, pdsh, parallel, python3
+and MPICH (tests/imagebuilder.py debian_tree), plus the two scripts below.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.cluster
 USER, OTHER = "testuser", "testuser2"
 ADDRS = {"n1": "127.0.0.1", "n2": "127.0.0.2", "n3": "127.0.0.3"}
 DBCLIENT = str(localcluster.PREFIX / "udiImage/bin/dbclient")
-PACKAGES = ("openssh-client", "pdsh", "parallel", "python3")
+PACKAGES = ("mpich", "openssh-client", "pdsh", "parallel", "python3")
 SKIP = ("usr/share/doc", "usr/share/man", "usr/share/locale", "usr/share/info", "var/cache/apt",
         "var/lib/apt/lists")
 
@@ -44,6 +44,7 @@ done
 pdsh -R ssh -w ^/var/hostsfile 'echo "pdsh container=$(cat /cache/marker)"' | sort
 parallel --will-cite --sshloginfile /var/hostsfile --nonall 'echo "parallel container=$(cat /cache/marker)"' | sort
 python3 /opt/tools/fanout.py
+mpirun -launcher ssh -f /var/hostsfile -n 3 sh -c 'echo "mpi rank=$PMI_RANK container=$(cat /cache/marker)"' | sort
 # a session that leaves a process running: it stays with the job (the extern step)
 ssh n2 'sleep 600 >/dev/null 2>&1 </dev/null & echo "left-behind=$!"'
 """
@@ -187,6 +188,12 @@ def test_a_python_tool_over_ssh_across_the_nodes(tools_job):
         node = jt.field("py-to", line)
         assert jt.field("rc", line) == "0", line
         assert (jt.field("container", line), jt.field("uid", line), jt.field("server", line)) == (node, uid, ADDRS[node])
+
+
+def test_mpirun_with_the_ssh_launcher(tools_job):
+    """MPICH's hydra starts its proxies over ssh (the image's client), one rank per node."""
+    lines = sorted(line for line in tools_job["output"].splitlines() if line.startswith("mpi rank="))
+    assert lines == [f"mpi rank={i} container={n}" for i, n in enumerate(ADDRS)], tools_job["output"]
 
 
 def test_the_sshd_and_what_sessions_leave_belong_to_the_extern_step(tools_job):
