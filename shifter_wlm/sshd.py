@@ -47,6 +47,7 @@ import hmac
 import ipaddress
 import os
 import re
+import shutil
 import signal
 import stat
 import struct
@@ -254,9 +255,8 @@ def _write(path: str, data: bytes, mode: int, uid: int = 0, gid: int = 0) -> Non
 
 
 def _job_files(user, port: int, host: bytes, user_seed: bytes, hosts_text: str) -> None:
-    """In the container (this process has joined it, as root): the job's files."""
-    import shutil
-
+    """In the container (this process has joined it, as root): the job's files. (Every
+    module it uses is imported before the join: the host's Python is out of sight there.)"""
     if os.path.lexists(JOB_DIR):  # a container reused by a prolog run again: start afresh
         shutil.rmtree(JOB_DIR)
     os.makedirs(JOB_DIR, 0o755, exist_ok=True)
