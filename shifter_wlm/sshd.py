@@ -274,6 +274,16 @@ def _job_files(user, port: int, host: bytes, user_seed: bytes, hosts_text: str) 
     _write(OPENSSH_KEY, openssh_private(user_seed, "shifter job key").encode(), 0o600, user.uid, user.gid)
 
 
+def _no_imports_from_the_container() -> None:
+    """A child about to join the container, as root, imports nothing from then on: Python
+    would look for a module not yet imported in the container's (the image's) /usr/lib, and
+    run the image's code as root. A missing import fails instead (ModuleNotFoundError)."""
+    import sys
+
+    sys.path.clear()
+    sys.path_importer_cache.clear()
+
+
 def _reset_signals() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     for signum in range(1, signal.NSIG):
@@ -317,6 +327,7 @@ def start(ns_path: str, user, *, port: int, listen: str, host: bytes, hosts_text
             os.setsid()
             _reset_signals()
             user_seed = read_user_key(user)
+            _no_imports_from_the_container()
             renter.join(ns_path)
             os.chdir("/")
             _job_files(user, port, host, user_seed, hosts_text)
@@ -384,6 +395,7 @@ def log_tail(ns_path: str) -> str:
     if pid == 0:
         try:
             os.close(r)
+            _no_imports_from_the_container()
             renter.join(ns_path)
             fd = os.open(LOG, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
             st = os.fstat(fd)

@@ -27,3 +27,30 @@ def test_an_extern_step_without_the_marker_starts_nothing():
     extern_routes = {hook for (context, hook) in dispatch.ROUTES if context == "extern"}
     assert extern_routes == {"task_post_fork"}
     assert ("remote", "task_post_fork") not in dispatch.ROUTES
+
+
+def test_a_child_about_to_join_a_container_imports_nothing():
+    """The sshd-to-be and the log reader join the container as root: a module imported
+    after that would come from the image (its /usr/lib/python3.*), run as root. They import
+    nothing from then on; a module not imported before fails."""
+    import os
+    import sys
+
+    from shifter_wlm import sshd
+
+    assert "colorsys" not in sys.modules
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            sshd._no_imports_from_the_container()
+            try:
+                import colorsys  # noqa: F401
+                os.write(w, b"imported")
+            except ImportError:
+                os.write(w, b"refused")
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.waitpid(pid, 0)
+    assert os.read(r, 100) == b"refused"
