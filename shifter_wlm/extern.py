@@ -4,7 +4,8 @@ per node, right after the prolog; needs PrologFlags=Contain): it starts the job'
 The sshd is forked from this slurmstepd, so it and every session it serves are processes
 of the job's extern step, where pam_slurm_adopt puts ssh sessions: tracked by the step's
 proctrack plugin (its cgroup, or its process tree with proctrack/linuxproc), counted by
-jobacct_gather in the step's sstat/sacct record, listed by `scontrol listpids`, and killed
+jobacct_gather in the step's sstat/sacct record (the sshd is also made one of the step's
+tasks, as pam_slurm_adopt does: adopt below), listed by `scontrol listpids`, and killed
 with the step when the job ends or is cancelled. The prolog (a separate process Slurm
 waits for) cannot do that: what it starts belongs to no step.
 
@@ -51,14 +52,15 @@ def start_sshd(spank, args, options) -> None:
     shifter steps on this node say why (the job record's sshd_error)."""
     from shifter_site import config, logs
     from shifter_wlm import jobs
-    from shifter_wlm.task import node_from_step_socket
+    from shifter_wlm.procfds import own_step_socket
 
     log = logs.get("extern")
     job_id = spank.job_id()
-    node = node_from_step_socket(job_id, EXTERN_STEP)
-    if not node:
+    socket = own_step_socket(job_id, EXTERN_STEP)
+    if not socket:
         log.error("sshd_failed", job=job_id, error="cannot tell this step's node (no slurmstepd socket found)")
         return
+    node = os.path.basename(socket)[: -len(f"_{job_id}.{EXTERN_STEP}")]
     record = None
     try:
         cfg = config.load(args.shifter_config, privileged=True)
@@ -70,6 +72,11 @@ def start_sshd(spank, args, options) -> None:
             pid, listen = _start(cfg, record, run_dir, job_id, node)
             info.update(pid=pid, listen=listen or "*")
         error = ""
+        try:
+            with logs.step(log, "sshd_adopt", job=job_id, node=node, pid=pid):
+                adopt(socket, node, job_id, pid)
+        except OSError:  # logged by the step: the sshd runs, tracked as this step's child
+            pass
     except Exception as err:  # noqa: BLE001 - logged; the user is told in each shifter step
         from shifter_site.errors import ShifterError
 
@@ -79,6 +86,33 @@ def start_sshd(spank, args, options) -> None:
         if record is None:
             return
     jobs.write(run_dir, str(job_id), jobs.updated(record, sshd_pid=pid, sshd_error=error))
+
+
+def adopt(socket: str, node: str, job_id: int, pid: int) -> None:
+    """Make `pid` a task of this extern step, as pam_slurm_adopt does for an ssh login
+    (stepd_add_extern_pid): the step's proctrack, task and jobacct_gather plugins add it, so
+    accounting counts the sshd and its sessions (as a child of slurmstepd it is tracked
+    already, but jobacct_gather counts only tasks and their descendants). Called in this
+    slurmstepd, through its own libslurmfull; its message thread answers."""
+    import ctypes
+
+    class StepId(ctypes.Structure):  # slurm.h slurm_step_id_t
+        _fields_ = [("job_id", ctypes.c_uint32), ("step_het_comp", ctypes.c_uint32), ("step_id", ctypes.c_uint32)]
+
+    slurm = ctypes.CDLL(None)  # this process (slurmstepd) and the libraries it was linked with
+    connect, add = slurm.stepd_connect, slurm.stepd_add_extern_pid
+    connect.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(StepId), ctypes.POINTER(ctypes.c_uint16)]
+    add.argtypes = [ctypes.c_int, ctypes.c_uint16, ctypes.c_int]
+    step = StepId(job_id, 0xFFFFFFFE, EXTERN_STEP)  # NO_VAL: no heterogeneous component
+    version = ctypes.c_uint16(0)
+    fd = connect(os.path.dirname(socket).encode(), node.encode(), ctypes.byref(step), ctypes.byref(version))
+    if fd < 0:
+        raise OSError(f"cannot connect to this step's slurmstepd at {socket}")
+    try:
+        if add(fd, version.value, pid) != 0:
+            raise OSError(f"slurmstepd did not adopt pid {pid} into the extern step")
+    finally:
+        os.close(fd)
 
 
 def _start(cfg, record, run_dir: str, job_id: int, node: str) -> tuple[int, str]:

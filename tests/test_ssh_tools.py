@@ -208,6 +208,11 @@ def test_the_sshd_and_what_sessions_leave_belong_to_the_extern_step(tools_job):
     assert _ppid(left) == sshd        # the session has ended: its orphan came back to the sshd
     pids = _listpids(job_id, "n2")
     assert pids.get(sshd) == "extern" and pids.get(left) == "extern", pids
+    # and it is one of the step's tasks, as pam_slurm_adopt makes an ssh login (what
+    # jobacct_gather counts for sstat/sacct; this cluster has no accounting, so the step's
+    # own log line is the evidence)
+    log = (localcluster.STATE / "log/slurmd-n2.log").read_text()
+    assert f"_handle_add_extern_pid_internal: for StepId={job_id}.extern, pid {sshd}" in log
     run_as(USER, ["scancel", job_id])
     tools_job["proc"].communicate(timeout=180)
     jt.wait_gone(job_id)
