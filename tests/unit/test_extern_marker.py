@@ -29,23 +29,23 @@ def test_an_extern_step_without_the_marker_starts_nothing():
     assert ("remote", "task_post_fork") not in dispatch.ROUTES
 
 
-def test_a_child_about_to_join_a_container_imports_nothing():
+def test_a_child_about_to_join_a_container_imports_nothing(tmp_path, monkeypatch):
     """The sshd-to-be and the log reader join the container as root: a module imported
     after that would come from the image (its /usr/lib/python3.*), run as root. They import
     nothing from then on; a module not imported before fails."""
     import os
-    import sys
 
     from shifter_wlm import sshd
 
-    assert "colorsys" not in sys.modules
+    (tmp_path / "planted_by_an_image.py").write_text("import os\nos.write(1, b'ran')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
             sshd._no_imports_from_the_container()
             try:
-                import colorsys  # noqa: F401
+                import planted_by_an_image  # noqa: F401
                 os.write(w, b"imported")
             except ImportError:
                 os.write(w, b"refused")
