@@ -142,7 +142,7 @@ def tools_job(image):
     state: dict = {"done": done, "proc": proc, "job": job}
     try:
         _wait_for(ready, proc)
-        [job_id] = [p.stem for p in (jt.run_dir() / "n1" / "jobs").glob("*.json")]
+        job_id = jt.job_id_by_name(USER, job.name)
         state["job_id"] = job_id
         state["output"] = (job.parent / f"tools-{job_id}.out").read_text()
         yield state
@@ -253,10 +253,7 @@ def test_two_users_jobs_on_one_node_each_get_their_own_sshd(image):
     try:
         for user in (USER, OTHER):
             _wait_for(files[user]["up"], procs[user])
-        records = {}
-        for name in (p.stem for p in (jt.run_dir() / "n2" / "jobs").glob("*.json")):
-            record = _record("n2", name)
-            records[pwd.getpwuid(record["uid"]).pw_name] = record
+        records = {user: _record("n2", jt.job_id_by_name(user, jobs[user].name)) for user in (USER, OTHER)}
         mine, theirs = records[USER], records[OTHER]
         assert mine["sshd_port"] != theirs["sshd_port"] and mine["sshd_pid"] and theirs["sshd_pid"], records
         assert not mine["sshd_error"] and not theirs["sshd_error"], records

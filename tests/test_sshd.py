@@ -139,7 +139,8 @@ def ssh_job(image):
     state: dict = {"done": done, "proc": proc, "job": job}
     try:
         _wait_for(ready, proc)
-        [record] = [json.loads(p.read_text()) for p in (jt.run_dir() / "n1" / "jobs").glob("*.json")]
+        state["job_id"] = jt.job_id_by_name(USER, job.name)
+        record = json.loads((jt.run_dir() / "n1" / "jobs" / f"{state['job_id']}.json").read_text())
         state["port"] = record["sshd_port"]
         assert state["port"] == jt.sshd_port(record["job_id"]), record
         yield state
@@ -166,8 +167,7 @@ def test_sshd_runs_as_the_user_without_capabilities_on_each_node_address(ssh_job
     uid = str(pwd.getpwnam(USER).pw_uid)
     seen = {}
     for node in ADDRS:
-        job_id = next(p.stem for p in (jt.run_dir() / node / "jobs").glob("*.json"))
-        record = json.loads((jt.run_dir() / node / "jobs" / f"{job_id}.json").read_text())
+        record = json.loads((jt.run_dir() / node / "jobs" / f"{ssh_job['job_id']}.json").read_text())
         pid = record["sshd_pid"]
         assert record["state"] == "ready" and pid > 0, record
         status = _status(pid)
