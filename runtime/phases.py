@@ -146,6 +146,12 @@ def etc(s: Setup, info: dict) -> None:
         rest = open(hosts).read() if os.path.exists(hosts) else ""
         with open(hosts, "w") as f:
             f.write(etcfiles.host_lines(spec.host_addrs) + rest)
+    for rel, text in spec.etc_files:  # e.g. the job's ssh/ssh_config, over the image's
+        path = os.path.join(gen, rel)
+        os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+        os.chmod(path, 0o644)
     os.symlink("/proc/self/mounts", os.path.join(gen, "mtab"))
     lowers = [gen]
     if spec.etc_dir and os.path.isdir(spec.etc_dir):

@@ -143,6 +143,8 @@ class ContainerSpec(Frozen):
     hosts           the job's hosts, one entry per task (None: no /var/hostsfile)
     host_addrs      (name, address) lines added to the container's /etc/hosts: the job's
                     nodes whose Slurm NodeAddr differs from their name (the in-container sshd)
+    etc_files       (path below /etc, text): more generated /etc files, over the image's
+                    (the job's ssh/ssh_config, for the in-container sshd)
     cache_dir, cache_size_limit, cache_allowed_fs   perNodeCache site settings
     opt_udi_image, etc_dir      site content for /opt/udiImage and site /etc files (None: none)
     mount_propagation           'private' or 'slave' for the container's mounts
@@ -174,6 +176,7 @@ class ContainerSpec(Frozen):
     module_copy: tuple[tuple[str, str], ...] = ()
     hosts: tuple[str, ...] | None = None
     host_addrs: tuple[tuple[str, str], ...] = ()
+    etc_files: tuple[tuple[str, str], ...] = ()
     cache_dir: str = "/tmp"
     cache_size_limit: int = 100 * 1024**3
     cache_allowed_fs: tuple[str, ...] = ("xfs",)
@@ -210,6 +213,8 @@ class ContainerSpec(Frozen):
         }
         if self.root_hooks:  # only when set: keys of containers without hooks stay as they were
             built["root_hooks"] = [list(h) for h in self.root_hooks]
+        if self.etc_files:
+            built["etc_files"] = [list(f) for f in self.etc_files]
         import hashlib  # here, not at import: a launch or a step joining its container never hashes
         import json
 

@@ -50,6 +50,7 @@ MOVE_MOUNT_T_EMPTY_PATH = 0x40
 PR_SET_PDEATHSIG = 1
 PR_GET_DUMPABLE = 3
 PR_SET_DUMPABLE = 4
+PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
@@ -142,6 +143,11 @@ def clear_capabilities() -> None:
 
 def no_new_privs() -> None:
     _check(lib.shf_prctl(PR_SET_NO_NEW_PRIVS, 1), "prctl(NO_NEW_PRIVS)")
+
+
+def child_subreaper() -> None:
+    """Orphans below this process (kept across exec) come back to it, not to init."""
+    _check(lib.shf_prctl(PR_SET_CHILD_SUBREAPER, 1), "prctl(CHILD_SUBREAPER)")
 
 
 def parent_death_signal(sig: int) -> None:

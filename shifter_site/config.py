@@ -218,7 +218,10 @@ class Sshd(_Section):
     """The per-job sshd inside the container, for non-MPI parallel jobs."""
 
     enabled: bool = False
+    # a job's sshd listens on port + (job id mod port_count), the same on each of its nodes
+    # (every prolog works it out alone), so jobs sharing a node get different ports
     port: typing.Annotated[int, msgspec.Meta(ge=1, le=65535)] = 1204
+    port_count: typing.Annotated[int, msgspec.Meta(ge=1, le=65535)] = 1000
     # a root-only file, identical on every node: the job's host key is derived from it
     host_key_secret: str = "/etc/munge/munge.key"
 
@@ -271,6 +274,9 @@ class Config(_Section):
             _absolute(key, getattr(self, key))
         _names("import_accounts", self.import_accounts, _ACCOUNT, "account name")
         _absolute("sshd.host_key_secret", self.sshd.host_key_secret)
+        if self.sshd.port + self.sshd.port_count - 1 > 65535:
+            raise _Invalid("sshd.port_count", f"port {self.sshd.port} + port_count {self.sshd.port_count} "
+                           "passes 65535; lower port_count or port")
         if self.sshd.enabled and not self.opt_udi_image:
             raise _Invalid("sshd.enabled", "needs opt_udi_image (the sshd is installed there by make install)")
         for name, module in self.modules.items():

@@ -11,11 +11,13 @@ def hostsfile_entries(job) -> list[str]:
 
 
 def make_spec(cfg, args_image_request: str, volume: str, module: str, image: str, uid: int,
-              hosts: list[str] | None, node: str, scope: str, sshd_addrs: dict[str, str] | None = None):
+              hosts: list[str] | None, node: str, scope: str, sshd_addrs: dict[str, str] | None = None,
+              sshd_port: int = 0, job_id: int = 0):
     """The ContainerSpec for this job or step on this node; everything checked again here
     with the user's rights (nothing from the submit side is trusted). `sshd_addrs` (node ->
-    Slurm NodeAddr) when the job gets the sshd: /etc/hosts then maps the job's nodes to
-    their addresses and PATH ends with /opt/udiImage/bin (ssh, scp)."""
+    Slurm NodeAddr) and `sshd_port` when the job gets the sshd: /etc/hosts then maps the
+    job's nodes to their addresses, /etc/ssh/ssh_config sends ssh to them to the job's sshd,
+    and PATH ends with /opt/udiImage/bin (ssh, scp)."""
     from runtime import spec as rspec
     from runtime import volumes as rvolumes
     from shifter_site import imagefiles
@@ -29,6 +31,7 @@ def make_spec(cfg, args_image_request: str, volume: str, module: str, image: str
     if sshd_addrs is not None:
         from shifter_wlm import sshd
         extra["host_addrs"] = sshd.host_addrs(sshd_addrs)
+        extra["etc_files"] = ((sshd.SSH_CONFIG, sshd.ssh_config(job_id, sshd_addrs, sshd_port)),)
     spec = rspec.from_config(cfg, record, user, volumes=vols, module=module or None, hosts=hosts,
                              image_request=args_image_request, hostname=node, scope=scope, **extra)
     if sshd_addrs is not None:
@@ -39,7 +42,8 @@ def make_spec(cfg, args_image_request: str, volume: str, module: str, image: str
 
 
 def job_record(job_id: int, uid: int, spec, key: str, state: str, message: str = "", volume: str = "",
-               module: str = "", image_id: str = "", sshd_pid: int = 0, sshd_error: str = ""):
+               module: str = "", image_id: str = "", sshd_port: int = 0, sshd_addrs: dict[str, str] | None = None,
+               sshd_error: str = ""):
     """The job (or step-level) record of a container on this node; it embeds the entering
     spec (runtime.spec.Entering) so that steps enter without the site config."""
     from shifter_wlm.jobs import JobRecord
@@ -48,5 +52,5 @@ def job_record(job_id: int, uid: int, spec, key: str, state: str, message: str =
         job_id=job_id, uid=uid, key=key, image_id=spec.image_id if spec else image_id,
         state=state, message=message, image_request=spec.image_request if spec else "",
         volume=volume, module=module, entering=spec.entering().to_data() if spec else None,
-        sshd_pid=sshd_pid, sshd_error=sshd_error,
+        sshd_port=sshd_port, sshd_addrs=sshd_addrs, sshd_error=sshd_error,
     )

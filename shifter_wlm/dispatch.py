@@ -8,6 +8,8 @@
                                       task_init_privileged -> task.enter
                                       task_init (the user) -> task.user_hooks
                                       exit                 -> task.step_exit
+    extern (remote context, the job's extern step; slurmstepd, root)
+                                      task_post_fork       -> extern.start_sshd
 
 A ShifterError becomes one line in Slurm's output/log and the hook's -1 (the job or step
 fails with that reason). Anything else is a bug: in root's hooks it is one line too (and
@@ -79,7 +81,9 @@ ROUTES = {
     ("remote", "task_init_privileged"): ("shifter_wlm.task", "enter"),
     ("remote", "task_init"): ("shifter_wlm.task", "user_hooks"),
     ("remote", "exit"): ("shifter_wlm.task", "step_exit"),
+    ("extern", "task_post_fork"): ("shifter_wlm.extern", "start_sshd"),
 }
+EXTERN_STEP = 0xFFFFFFFC  # Slurm's SLURM_EXTERN_CONT: the extern step's hooks have routes of their own
 
 
 def bind(ffi, lib) -> None:
@@ -96,7 +100,10 @@ def run(hook, sp, ac, av, image, volume, module, ccm) -> int:
     """Route one hook call; 0 on success, -1 (with the reason logged) on failure."""
     name = _text(hook).removeprefix("slurm_spank_")
     spank = Spank(_ffi, _lib, sp)
-    route = ROUTES.get((spank.context, name))
+    context = spank.context
+    if context == "remote" and spank.step_id() == EXTERN_STEP:
+        context = "extern"
+    route = ROUTES.get((context, name))
     if route is None:
         return 0
     handler = getattr(importlib.import_module(route[0]), route[1])

@@ -1,6 +1,7 @@
-"""Epilog (root, once per node of a job with --image): stop the job's sshd and what still
-runs in the job's container, tear it down, forget the job. Idempotent, and correct after a
-prolog that failed or was killed half-way. It never fails the hook: a failed epilog drains
+"""Epilog (root, once per node of a job with --image): stop the job's sshd (normally gone
+already with the job's extern step) and what still runs in the job's container, tear it
+down, forget the job. Idempotent, and correct after a prolog that failed or was killed
+half-way. It never fails the hook: a failed epilog drains
 the node, so problems are logged for the admin instead.
 
 `forget` is the one way a job leaves a node: the epilog runs it for its own job, and the
@@ -46,6 +47,8 @@ def forget(run_dir: str, job_id: int, node: str, log=None) -> dict:
         os.unlink(os.path.join(run_dir, "jobs", f"{job_id}.sshd.log"))
     except FileNotFoundError:
         pass
+    from shifter_wlm import extern
+    extern.unmark(job_id)
     return done
 
 

@@ -32,14 +32,17 @@ class JobRecord:
     image_request, volume, module   the request as the user wrote it
     entering            what entering needs (runtime.spec.Entering.to_data()), so a step
                         loads neither the site config nor the image record
-    sshd_pid            the job's sshd in the container (0: none); the epilog stops it
-    sshd_error          why the job's sshd could not start on this node ("" when it did, or none)
+    sshd_port           the job's sshd port (0: the job has no sshd); the prolog's plan,
+    sshd_addrs          with the job's nodes' addresses (node -> Slurm NodeAddr), for the
+                        extern step that starts it (shifter_wlm.extern)
+    sshd_pid            the job's sshd in the container (0: none); a child of the extern step
+    sshd_error          why the job's sshd did not start on this node ("" when it did, or none)
     """
 
     DEFAULTS = {
         "job_id": 0, "uid": -1, "key": "", "image_id": "", "state": "building", "message": "",
         "image_request": "", "volume": "", "module": "", "entering": None,
-        "sshd_pid": 0, "sshd_error": "",
+        "sshd_port": 0, "sshd_addrs": None, "sshd_pid": 0, "sshd_error": "",
     }
     __slots__ = tuple(DEFAULTS)
 
@@ -56,6 +59,11 @@ class JobRecord:
 
     def __eq__(self, other) -> bool:
         return isinstance(other, JobRecord) and self.to_dict() == other.to_dict()
+
+
+def updated(record: JobRecord, **changes) -> JobRecord:
+    """A copy of `record` with some fields changed."""
+    return JobRecord(**{**record.to_dict(), **changes})
 
 
 def node_dir(run_dir: str, node: str) -> str:
@@ -125,19 +133,6 @@ def cache_in_use(node_run_dir: str, job_id: int) -> int:
         except VolumeError:
             continue
     return total
-
-
-def sshd_pids(node_run_dir: str) -> set[int]:
-    """The pids of the jobs' sshds that root recorded on this node."""
-    pids = set()
-    for name in names(node_run_dir):
-        try:
-            record = read(node_run_dir, name)
-        except (JobStateError, OSError, ValueError):
-            continue
-        if record is not None and record.sshd_pid:
-            pids.add(record.sshd_pid)
-    return pids
 
 
 def keys_in_use(node_run_dir: str) -> set[str]:

@@ -1,7 +1,8 @@
 """Prolog (root, once per node of a job with --image): build the job's container on this
 node in a pinned namespace, with the site mounts, the user's volumes, perNodeCache and
-/var/hostsfile, so every step on the node can enter it; and, when the site enables it, start
-the job's sshd inside it (shifter_wlm/sshd.py).
+/var/hostsfile, so every step on the node can enter it; and, when the site enables the
+job's sshd (shifter_wlm/sshd.py), plan it (port, addresses, the container's ssh_config) for
+the job's extern step, which starts it (shifter_wlm/extern.py).
 
 A prolog that fails would make Slurm drain the node; so a problem with the job's request
 (an image gone since submission, a volume the user cannot read) is recorded instead and
@@ -42,40 +43,10 @@ def image_id(request: str, cfg) -> str:
     return client.lookup(cfg, request).id
 
 
-def start_sshd(cfg, spec, key: str, run_dir: str, job_id: int, node: str, addrs: dict[str, str]) -> tuple[int, str]:
-    """The job's sshd in its container on this node, as the user; (pid, listen address)."""
-    from runtime.enter import environment
-    from shifter_wlm import sshd
-
-    user_seed = sshd.read_user_key(spec.user)
-    host = sshd.host_seed(cfg.sshd.host_key_secret, job_id, spec.user.uid)
-    listen = sshd.listen_address(node, addrs.get(node, node))
-    pid = sshd.start(os.path.join(run_dir, key, "ns"), spec.user, port=cfg.sshd.port, listen=listen,
-                     host=host, user_seed=user_seed, hosts_text=sshd.known_hosts(addrs, cfg.sshd.port, host),
-                     env=environment(spec, {}))
-    return pid, listen
-
-
-def other_jobs_sshds(run_dir: str, pids: set[int], wait: float = 2.0) -> bool:
-    """Whether the pids holding the sshd's port are sshds other jobs' prologs recorded on this
-    node (their records are written just after their sshd listens: allow them `wait` s)."""
-    import time
-
-    from shifter_wlm import jobs
-
-    deadline = time.monotonic() + wait
-    while True:
-        if pids and pids <= jobs.sshd_pids(run_dir):
-            return True
-        if not pids or time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-
-
 def run(spank, args, options) -> None:
     from runtime import build
     from shifter_site import config, logs
-    from shifter_wlm import jobs, leftovers, slurm, sshd
+    from shifter_wlm import extern, jobs, leftovers, slurm, sshd
     from shifter_wlm.containers import hostsfile_entries, job_record, make_spec
 
     log = logs.get("prolog")
@@ -90,6 +61,7 @@ def run(spank, args, options) -> None:
     volume = os.environ.get("SPANK_SHIFTER_VOLUME", "")
     module = os.environ.get("SPANK_SHIFTER_MODULE", "")
     with_sshd = sshd.enabled(args, cfg)
+    port = sshd.job_port(cfg.sshd.port, cfg.sshd.port_count, job_id) if with_sshd else 0
     spec = None
     key = ""
     image = ""
@@ -107,34 +79,26 @@ def run(spank, args, options) -> None:
         with logs.step(log, "spec", job=job_id, node=node) as info:
             image = image_id(request, cfg)
             spec = make_spec(cfg, request or f"id:{image}", volume, module, image, uid,
-                             hostsfile_entries(job), node, scope=f"job-{job_id}", sshd_addrs=addrs)
+                             hostsfile_entries(job), node, scope=f"job-{job_id}", sshd_addrs=addrs,
+                             sshd_port=port, job_id=job_id)
             key = spec.build_key()
             info.update(image=image, key=key)
         jobs.write(run_dir, str(job_id), job_record(job_id, uid, spec, key, "building", volume=volume, module=module))
         with logs.step(log, "build", job=job_id, node=node, key=key):
             build.build(spec, run_dir)
-        sshd_pid, sshd_error = 0, ""
+        # the sshd is an extra, started by the job's extern step (shifter_wlm/extern.py),
+        # which clears this note; a job whose sshd cannot start still runs, and its shifter
+        # steps on this node tell the user why
+        sshd_note = ""
         if with_sshd:
-            # the sshd is an extra: a job whose sshd cannot start (its key removed, the port
-            # held by someone else) still runs, and `ssh` to this node then fails; the reason
-            # is in slurmd's log and, unless another job's sshd holds the port, in the job
-            # record, whose shifter steps on this node tell the user
-            for attempt in (1, 2):
-                try:
-                    with logs.step(log, "sshd", job=job_id, node=node, port=cfg.sshd.port) as info:
-                        sshd_pid, listen = start_sshd(cfg, spec, key, run_dir, job_id, node, addrs)
-                        info.update(pid=sshd_pid, listen=listen or "*")
-                    break
-                except sshd.SshdError as err:  # logged by the step
-                    if attempt == 1 and err.exited and not err.held_by:
-                        continue  # whoever held the port has gone (another job's sshd stopping)
-                    # another job's sshd on the port: the known one-sshd-per-port limit, in
-                    # the log only; anything else (a process squatting the port...) the user
-                    # is told
-                    if not other_jobs_sshds(run_dir, err.held_by):
-                        sshd_error = str(err)
+            try:
+                extern.mark(job_id)
+                sshd_note = extern.NOT_STARTED
+            except OSError as err:
+                log.error("sshd_mark_failed", job=job_id, node=node, error=str(err))
+                sshd_note = f"the job's sshd cannot be started on this node ({err})"
         jobs.write(run_dir, str(job_id), job_record(job_id, uid, spec, key, "ready", volume=volume, module=module,
-                                                    sshd_pid=sshd_pid, sshd_error=sshd_error))
+                                                    sshd_port=port, sshd_addrs=addrs, sshd_error=sshd_note))
     except Exception as err:  # noqa: BLE001 - a prolog that fails drains the node: never for a job's input
         # recorded for the job's shifter steps; the node stays in service
         message = str(err) if isinstance(err, (ShifterError, OSError)) else f"internal error ({type(err).__name__}: {err})"

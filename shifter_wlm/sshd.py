@@ -16,9 +16,14 @@ tmpfs; the user can read, not change, what is the job's):
 
     /var/run/udiImage/ssh/authorized_keys   root 0644: only the user's job key
     /var/run/udiImage/ssh/host_key          user 0600: the job's host key (dropbear format)
-    /var/run/udiImage/ssh/id_key            user 0600: the user's private key, for the client
-    /var/run/udiImage/ssh/port              root 0644: the site's port
-    /var/run/udiImage/ssh/client/.ssh/known_hosts   root 0644: every node of the job
+    /var/run/udiImage/ssh/id_key            user 0600: the user's private key, for dbclient
+    /var/run/udiImage/ssh/id_ed25519        user 0600: the same key, for OpenSSH's client
+    /var/run/udiImage/ssh/port              root 0644: the job's port
+    /var/run/udiImage/ssh/client/.ssh/known_hosts   root 0644: every node of the job, as
+                                            dbclient (`n2`) and OpenSSH (`[n2]:port`) look it up
+
+and, at build time, /etc/ssh/ssh_config (ssh_config below): the image's own OpenSSH client,
+and every tool that runs it, reaches the job's sshds with these files.
     /var/run/udiImage/ssh/run/              user 0700: the sshd's pid file and its log
                                             (sshd.log, opened by the sshd as the user)
 
@@ -41,6 +46,8 @@ import hashlib
 import hmac
 import ipaddress
 import os
+import re
+import shutil
 import signal
 import stat
 import struct
@@ -48,13 +55,17 @@ import time
 
 from shifter_site.errors import ShifterError
 from shifter_wlm.ports import listening, port_holders  # noqa: F401  (also sshd.listening)
-from shifter_wlm.sshkeys import _string, dropbear_private, public_key, public_line  # noqa: F401  (sshd.* names)
+from shifter_wlm.sshkeys import _string, dropbear_private, openssh_private, public_key, public_line  # noqa: F401  (sshd.* names)
 
 KEY_DIR = ".udiRoot"
 KEY_NAME = "id_dropbear"
 JOB_DIR = "/var/run/udiImage/ssh"          # in the container
 DROPBEAR = "/opt/udiImage/bin/dropbear"    # in the container
 UDI_BIN = "/opt/udiImage/bin"
+KNOWN_HOSTS = f"{JOB_DIR}/client/.ssh/known_hosts"  # in the container: dbclient finds it as $HOME/.ssh/...
+OPENSSH_KEY = f"{JOB_DIR}/id_ed25519"               # in the container: the user's job key for OpenSSH
+SSH_CONFIG = "ssh/ssh_config"                       # below the container's /etc
+_HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
 START_TIMEOUT = 10.0
 LOG = "/var/run/udiImage/ssh/run/sshd.log"  # in the container: the sshd's own (the user's) file
 
@@ -179,16 +190,58 @@ def host_addrs(addrs: dict[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def known_hosts(addrs: dict[str, str], port: int, seed: bytes) -> str:
-    """Every node of the job (by name and by address) with the job's host key. dbclient
-    looks up the name as typed, so each spelling gets its own line."""
-    line = public_line(seed)
+def job_port(first: int, count: int, job_id: int) -> int:
+    """The job's sshd port: the same on every node of the job (each prolog works it out
+    alone), and different for jobs sharing a node unless their ids differ by a multiple of
+    `count` (sshd.port_count)."""
+    return first + job_id % count
+
+
+def _spellings(addrs: dict[str, str]) -> list[str]:
+    """Each node's name and address, once each, in the job's order; only plain host names
+    and addresses (a Slurm name never holds ssh_config's pattern characters or spaces)."""
     names: list[str] = []
     for name, addr in addrs.items():
         for spelling in (name, addr):
-            if spelling and spelling not in names:
+            if spelling and _HOST.fullmatch(spelling) and spelling not in names:
                 names.append(spelling)
-    return "".join(f"{n} {line}\n" for n in names)
+    return names
+
+
+def known_hosts(addrs: dict[str, str], port: int, seed: bytes) -> str:
+    """Every node of the job (by name and by address) with the job's host key, once as
+    dropbear's client looks it up (the name as typed) and once as OpenSSH does for a port
+    other than 22 (`[name]:port`)."""
+    line = public_line(seed)
+    out = []
+    for spelling in _spellings(addrs):
+        out.append(f"{spelling} {line}\n")
+        out.append(f"[{spelling}]:{port} {line}\n")
+    return "".join(out)
+
+
+def ssh_config(job_id: int, addrs: dict[str, str], port: int) -> str:
+    """The container's /etc/ssh/ssh_config: OpenSSH's client (the image's own ssh, and what
+    pdsh, GNU parallel, mpirun, Spark or Dask start) reaches the job's sshd on each of the
+    job's nodes with the job's port, the user's job key and the job's host keys, checked
+    strictly. Other hosts keep the image's settings (its ssh_config.d)."""
+    hosts = " ".join(_spellings(addrs))
+    return (f"# written by shifter for job {job_id}: ssh to the job's nodes reaches the job's sshd\n"
+            f"# in each node's container; /opt/udiImage/bin/ssh (dropbear) uses the same port, key, known hosts\n"
+            f"Host {hosts}\n"
+            f"    Port {port}\n"
+            f"    IdentityFile {OPENSSH_KEY}\n"
+            f"    IdentitiesOnly yes\n"
+            f"    UserKnownHostsFile {KNOWN_HOSTS}\n"
+            f"    GlobalKnownHostsFile {KNOWN_HOSTS}\n"
+            f"    StrictHostKeyChecking yes\n"
+            f"    CheckHostIP no\n"
+            f"    BatchMode yes\n"
+            f"    PasswordAuthentication no\n"
+            f"    KbdInteractiveAuthentication no\n"
+            f"    LogLevel ERROR\n"
+            f"Host *\n"
+            f"Include /etc/ssh/ssh_config.d/*.conf\n")
 
 
 def _write(path: str, data: bytes, mode: int, uid: int = 0, gid: int = 0) -> None:
@@ -202,9 +255,8 @@ def _write(path: str, data: bytes, mode: int, uid: int = 0, gid: int = 0) -> Non
 
 
 def _job_files(user, port: int, host: bytes, user_seed: bytes, hosts_text: str) -> None:
-    """In the container (this process has joined it, as root): the job's files."""
-    import shutil
-
+    """In the container (this process has joined it, as root): the job's files. (Every
+    module it uses is imported before the join: the host's Python is out of sight there.)"""
     if os.path.lexists(JOB_DIR):  # a container reused by a prolog run again: start afresh
         shutil.rmtree(JOB_DIR)
     os.makedirs(JOB_DIR, 0o755, exist_ok=True)
@@ -216,9 +268,20 @@ def _job_files(user, port: int, host: bytes, user_seed: bytes, hosts_text: str) 
     os.chown(f"{JOB_DIR}/run", user.uid, user.gid)
     _write(f"{JOB_DIR}/authorized_keys", (public_line(user_seed, "shifter job key") + "\n").encode(), 0o644)
     _write(f"{JOB_DIR}/port", f"{port}\n".encode(), 0o644)
-    _write(f"{JOB_DIR}/client/.ssh/known_hosts", hosts_text.encode(), 0o644)
+    _write(KNOWN_HOSTS, hosts_text.encode(), 0o644)
     _write(f"{JOB_DIR}/host_key", dropbear_private(host), 0o600, user.uid, user.gid)
     _write(f"{JOB_DIR}/id_key", dropbear_private(user_seed), 0o600, user.uid, user.gid)
+    _write(OPENSSH_KEY, openssh_private(user_seed, "shifter job key").encode(), 0o600, user.uid, user.gid)
+
+
+def _no_imports_from_the_container() -> None:
+    """A child about to join the container, as root, imports nothing from then on: Python
+    would look for a module not yet imported in the container's (the image's) /usr/lib, and
+    run the image's code as root. A missing import fails instead (ModuleNotFoundError)."""
+    import sys
+
+    sys.path.clear()
+    sys.path_importer_cache.clear()
 
 
 def _reset_signals() -> None:
@@ -232,11 +295,15 @@ def _reset_signals() -> None:
             pass
 
 
-def start(ns_path: str, user, *, port: int, listen: str, host: bytes, user_seed: bytes, hosts_text: str,
+def start(ns_path: str, user, *, port: int, listen: str, host: bytes, hosts_text: str,
           env: dict[str, str]) -> int:
     """Start the job's sshd inside the pinned container at ns_path, as the user, with `env`
     (the container's environment); returns its pid once *it* listens on the port (a socket
-    of its own, not whoever holds the port). Root only (the prolog).
+    of its own, not whoever holds the port). Root only (the job's extern step: its
+    slurmstepd is the sshd's parent, so the sshd belongs to that step).
+
+    The user's key is read by the sshd-to-be, a single-threaded child, with the user's
+    rights: changing ids in slurmstepd itself would change them for all its threads.
 
     The sshd holds nothing root opened: before it becomes the user every fd but an error
     pipe is closed, and its stdin and log (LOG, in its own run directory in the container)
@@ -259,6 +326,8 @@ def start(ns_path: str, user, *, port: int, listen: str, host: bytes, user_seed:
             err_w = fcntl.fcntl(err_w, fcntl.F_DUPFD_CLOEXEC, 10)
             os.setsid()
             _reset_signals()
+            user_seed = read_user_key(user)
+            _no_imports_from_the_container()
             renter.join(ns_path)
             os.chdir("/")
             _job_files(user, port, host, user_seed, hosts_text)
@@ -267,6 +336,9 @@ def start(ns_path: str, user, *, port: int, listen: str, host: bytes, user_seed:
             os.closerange(err_w + 1, 1 << 16)
             renter.drop_privileges(user)
             sc.set_dumpable(0)
+            # what a session leaves running (nohup, a daemon) stays below the sshd, in the
+            # extern step's process tree, instead of escaping to init
+            sc.child_subreaper()
             null = os.open("/dev/null", os.O_RDONLY)  # as the user from here on
             log = os.open(LOG, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
             os.dup2(null, 0)
@@ -323,6 +395,7 @@ def log_tail(ns_path: str) -> str:
     if pid == 0:
         try:
             os.close(r)
+            _no_imports_from_the_container()
             renter.join(ns_path)
             fd = os.open(LOG, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
             st = os.fstat(fd)

@@ -67,3 +67,19 @@ def public_line(seed: bytes, comment: str = "") -> str:
     """`ssh-ed25519 AAAA... comment`: for authorized_keys, known_hosts and id_dropbear.pub."""
     blob = _string(b"ssh-ed25519") + _string(public_key(seed))
     return f"ssh-ed25519 {base64.b64encode(blob).decode()}" + (f" {comment}" if comment else "")
+
+
+def openssh_private(seed: bytes, comment: str = "") -> str:
+    """The same key as OpenSSH's client reads it (`openssh-key-v1`, unencrypted, what
+    `ssh-keygen -t ed25519 -N ''` writes): an image's own ssh uses it (ssh_config's
+    IdentityFile). The check words are fixed, as the file is not encrypted."""
+    pub = public_key(seed)
+    blob = _string(b"ssh-ed25519") + _string(pub)
+    check = b"shif"
+    private = check + check + blob + _string(seed + pub) + _string(comment.encode())
+    private += bytes(range(1, 1 + (-len(private) % 8)))
+    data = (b"openssh-key-v1\0" + _string(b"none") + _string(b"none") + _string(b"")
+            + struct.pack(">I", 1) + _string(blob) + _string(private))
+    text = base64.b64encode(data).decode()
+    lines = [text[i:i + 70] for i in range(0, len(text), 70)]
+    return "-----BEGIN OPENSSH PRIVATE KEY-----\n" + "\n".join(lines) + "\n-----END OPENSSH PRIVATE KEY-----\n"

@@ -20,7 +20,7 @@ import time
 
 from shifter_site.errors import ShifterError
 from shifter_wlm import stepscripts  # imported before entering: used inside the container
-from shifter_wlm.procfds import socket_inodes
+from shifter_wlm.procfds import own_step_socket
 
 # No dataclasses on this path: a `srun shifter` step pays for every import
 # (target: <= 25 ms per step in all; docs/architecture.md, decision 13). What entering
@@ -65,14 +65,8 @@ def node_from_step_socket(job_id: int, step_id: int) -> str | None:
     directory (`<node>_<job>.<step>`): created by slurmstepd as root, so not the user's say.
     (At this point the step's environment still carries the submitting node's
     SLURMD_NODENAME; several slurmd on one host share the host name.)"""
-    inodes = socket_inodes()
-    suffix = f"_{job_id}.{step_id}"
-    with open("/proc/net/unix") as handle:
-        for line in handle:
-            fields = line.split()
-            if len(fields) >= 8 and fields[6] in inodes and fields[7].endswith(suffix):
-                return os.path.basename(fields[7])[: -len(suffix)]
-    return None
+    path = own_step_socket(job_id, step_id)
+    return os.path.basename(path)[: -len(f"_{job_id}.{step_id}")] if path else None
 
 
 def _node(job_id: int, step_id: int) -> str:

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 SPANK_PLUGIN(shifter, 1);
 
@@ -182,6 +183,22 @@ static int same(const char *a, const char *b)
     return strcmp(a ? a : "", b ? b : "") == 0;
 }
 
+/* The job's extern step (PrologFlags=Contain) on a node where the prolog planned the job's
+ * sshd: the prolog leaves SSHD_MARKERS/<job> (shifter_wlm/extern.py MARKER_DIR), so a job
+ * without one never starts Python in its extern step. */
+#define SSHD_MARKERS "/run/shifter-hpc/sshd"
+static int is_extern_step_with_sshd(spank_t sp)
+{
+    uint32_t step = 0, job = 0;
+    char path[PATH_MAX];
+
+    if (spank_get_item(sp, S_JOB_STEPID, &step) != ESPANK_SUCCESS || step != 0xfffffffcU
+        || spank_get_item(sp, S_JOB_ID, &job) != ESPANK_SUCCESS)
+        return 0;
+    snprintf(path, sizeof path, SSHD_MARKERS "/%u", job);
+    return access(path, F_OK) == 0;
+}
+
 /* A step's command is `shifter ...` (argv[0] or its basename). */
 static int step_runs_shifter(spank_t sp)
 {
@@ -255,10 +272,11 @@ static int wanted(spank_t sp)
     any = opt_image != NULL || opt_volume != NULL || opt_module != NULL || opt_ccm;
     if (ctx == S_CTX_REMOTE) {
         /* a step enters a container only when its command is `shifter` (and, with --ccm,
-         * the batch script). Decided once, before the tasks fork: the task hook rewrites
-         * argv, and later hooks must still know. */
+         * the batch script); the extern step starts the job's sshd. Decided once, before
+         * the tasks fork: the task hook rewrites argv, and later hooks must still know. */
         if (remote_wanted < 0)
-            remote_wanted = step_runs_shifter(sp) || (opt_ccm && is_batch_step(sp));
+            remote_wanted = step_runs_shifter(sp) || (opt_ccm && is_batch_step(sp))
+                || is_extern_step_with_sshd(sp);
         return remote_wanted;
     }
     if (ctx == S_CTX_LOCAL && any && opt_image && already_resolved())

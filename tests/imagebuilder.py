@@ -129,12 +129,17 @@ def layer_from_entries(entries: list, mtime: int = 1_700_000_000) -> bytes:
     return buf.getvalue()
 
 
-def layer_from_dir(root: str | Path) -> bytes:
-    """An uncompressed layer tar of a directory tree (sorted, owners and modes kept)."""
+def layer_from_dir(root: str | Path, skip: tuple[str, ...] = ()) -> bytes:
+    """An uncompressed layer tar of a directory tree (sorted, owners and modes kept),
+    without the paths in `skip` (relative, e.g. "usr/share/doc") and what is below them."""
     buf = io.BytesIO()
+
+    def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        return None if any(info.name == p or info.name.startswith(f"{p}/") for p in skip) else info
+
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name in sorted(os.listdir(root)):
-            tar.add(os.path.join(root, name), arcname=name)
+            tar.add(os.path.join(root, name), arcname=name, filter=keep if skip else None)
     return buf.getvalue()
 
 
@@ -268,12 +273,24 @@ def busybox_tree(root: str | Path) -> Path:
     return root
 
 
-def debian_tree() -> Path:
-    """A debootstrap --variant=minbase bookworm tree, made once and cached on disk."""
-    target = CACHE / "debian-minbase"
-    done = CACHE / "debian-minbase.complete"  # outside the tree: not part of the image
+def debian_tree(include: tuple[str, ...] = ()) -> Path:
+    """A debootstrap --variant=minbase bookworm tree (with the `include`d packages and their
+    dependencies), made once per package set and cached on disk."""
+    name = "debian-minbase" + "".join(f"+{p}" for p in sorted(include))
+    target = CACHE / name
+    done = CACHE / f"{name}.complete"  # outside the tree: not part of the image
     if done.exists():
         return target
+    CACHE.mkdir(parents=True, exist_ok=True)
+    work = CACHE / f"{name}.work"
+    shutil.rmtree(work, ignore_errors=True)
+    extra = [f"--include={','.join(sorted(include))}"] if include else []
+    subprocess.run(["debootstrap", "--variant=minbase", *extra, "bookworm", str(work), DEBIAN_MIRROR],
+                   check=True, capture_output=True, timeout=1200)
+    shutil.rmtree(target, ignore_errors=True)
+    work.rename(target)
+    done.touch()
+    return target
     CACHE.mkdir(parents=True, exist_ok=True)
     work = CACHE / "debian-minbase.work"
     shutil.rmtree(work, ignore_errors=True)

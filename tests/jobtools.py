@@ -47,6 +47,21 @@ def wait_gone(job_id: str, timeout: float = 60) -> None:
     raise AssertionError(f"job {job_id} still in the queue: {out}")
 
 
+def job_id_by_name(user: str, name: str) -> str:
+    """The id of `user`'s one queued or running job called `name` (a script's file name)."""
+    out = localcluster.slurm("squeue", "-h", "-u", user, "-n", name, "-o", "%i").stdout.split()
+    assert len(out) == 1, f"{user} has {len(out)} jobs named {name}: {out}"
+    return out[0]
+
+
+def sshd_port(job_id: int | str) -> int:
+    """The port of the job's sshd, as the local cluster's site config makes it."""
+    import yaml
+
+    sshd = yaml.safe_load((localcluster.STATE / "etc/shifter.yaml").read_text())["sshd"]
+    return sshd["port"] + int(job_id) % sshd.get("port_count", 1000)
+
+
 def run_dir() -> Path:
     return localcluster.STATE / "run/shifter"
 

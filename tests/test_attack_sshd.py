@@ -3,8 +3,9 @@ sshd fail to bind while the prolog logged it as started (its probe connected to 
 squatter), and the user was never told; the sshd ran as the user holding a root-opened log
 file of the node (jobs/<job>.sshd.log), writable without limit. Now readiness is a
 listening socket the sshd's own pid holds, the failure reaches the job's user, and the
-sshd holds nothing root opened. On the local cluster: testuser runs the job, testuser2
-squats; uids from pwd."""
+sshd holds nothing root opened. A job's port is predictable (sshd.port + job id mod
+sshd.port_count): the squatter here binds it between submission and start. On the local
+cluster: testuser runs the job, testuser2 squats; uids from pwd."""
 
 from __future__ import annotations
 
@@ -23,7 +24,6 @@ from conftest import run_as
 
 pytestmark = pytest.mark.cluster
 USER, SQUATTER = "testuser", "testuser2"
-PORT = 1204
 IMAGE = "docker:attack/sshd:1"
 
 
@@ -47,29 +47,36 @@ def _dropbears(uid: int) -> list[int]:
 
 
 def test_a_squatted_port_fails_the_sshd_and_the_user_is_told(image):
-    entry = pwd.getpwnam(SQUATTER)
-    squat = subprocess.Popen(  # the squatter itself (no runuser in between: kill() must reach it)
-        [sys.executable, "-c",
-         "import socket,sys,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
-         f"s.bind(('127.0.0.3', {PORT})); s.listen(); print('listening', flush=True); time.sleep(300)"],
-        stdout=subprocess.PIPE, text=True, user=entry.pw_uid, group=entry.pw_gid, extra_groups=[],
-        env={"PATH": "/usr/bin:/bin"})
-    try:
-        assert squat.stdout.readline().strip() == "listening"
-        job = jt.write_job(USER, "squatted.sl", f"""#!/bin/bash
+    job = jt.write_job(USER, "squatted.sl", f"""#!/bin/bash
 #SBATCH -N 2 -n 2 -w n2,n3 -t 5
 #SBATCH --image={IMAGE}
 srun -N2 -n2 shifter true; echo "steps=$?"
 """)
-        _, output, _ = jt.sbatch_wait(USER, job)
+    submitted = run_as(USER, ["sbatch", "--parsable", "-H", "-o", "squatted-%j.out", str(job)], cwd=job.parent)
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip().split(";")[0]
+    port = jt.sshd_port(job_id)  # what the squatter works out too
+    entry = pwd.getpwnam(SQUATTER)
+    squat = subprocess.Popen(  # the squatter itself (no runuser in between: kill() must reach it)
+        [sys.executable, "-c",
+         "import socket,sys,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+         f"s.bind(('127.0.0.3', {port})); s.listen(); print('listening', flush=True); time.sleep(300)"],
+        stdout=subprocess.PIPE, text=True, user=entry.pw_uid, group=entry.pw_gid, extra_groups=[],
+        env={"PATH": "/usr/bin:/bin"})
+    try:
+        assert squat.stdout.readline().strip() == "listening"
+        released = run_as(USER, ["scontrol", "release", job_id])
+        assert released.returncode == 0, released.stderr
+        jt.wait_gone(job_id, timeout=120)
     finally:
         squat.kill()
         squat.wait()
+    output = (job.parent / f"squatted-{job_id}.out").read_text()
     assert "steps=0" in output, output
     warnings = [line for line in output.splitlines() if "shifter: warning:" in line]
     # once, from n3 (whose address the squatter held); n2's sshd started
     assert len(warnings) == 1, output
-    assert "could not start on 127.0.0.3:1204" in warnings[0], warnings
+    assert f"could not start on 127.0.0.3:{port}" in warnings[0], warnings
     assert "ssh to this node will not reach the job" in warnings[0]
     jt.assert_clean()
 

@@ -31,7 +31,7 @@ def test_minimal_config_gets_documented_defaults():
     assert cfg.run_dir == "/var/run/shifter"
     assert cfg.per_node_cache.allowed_fs == ["xfs"]
     assert cfg.per_node_cache.size_limit_bytes == 100 * 1024**3
-    assert cfg.sshd.port == 1204 and cfg.sshd.enabled is False
+    assert cfg.sshd.port == 1204 and cfg.sshd.port_count == 1000 and cfg.sshd.enabled is False
     assert cfg.max_group_count == 31
 
 
@@ -70,6 +70,8 @@ BAD = [
     ("sshd: {port: 70000}", "sshd.port", "65535"),
     ("sshd: {prot: 1204}", "sshd.prot", "did you mean 'port'"),
     ("sshd: {enabled: maybe}", "sshd.enabled", "true or false"),
+    ("sshd: {port: 65000, port_count: 1000}", "sshd.port_count", "passes 65535; lower port_count or port"),
+    ("sshd: {port_count: 0}", "sshd.port_count", ">= 1"),
     ("site_mounts: [{from: /a, to: /b, flags: [ro, bogus]}]", "site_mounts[0].flags[1]", "ro, rec, slave, private"),
     ("site_mounts: [{from: /a, to: b}]", "site_mounts[0].to", "absolute path"),
     ("site_mounts: [{from: /a, to: /b, flags: [slave, private]}]", "site_mounts[0].flags", "keep one"),

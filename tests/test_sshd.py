@@ -24,7 +24,6 @@ from conftest import localcluster, run_as
 
 pytestmark = pytest.mark.cluster
 USER, OTHER = "testuser", "testuser2"
-PORT = 1204
 ADDRS = {"n1": "127.0.0.1", "n2": "127.0.0.2", "n3": "127.0.0.3"}
 DBCLIENT = str(localcluster.PREFIX / "udiImage/bin/dbclient")
 EXTRA_APPLETS = ("sort", "uniq", "tr", "cut", "sed", "cmp")
@@ -105,9 +104,9 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
         time.sleep(0.1)
 
 
-def _client(user: str, key: Path, login: str, addr: str, *extra: str) -> subprocess.CompletedProcess:
+def _client(user: str, key: Path, login: str, addr: str, port: int, *extra: str) -> subprocess.CompletedProcess:
     """dropbear's client from the host, with no host key check (the refusals are the point)."""
-    argv = [DBCLIENT, "-y", "-y", "-p", str(PORT), "-i", str(key), "-l", login, *extra, addr, "echo", "got-in"]
+    argv = [DBCLIENT, "-y", "-y", "-p", str(port), "-i", str(key), "-l", login, *extra, addr, "echo", "got-in"]
     env = {"HOME": "/nonexistent", "PATH": "/usr/bin:/bin"}
     if user == "root":
         return subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env, stdin=subprocess.DEVNULL)
@@ -140,6 +139,10 @@ def ssh_job(image):
     state: dict = {"done": done, "proc": proc, "job": job}
     try:
         _wait_for(ready, proc)
+        state["job_id"] = jt.job_id_by_name(USER, job.name)
+        record = json.loads((jt.run_dir() / "n1" / "jobs" / f"{state['job_id']}.json").read_text())
+        state["port"] = record["sshd_port"]
+        assert state["port"] == jt.sshd_port(record["job_id"]), record
         yield state
     finally:
         done.touch()
@@ -164,8 +167,7 @@ def test_sshd_runs_as_the_user_without_capabilities_on_each_node_address(ssh_job
     uid = str(pwd.getpwnam(USER).pw_uid)
     seen = {}
     for node in ADDRS:
-        job_id = next(p.stem for p in (jt.run_dir() / node / "jobs").glob("*.json"))
-        record = json.loads((jt.run_dir() / node / "jobs" / f"{job_id}.json").read_text())
+        record = json.loads((jt.run_dir() / node / "jobs" / f"{ssh_job['job_id']}.json").read_text())
         pid = record["sshd_pid"]
         assert record["state"] == "ready" and pid > 0, record
         status = _status(pid)
@@ -177,14 +179,15 @@ def test_sshd_runs_as_the_user_without_capabilities_on_each_node_address(ssh_job
         assert os.readlink(f"/proc/{pid}/ns/mnt") == f"mnt:[{ns.stat().st_ino}]"
         seen[node] = pid
     assert len(set(seen.values())) == 3
-    listening = subprocess.run(["ss", "-Hltnp", f"sport = :{PORT}"], capture_output=True, text=True).stdout
+    port = ssh_job["port"]
+    listening = subprocess.run(["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True).stdout
     for node, addr in ADDRS.items():
-        assert f"{addr}:{PORT}" in listening and f"pid={seen[node]}," in listening, listening
+        assert f"{addr}:{port}" in listening and f"pid={seen[node]}," in listening, listening
 
 
 def test_the_users_key_gets_in_from_the_host(ssh_job):
     """The positive control for the refusals below: same client, the user's own key."""
-    result = _client(USER, _key(USER), USER, ADDRS["n2"])
+    result = _client(USER, _key(USER), USER, ADDRS["n2"], ssh_job["port"])
     assert result.returncode == 0 and "got-in" in result.stdout, result.stderr
 
 
@@ -195,7 +198,7 @@ def test_another_users_key_is_refused(ssh_job):
     assert made.returncode == 0, made.stderr
     try:
         for login in (USER, OTHER):
-            result = _client(OTHER, other_key, login, ADDRS["n2"])
+            result = _client(OTHER, other_key, login, ADDRS["n2"], ssh_job["port"])
             assert result.returncode != 0 and "got-in" not in result.stdout, result
             assert "No auth methods could be used" in result.stderr, result.stderr
     finally:
@@ -203,14 +206,14 @@ def test_another_users_key_is_refused(ssh_job):
 
 
 def test_root_is_refused_even_with_the_users_key(ssh_job):
-    result = _client("root", _key(USER), "root", ADDRS["n3"])
+    result = _client("root", _key(USER), "root", ADDRS["n3"], ssh_job["port"])
     assert result.returncode != 0 and "got-in" not in result.stdout, result
     assert "No auth methods could be used" in result.stderr, result.stderr
 
 
 def test_no_password_authentication_is_offered(ssh_job):
     """OpenSSH's client, asking for passwords only: the server offers nothing but publickey."""
-    result = run_as(USER, ["ssh", "-p", str(PORT), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+    result = run_as(USER, ["ssh", "-p", str(ssh_job["port"]), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
                            "-o", "UserKnownHostsFile=/dev/null", "-o", "PubkeyAuthentication=no",
                            "-o", "PreferredAuthentications=password,keyboard-interactive",
                            f"{USER}@{ADDRS['n1']}", "echo", "got-in"], timeout=30, stdin=subprocess.DEVNULL)
@@ -309,8 +312,9 @@ def test_addresses_here_and_on_a_usual_cluster():
     assert sshd.listen_address("nid001", "nid001") == ""
     assert sshd.host_addrs({"nid001": "nid001", "nid002": "nid002-hsn"}) == ()
     seed = b"\1" * 32
-    hosts = sshd.known_hosts({"n1": "127.0.0.1", "c2": "c2"}, 1204, seed).splitlines()
-    assert [h.split()[0] for h in hosts] == ["n1", "127.0.0.1", "c2"]
+    hosts = sshd.known_hosts({"n1": "127.0.0.1", "c2": "c2"}, 1301, seed).splitlines()
+    # as dbclient looks a host up (the name as typed) and as OpenSSH does for a port not 22
+    assert [h.split()[0] for h in hosts] == ["n1", "[n1]:1301", "127.0.0.1", "[127.0.0.1]:1301", "c2", "[c2]:1301"]
     assert all(h.split(None, 1)[1] == sshd.public_line(seed) for h in hosts)
 
 
