@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import msgspec
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
@@ -38,8 +38,8 @@ from shifter_site.config import Config
 from shifter_site.errors import ShifterError
 
 from imagegw import pull as pulling
-from imagegw import identity, reference, registry, sources
-from imagegw.store import ACTIVE, Store, Row
+from imagegw import identity, lifecycle, reference, registry, sources
+from imagegw.store import ACTIVE, InUse, Row, Store, StoreError, Use
 
 log = logs.get("gateway.api")
 
@@ -48,12 +48,17 @@ class Gateway:
     """The service's state: config, database, layer cache and the pull workers."""
 
     def __init__(self, cfg: Config, state_dir: str | Path, compression: str = "zstd", workers: int = 2,
-                 auth_file: str | None = None):
+                 auth_file: str | None = None, database: str | None = None):
         self.cfg = cfg
         self.state_dir = Path(state_dir)
         self.compression = compression
         self.auth_file = auth_file
-        self.store = Store(self.state_dir / "images.db")
+        self.store = Store(database or self.state_dir / "images.db")
+        # the READY rows last read: lookups keep being answered from these while the
+        # database cannot be reached
+        self.ready: dict[tuple[str, str], Row] = {}
+        self.ready_lock = threading.Lock()
+        self._stop = threading.Event()
         self.cache = registry.LayerCache(self.state_dir / "layers")
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pull")
         self.downloads_lock = threading.Lock()
@@ -63,12 +68,79 @@ class Gateway:
         rekeyed = self.store.rekey(self._canonical_key)
         removed = pulling.clean_stale_temps(cfg.image_dir)
         self.cache.clean_partial()
+        for row in self.store.list(cfg.system, ("READY",)):
+            self.ready[(row.itype, row.key)] = row
         log.info("gateway_start", system=cfg.system, image_dir=cfg.image_dir, state_dir=str(self.state_dir),
-                 failed_interrupted=recovered, removed_temps=removed, rekeyed=rekeyed)
+                 database=self.store.url, failed_interrupted=recovered, removed_temps=removed, rekeyed=rekeyed)
+        if cfg.gateway.autoexpire_every > 0:
+            threading.Thread(target=self._autoexpire_loop, name="autoexpire", daemon=True).start()
 
     def close(self) -> None:
+        self._stop.set()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.store.close()
+
+    def _autoexpire_loop(self) -> None:
+        """gateway.autoexpire_every: expired images go, except those jobs use."""
+        while not self._stop.wait(self.cfg.gateway.autoexpire_every):
+            try:
+                lifecycle.autoexpire(self.cfg, self.store, self.cache)
+            except Exception as err:  # noqa: BLE001 - logged; the next round tries again
+                log.error("autoexpire_failed", error=f"{type(err).__name__}: {err}")
+
+    def lookup_row(self, ref: reference.Reference, who: identity.Caller) -> Row | None:
+        """The row a lookup serves (None: absent or not for this caller); counted as a use.
+        With the database unreachable: the READY row last read (StoreError when none)."""
+        try:
+            row = self.find(ref)
+        except StoreError:
+            with self.ready_lock:
+                row = self.ready.get((ref.itype, ref.key))
+            if row is None:
+                raise
+            log.warning("lookup_from_memory", ref=ref.key)
+            return self.readable(row, who)
+        row = self.readable(row, who)
+        if row is not None and row.status == "READY":
+            with self.ready_lock:
+                self.ready[(row.itype, row.key)] = row
+            try:
+                self.store.touch(row.system, row.itype, row.key, who.uid, self.cfg.gateway.expire_after)
+            except StoreError:
+                pass  # logged by the store; the lookup is still answered
+        return row
+
+    def forget(self, itype: str, key: str) -> None:
+        with self.ready_lock:
+            self.ready.pop((itype, key), None)
+
+    def use_key(self, request: str, image_id: str) -> tuple[str, str]:
+        """The image row a job's use belongs to: the job's request, canonical, when that row
+        has the image; else any row with the image's id; else ("id", id)."""
+        try:
+            ref = sources.canonical(self.cfg.registries, reference.parse(request)) if request else None
+        except reference.ReferenceError:
+            ref = None
+        if ref is not None and ref.itype != "id":
+            row = self.store.get(self.cfg.system, ref.itype, ref.key)
+            if row is not None and row.id == image_id:
+                return row.itype, row.key
+        for itype in ("docker", "custom"):
+            rows = self.store.with_id(self.cfg.system, itype, image_id)
+            if rows:
+                return rows[0].itype, rows[0].key
+        return "id", image_id
+
+    def may_see_image(self, itype: str, key: str, image_id: str, who: identity.Caller) -> tuple[bool, str]:
+        """(whether `who` may see that a job uses this image, the name to show)."""
+        row = self.store.get(self.cfg.system, itype, key) if itype != "id" else None
+        if row is not None:
+            return who.can_read(row.user_acl, row.group_acl), f"{row.itype}:{row.tag}"
+        try:
+            published = imagefiles.read_record(self.cfg.image_dir, image_id)
+        except imagefiles.ImageError:
+            return who.admin, f"id:{image_id}"
+        return who.can_read(published.user_acl, published.group_acl), f"id:{image_id}"
 
     def parse(self, system: str, itype: str, tag: str) -> reference.Reference:
         """The canonical reference (its `tag` the user's text); 400 with one line if it is
@@ -193,7 +265,8 @@ class Gateway:
             progress = pulling.Progress(report=lambda data: self.store.update(*key, progress=data))
             record = pulling.pull(self.cfg, ref, self.cache, compression=self.compression, auth_file=self.auth_file,
                                   on_state=lambda state: self.store.update(*key, status=state),
-                                  progress=progress, acl=acl, credentials=credentials)
+                                  progress=progress, acl=acl, credentials=credentials,
+                                  on_layers=self.store.set_layers)
             self.store.update(*key, status="READY", message="", image_id=record.id,
                               last_pull=record.last_pull, progress=progress.data)
         except ShifterError as err:
@@ -304,6 +377,14 @@ def create_app(gateway: Gateway) -> FastAPI:
     async def _error(request, exc: HTTPException):  # one key, `error`, the message for the user
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
 
+    @app.exception_handler(StoreError)
+    async def _store_error(request, exc: StoreError):  # the database is down: one line, 503
+        return JSONResponse({"error": str(exc)}, status_code=503)
+
+    @app.exception_handler(InUse)
+    async def _in_use(request, exc: InUse):
+        return JSONResponse({"error": str(exc), "jobs": exc.jobs}, status_code=409)
+
     def caller(authentication: str | None = Header(default=None, description="a munge credential (MUNGE:...)")
                ) -> identity.Caller:
         return gateway.caller(authentication)
@@ -317,7 +398,7 @@ def create_app(gateway: Gateway) -> FastAPI:
     @app.get("/api/lookup/{system}/{itype}/{tag:path}", summary="The READY record of one image")
     def lookup(system: str, itype: str, tag: str, who: identity.Caller = Depends(caller)) -> dict:
         ref = gateway.parse(system, itype, tag)
-        row = gateway.readable(gateway.find(ref), who)
+        row = gateway.lookup_row(ref, who)
         name = f"{itype}:{tag.rstrip('/')}"
         if row is None:
             raise HTTPException(404, f"{name} is not on system {system}; pull it first: shifterimg pull {name}")
@@ -365,4 +446,158 @@ def create_app(gateway: Gateway) -> FastAPI:
         gateway.parse(system, "docker", "x")
         return {"layer_downloads": gateway.cache.downloads}
 
+    add_operations(app, gateway, caller)
     return app
+
+
+_JOB = re.compile(r"[0-9]{1,12}(?:[_+.][0-9]{1,12})?")
+_NODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,253}")
+
+
+class UseBody(msgspec.Struct, forbid_unknown_fields=True):
+    """A prolog's (or epilog's) report: job `job` uses image `id` on `node` for user `uid`
+    (`request`: the job's image request as the user wrote it)."""
+
+    job: str
+    node: str
+    id: str = ""
+    uid: int = -1
+    request: str = ""
+
+
+def _use_body(body: bytes, start: bool) -> UseBody:
+    try:
+        use = msgspec.json.decode(body, type=UseBody)
+    except msgspec.DecodeError as err:
+        raise HTTPException(400, f"a use record must be JSON {{job, node, id, uid, request}}: {err}") from None
+    if not _JOB.fullmatch(use.job) or not _NODE.fullmatch(use.node):
+        raise HTTPException(400, f"use record: job {use.job!r} or node {use.node!r} is not a Slurm job id / node name")
+    if start:
+        try:
+            imagefiles.check_id(use.id)
+        except imagefiles.ImageError:
+            raise HTTPException(400, f"use record: {use.id!r} is not an image id (64 hex digits)") from None
+        if use.uid < 0:
+            raise HTTPException(400, "use record: uid is missing")
+    return use
+
+
+def _need_admin(gateway: Gateway, who: identity.Caller, what: str) -> None:
+    if not who.admin:
+        log.warning("admin_refused", what=what, uid=who.uid)
+        raise HTTPException(403, f"{what} is for the site's gateway admins (gateway.admins); ask one of them")
+
+
+def _name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def add_operations(app: FastAPI, gateway: Gateway, caller) -> None:
+    """Use records, the running jobs' images, usage, and the admins' lifecycle operations."""
+
+    def recorder(who: identity.Caller) -> None:
+        allowed = {0, *(u for u in map(_uid_of, gateway.cfg.gateway.use_recorders) if u is not None)}
+        if who.uid not in allowed:
+            log.warning("use_record_refused", uid=who.uid)
+            raise HTTPException(403, "only root or an account in gateway.use_recorders (the Slurm prolog) "
+                                     "may record which job uses an image")
+
+    @app.post("/api/use/{system}/", summary="The prolog: job J uses image I on node N (root/SlurmUser only)")
+    async def use_start(system: str, request: Request,
+                        authentication: str | None = Header(default=None)) -> dict:
+        body = await request.body()
+        return await run_in_threadpool(_use, system, authentication, body, True)
+
+    @app.post("/api/unuse/{system}/", summary="The epilog: job J no longer uses its image on node N")
+    async def use_end(system: str, request: Request, authentication: str | None = Header(default=None)) -> dict:
+        body = await request.body()
+        return await run_in_threadpool(_use, system, authentication, body, False)
+
+    def _use(system: str, authentication: str | None, body: bytes, start: bool) -> dict:
+        who = gateway.caller(authentication)
+        gateway.parse(system, "docker", "x")
+        recorder(who)
+        use = _use_body(body, start)
+        if not start:
+            ended = gateway.store.end_use(system, use.job, use.node)
+            log.info("use_ended", job=use.job, node=use.node, records=ended)
+            return {"ended": ended}
+        itype, key = gateway.use_key(use.request, use.id)
+        gateway.store.start_use(Use(system=system, job_id=use.job, node=use.node, itype=itype, key=key,
+                                    image_id=use.id, uid=use.uid, started=time.time()),
+                                gateway.cfg.gateway.expire_after)
+        log.info("use_started", job=use.job, node=use.node, ref=key, id=use.id)
+        return {"image": f"{itype}:{key}"}
+
+    @app.get("/api/jobs/{system}/", summary="Running jobs' images (those the caller may see)")
+    def jobs(system: str, job: list[str] = Query(default=[]), who: identity.Caller = Depends(caller)) -> dict:
+        gateway.parse(system, "docker", "x")
+        bad = [j for j in job if not _JOB.fullmatch(j)]
+        if bad:
+            raise HTTPException(400, f"{', '.join(bad)}: not a Slurm job id (digits, e.g. 1234)")
+        grouped: dict[tuple[str, str], dict] = {}
+        seen: dict[tuple[str, str, str], tuple[bool, str]] = {}
+        for use in gateway.store.running(system, job or None):
+            image = (use.itype, use.key, use.image_id)
+            if image not in seen:
+                seen[image] = gateway.may_see_image(*image, who)
+            visible, name = seen[image]
+            if not visible:
+                continue
+            entry = grouped.setdefault((use.job_id, use.image_id), {
+                "job": use.job_id, "user": _name(use.uid), "uid": use.uid, "image": name, "id": use.image_id,
+                "nodes": [], "started": use.started})
+            entry["nodes"].append(use.node)
+        return {"list": sorted(grouped.values(), key=lambda e: (int(re.split(r"\D", e["job"])[0]), e["job"]))}
+
+    @app.get("/api/usage/{system}/", summary="Per image: lookups, jobs, nodes, distinct users, last use")
+    def usage(system: str, who: identity.Caller = Depends(caller)) -> dict:
+        gateway.parse(system, "docker", "x")
+        figures = gateway.store.usage(system)
+        out = []
+        for row in gateway.store.list(system, ("READY",)):
+            if not gateway.readable(row, who):
+                continue
+            u = figures.get((row.itype, row.key))
+            out.append({"itype": row.itype, "tag": row.key, "id": row.id or "", "expires": row.expires,
+                        **(msgspec.to_builtins(u) if u else {})})
+        return {"list": out}
+
+    def _row_for(system: str, itype: str, tag: str) -> Row:
+        ref = gateway.parse(system, itype, tag)
+        row = gateway.store.get(gateway.cfg.system, ref.itype, ref.key)
+        if row is None:
+            raise HTTPException(404, f"{itype}:{tag.rstrip('/')} is not on system {system}")
+        return row
+
+    def _removal(done: lifecycle.Removal) -> dict:
+        for name in done.removed:
+            gateway.forget(*name.split(":", 1))
+        return {"removed": done.removed, "files": done.files, "kept": done.kept, "layers": done.layers}
+
+    @app.delete("/api/image/{system}/{itype}/{tag:path}", summary="Remove an image now (admins; never in use)")
+    def remove(system: str, itype: str, tag: str, who: identity.Caller = Depends(caller)) -> dict:
+        _need_admin(gateway, who, "removing an image")
+        return _removal(lifecycle.remove(gateway.cfg, gateway.store, gateway.cache, _row_for(system, itype, tag)))
+
+    @app.post("/api/expire/{system}/{itype}/{tag:path}",
+              summary="Expire an image now: removed at once, or once the jobs using it have ended (admins)")
+    def expire(system: str, itype: str, tag: str, who: identity.Caller = Depends(caller)) -> dict:
+        _need_admin(gateway, who, "expiring an image")
+        return _removal(lifecycle.expire(gateway.cfg, gateway.store, gateway.cache, _row_for(system, itype, tag)))
+
+    @app.post("/api/autoexpire/{system}/", summary="Remove every expired image no job uses (admins)")
+    def autoexpire(system: str, who: identity.Caller = Depends(caller)) -> dict:
+        _need_admin(gateway, who, "autoexpire")
+        gateway.parse(system, "docker", "x")
+        return _removal(lifecycle.autoexpire(gateway.cfg, gateway.store, gateway.cache))
+
+
+def _uid_of(name: str) -> int | None:
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return None

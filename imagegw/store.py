@@ -41,6 +41,14 @@ class StoreError(ShifterError):
     """The image database cannot be used (unreachable, or from a newer gateway)."""
 
 
+class InUse(ShifterError):
+    """An image cannot be removed: running jobs use it (the message names them)."""
+
+    def __init__(self, message: str, jobs: list[str]):
+        super().__init__(message)
+        self.jobs = jobs
+
+
 class Row(msgspec.Struct, kw_only=True):
     system: str
     itype: str
@@ -102,6 +110,9 @@ _users = sa.Table(
     "image_users", _meta,
     sa.Column("system", sa.Text, primary_key=True), sa.Column("itype", sa.Text, primary_key=True),
     sa.Column("key", sa.Text, primary_key=True), sa.Column("uid", sa.Integer, primary_key=True))
+_layers = sa.Table(
+    "image_layers", _meta,
+    sa.Column("image_id", sa.Text, primary_key=True), sa.Column("digest", sa.Text, primary_key=True))
 _version = sa.Table("schema_version", _meta, sa.Column("version", sa.Integer, nullable=False))
 
 
@@ -132,7 +143,8 @@ def _v1(conn: Connection) -> None:
 
 def _v2(conn: Connection) -> None:
     """Lifecycle and usage: expiry and lookup counters per image, the jobs using images, the
-    users who looked an image up."""
+    users who looked an image up, the layers each image was made of (for the layer cache's
+    garbage collection)."""
     f = _float(conn)
     for column, kind in (("expires", f"{f} NOT NULL DEFAULT 0"), ("lookups", "BIGINT NOT NULL DEFAULT 0"),
                          ("last_used", f"{f} NOT NULL DEFAULT 0")):
@@ -146,6 +158,8 @@ def _v2(conn: Connection) -> None:
         system TEXT NOT NULL, itype TEXT NOT NULL, key TEXT NOT NULL, uid INTEGER NOT NULL,
         PRIMARY KEY (system, itype, key, uid))""")
     conn.exec_driver_sql("CREATE INDEX images_id ON images (system, itype, id)")
+    conn.exec_driver_sql("""CREATE TABLE image_layers (
+        image_id TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (image_id, digest))""")
 
 
 MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2]
@@ -277,6 +291,12 @@ class Store:
             return conn.execute(sa.select(sa.func.count()).select_from(_images)
                                 .where(_images.c.system == system)).scalar_one()
 
+    def active_count(self) -> int:
+        """Pulls under way, on every system (any gateway process)."""
+        with self._read() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(_images)
+                                .where(_images.c.status.in_(ACTIVE))).scalar_one()
+
     def rekey(self, canonical: Callable[[str, str], str | None]) -> int:
         """File every row under `canonical(itype, key)` (rows written before keys were
         canonical). Of rows that meet under one key, the latest READY one stays; a row that
@@ -344,6 +364,121 @@ class Store:
             return conn.execute(_images.update().where(_images.c.status.in_(ACTIVE)).values(
                 status="FAILURE", status_message="the gateway stopped during this pull; pull again",
                 updated=0)).rowcount
+
+
+    # --- lifecycle and usage -----------------------------------------------------------------
+    def touch(self, system: str, itype: str, key: str, uid: int, expire_after: float) -> None:
+        """A lookup of the image by `uid`: counted, its last use now, its expiry moved on."""
+        now = time.time()
+        values: dict = {"lookups": _images.c.lookups + 1, "last_used": now}
+        if expire_after > 0:
+            values["expires"] = now + expire_after
+        with self._write() as conn:
+            conn.execute(_images.update().where(self._where(system, itype, key)).values(**values))
+            conn.execute(_insert(conn)(_users).values(system=system, itype=itype, key=key, uid=uid)
+                         .on_conflict_do_nothing())
+
+    def start_use(self, use: Use, expire_after: float) -> None:
+        """Job `use.job_id` uses the image on `use.node` (again: the record is replaced); every
+        name of the image counts as used now, its expiry moved on."""
+        values = msgspec.structs.asdict(use)
+        with self._write() as conn:
+            stmt = _insert(conn)(_uses).values(**values)
+            conn.execute(stmt.on_conflict_do_update(index_elements=["system", "job_id", "node"], set_={
+                k: stmt.excluded[k] for k in values if k not in ("system", "job_id", "node")}))
+            image = sa.and_(_images.c.system == use.system, _images.c.id == use.image_id)
+            conn.execute(_images.update().where(image).values(
+                last_used=use.started, **({"expires": use.started + expire_after} if expire_after > 0 else {})))
+            conn.execute(_insert(conn)(_users).values(system=use.system, itype=use.itype, key=use.key, uid=use.uid)
+                         .on_conflict_do_nothing())
+
+    def end_use(self, system: str, job_id: str, node: str) -> int:
+        """The job's use on that node has ended; how many records that ended (0: none open)."""
+        with self._write() as conn:
+            return conn.execute(_uses.update().where(
+                _uses.c.system == system, _uses.c.job_id == job_id, _uses.c.node == node,
+                _uses.c.ended.is_(None)).values(ended=time.time())).rowcount
+
+    def running(self, system: str, job_ids: list[str] | None = None, image_id: str | None = None) -> list[Use]:
+        """Uses not ended, oldest first; only those jobs, or that image, when given."""
+        query = sa.select(_uses).where(_uses.c.system == system, _uses.c.ended.is_(None))
+        if job_ids:
+            query = query.where(_uses.c.job_id.in_(job_ids))
+        if image_id:
+            query = query.where(_uses.c.image_id == image_id)
+        with self._read() as conn:
+            rows = conn.execute(query.order_by(_uses.c.started, _uses.c.job_id, _uses.c.node)).all()
+        return [msgspec.convert({str(k): v for k, v in r._mapping.items()}, Use) for r in rows]
+
+    def usage(self, system: str) -> dict[tuple[str, str], Usage]:
+        """Per image row (itype, key): lookups, jobs, nodes, distinct users, last use."""
+        with self._read() as conn:
+            base = {(r.itype, r.key): (r.lookups, r.last_used) for r in conn.execute(
+                sa.select(_images.c.itype, _images.c.key, _images.c.lookups, _images.c.last_used)
+                .where(_images.c.system == system))}
+            jobs = {(r.itype, r.key): (r.jobs, r.nodes) for r in conn.execute(
+                sa.select(_uses.c.itype, _uses.c.key, sa.func.count(sa.distinct(_uses.c.job_id)).label("jobs"),
+                          sa.func.count(sa.distinct(_uses.c.node)).label("nodes"))
+                .where(_uses.c.system == system).group_by(_uses.c.itype, _uses.c.key))}
+            users = {(r.itype, r.key): r.n for r in conn.execute(
+                sa.select(_users.c.itype, _users.c.key, sa.func.count().label("n"))
+                .where(_users.c.system == system).group_by(_users.c.itype, _users.c.key))}
+            running: dict[tuple[str, str], set[str]] = {}
+            for r in conn.execute(sa.select(_uses.c.itype, _uses.c.key, _uses.c.job_id)
+                                  .where(_uses.c.system == system, _uses.c.ended.is_(None))):
+                running.setdefault((r.itype, r.key), set()).add(r.job_id)
+        return {k: Usage(lookups=v[0], jobs=jobs.get(k, (0, 0))[0], nodes=jobs.get(k, (0, 0))[1],
+                         users=users.get(k, 0), last_used=v[1], running_jobs=sorted(running.get(k, ())))
+                for k, v in base.items()}
+
+    def expired(self, system: str, now: float | None = None) -> list[Row]:
+        """Finished rows whose expiry has passed."""
+        now = time.time() if now is None else now
+        with self._read() as conn:
+            rows = conn.execute(sa.select(_images).where(
+                _images.c.system == system, _images.c.expires > 0, _images.c.expires <= now,
+                _images.c.status.not_in(ACTIVE))).all()
+        return [self._row(r) for r in rows]
+
+    def remove(self, system: str, itype: str, key: str) -> tuple[Row, bool]:
+        """Delete the row, in one transaction with the check that no running job uses its
+        image (InUse naming the jobs, nothing changed); (the row, whether no other row names its
+        image id: then its files and layer list may go). KeyError when there is no such row;
+        a pull under way is InUse too (its worker owns the row)."""
+        where = self._where(system, itype, key)
+        with self._write() as conn:
+            row = self._row(conn.execute(sa.select(_images).where(where).with_for_update()).first())
+            if row is None:
+                raise KeyError(key)
+            if row.status in ACTIVE:
+                raise InUse(f"{itype}:{row.tag} is being pulled ({row.status}); remove it when the pull has "
+                            f"finished", [])
+            if row.id:
+                jobs = sorted({r.job_id for r in conn.execute(sa.select(_uses.c.job_id).where(
+                    _uses.c.system == system, _uses.c.image_id == row.id, _uses.c.ended.is_(None)))})
+                if jobs:
+                    raise InUse(f"{itype}:{row.tag} is in use by running job{'s' if len(jobs) > 1 else ''} "
+                                f"{', '.join(jobs)}; remove it when they have ended", jobs)
+            conn.execute(_images.delete().where(where))
+            conn.execute(_users.delete().where(_users.c.system == system, _users.c.itype == itype,
+                                               _users.c.key == key))
+            last = bool(row.id) and conn.execute(sa.select(sa.func.count()).select_from(_images).where(
+                _images.c.id == row.id)).scalar_one() == 0
+            if last:
+                conn.execute(_layers.delete().where(_layers.c.image_id == row.id))
+            return row, last
+
+    def set_layers(self, image_id: str, digests: list[str]) -> None:
+        """The layer blobs `image_id` is made of (the layer cache keeps them while it exists)."""
+        with self._write() as conn:
+            for digest in sorted(set(digests)):
+                conn.execute(_insert(conn)(_layers).values(image_id=image_id, digest=digest)
+                             .on_conflict_do_nothing())
+
+    def layers_in_use(self) -> set[str]:
+        """Layer digests of every image some row still names, and of pulls under way."""
+        with self._read() as conn:
+            return set(conn.execute(sa.select(_layers.c.digest).distinct()).scalars())
 
 
 @contextmanager

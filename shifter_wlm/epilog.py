@@ -38,5 +38,8 @@ def run(spank, args, options) -> None:
             os.unlink(os.path.join(run_dir, "jobs", f"{job_id}.sshd.log"))
         except FileNotFoundError:
             pass
+        if mine:
+            from shifter_wlm import imageuse
+            imageuse.ended(cfg, job_id, node)
     except Exception as err:  # noqa: BLE001 - logged, never drains the node
         log.error("epilog_failed", job=job_id, error=f"{type(err).__name__}: {err}")
