@@ -42,6 +42,7 @@ from imagegw import identity, lifecycle, reference, registry, sources
 from imagegw.store import ACTIVE, InUse, Row, Store, StoreError, Use
 
 log = logs.get("gateway.api")
+FLUSH_EVERY = 1.0  # seconds between writes of the lookup counters
 
 
 class Gateway:
@@ -58,6 +59,9 @@ class Gateway:
         # database cannot be reached
         self.ready: dict[tuple[str, str], Row] = {}
         self.ready_lock = threading.Lock()
+        # lookups counted in memory, written every FLUSH_EVERY s: a lookup never waits on a write
+        self.lookups: dict[tuple[str, str, str], tuple[int, float, set[int]]] = {}
+        self.lookups_lock = threading.Lock()
         self._stop = threading.Event()
         self.cache = registry.LayerCache(self.state_dir / "layers")
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pull")
@@ -74,16 +78,19 @@ class Gateway:
                  database=self.store.url, failed_interrupted=recovered, removed_temps=removed, rekeyed=rekeyed)
         if cfg.gateway.autoexpire_every > 0:
             threading.Thread(target=self._autoexpire_loop, name="autoexpire", daemon=True).start()
+        threading.Thread(target=self._flush_loop, name="flush", daemon=True).start()
 
     def close(self) -> None:
         self._stop.set()
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.flush()
         self.store.close()
 
     def _autoexpire_loop(self) -> None:
         """gateway.autoexpire_every: expired images go, except those jobs use."""
         while not self._stop.wait(self.cfg.gateway.autoexpire_every):
             try:
+                self.flush()  # recent lookups move expiries on first
                 lifecycle.autoexpire(self.cfg, self.store, self.cache)
             except Exception as err:  # noqa: BLE001 - logged; the next round tries again
                 log.error("autoexpire_failed", error=f"{type(err).__name__}: {err}")
@@ -104,11 +111,29 @@ class Gateway:
         if row is not None and row.status == "READY":
             with self.ready_lock:
                 self.ready[(row.itype, row.key)] = row
-            try:
-                self.store.touch(row.system, row.itype, row.key, who.uid, self.cfg.gateway.expire_after)
-            except StoreError:
-                pass  # logged by the store; the lookup is still answered
+            with self.lookups_lock:
+                count, _, uids = self.lookups.get((row.system, row.itype, row.key), (0, 0.0, set()))
+                self.lookups[(row.system, row.itype, row.key)] = (count + 1, time.time(), uids | {who.uid})
         return row
+
+    def flush(self) -> None:
+        """Write the lookups counted since the last flush (kept for the next one while the
+        database is down)."""
+        with self.lookups_lock:
+            batch, self.lookups = self.lookups, {}
+        if not batch:
+            return
+        try:
+            self.store.touch(batch, self.cfg.gateway.expire_after)
+        except StoreError:  # logged by the store; merged back
+            with self.lookups_lock:
+                for k, (count, last, uids) in batch.items():
+                    c, l, u = self.lookups.get(k, (0, 0.0, set()))
+                    self.lookups[k] = (count + c, max(last, l), uids | u)
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(FLUSH_EVERY):
+            self.flush()
 
     def forget(self, itype: str, key: str) -> None:
         with self.ready_lock:
@@ -556,6 +581,7 @@ def add_operations(app: FastAPI, gateway: Gateway, caller) -> None:
     @app.get("/api/usage/{system}/", summary="Per image: lookups, jobs, nodes, distinct users, last use")
     def usage(system: str, who: identity.Caller = Depends(caller)) -> dict:
         gateway.parse(system, "docker", "x")
+        gateway.flush()
         figures = gateway.store.usage(system)
         out = []
         for row in gateway.store.list(system, ("READY",)):
@@ -593,6 +619,7 @@ def add_operations(app: FastAPI, gateway: Gateway, caller) -> None:
     def autoexpire(system: str, who: identity.Caller = Depends(caller)) -> dict:
         _need_admin(gateway, who, "autoexpire")
         gateway.parse(system, "docker", "x")
+        gateway.flush()  # recent lookups move expiries on first
         return _removal(lifecycle.autoexpire(gateway.cfg, gateway.store, gateway.cache))
 
 

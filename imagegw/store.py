@@ -157,7 +157,7 @@ def _v2(conn: Connection) -> None:
     conn.exec_driver_sql("""CREATE TABLE image_users (
         system TEXT NOT NULL, itype TEXT NOT NULL, key TEXT NOT NULL, uid INTEGER NOT NULL,
         PRIMARY KEY (system, itype, key, uid))""")
-    conn.exec_driver_sql("CREATE INDEX images_id ON images (system, itype, id)")
+    conn.exec_driver_sql("CREATE INDEX images_id ON images (id)")  # not (system, itype, ...): that prefix is the key's
     conn.exec_driver_sql("""CREATE TABLE image_layers (
         image_id TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (image_id, digest))""")
 
@@ -367,16 +367,19 @@ class Store:
 
 
     # --- lifecycle and usage -----------------------------------------------------------------
-    def touch(self, system: str, itype: str, key: str, uid: int, expire_after: float) -> None:
-        """A lookup of the image by `uid`: counted, its last use now, its expiry moved on."""
-        now = time.time()
-        values: dict = {"lookups": _images.c.lookups + 1, "last_used": now}
-        if expire_after > 0:
-            values["expires"] = now + expire_after
+    def touch(self, lookups: dict[tuple[str, str, str], tuple[int, float, set[int]]], expire_after: float) -> None:
+        """Lookups since the last call, per image row (system, itype, key): (how many, the
+        last one's time, the uids that made them): counted, last use, expiry moved on; one
+        transaction (the service batches them off the lookup's path: Gateway.flush)."""
         with self._write() as conn:
-            conn.execute(_images.update().where(self._where(system, itype, key)).values(**values))
-            conn.execute(_insert(conn)(_users).values(system=system, itype=itype, key=key, uid=uid)
-                         .on_conflict_do_nothing())
+            for (system, itype, key), (count, last, uids) in sorted(lookups.items()):
+                values: dict = {"lookups": _images.c.lookups + count, "last_used": last}
+                if expire_after > 0:
+                    values["expires"] = last + expire_after
+                conn.execute(_images.update().where(self._where(system, itype, key)).values(**values))
+                for uid in sorted(uids):
+                    conn.execute(_insert(conn)(_users).values(system=system, itype=itype, key=key, uid=uid)
+                                 .on_conflict_do_nothing())
 
     def start_use(self, use: Use, expire_after: float) -> None:
         """Job `use.job_id` uses the image on `use.node` (again: the record is replaced); every
