@@ -31,14 +31,14 @@ from pathlib import Path
 import msgspec
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from shifter_site import imagefiles, logs
 from shifter_site.config import Config
 from shifter_site.errors import ShifterError
 
 from imagegw import pull as pulling
-from imagegw import identity, lifecycle, reference, registry, sources
+from imagegw import identity, lifecycle, metrics, reference, registry, sources
 from imagegw.store import ACTIVE, InUse, Row, Store, StoreError, Use
 
 log = logs.get("gateway.api")
@@ -68,6 +68,7 @@ class Gateway:
         self.downloads_lock = threading.Lock()
         self.pulls_by: dict[str, set[str]] = defaultdict(set)  # requester -> keys queued or running
         self.pulls_lock = threading.Lock()
+        self.metrics = metrics.Metrics(self.store, cfg.system, self.flush)
         recovered = self.store.recover()
         rekeyed = self.store.rekey(self._canonical_key)
         removed = pulling.clean_stale_temps(cfg.image_dir)
@@ -286,19 +287,23 @@ class Gateway:
     def _run(self, ref: reference.Reference, requester: str, acl: tuple[list[int], list[int]],
              credentials: registry.Credentials | None = None) -> None:
         key = (self.cfg.system, ref.itype, ref.key)
+        start = time.monotonic()
+        progress = pulling.Progress(report=lambda data: self.store.update(*key, progress=data))
         try:
-            progress = pulling.Progress(report=lambda data: self.store.update(*key, progress=data))
             record = pulling.pull(self.cfg, ref, self.cache, compression=self.compression, auth_file=self.auth_file,
                                   on_state=lambda state: self.store.update(*key, status=state),
                                   progress=progress, acl=acl, credentials=credentials,
                                   on_layers=self.store.set_layers)
             self.store.update(*key, status="READY", message="", image_id=record.id,
                               last_pull=record.last_pull, progress=progress.data)
+            self.metrics.pulled(time.monotonic() - start, progress.data["bytes"], progress.data["entries"] > 0)
         except ShifterError as err:
             self.store.update(*key, status="FAILURE", message=str(err))
+            self.metrics.failed(time.monotonic() - start, progress.data["bytes"])
             log.error("pull_failed", ref=ref.key, error=str(err))
         except Exception as err:  # a bug: still a FAILURE the user can read, with a trace in the log
             self.store.update(*key, status="FAILURE", message=f"internal error: {type(err).__name__}: {err}")
+            self.metrics.failed(time.monotonic() - start, progress.data["bytes"])
             log.exception("pull_crashed", ref=ref.key)
         finally:
             with self.pulls_lock:
@@ -470,6 +475,19 @@ def create_app(gateway: Gateway) -> FastAPI:
     def metrics(system: str, who: identity.Caller = Depends(caller)) -> dict:
         gateway.parse(system, "docker", "x")
         return {"layer_downloads": gateway.cache.downloads}
+
+    @app.get("/metrics", summary="Prometheus text: pulls, conversions, failures, queue, per-image use "
+                                 "(gateway.metrics_access: loopback callers, admins, or either)")
+    def prometheus(request: Request, authentication: str | None = Header(default=None)) -> Response:
+        access = gateway.cfg.gateway.metrics_access
+        local = request.client is not None and metrics.loopback(request.client.host)
+        if not (local and access in ("loopback", "either")):
+            if access == "loopback":
+                raise HTTPException(403, "/metrics answers callers on the gateway host only "
+                                         "(gateway.metrics_access: loopback)")
+            if not gateway.caller(authentication).admin:
+                raise HTTPException(403, "/metrics is for the site's gateway admins (gateway.metrics_access)")
+        return Response(gateway.metrics.text(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     add_operations(app, gateway, caller)
     return app

@@ -219,3 +219,53 @@ def test_only_root_records_use_and_bad_records_are_refused(cfg):
     assert code == 400 and "not an image id" in answer["error"]
     bad = shifterimg(USER, "jobs", "12x")
     assert bad.returncode == 2 and "not a job id" in one_line_error(bad)
+
+
+# ------------------------------------------------------------------ metrics
+
+
+def test_metrics_on_the_gateway_host_are_prometheus_text(cfg):
+    from prometheus_client.parser import text_string_to_metric_families
+    import httpx
+
+    name = f"life/metrics{uuid.uuid4().hex[:8]}"
+    ref, image_id, _ = pulled(USER, name)
+    assert shifterimg(OTHER, "lookup", ref).returncode == 0
+    answer = httpx.get(f"http://{localcluster.GATEWAY}/metrics", timeout=30)  # from this host: loopback
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(answer.text)}
+    for family in ("shifter_gateway_pull_seconds", "shifter_gateway_pull_bytes", "shifter_gateway_conversions",
+                   "shifter_gateway_pull_failures", "shifter_gateway_queue_depth", "shifter_image_lookups"):
+        assert family in families, sorted(families)
+    conversions = [s.value for s in families["shifter_gateway_conversions"].samples if s.name.endswith("_total")]
+    assert conversions and conversions[0] >= 1
+    lookups = {s.labels["image"]: s.value for s in families["shifter_image_lookups"].samples}
+    assert lookups[f"docker:docker.io/{ref}"] == 1
+
+
+@pytest.mark.parametrize("access", ["loopback", "admins", "either"])
+def test_metrics_access_is_what_the_site_chose(cfg, tmp_path, access):
+    """A gateway in this process (FastAPI's test client: a caller that is not on loopback),
+    with the cluster's munge: loopback-only refuses it; admins takes root's credential and
+    refuses a user's."""
+    import msgspec
+    from fastapi.testclient import TestClient
+
+    import test_gateway_trust as tt
+    from imagegw import api
+
+    site = msgspec.structs.replace(cfg, gateway=msgspec.structs.replace(cfg.gateway, metrics_access=access,
+                                                                        autoexpire_every=0))
+    gateway = api.Gateway(site, tmp_path / "state")
+    try:
+        web = TestClient(api.create_app(gateway))
+        codes = {who: web.get("/metrics", headers={"authentication": tt.credential(who)} if who else {}).status_code
+                 for who in ("root", USER, None)}
+        if access == "loopback":
+            assert codes == {"root": 403, USER: 403, None: 403}
+        else:
+            assert codes == {"root": 200, USER: 403, None: 401}
+        refused = web.get("/metrics", headers={"authentication": tt.credential(USER)})
+        assert "\n" not in refused.json()["error"]
+    finally:
+        gateway.close()
