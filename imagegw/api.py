@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import grp
 import json
+import os
 import pwd
 import re
+import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -38,7 +40,7 @@ from shifter_site.config import Config
 from shifter_site.errors import ShifterError
 
 from imagegw import pull as pulling
-from imagegw import identity, lifecycle, metrics, reference, registry, sources
+from imagegw import identity, importer, lifecycle, metrics, reference, registry, sources
 from imagegw.store import ACTIVE, InUse, Row, Store, StoreError, Use
 
 log = logs.get("gateway.api")
@@ -490,6 +492,7 @@ def create_app(gateway: Gateway) -> FastAPI:
         return Response(gateway.metrics.text(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     add_operations(app, gateway, caller)
+    add_import(app, gateway)
     return app
 
 
@@ -639,6 +642,47 @@ def add_operations(app: FastAPI, gateway: Gateway, caller) -> None:
         gateway.parse(system, "docker", "x")
         gateway.flush()  # recent lookups move expiries on first
         return _removal(lifecycle.autoexpire(gateway.cfg, gateway.store, gateway.cache))
+
+
+def add_import(app: FastAPI, gateway: Gateway) -> None:
+    """POST /api/import/{system}/{name}: the body is the archive (admins only; shifterimg import)."""
+
+    @app.post("/api/import/{system}/{name:path}",
+              summary="Publish an uploaded squashfs, docker save archive or OCI layout (tar) as custom:NAME (admins)")
+    async def import_image(system: str, name: str, request: Request,
+                           authentication: str | None = Header(default=None)) -> dict:
+        who = await run_in_threadpool(gateway.caller, authentication)  # before a byte of the body is read
+        _need_admin(gateway, who, "importing an image")
+        ref = gateway.parse(system, "custom", name)
+        uploads = gateway.state_dir / "uploads"
+        uploads.mkdir(exist_ok=True)
+        limit = gateway.cfg.gateway.max_image_size_bytes
+        fd, tmp = tempfile.mkstemp(dir=uploads, prefix=".upload.")
+        try:
+            size = 0
+            with os.fdopen(fd, "wb") as out:
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        raise HTTPException(413, f"the archive is larger than gateway.max_image_size "
+                                                 f"({gateway.cfg.gateway.max_image_size}); nothing was published")
+                    out.write(chunk)
+            return await run_in_threadpool(_import, ref, Path(tmp), who)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def _import(ref: reference.Reference, upload: Path, who: identity.Caller) -> dict:
+        try:
+            record = importer.publish(gateway.cfg, gateway.cache, upload, ref.tag, gateway.compression,
+                                      on_layers=gateway.store.set_layers)
+        except ShifterError as err:
+            log.warning("import_refused", name=ref.tag, error=str(err), requester=who.key)
+            raise HTTPException(400, f"custom:{ref.tag}: {err}") from None
+        gateway.store.put_ready(gateway.cfg.system, "custom", ref.key, ref.tag, record.id, record.last_pull)
+        gateway.forget("custom", ref.key)
+        log.info("imported", name=ref.tag, id=record.id, requester=who.key)
+        row = gateway.store.get(gateway.cfg.system, "custom", ref.key)
+        return gateway.record(row)
 
 
 def _uid_of(name: str) -> int | None:

@@ -10,6 +10,7 @@
     shifterimg rm REF              remove an image now (admins; refused while a job uses it)
     shifterimg expire REF          expire an image now: removed at once, or once its jobs end (admins)
     shifterimg autoexpire          remove every expired image no job uses (admins)
+    shifterimg import PATH NAME    publish a squashfs, docker save archive or OCI layout as custom:NAME (admins)
 
 Every call carries a munge credential: the gateway knows who asks.
 """
@@ -225,6 +226,14 @@ def cmd_autoexpire(cfg, args) -> int:
     return _removal("autoexpire", "", body)
 
 
+def cmd_import(cfg, args) -> int:
+    body = client.import_image(cfg, args.path, args.name)
+    neutralised = (body.get("record") or {}).get("neutralised") or {}
+    note = f" (neutralised: {', '.join(f'{k} {v}' for k, v in sorted(neutralised.items()))})" if neutralised else ""
+    print(f"custom:{args.name}: READY {body['id']}{note}")
+    return 0
+
+
 def cmd_images(cfg, args) -> int:
     if args.usage:
         return cmd_usage(cfg, args)
@@ -260,6 +269,10 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_expire)
     s = sub.add_parser("autoexpire", help="remove every expired image no job uses (admins)")
     s.set_defaults(func=cmd_autoexpire)
+    s = sub.add_parser("import", help="publish a squashfs, docker save archive or OCI layout as custom:NAME (admins)")
+    s.add_argument("path", metavar="PATH", help="a squashfs or docker save file, or an OCI layout directory")
+    s.add_argument("name", metavar="NAME", help="the image's name: users ask for custom:NAME")
+    s.set_defaults(func=cmd_import)
     s = sub.add_parser("lookup", help="print the id of an image (exit 3 if absent)")
     s.add_argument("ref", metavar="REF")
     s.set_defaults(func=cmd_lookup)

@@ -23,6 +23,7 @@ from imagegw import identity, reference, sources
 
 DONE = ("READY", "FAILURE")
 USE_TIMEOUT = 10.0  # a use record never holds a prolog or epilog longer
+IMPORT_TIMEOUT = 3600.0  # an import converts while the admin waits
 
 
 class GatewayError(ShifterError):
@@ -35,7 +36,7 @@ class NotFound(GatewayError):
     exit_code = 3
 
 
-def _request(cfg: Config, method: str, path: str, body: bytes | None = None, timeout: float | None = None) -> dict:
+def _request(cfg: Config, method: str, path: str, body=None, timeout: float | None = None) -> dict:
     """One call to the first gateway that answers, with a fresh munge credential (each is
     accepted once, so a retry against another gateway makes a new one)."""
     urls = list(cfg.gateway.urls)
@@ -48,8 +49,11 @@ def _request(cfg: Config, method: str, path: str, body: bytes | None = None, tim
                                f"{cfg.munge_socket}), and the gateway answers only callers that prove who they are; "
                                f"is munged running on this node?")
         headers = {identity.HEADER: credential}
-        if body:
+        if isinstance(body, bytes) and body:
             headers["Content-Type"] = "application/json"
+        elif body is not None and not isinstance(body, bytes):  # a file to upload (import), from its start
+            headers["Content-Type"] = "application/octet-stream"
+            body.seek(0)
         try:
             resp = httpx.request(method, f"{url.rstrip('/')}{path}", timeout=timeout or cfg.gateway.timeout,
                                  headers=headers,
@@ -149,6 +153,36 @@ def expire(cfg: Config, ref: str) -> dict:
 def autoexpire(cfg: Config) -> dict:
     """Remove every expired image no job uses (admins)."""
     return _request(cfg, "POST", f"/api/autoexpire/{quote(cfg.system)}/")
+
+
+def import_image(cfg: Config, path: str, name: str) -> dict:
+    """Upload a squashfs, a `docker save` archive or an OCI layout (a directory: sent as a tar)
+    to be published as custom:NAME (admins); the gateway's record of it."""
+    import os
+    import tarfile
+    import tempfile
+
+    ref = parse(cfg, f"custom:{name}")
+    if not os.path.exists(path):
+        raise GatewayError(f"{path}: no such file or directory; give a squashfs, a docker save archive or an OCI "
+                           f"layout directory")
+    with tempfile.TemporaryFile() as packed:
+        if os.path.isdir(path):
+            if not os.path.isfile(os.path.join(path, "oci-layout")):
+                raise GatewayError(f"{path} is a directory without an oci-layout file; give an OCI image layout "
+                                   f"directory, or a squashfs or docker save archive file")
+            with tarfile.open(fileobj=packed, mode="w") as tar:
+                tar.add(path, arcname=".")
+            packed.seek(0)
+            source = packed
+        else:
+            try:
+                source = open(path, "rb")
+            except OSError as err:
+                raise GatewayError(f"{path}: {err.strerror}") from None
+        with source:
+            return _request(cfg, "POST", f"/api/import/{quote(cfg.system)}/{quote(ref.tag, safe='/:')}", source,
+                            timeout=IMPORT_TIMEOUT)
 
 
 def pull_body(acl: tuple[list[int], list[int]] | None, login: dict | None = None) -> bytes | None:

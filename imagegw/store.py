@@ -356,6 +356,19 @@ class Store:
         with self._write() as conn:
             conn.execute(_images.update().where(self._where(system, itype, key)).values(**values))
 
+    def put_ready(self, system: str, itype: str, key: str, tag: str, image_id: str, last_pull: float) -> None:
+        """A READY row for an image published outside a pull (shifterimg import), in one
+        statement: the name now means this image."""
+        now = time.time()
+        with self._write() as conn:
+            stmt = _insert(conn)(_images).values(
+                system=system, itype=itype, key=key, tag=tag, id=image_id, status="READY", status_message="",
+                progress="{}", last_pull=last_pull, updated=now, user_acl="[]", group_acl="[]", expires=0,
+                lookups=0, last_used=0)
+            conn.execute(stmt.on_conflict_do_update(index_elements=["system", "itype", "key"], set_={
+                "tag": tag, "id": image_id, "status": "READY", "status_message": "", "progress": "{}",
+                "last_pull": last_pull, "updated": now, "user_acl": "[]", "group_acl": "[]"}))
+
     def recover(self) -> int:
         """After a restart: pulls that were under way died with the old process; mark them failed
         (as of long ago: the next pull request retries at once, gateway.repull_after is for
