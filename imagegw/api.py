@@ -23,6 +23,7 @@ import json
 import os
 import pwd
 import re
+import socket
 import tempfile
 import threading
 import time
@@ -45,6 +46,8 @@ from imagegw.store import ACTIVE, InUse, Row, Store, StoreError, Use
 
 log = logs.get("gateway.api")
 FLUSH_EVERY = 1.0  # seconds between writes of the lookup counters
+HEARTBEAT = 2.0    # seconds between a gateway's signs of life on the pulls it runs
+STALE_AFTER = 10.0  # a pull whose gateway gave no sign of life for this long has died with it
 
 
 class Gateway:
@@ -71,7 +74,9 @@ class Gateway:
         self.pulls_by: dict[str, set[str]] = defaultdict(set)  # requester -> keys queued or running
         self.pulls_lock = threading.Lock()
         self.metrics = metrics.Metrics(self.store, cfg.system, self.flush)
-        recovered = self.store.recover()
+        self.host = socket.gethostname()
+        self.owner = f"{self.host}:{os.getpid()}:{time.time():.6f}"
+        recovered = self.store.recover(self._dead)
         rekeyed = self.store.rekey(self._canonical_key)
         removed = pulling.clean_stale_temps(cfg.image_dir)
         self.cache.clean_partial()
@@ -82,6 +87,37 @@ class Gateway:
         if cfg.gateway.autoexpire_every > 0:
             threading.Thread(target=self._autoexpire_loop, name="autoexpire", daemon=True).start()
         threading.Thread(target=self._flush_loop, name="flush", daemon=True).start()
+        threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
+
+    def _dead(self, owner: str) -> bool:
+        """Whether the gateway process `owner` (host:pid:start) is known to be gone: an earlier
+        process on this host (rows from before owners: yes). Other hosts' go stale instead."""
+        if not owner:
+            return True
+        host, pid, _start = owner.rsplit(":", 2)
+        if host != self.host:
+            return False
+        if int(pid) == os.getpid():
+            return owner != self.owner
+        return not Path(f"/proc/{pid}").exists()
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stop.wait(HEARTBEAT):
+            try:
+                self.store.beat(self.owner)
+            except StoreError:
+                pass  # logged by the store; other gateways take the pulls over once stale
+
+    def _current(self, ref: reference.Reference) -> Row | None:
+        """The image's row; a pull under way whose gateway died (killed, another host gone
+        quiet) is first marked failed, so this request starts it again here."""
+        current = self.store.get(self.cfg.system, ref.itype, ref.key)
+        if current is not None and current.status in ACTIVE and current.owner != self.owner and (
+                self._dead(current.owner) or current.heartbeat < time.time() - STALE_AFTER):
+            taken = self.store.recover(self._dead, stale_after=STALE_AFTER)
+            log.warning("pull_taken_over", ref=ref.key, owner=current.owner, failed=taken)
+            current = self.store.get(self.cfg.system, ref.itype, ref.key)
+        return current
 
     def close(self) -> None:
         self._stop.set()
@@ -233,7 +269,7 @@ class Gateway:
         limit = self.cfg.gateway.max_pulls_per_user
         requester = caller.key
         with self.pulls_lock:
-            current = self.store.get(self.cfg.system, ref.itype, ref.key)
+            current = self._current(ref)
             if current is not None and not caller.can_read(current.user_acl, current.group_acl):
                 log.warning("pull_refused_private", ref=ref.key, requester=requester)
                 raise HTTPException(404, f"{ref.itype}:{ref.tag}: no such image you may pull on {self.cfg.system}; "
@@ -259,7 +295,7 @@ class Gateway:
                 raise HTTPException(429, f"{ref.itype}:{ref.tag}: you have {len(mine)} pulls queued or running, "
                                          f"the most this site allows (gateway.max_pulls_per_user); wait for one "
                                          f"to finish (shifterimg images) and pull again")
-            row, started = self.store.claim(self.cfg.system, ref.itype, ref.key, ref.tag, acl)
+            row, started = self.store.claim(self.cfg.system, ref.itype, ref.key, ref.tag, acl, owner=self.owner)
             if started:
                 mine.add(ref.key)
         if started:

@@ -65,6 +65,8 @@ class Row(msgspec.Struct, kw_only=True):
     expires: float = 0.0       # after this time (0: not set) autoexpire removes it, unless in use
     lookups: int = 0
     last_used: float = 0.0     # last lookup or job start
+    owner: str = ""            # the gateway process running its pull (host:pid:start)
+    heartbeat: float = 0.0     # that process's last sign of life
 
 
 class Use(msgspec.Struct, kw_only=True, frozen=True):
@@ -99,7 +101,7 @@ _images = sa.Table(
     sa.Column("status", sa.Text), sa.Column("status_message", sa.Text), sa.Column("progress", sa.Text),
     sa.Column("last_pull", sa.Double), sa.Column("updated", sa.Double), sa.Column("user_acl", sa.Text),
     sa.Column("group_acl", sa.Text), sa.Column("expires", sa.Double), sa.Column("lookups", sa.BigInteger),
-    sa.Column("last_used", sa.Double))
+    sa.Column("last_used", sa.Double), sa.Column("owner", sa.Text), sa.Column("heartbeat", sa.Double))
 _uses = sa.Table(
     "uses", _meta,
     sa.Column("system", sa.Text, primary_key=True), sa.Column("job_id", sa.Text, primary_key=True),
@@ -162,7 +164,15 @@ def _v2(conn: Connection) -> None:
         image_id TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (image_id, digest))""")
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2]
+def _v3(conn: Connection) -> None:
+    """Pulls owned by a gateway process (host:pid:start) that keeps a heartbeat, so gateways
+    sharing a database can tell a pull whose process died from one still running."""
+    f = _float(conn)
+    conn.exec_driver_sql("ALTER TABLE images ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
+    conn.exec_driver_sql(f"ALTER TABLE images ADD COLUMN heartbeat {f} NOT NULL DEFAULT 0")
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3]
 VERSION = len(MIGRATIONS)
 
 
@@ -318,23 +328,24 @@ class Store:
                     conn.execute(_images.insert().values(**r))
         return changed
 
-    def claim(self, system: str, itype: str, key: str, tag: str, acl: tuple[list[int], list[int]] = ([], [])
-              ) -> tuple[Row, bool]:
+    def claim(self, system: str, itype: str, key: str, tag: str, acl: tuple[list[int], list[int]] = ([], []),
+              owner: str = "") -> tuple[Row, bool]:
         """The row for a pull, and True when this caller must run it (no pull was under way).
-        The row keeps its last READY id while the new pull runs; `acl` is set with the claim."""
+        The row keeps its last READY id while the new pull runs; `acl` is set with the claim;
+        `owner` (the claiming process) keeps a heartbeat on it (`beat`)."""
         now = time.time()
         where = self._where(system, itype, key)
         with self._write() as conn:
             insert = _insert(conn)(_images).values(
                 system=system, itype=itype, key=key, tag=tag, id=None, status="FAILURE", status_message="",
                 progress="{}", last_pull=0, updated=0, user_acl="[]", group_acl="[]", expires=0, lookups=0,
-                last_used=0)
+                last_used=0, owner="", heartbeat=0)
             conn.execute(insert.on_conflict_do_nothing(index_elements=["system", "itype", "key"]))
             current = self._row(conn.execute(sa.select(_images).where(where).with_for_update()).first())
             if current.status in ACTIVE:
                 return current, False
             conn.execute(_images.update().where(where).values(
-                status="INIT", status_message="", progress="{}", tag=tag, updated=now,
+                status="INIT", status_message="", progress="{}", tag=tag, updated=now, owner=owner, heartbeat=now,
                 user_acl=json.dumps(sorted(acl[0])), group_acl=json.dumps(sorted(acl[1]))))
             return self._row(conn.execute(sa.select(_images).where(where)).first()), True
 
@@ -369,14 +380,31 @@ class Store:
                 "tag": tag, "id": image_id, "status": "READY", "status_message": "", "progress": "{}",
                 "last_pull": last_pull, "updated": now, "user_acl": "[]", "group_acl": "[]"}))
 
-    def recover(self) -> int:
-        """After a restart: pulls that were under way died with the old process; mark them failed
-        (as of long ago: the next pull request retries at once, gateway.repull_after is for
-        the registry's verdicts)."""
+    def beat(self, owner: str) -> int:
+        """`owner` is alive: its pulls' heartbeat is now."""
         with self._write() as conn:
-            return conn.execute(_images.update().where(_images.c.status.in_(ACTIVE)).values(
-                status="FAILURE", status_message="the gateway stopped during this pull; pull again",
-                updated=0)).rowcount
+            return conn.execute(_images.update().where(_images.c.owner == owner, _images.c.status.in_(ACTIVE))
+                                .values(heartbeat=time.time())).rowcount
+
+    def recover(self, dead: Callable[[str], bool] = lambda owner: True, stale_after: float | None = None) -> int:
+        """Pulls whose gateway process died are marked failed (as of long ago: the next pull
+        request retries at once; gateway.repull_after is for the registry's verdicts): those
+        whose owner `dead` says is gone (a restart: this host's earlier processes), and, with
+        `stale_after`, those whose heartbeat is older than that (a process elsewhere, or
+        killed, sharing this database)."""
+        with self._write() as conn:
+            rows = conn.execute(sa.select(_images.c.system, _images.c.itype, _images.c.key, _images.c.owner,
+                                          _images.c.heartbeat).where(_images.c.status.in_(ACTIVE))
+                                .with_for_update()).all()
+            now, failed = time.time(), 0
+            for r in rows:
+                if dead(r.owner) or (stale_after is not None and r.heartbeat < now - stale_after):
+                    failed += conn.execute(_images.update().where(
+                        self._where(r.system, r.itype, r.key), _images.c.status.in_(ACTIVE),
+                        _images.c.owner == r.owner).values(
+                        status="FAILURE", status_message="the gateway stopped during this pull; pull again",
+                        updated=0, owner="")).rowcount
+            return failed
 
 
     # --- lifecycle and usage -----------------------------------------------------------------
