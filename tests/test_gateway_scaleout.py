@@ -33,6 +33,22 @@ from shifter_site import config
 
 @pytest.fixture
 def pair(cluster, postgres):
+    yield from gateways(postgres.create_database(f"pair{uuid.uuid4().hex[:8]}"), ("a", "b"))
+
+
+@pytest.fixture
+def lone(cluster):
+    """One gateway on a PostgreSQL server of this test's own (to stop and start)."""
+    import pgcluster
+
+    server = pgcluster.Cluster()
+    try:
+        yield from ((server, *rest) for rest in gateways(server.url(), ("a",)))
+    finally:
+        server.stop()
+
+
+def gateways(database: str, names: tuple[str, ...]):
     from pgcluster import free_port
 
     account = pwd.getpwnam(localcluster.GATEWAY_USER)
@@ -41,8 +57,7 @@ def pair(cluster, postgres):
     for sub in ("images", "state-a", "state-b"):
         (top / sub).mkdir()
         os.chown(top / sub, account.pw_uid, account.pw_gid)
-    database = postgres.create_database(f"pair{uuid.uuid4().hex[:8]}")
-    ports = {"a": free_port(), "b": free_port()}
+    ports = {name: free_port() for name in names}
     text = (gt.STATE / "etc/shifter.yaml").read_text().replace(f"image_dir: {gt.STATE}/images",
                                                               f"image_dir: {top}/images")
     (top / "shifter.yaml").write_text(text)
@@ -69,8 +84,8 @@ def pair(cluster, postgres):
                 time.sleep(0.1)
         raise AssertionError(f"gateway {name} did not start")
 
-    start("a")
-    start("b")
+    for name in names:
+        start(name)
     yield cfgs, procs, top, ports
     for proc in procs.values():
         if proc.poll() is None:
@@ -141,3 +156,31 @@ def test_a_gateway_killed_mid_pull_is_taken_over_by_the_other(pair):
     assert len([p for p in entries if p.startswith("data/")]) == 96
     log = (top / "gateway-b.log").read_text()
     assert "pull_taken_over" in log
+
+
+def test_database_down_lookups_go_on_and_pulls_say_so_in_one_line(lone):
+    server, cfgs, procs, top, ports = lone
+    repo = f"pair/down{uuid.uuid4().hex[:8]}"
+    image_id = ib.push(gt.REGISTRY, repo, "1", big_image(1)).split(":", 1)[1]
+    assert client.pull(cfgs["a"], f"{repo}:1", poll=0.1, timeout=120)["status"] == "READY"
+    assert client.lookup(cfgs["a"], f"{repo}:1").id == image_id
+    server._as_user(["pg_ctl", "-D", str(server.data), "-w", "-m", "immediate", "stop"])
+    assert client.lookup(cfgs["a"], f"{repo}:1").id == image_id  # served from what the gateway has
+    with pytest.raises(client.GatewayError) as err:
+        client.start_pull(cfgs["a"], f"{repo}-other:1")
+    text = str(err.value)
+    assert "image database" in text and "cannot be used" in text and "\n" not in text
+    with pytest.raises(client.GatewayError) as err:  # never seen READY: the gateway cannot say, and says so
+        client.lookup(cfgs["a"], f"{repo}-never:1")
+    assert "cannot be used" in str(err.value) and not isinstance(err.value, client.NotFound)
+    server._as_user(["pg_ctl", "-D", str(server.data), "-w", "-l", str(server.base / "server.log"), "-o",
+                     f"-c listen_addresses=127.0.0.1 -c port={server.port} -c unix_socket_directories=", "start"])
+    assert client.lookup(cfgs["a"], f"{repo}:1").id == image_id
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(server.url().replace("postgresql://", "postgresql+psycopg://"))
+    with engine.connect() as conn:
+        keys = [r[0] for r in conn.exec_driver_sql("SELECT key FROM images")]
+    engine.dispose()
+    assert keys == [f"docker.io/{repo}:1"]  # the refused pull wrote nothing
+    assert procs["a"].poll() is None
