@@ -172,11 +172,10 @@ def test_shifterimg_import_publishes_for_jobs_and_refuses_users(cluster, tmp_pat
     from test_gateway_lifecycle import SHIFTERIMG, USER, one_line_error, shifterimg
 
     name = f"lab/imported{uuid.uuid4().hex[:6]}:1"
-    archive = tmp_path / "image.tar"
     busybox = tmp_path / "busybox"
     ib.busybox_tree(busybox)
+    archive = jt.home(USER) / "import-image.tar"  # readable by the user too: the gateway refuses, not the file
     archive.write_bytes(docker_save([ib.layer_from_dir(busybox), hostile_layer()]))
-    os.chmod(tmp_path, 0o755)
     os.chmod(archive, 0o644)
     refused = run_as(USER, [SHIFTERIMG, "import", str(archive), name])
     assert "gateway admins" in one_line_error(refused)

@@ -254,8 +254,9 @@ def test_metrics_access_is_what_the_site_chose(cfg, tmp_path, access):
     import test_gateway_trust as tt
     from imagegw import api
 
-    site = msgspec.structs.replace(cfg, gateway=msgspec.structs.replace(cfg.gateway, metrics_access=access,
-                                                                        autoexpire_every=0))
+    (tmp_path / "images").mkdir()
+    site = msgspec.structs.replace(cfg, image_dir=str(tmp_path / "images"), gateway=msgspec.structs.replace(
+        cfg.gateway, metrics_access=access, autoexpire_every=0))
     gateway = api.Gateway(site, tmp_path / "state")
     try:
         web = TestClient(api.create_app(gateway))
