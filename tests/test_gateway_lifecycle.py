@@ -34,15 +34,25 @@ def cfg(cluster):
     return config.load(str(gt.STATE / "etc/shifter.yaml"), privileged=False)
 
 
+_BASE: list[bytes] = []
+
+
+def base_layer() -> bytes:
+    """One busybox layer, shared by every image of this module."""
+    if not _BASE:
+        root = tempfile.mkdtemp()
+        try:
+            ib.busybox_tree(root)
+            _BASE.append(ib.layer_from_dir(root))
+        finally:
+            shutil.rmtree(root)
+    return _BASE[0]
+
+
 def unique_image() -> tuple[ib.Image, str]:
     """A busybox image (its base layer the same in every one) with a layer of its own;
     (image, that layer's digest)."""
-    root = tempfile.mkdtemp()
-    try:
-        ib.busybox_tree(root)
-        base = ib.layer_from_dir(root)
-    finally:
-        shutil.rmtree(root)
+    base = base_layer()
     marker = ib.layer_from_entries([ib.File("etc/unique", uuid.uuid4().hex.encode())])
     image = ib.Image([base, marker], config={"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]})
     return image, ib.sha256(image.blobs()[2][1])
