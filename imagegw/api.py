@@ -102,6 +102,10 @@ class Gateway:
 
     def _heartbeat_loop(self) -> None:
         while not self._stop.wait(HEARTBEAT):
+            with self.pulls_lock:
+                running = any(self.pulls_by.values())
+            if not running:  # no pull of ours: nothing to keep alive
+                continue
             try:
                 self.store.beat(self.owner)
             except StoreError:
