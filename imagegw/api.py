@@ -40,7 +40,8 @@ from shifter_site.config import Config
 from shifter_site.errors import ShifterError
 
 from imagegw import pull as pulling
-from imagegw import identity, lifecycle, metrics, reference, registry, sources
+from imagegw import identity, lifecycle, reference, registry, sources
+from imagegw import metrics as prometheus  # `metrics` is also the original API's route below
 from imagegw.store import ACTIVE, InUse, Row, Store, StoreError
 
 log = logs.get("gateway.api")
@@ -72,7 +73,7 @@ class Gateway:
         self.downloads_lock = threading.Lock()
         self.pulls_by: dict[str, set[str]] = defaultdict(set)  # requester -> keys queued or running
         self.pulls_lock = threading.Lock()
-        self.metrics = metrics.Metrics(self.store, cfg.system, self.flush)
+        self.metrics = prometheus.Metrics(self.store, cfg.system, self.flush)
         self.host = socket.gethostname()
         self.owner = f"{self.host}:{os.getpid()}:{time.time():.6f}"
         recovered = self.store.recover(self._dead)
@@ -521,7 +522,7 @@ def create_app(gateway: Gateway) -> FastAPI:
                                  "(gateway.metrics_access: loopback callers, admins, or either)")
     def prometheus(request: Request, authentication: str | None = Header(default=None)) -> Response:
         access = gateway.cfg.gateway.metrics_access
-        local = request.client is not None and metrics.loopback(request.client.host)
+        local = request.client is not None and prometheus.loopback(request.client.host)
         if not (local and access in ("loopback", "either")):
             if access == "loopback":
                 raise HTTPException(403, "/metrics answers callers on the gateway host only "
