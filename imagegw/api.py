@@ -520,7 +520,7 @@ def create_app(gateway: Gateway) -> FastAPI:
 
     @app.get("/metrics", summary="Prometheus text: pulls, conversions, failures, queue, per-image use "
                                  "(gateway.metrics_access: loopback callers, admins, or either)")
-    def prometheus(request: Request, authentication: str | None = Header(default=None)) -> Response:
+    def metrics_text(request: Request, authentication: str | None = Header(default=None)) -> Response:
         access = gateway.cfg.gateway.metrics_access
         local = request.client is not None and prometheus.loopback(request.client.host)
         if not (local and access in ("loopback", "either")):
