@@ -4,15 +4,24 @@ use records, and one clear line when the database cannot be used."""
 
 from __future__ import annotations
 
+import os
+import pwd
+import shutil
 import sqlite3
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
 from imagegw import store as st
 from imagegw.store import Store, StoreError
+
+REPO = Path(__file__).resolve().parent.parent
 
 # the schema before versions, as a gateway of the previous release wrote it (without and with
 # the access-list columns): these files must open and upgrade in place, keeping their rows
@@ -152,3 +161,39 @@ def test_a_bad_database_url_is_one_line(tmp_path):
     with pytest.raises(StoreError) as err:
         Store("mysql://x@127.0.0.1/db")
     assert "only sqlite and postgresql" in str(err.value)
+
+
+def _gateway_as(user: str, tmp: Path, database: str) -> subprocess.CompletedProcess:
+    """shifter-gateway started as `user` (it refuses root) on a scratch image dir."""
+    from pgcluster import free_port
+
+    account = pwd.getpwnam(user)
+    top = Path(tempfile.mkdtemp(prefix="gw-db-", dir="/var/tmp"))
+    try:
+        os.chmod(top, 0o755)
+        for sub in ("images", "state"):
+            (top / sub).mkdir()
+            os.chown(top / sub, account.pw_uid, account.pw_gid)
+        text = (REPO / "config/shifter.yaml.example").read_text()
+        (top / "shifter.yaml").write_text(text.replace("image_dir: /global/shifter/images", f"image_dir: {top}/images"))
+        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+        return subprocess.run([shutil.which("runuser") or "runuser", "-u", user, "--", sys.executable, "-m", "imagegw.service", "--config",
+                               str(top / "shifter.yaml"), "--state-dir", str(top / "state"), "--database", database,
+                               "--listen", f"127.0.0.1:{free_port()}"],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    finally:
+        shutil.rmtree(top)
+
+
+def test_the_gateway_does_not_start_on_an_unreachable_database_and_says_so(tmp_path):
+    from pgcluster import free_port
+
+    user = pwd.getpwuid(Path("/var/lib/postgresql").stat().st_uid).pw_name  # any non-root account will do
+    port = free_port()
+    out = _gateway_as(user, tmp_path, f"postgresql://{user}@127.0.0.1:{port}/shifter")
+    said = [line for line in out.stderr.splitlines() if not line.startswith("{")]  # the rest: JSON log events
+    assert out.returncode == 1 and len(said) == 1 and "Traceback" not in out.stderr, out.stderr
+    assert said[0].startswith("shifter-gateway: the image database") and f"127.0.0.1:{port}" in said[0]
+    assert "cannot be used" in said[0]
+    out = _gateway_as(user, tmp_path, f"postgresql://{user}:secret@127.0.0.1:{port}/shifter")
+    assert out.returncode == 1 and "~/.pgpass" in out.stderr and "secret" not in out.stderr, out.stderr
