@@ -1,7 +1,7 @@
 """A throw-away PostgreSQL cluster for tests: Debian's server binaries, `initdb` and `pg_ctl`
 run as the system's PostgreSQL account (the owner of Debian's PostgreSQL home), listening on
-loopback only, on a free port, with its data under a state directory; stopped and removed
-by `stop()`."""
+loopback only, on a free port, with its data under the local cluster's state directory
+(`STATE/postgres/pg-*`, or a directory given); stopped and removed by `stop()`."""
 
 from __future__ import annotations
 
@@ -39,7 +39,11 @@ class Cluster:
         if self.bin is None:
             raise RuntimeError("no PostgreSQL server under /usr/lib/postgresql; make apt installs it")
         self.user = account()
-        self.base = Path(state_dir or tempfile.mkdtemp(prefix="shifter-pg-"))
+        if state_dir is None:  # under the local cluster's state directory, as its other daemons
+            parent = Path(os.environ.get("SHIFTER_CLUSTER_STATE", "/var/lib/shifter-cluster")) / "postgres"
+            parent.mkdir(parents=True, exist_ok=True)
+            state_dir = tempfile.mkdtemp(prefix="pg-", dir=parent)
+        self.base = Path(state_dir)
         self.data = self.base / "postgres"
         self.port = free_port()
         os.chown(self.base, self.user.pw_uid, self.user.pw_gid)
