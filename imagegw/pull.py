@@ -157,6 +157,7 @@ def pull(cfg: Config, ref: reference.Reference, cache: registry.LayerCache, *,
                                       max_files=cfg.gateway.max_image_files)
                 info.update(entries=flat.entries, bytes=flat.bytes, neutralised=dict(flat.neutralised),
                             relinked=flat.relinked)
+            progress.set(entries=flat.entries)  # the final count (the converter reports every few hundred)
             record = imagefiles.ImageRecord(
                 id=image_id, system=cfg.system, itype=ref.itype, tag=ref.key, digest=resolved.digest,
                 size=tmp.stat().st_size, neutralised=dict(flat.neutralised), last_pull=time.time(),
