@@ -10,7 +10,8 @@ APT_PACKAGES := slurmctld slurmd slurm-client munge libslurm-dev \
 	docker-registry skopeo umoci python3.11 python3.11-venv python3.11-dev python3-venv python3-dev \
 	build-essential libffi-dev util-linux procps psmisc curl ca-certificates acl apache2-utils \
 	mpich libmpich-dev openmpi-bin libopenmpi-dev \
-	libcurl4-openssl-dev libjson-c-dev libmunge-dev charliecloud fuse3 musl-tools dpkg-dev patch iproute2 openssh-client buildah
+	libcurl4-openssl-dev libjson-c-dev libmunge-dev charliecloud fuse3 musl-tools dpkg-dev patch iproute2 openssh-client buildah \
+	postgresql libpq5
 
 .PHONY: install apt venv package plugin udiimage links cluster-up cluster-down cluster-status demo test unit fresh-check clean
 

@@ -18,6 +18,9 @@ setup(
         "zstandard>=0.21",
         "fastapi>=0.100",
         "uvicorn>=0.23",
+        "SQLAlchemy>=2.0",
+        "psycopg>=3.1",
+        "prometheus_client>=0.17",
     ],
     # runtime/_syscalls: compiled cffi module (API mode: no cdef parsing at launch)
     setup_requires=["cffi>=1.15"],

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import grp
 import json
+import os
 import pwd
 import re
+import socket
 import threading
 import time
 from collections import defaultdict
@@ -31,44 +33,182 @@ from pathlib import Path
 import msgspec
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from shifter_site import imagefiles, logs
 from shifter_site.config import Config
 from shifter_site.errors import ShifterError
 
 from imagegw import pull as pulling
-from imagegw import identity, reference, registry, sources
-from imagegw.store import ACTIVE, Store, Row
+from imagegw import identity, lifecycle, reference, registry, sources
+from imagegw import metrics as prometheus  # `metrics` is also the original API's route below
+from imagegw.store import ACTIVE, InUse, Row, Store, StoreError
 
 log = logs.get("gateway.api")
+FLUSH_EVERY = 1.0  # seconds between writes of the lookup counters
+HEARTBEAT = 2.0    # seconds between a gateway's signs of life on the pulls it runs
+STALE_AFTER = 10.0  # a pull whose gateway gave no sign of life for this long has died with it
 
 
 class Gateway:
     """The service's state: config, database, layer cache and the pull workers."""
 
     def __init__(self, cfg: Config, state_dir: str | Path, compression: str = "zstd", workers: int = 2,
-                 auth_file: str | None = None):
+                 auth_file: str | None = None, database: str | None = None):
         self.cfg = cfg
         self.state_dir = Path(state_dir)
         self.compression = compression
         self.auth_file = auth_file
-        self.store = Store(self.state_dir / "images.db")
+        self.store = Store(database or self.state_dir / "images.db")
+        # the READY rows last read: lookups keep being answered from these while the
+        # database cannot be reached
+        self.ready: dict[tuple[str, str], Row] = {}
+        self.ready_lock = threading.Lock()
+        # lookups counted in memory, written every FLUSH_EVERY s: a lookup never waits on a write
+        self.lookups: dict[tuple[str, str, str], tuple[int, float, set[int]]] = {}
+        self.lookups_lock = threading.Lock()
+        self._stop = threading.Event()
         self.cache = registry.LayerCache(self.state_dir / "layers")
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pull")
         self.downloads_lock = threading.Lock()
         self.pulls_by: dict[str, set[str]] = defaultdict(set)  # requester -> keys queued or running
         self.pulls_lock = threading.Lock()
-        recovered = self.store.recover()
+        self.metrics = prometheus.Metrics(self.store, cfg.system, self.flush)
+        self.host = socket.gethostname()
+        self.owner = f"{self.host}:{os.getpid()}:{time.time():.6f}"
+        recovered = self.store.recover(self._dead)
         rekeyed = self.store.rekey(self._canonical_key)
         removed = pulling.clean_stale_temps(cfg.image_dir)
         self.cache.clean_partial()
+        for row in self.store.list(cfg.system, ("READY",)):
+            self.ready[(row.itype, row.key)] = row
         log.info("gateway_start", system=cfg.system, image_dir=cfg.image_dir, state_dir=str(self.state_dir),
-                 failed_interrupted=recovered, removed_temps=removed, rekeyed=rekeyed)
+                 database=self.store.url, failed_interrupted=recovered, removed_temps=removed, rekeyed=rekeyed)
+        if cfg.gateway.autoexpire_every > 0:
+            threading.Thread(target=self._autoexpire_loop, name="autoexpire", daemon=True).start()
+        threading.Thread(target=self._flush_loop, name="flush", daemon=True).start()
+        threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
+
+    def _dead(self, owner: str) -> bool:
+        """Whether the gateway process `owner` (host:pid:start) is known to be gone: an earlier
+        process on this host (rows from before owners: yes). Other hosts' go stale instead."""
+        if not owner:
+            return True
+        host, pid, _start = owner.rsplit(":", 2)
+        if host != self.host:
+            return False
+        if int(pid) == os.getpid():
+            return owner != self.owner
+        return not Path(f"/proc/{pid}").exists()
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stop.wait(HEARTBEAT):
+            with self.pulls_lock:
+                running = any(self.pulls_by.values())
+            if not running:  # no pull of ours: nothing to keep alive
+                continue
+            try:
+                self.store.beat(self.owner)
+            except StoreError:
+                pass  # logged by the store; other gateways take the pulls over once stale
+
+    def _current(self, ref: reference.Reference) -> Row | None:
+        """The image's row; a pull under way whose gateway died (killed, another host gone
+        quiet) is first marked failed, so this request starts it again here."""
+        current = self.store.get(self.cfg.system, ref.itype, ref.key)
+        if current is not None and current.status in ACTIVE and current.owner != self.owner and (
+                self._dead(current.owner) or current.heartbeat < time.time() - STALE_AFTER):
+            taken = self.store.recover(self._dead, stale_after=STALE_AFTER)
+            log.warning("pull_taken_over", ref=ref.key, owner=current.owner, failed=taken)
+            current = self.store.get(self.cfg.system, ref.itype, ref.key)
+        return current
 
     def close(self) -> None:
+        self._stop.set()
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.flush()
         self.store.close()
+
+    def _autoexpire_loop(self) -> None:
+        """gateway.autoexpire_every: expired images go, except those jobs use."""
+        while not self._stop.wait(self.cfg.gateway.autoexpire_every):
+            try:
+                self.flush()  # recent lookups move expiries on first
+                lifecycle.autoexpire(self.cfg, self.store, self.cache)
+            except Exception as err:  # noqa: BLE001 - logged; the next round tries again
+                log.error("autoexpire_failed", error=f"{type(err).__name__}: {err}")
+
+    def lookup_row(self, ref: reference.Reference, who: identity.Caller) -> Row | None:
+        """The row a lookup serves (None: absent or not for this caller); counted as a use.
+        With the database unreachable: the READY row last read (StoreError when none)."""
+        try:
+            row = self.find(ref)
+        except StoreError:
+            with self.ready_lock:
+                row = self.ready.get((ref.itype, ref.key))
+            if row is None:
+                raise
+            log.warning("lookup_from_memory", ref=ref.key)
+            return self.readable(row, who)
+        row = self.readable(row, who)
+        if row is not None and row.status == "READY":
+            with self.ready_lock:
+                self.ready[(row.itype, row.key)] = row
+            with self.lookups_lock:
+                count, _, uids = self.lookups.get((row.system, row.itype, row.key), (0, 0.0, set()))
+                self.lookups[(row.system, row.itype, row.key)] = (count + 1, time.time(), uids | {who.uid})
+        return row
+
+    def flush(self) -> None:
+        """Write the lookups counted since the last flush (kept for the next one while the
+        database is down)."""
+        with self.lookups_lock:
+            batch, self.lookups = self.lookups, {}
+        if not batch:
+            return
+        try:
+            self.store.touch(batch, self.cfg.gateway.expire_after)
+        except StoreError:  # logged by the store; merged back
+            with self.lookups_lock:
+                for k, (count, last, uids) in batch.items():
+                    c, l, u = self.lookups.get(k, (0, 0.0, set()))
+                    self.lookups[k] = (count + c, max(last, l), uids | u)
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(FLUSH_EVERY):
+            self.flush()
+
+    def forget(self, itype: str, key: str) -> None:
+        with self.ready_lock:
+            self.ready.pop((itype, key), None)
+
+    def use_key(self, request: str, image_id: str) -> tuple[str, str]:
+        """The image row a job's use belongs to: the job's request, canonical, when that row
+        has the image; else any row with the image's id; else ("id", id)."""
+        try:
+            ref = sources.canonical(self.cfg.registries, reference.parse(request)) if request else None
+        except reference.ReferenceError:
+            ref = None
+        if ref is not None and ref.itype != "id":
+            row = self.store.get(self.cfg.system, ref.itype, ref.key)
+            if row is not None and row.id == image_id:
+                return row.itype, row.key
+        for itype in ("docker", "custom"):
+            rows = self.store.with_id(self.cfg.system, itype, image_id)
+            if rows:
+                return rows[0].itype, rows[0].key
+        return "id", image_id
+
+    def may_see_image(self, itype: str, key: str, image_id: str, who: identity.Caller) -> tuple[bool, str]:
+        """(whether `who` may see that a job uses this image, the name to show)."""
+        row = self.store.get(self.cfg.system, itype, key) if itype != "id" else None
+        if row is not None:
+            return who.can_read(row.user_acl, row.group_acl), f"{row.itype}:{row.tag}"
+        try:
+            published = imagefiles.read_record(self.cfg.image_dir, image_id)
+        except imagefiles.ImageError:
+            return who.admin, f"id:{image_id}"
+        return who.can_read(published.user_acl, published.group_acl), f"id:{image_id}"
 
     def parse(self, system: str, itype: str, tag: str) -> reference.Reference:
         """The canonical reference (its `tag` the user's text); 400 with one line if it is
@@ -133,7 +273,7 @@ class Gateway:
         limit = self.cfg.gateway.max_pulls_per_user
         requester = caller.key
         with self.pulls_lock:
-            current = self.store.get(self.cfg.system, ref.itype, ref.key)
+            current = self._current(ref)
             if current is not None and not caller.can_read(current.user_acl, current.group_acl):
                 log.warning("pull_refused_private", ref=ref.key, requester=requester)
                 raise HTTPException(404, f"{ref.itype}:{ref.tag}: no such image you may pull on {self.cfg.system}; "
@@ -159,7 +299,7 @@ class Gateway:
                 raise HTTPException(429, f"{ref.itype}:{ref.tag}: you have {len(mine)} pulls queued or running, "
                                          f"the most this site allows (gateway.max_pulls_per_user); wait for one "
                                          f"to finish (shifterimg images) and pull again")
-            row, started = self.store.claim(self.cfg.system, ref.itype, ref.key, ref.tag, acl)
+            row, started = self.store.claim(self.cfg.system, ref.itype, ref.key, ref.tag, acl, owner=self.owner)
             if started:
                 mine.add(ref.key)
         if started:
@@ -189,18 +329,23 @@ class Gateway:
     def _run(self, ref: reference.Reference, requester: str, acl: tuple[list[int], list[int]],
              credentials: registry.Credentials | None = None) -> None:
         key = (self.cfg.system, ref.itype, ref.key)
+        start = time.monotonic()
+        progress = pulling.Progress(report=lambda data: self.store.update(*key, progress=data))
         try:
-            progress = pulling.Progress(report=lambda data: self.store.update(*key, progress=data))
             record = pulling.pull(self.cfg, ref, self.cache, compression=self.compression, auth_file=self.auth_file,
                                   on_state=lambda state: self.store.update(*key, status=state),
-                                  progress=progress, acl=acl, credentials=credentials)
+                                  progress=progress, acl=acl, credentials=credentials,
+                                  on_layers=self.store.set_layers)
             self.store.update(*key, status="READY", message="", image_id=record.id,
                               last_pull=record.last_pull, progress=progress.data)
+            self.metrics.pulled(time.monotonic() - start, progress.data["bytes"], progress.data["entries"] > 0)
         except ShifterError as err:
             self.store.update(*key, status="FAILURE", message=str(err))
+            self.metrics.failed(time.monotonic() - start, progress.data["bytes"])
             log.error("pull_failed", ref=ref.key, error=str(err))
         except Exception as err:  # a bug: still a FAILURE the user can read, with a trace in the log
             self.store.update(*key, status="FAILURE", message=f"internal error: {type(err).__name__}: {err}")
+            self.metrics.failed(time.monotonic() - start, progress.data["bytes"])
             log.exception("pull_crashed", ref=ref.key)
         finally:
             with self.pulls_lock:
@@ -304,6 +449,14 @@ def create_app(gateway: Gateway) -> FastAPI:
     async def _error(request, exc: HTTPException):  # one key, `error`, the message for the user
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
 
+    @app.exception_handler(StoreError)
+    async def _store_error(request, exc: StoreError):  # the database is down: one line, 503
+        return JSONResponse({"error": str(exc)}, status_code=503)
+
+    @app.exception_handler(InUse)
+    async def _in_use(request, exc: InUse):
+        return JSONResponse({"error": str(exc), "jobs": exc.jobs}, status_code=409)
+
     def caller(authentication: str | None = Header(default=None, description="a munge credential (MUNGE:...)")
                ) -> identity.Caller:
         return gateway.caller(authentication)
@@ -317,7 +470,7 @@ def create_app(gateway: Gateway) -> FastAPI:
     @app.get("/api/lookup/{system}/{itype}/{tag:path}", summary="The READY record of one image")
     def lookup(system: str, itype: str, tag: str, who: identity.Caller = Depends(caller)) -> dict:
         ref = gateway.parse(system, itype, tag)
-        row = gateway.readable(gateway.find(ref), who)
+        row = gateway.lookup_row(ref, who)
         name = f"{itype}:{tag.rstrip('/')}"
         if row is None:
             raise HTTPException(404, f"{name} is not on system {system}; pull it first: shifterimg pull {name}")
@@ -365,4 +518,21 @@ def create_app(gateway: Gateway) -> FastAPI:
         gateway.parse(system, "docker", "x")
         return {"layer_downloads": gateway.cache.downloads}
 
+    @app.get("/metrics", summary="Prometheus text: pulls, conversions, failures, queue, per-image use "
+                                 "(gateway.metrics_access: loopback callers, admins, or either)")
+    def metrics_text(request: Request, authentication: str | None = Header(default=None)) -> Response:
+        access = gateway.cfg.gateway.metrics_access
+        local = request.client is not None and prometheus.loopback(request.client.host)
+        if not (local and access in ("loopback", "either")):
+            if access == "loopback":
+                raise HTTPException(403, "/metrics answers callers on the gateway host only "
+                                         "(gateway.metrics_access: loopback)")
+            if not gateway.caller(authentication).admin:
+                raise HTTPException(403, "/metrics is for the site's gateway admins (gateway.metrics_access)")
+        return Response(gateway.metrics.text(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    from imagegw import operations
+
+    operations.add_operations(app, gateway, caller)
+    operations.add_import(app, gateway)
     return app

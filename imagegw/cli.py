@@ -5,6 +5,12 @@
     shifterimg pull REF            pull and convert, showing progress, until READY or FAILURE
     shifterimg pull -u U1,U2 -g G REF   the same, private to those users and groups (and you)
     shifterimg login [REGISTRY]    store your user name and password/token for a registry
+    shifterimg images --usage      per image: lookups, jobs, nodes, users, last use, expiry
+    shifterimg jobs [JOBID...]     running jobs' images (those you may see)
+    shifterimg rm REF              remove an image now (admins; refused while a job uses it)
+    shifterimg expire REF          expire an image now: removed at once, or once its jobs end (admins)
+    shifterimg autoexpire          remove every expired image no job uses (admins)
+    shifterimg import PATH NAME    publish a squashfs, docker save archive or OCI layout as custom:NAME (admins)
 
 Every call carries a munge credential: the gateway knows who asks.
 """
@@ -163,7 +169,74 @@ def cmd_lookup(cfg, args) -> int:
     return 0
 
 
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t)) if t else "-"
+
+
+def cmd_usage(cfg, args) -> int:
+    rows = client.usage(cfg)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'ID':14} {'LOOKUPS':>7} {'JOBS':>5} {'NODES':>5} {'USERS':>5} {'LAST USE':19} {'EXPIRES':19} TAG")
+    for r in rows:
+        print(f"{(r.get('id') or '-')[:12]:14} {r.get('lookups', 0):>7} {r.get('jobs', 0):>5} {r.get('nodes', 0):>5} "
+              f"{r.get('users', 0):>5} {_when(r.get('last_used', 0)):19} {_when(r.get('expires', 0)):19} "
+              f"{r['itype']}:{r['tag']}")
+    return 0
+
+
+def cmd_jobs(cfg, args) -> int:
+    bad = [j for j in args.jobs if not j.isdigit()]
+    if bad:
+        raise UsageError(f"{', '.join(bad)}: not a job id; give Slurm job ids (digits), e.g. shifterimg jobs 1234")
+    rows = client.jobs(cfg, args.jobs)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'JOBID':10} {'USER':12} {'ID':14} {'NODES':20} IMAGE")
+    for r in rows:
+        print(f"{r['job']:10} {r['user']:12} {r['id'][:12]:14} {','.join(r['nodes']):20} {r['image']}")
+    return 0
+
+
+def _removal(action: str, ref: str, body: dict) -> int:
+    for name in body.get("removed", []):
+        print(f"removed {name}")
+    for name, jobs in body.get("kept", {}).items():
+        print(f"{action}: {name} is in use by running job{'s' if len(jobs) > 1 else ''} {', '.join(jobs)}; "
+              f"removed once they have ended", file=sys.stderr)
+    if body.get("layers"):
+        print(f"{body['layers']} unused layer{'s' if body['layers'] > 1 else ''} removed from the layer cache")
+    return 0
+
+
+def cmd_rm(cfg, args) -> int:
+    return _removal("rm", args.ref, client.remove(cfg, args.ref))
+
+
+def cmd_expire(cfg, args) -> int:
+    return _removal("expire", args.ref, client.expire(cfg, args.ref))
+
+
+def cmd_autoexpire(cfg, args) -> int:
+    body = client.autoexpire(cfg)
+    if not body.get("removed") and not body.get("kept"):
+        print("no expired images")
+    return _removal("autoexpire", "", body)
+
+
+def cmd_import(cfg, args) -> int:
+    body = client.import_image(cfg, args.path, args.name)
+    neutralised = (body.get("record") or {}).get("neutralised") or {}
+    note = f" (neutralised: {', '.join(f'{k} {v}' for k, v in sorted(neutralised.items()))})" if neutralised else ""
+    print(f"custom:{args.name}: READY {body['id']}{note}")
+    return 0
+
+
 def cmd_images(cfg, args) -> int:
+    if args.usage:
+        return cmd_usage(cfg, args)
     rows = client.images(cfg)
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -182,7 +255,24 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     s = sub.add_parser("images", help="list images ready on this system")
     s.add_argument("--json", action="store_true", help="print the records as JSON")
+    s.add_argument("--usage", action="store_true", help="lookups, jobs, nodes, users, last use and expiry per image")
     s.set_defaults(func=cmd_images)
+    s = sub.add_parser("jobs", help="running jobs' images (those you may see)")
+    s.add_argument("jobs", nargs="*", metavar="JOBID")
+    s.add_argument("--json", action="store_true", help="print the records as JSON")
+    s.set_defaults(func=cmd_jobs)
+    s = sub.add_parser("rm", help="remove an image now (admins; refused while a job uses it)")
+    s.add_argument("ref", metavar="REF")
+    s.set_defaults(func=cmd_rm)
+    s = sub.add_parser("expire", help="expire an image now: removed at once, or once its jobs have ended (admins)")
+    s.add_argument("ref", metavar="REF")
+    s.set_defaults(func=cmd_expire)
+    s = sub.add_parser("autoexpire", help="remove every expired image no job uses (admins)")
+    s.set_defaults(func=cmd_autoexpire)
+    s = sub.add_parser("import", help="publish a squashfs, docker save archive or OCI layout as custom:NAME (admins)")
+    s.add_argument("path", metavar="PATH", help="a squashfs or docker save file, or an OCI layout directory")
+    s.add_argument("name", metavar="NAME", help="the image's name: users ask for custom:NAME")
+    s.set_defaults(func=cmd_import)
     s = sub.add_parser("lookup", help="print the id of an image (exit 3 if absent)")
     s.add_argument("ref", metavar="REF")
     s.set_defaults(func=cmd_lookup)

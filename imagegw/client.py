@@ -22,6 +22,8 @@ from shifter_site.errors import ShifterError
 from imagegw import identity, reference, sources
 
 DONE = ("READY", "FAILURE")
+USE_TIMEOUT = 10.0  # a use record never holds a prolog or epilog longer
+IMPORT_TIMEOUT = 3600.0  # an import converts while the admin waits
 
 
 class GatewayError(ShifterError):
@@ -34,7 +36,7 @@ class NotFound(GatewayError):
     exit_code = 3
 
 
-def _request(cfg: Config, method: str, path: str, body: bytes | None = None) -> dict:
+def _request(cfg: Config, method: str, path: str, body=None, timeout: float | None = None) -> dict:
     """One call to the first gateway that answers, with a fresh munge credential (each is
     accepted once, so a retry against another gateway makes a new one)."""
     urls = list(cfg.gateway.urls)
@@ -47,10 +49,14 @@ def _request(cfg: Config, method: str, path: str, body: bytes | None = None) -> 
                                f"{cfg.munge_socket}), and the gateway answers only callers that prove who they are; "
                                f"is munged running on this node?")
         headers = {identity.HEADER: credential}
-        if body:
+        if isinstance(body, bytes) and body:
             headers["Content-Type"] = "application/json"
+        elif body is not None and not isinstance(body, bytes):  # a file to upload (import), from its start
+            headers["Content-Type"] = "application/octet-stream"
+            body.seek(0)
         try:
-            resp = httpx.request(method, f"{url.rstrip('/')}{path}", timeout=cfg.gateway.timeout, headers=headers,
+            resp = httpx.request(method, f"{url.rstrip('/')}{path}", timeout=timeout or cfg.gateway.timeout,
+                                 headers=headers,
                                  content=body)
         except httpx.HTTPError as err:
             errors.append(f"{url}: {err.__class__.__name__}")
@@ -109,6 +115,74 @@ def lookup(cfg: Config, ref: str | reference.Reference) -> imagefiles.ImageRecor
 def images(cfg: Config) -> list[dict]:
     """Every READY image the gateway knows for this system."""
     return _request(cfg, "GET", f"/api/list/{quote(cfg.system)}/")["list"]
+
+
+def jobs(cfg: Config, job_ids: list[str] | None = None) -> list[dict]:
+    """Running jobs' images that the caller may see (all jobs, or those given)."""
+    query = "&".join(f"job={quote(j)}" for j in job_ids or [])
+    return _request(cfg, "GET", f"/api/jobs/{quote(cfg.system)}/" + (f"?{query}" if query else ""))["list"]
+
+
+def usage(cfg: Config) -> list[dict]:
+    """Per READY image the caller may see: lookups, jobs, nodes, users, last use, expiry."""
+    return _request(cfg, "GET", f"/api/usage/{quote(cfg.system)}/")["list"]
+
+
+def record_use(cfg: Config, job_id: str, node: str, image_id: str, uid: int, request: str) -> dict:
+    """The prolog (root): job `job_id` uses `image_id` on `node`."""
+    body = json.dumps({"job": job_id, "node": node, "id": image_id, "uid": uid, "request": request}).encode()
+    return _request(cfg, "POST", f"/api/use/{quote(cfg.system)}/", body, timeout=USE_TIMEOUT)
+
+
+def end_use(cfg: Config, job_id: str, node: str) -> dict:
+    """The epilog (root): the job no longer uses its image on `node`."""
+    return _request(cfg, "POST", f"/api/unuse/{quote(cfg.system)}/", json.dumps({"job": job_id, "node": node}).encode(),
+                    timeout=USE_TIMEOUT)
+
+
+def remove(cfg: Config, ref: str) -> dict:
+    """Remove an image now (admins); GatewayError naming the jobs while any uses it."""
+    return _request(cfg, "DELETE", _path(cfg, "image", parse(cfg, ref)))
+
+
+def expire(cfg: Config, ref: str) -> dict:
+    """Expire an image now (admins): removed at once, or once its jobs have ended."""
+    return _request(cfg, "POST", _path(cfg, "expire", parse(cfg, ref)))
+
+
+def autoexpire(cfg: Config) -> dict:
+    """Remove every expired image no job uses (admins)."""
+    return _request(cfg, "POST", f"/api/autoexpire/{quote(cfg.system)}/")
+
+
+def import_image(cfg: Config, path: str, name: str) -> dict:
+    """Upload a squashfs, a `docker save` archive or an OCI layout (a directory: sent as a tar)
+    to be published as custom:NAME (admins); the gateway's record of it."""
+    import os
+    import tarfile
+    import tempfile
+
+    ref = parse(cfg, f"custom:{name}")
+    if not os.path.exists(path):
+        raise GatewayError(f"{path}: no such file or directory; give a squashfs, a docker save archive or an OCI "
+                           f"layout directory")
+    with tempfile.TemporaryFile() as packed:
+        if os.path.isdir(path):
+            if not os.path.isfile(os.path.join(path, "oci-layout")):
+                raise GatewayError(f"{path} is a directory without an oci-layout file; give an OCI image layout "
+                                   f"directory, or a squashfs or docker save archive file")
+            with tarfile.open(fileobj=packed, mode="w") as tar:
+                tar.add(path, arcname=".")
+            packed.seek(0)
+            source = packed
+        else:
+            try:
+                source = open(path, "rb")
+            except OSError as err:
+                raise GatewayError(f"{path}: {err.strerror}") from None
+        with source:
+            return _request(cfg, "POST", f"/api/import/{quote(cfg.system)}/{quote(ref.tag, safe='/:')}", source,
+                            timeout=IMPORT_TIMEOUT)
 
 
 def pull_body(acl: tuple[list[int], list[int]] | None, login: dict | None = None) -> bytes | None:

@@ -115,8 +115,10 @@ def pull(cfg: Config, ref: reference.Reference, cache: registry.LayerCache, *,
          compression: str = "zstd", auth_file: str | None = None,
          on_state: Callable[[str], None] | None = None, progress: Progress | None = None,
          workers: int = 4, acl: tuple[list[int], list[int]] = ([], []),
-         credentials: registry.Credentials | None = None) -> imagefiles.ImageRecord:
-    """Pull and convert `ref`, publish it in cfg.image_dir, return its record.
+         credentials: registry.Credentials | None = None,
+         on_layers: Callable[[str, list[str]], None] | None = None) -> imagefiles.ImageRecord:
+    """Pull and convert `ref`, publish it in cfg.image_dir, return its record. `on_layers(id,
+    digests)` is told the layers before any is fetched (the layer cache keeps them).
 
     An image already published under the same manifest digest is not converted again (its
     access list is set to `acl`: (uids, gids), both empty for a public image).
@@ -128,6 +130,8 @@ def pull(cfg: Config, ref: reference.Reference, cache: registry.LayerCache, *,
     client, resolved = resolve(cfg, ref, auth_file, credentials)
     try:
         image_id = resolved.digest.split(":", 1)[1]
+        if on_layers:
+            on_layers(image_id, [layer.digest for layer in resolved.layers])
         try:
             existing = imagefiles.read_record(cfg.image_dir, image_id)
             log.info("already_converted", id=image_id)
@@ -153,6 +157,7 @@ def pull(cfg: Config, ref: reference.Reference, cache: registry.LayerCache, *,
                                       max_files=cfg.gateway.max_image_files)
                 info.update(entries=flat.entries, bytes=flat.bytes, neutralised=dict(flat.neutralised),
                             relinked=flat.relinked)
+            progress.set(entries=flat.entries)  # the final count (the converter reports every few hundred)
             record = imagefiles.ImageRecord(
                 id=image_id, system=cfg.system, itype=ref.itype, tag=ref.key, digest=resolved.digest,
                 size=tmp.stat().st_size, neutralised=dict(flat.neutralised), last_pull=time.time(),

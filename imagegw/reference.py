@@ -66,6 +66,10 @@ class Reference(msgspec.Struct, frozen=True, kw_only=True):
         return self.digest or self.version or "latest"
 
 
+# an imported image's name (shifterimg import PATH NAME): path components, an optional tag
+_CUSTOM = re.compile(r"[a-z0-9][a-z0-9._-]*(?:/[a-z0-9][a-z0-9._-]*)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?")
+
+
 def parse(text: str, default_type: str = "docker") -> Reference:
     """Parse `[type:]tag`. A prefix that is not a known type makes the whole string a tag of
     `default_type`, as in the original (`ubuntu:14.04` == `docker:ubuntu:14.04`)."""
@@ -87,6 +91,11 @@ def parse(text: str, default_type: str = "docker") -> Reference:
         if not re.fullmatch(r"[0-9a-f]{64}", tag_id):
             raise ReferenceError(f"{text!r}: an id reference is id:<64 lowercase hex digits>")
         return Reference(itype="id", tag=tag)
+    if itype == "custom":
+        if len(tag) > 255 or not _CUSTOM.fullmatch(tag):
+            raise ReferenceError(f"{text!r}: a custom image name is lowercase letters, digits, '.', '_', '-' and '/' "
+                                 f"(e.g. custom:mylab/tools:1), as `shifterimg import` published it")
+        return Reference(itype="custom", tag=tag)
     raise ReferenceError(f"{text!r}: the gateway pulls docker images only; {itype!r} images are not served by it")
 
 

@@ -20,6 +20,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--config", help="site config (default $SHIFTER_CONFIG or /etc/shifter/shifter.yaml)")
     p.add_argument("--listen", help="host:port to listen on (default: the first gateway.urls entry)")
     p.add_argument("--state-dir", default=DEFAULT_STATE, help=f"database and layer cache (default {DEFAULT_STATE})")
+    p.add_argument("--database", help="image database: a SQLite file, or postgresql://USER@HOST[:PORT]/DB shared by "
+                                      "several gateways (password: libpq's ~/.pgpass, never the command line); "
+                                      "default STATE_DIR/images.db")
     p.add_argument("--compression", default="zstd", choices=sorted(COMPRESSORS), help="squashfs compression")
     p.add_argument("--workers", type=int, default=2, help="pulls converted at once (default 2)")
     p.add_argument("--auth-file", help="registry credentials (containers auth.json)")
@@ -36,6 +39,18 @@ def main(argv: list[str] | None = None) -> int:
         if os.geteuid() == 0:
             raise ShifterError("refusing to run the gateway as root; run it as a service account "
                                "(e.g. runuser -u shifter-gw -- shifter-gateway)")
+        if args.database and "://" in args.database:
+            from sqlalchemy.engine import make_url
+            from sqlalchemy.exc import ArgumentError
+
+            try:
+                url = make_url(args.database)
+            except ArgumentError:
+                raise ShifterError(f"--database {args.database!r} is not a database URL; write "
+                                   f"postgresql://USER@HOST[:PORT]/DB or a SQLite file path") from None
+            if url.password:
+                raise ShifterError("--database carries a password, which every user could read in the process "
+                                   "list; put it in the gateway account's ~/.pgpass and drop it from the URL")
         listen = args.listen or urlsplit(cfg.gateway.urls[0]).netloc
         host, _, port = listen.rpartition(":")
         if not host or not port.isdigit():
@@ -46,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         from imagegw.api import Gateway, create_app
         import uvicorn
         gateway = Gateway(cfg, args.state_dir, compression=args.compression, workers=args.workers,
-                          auth_file=args.auth_file)
+                          auth_file=args.auth_file, database=args.database)
     except (ShifterError, OSError) as err:
         log.error("gateway_not_started", error=str(err))
         print(f"shifter-gateway: {err}", file=sys.stderr)

@@ -119,11 +119,23 @@ class Gateway(_Section):
     repull_after: typing.Annotated[float, msgspec.Meta(ge=0)] = 300.0
     # user and group names the gateway treats as admins (see every image, set any image's ACL)
     admins: list[str] = []
+    # an image not looked up or used by a job for this many seconds expires (autoexpire
+    # removes it once no job uses it); 0: images never expire
+    expire_after: typing.Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    # the service runs autoexpire this often (seconds; 0: only when an admin asks)
+    autoexpire_every: typing.Annotated[float, msgspec.Meta(ge=0)] = 3600.0
+    # accounts besides root whose credentials may record that a job uses an image (the
+    # prolog/epilog run as root, or as Slurm's SlurmdUser/SlurmUser where a site sets one)
+    use_recorders: list[str] = []
+    # who may read GET /metrics: "loopback" (any caller on the gateway host), "admins"
+    # (a munge credential of gateway.admins), or "either"
+    metrics_access: typing.Literal["loopback", "admins", "either"] = "loopback"
 
     def __post_init__(self) -> None:
-        for i, name in enumerate(self.admins):
-            if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}", name):
-                raise _Invalid(f"admins[{i}]", f"{name!r} is not a user or group name")
+        for field_name in ("admins", "use_recorders"):
+            for i, name in enumerate(getattr(self, field_name)):
+                if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}", name):
+                    raise _Invalid(f"{field_name}[{i}]", f"{name!r} is not a user or group name")
         if not self.urls:
             raise _Invalid("urls", "is empty; list at least one gateway URL")
         for i, url in enumerate(self.urls):

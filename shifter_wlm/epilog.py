@@ -62,6 +62,9 @@ def run(spank, args, options) -> None:
     try:
         node = node_name()
         cfg = config.load(args.shifter_config, privileged=True)
-        forget(jobs.node_dir(cfg.run_dir, node), job_id, node, log)
+        done = forget(jobs.node_dir(cfg.run_dir, node), job_id, node, log)
+        if done["records"]:
+            from shifter_wlm import imageuse
+            imageuse.ended(cfg, job_id, node)
     except Exception as err:  # noqa: BLE001 - logged, never drains the node
         log.error("epilog_failed", job=job_id, error=f"{type(err).__name__}: {err}")

@@ -84,6 +84,8 @@ def run(spank, args, options) -> None:
             key = spec.build_key()
             info.update(image=image, key=key)
         jobs.write(run_dir, str(job_id), job_record(job_id, uid, spec, key, "building", volume=volume, module=module))
+        from shifter_wlm import imageuse
+        imageuse.started(cfg, job_id, node, image, uid, request)  # the gateway keeps the image while it is used
         with logs.step(log, "build", job=job_id, node=node, key=key):
             build.build(spec, run_dir)
         # the sshd is an extra, started by the job's extern step (shifter_wlm/extern.py),

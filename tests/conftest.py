@@ -71,7 +71,7 @@ def cluster():
 
 # what the suite may not leave behind: mounts, loop devices, and processes of ours
 OUR_PROCESSES = ("squashfuse", "dropbear", "slurmd", "slurmctld", "slurmstepd", "munged",
-                 "docker-registry", "shifter-gateway", "mkfs.xfs", "mkfs.ext4", "tar2sqfs")
+                 "docker-registry", "shifter-gateway", "mkfs.xfs", "mkfs.ext4", "tar2sqfs", "postgres")
 
 
 def _our_state() -> dict[str, list[str]]:
@@ -114,3 +114,18 @@ def nothing_left_behind():
         time.sleep(0.2)
     assert not any(left.values()), f"the test suite left these behind: {left}"
 
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL cluster of the tests' own (initdb/pg_ctl as the system's PostgreSQL
+    account, loopback only), stopped and removed at the end of the session."""
+    import pgcluster
+
+    need(os.geteuid() == 0, "starting a PostgreSQL cluster as its account needs root")
+    need(pgcluster.server_bin() is not None, "Debian's postgresql server is not installed (make apt)")
+    server = pgcluster.Cluster()
+    try:
+        yield server
+    finally:
+        server.stop()
