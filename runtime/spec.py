@@ -154,6 +154,11 @@ class ContainerSpec(Frozen):
     entrypoint      None: not asked; "" : the image's ENTRYPOINT; else that command
     root_hooks      enabled modules' root hooks: run by the builder as root, outside the
                     container, cwd = the container root, after the site mounts (in build_key)
+    site_hooks      the site's mount hooks, ("site_pre_mount_hook" | "site_post_mount_hook",
+                    host script): run as root before / after the site mounts (in build_key)
+    hook_timeout    seconds a root script may run before it is killed and the build fails
+    etc_mode        "generated": passwd/group from the user and site accounts; "site": the
+                    site's own files in etc_dir (the original's populateEtcDynamically=0)
     user_hooks      enabled modules' user hooks: run inside as the user before the command
     """
 
@@ -189,6 +194,9 @@ class ContainerSpec(Frozen):
     scope: str = ""               # who owns the container, e.g. "job-42": never shared beyond it
     root_hooks: tuple[tuple[str, str], ...] = ()   # (module, host script): run as root at build
     user_hooks: tuple[tuple[str, str], ...] = ()   # (module, script in the container): run as the user
+    site_hooks: tuple[tuple[str, str], ...] = ()   # (config key, host script): run as root at build
+    hook_timeout: float = 60.0
+    etc_mode: str = "generated"
 
     def entering(self) -> Entering:
         """The part of this spec that entering the built container needs."""
@@ -210,6 +218,10 @@ class ContainerSpec(Frozen):
         }
         if self.root_hooks:  # only when set: keys of containers without hooks stay as they were
             built["root_hooks"] = [list(h) for h in self.root_hooks]
+        if self.site_hooks:
+            built["site_hooks"] = [list(h) for h in self.site_hooks]
+        if self.etc_mode != "generated":
+            built["etc_mode"] = self.etc_mode
         import hashlib  # here, not at import: a launch or a step joining its container never hashes
         import json
 
@@ -313,6 +325,9 @@ def from_config(cfg, record, user: User, *, volumes: tuple[Volume, ...] = (),
         cache_allowed_fs=tuple(cfg.per_node_cache.allowed_fs), opt_udi_image=cfg.opt_udi_image,
         etc_dir=cfg.etc_dir, mount_propagation=cfg.mount_propagation,
         root_hooks=tuple(root_hooks), user_hooks=tuple(user_hooks),
+        site_hooks=tuple((key, getattr(cfg, key)) for key in ("site_pre_mount_hook", "site_post_mount_hook")
+                         if getattr(cfg, key)),
+        hook_timeout=cfg.hook_timeout, etc_mode=cfg.etc_mode,
         **{"hostname": os.uname().nodename, **options})
 
 
