@@ -19,7 +19,8 @@ import sys
 USAGE = """\
 usage: shifter [options] [--] [COMMAND [ARG...]]
   -i, --image=REF        image: docker:name:tag (via the image gateway), or an id (64 hex
-                         digits, or its first 12+ as shifterimg images shows, id: optional)
+                         digits, or its first 12+ as shifterimg images shows, id: optional),
+                         or local:/path (a directory tree on the node, where the site allows)
   -V, --volume=SPEC      from:to[:ro|:perNodeCache=size=N[,fs=xfs|ext4][,bs=N]]; repeatable,
                          several mappings joined by ';'; adds to the job's volumes
   -e, --env=NAME=VALUE   set a variable in the container (repeatable)
@@ -140,6 +141,9 @@ def resolve_image(cfg, ref: str) -> str:
     One rule for shifter -i, srun/sbatch --image and the step hooks."""
     from shifter_site.imageid import check_id, is_id, is_short_id
 
+    if ref.startswith("local:"):
+        from runtime import localimage
+        return localimage.local_id(localimage.check(cfg, ref))
     text = ref[3:] if ref.startswith("id:") else ref
     if is_id(text):
         return text  # a whole id (the launch path: no directory listing)
@@ -217,8 +221,11 @@ def run(argv: list[str]) -> int:
         raise UsageError("no image: give --image=REF (or set SHIFTER_IMAGETYPE and SHIFTER_IMAGE, "
                          "or run inside a job submitted with --image)")
     cfg, read_record = _site(privileged=os.geteuid() == 0, quick=ref.startswith("id:"))
-    image_id = resolve_image(cfg, ref)
-    record = read_record(cfg.image_dir, image_id)
+    if ref.startswith("local:"):
+        from runtime import localimage
+        record = localimage.record(cfg, ref)
+    else:
+        record = read_record(cfg.image_dir, resolve_image(cfg, ref))
     # volumes accumulate (one rule everywhere, runtime.volumes.combine): the job's, then -V
     from runtime.volumes import combine
     volume_text = combine(host_env.get("SHIFTER_VOLUME", ""), *opts["volume"])

@@ -74,8 +74,8 @@ def _json_string(text: str) -> str:
 def shifter_config(spec: ContainerSpec) -> str:
     """The original's /var/shifterConfig.json line (generateShifterConfigString): the keys in
     its order, the user's volume mappings sorted and joined by ';', each module followed by
-    ','. Values are JSON-escaped (the original printed them raw; equal for plain values)."""
-    fields = {"identifier": spec.image_id, "user": spec.user.name,
+    ','; a local: image's identifier is its path. Values are JSON-escaped (the original printed them raw; equal for plain values)."""
+    fields = {"identifier": spec.local_root or spec.image_id, "user": spec.user.name,
               "volMap": ";".join(sorted(v.text() for v in spec.volumes)),
               "modules": "".join(f"{m}," for m in spec.modules)}
     return "{" + ",".join(f"{_json_string(k)}:{_json_string(v)}" for k, v in fields.items()) + "}"

@@ -129,7 +129,8 @@ class ContainerSpec(Frozen):
     """One container request. All paths are absolute host paths unless said otherwise.
 
     image_id        64 hex digits (the gateway's image id)
-    squashfs        host path of <image_id>.squashfs
+    squashfs        host path of <image_id>.squashfs ("" for a local: image)
+    local_root      a local: image's directory tree on the host (runtime.localimage), or None
     image_env       image ENV, "K=V" in order
     image_entrypoint, image_cmd   image ENTRYPOINT / CMD (None: not set)
     image_workdir   image WORKDIR ("" = not set)
@@ -195,6 +196,7 @@ class ContainerSpec(Frozen):
     root_hooks: tuple[tuple[str, str], ...] = ()   # (module, host script): run as root at build
     user_hooks: tuple[tuple[str, str], ...] = ()   # (module, script in the container): run as the user
     site_hooks: tuple[tuple[str, str], ...] = ()   # (config key, host script): run as root at build
+    local_root: str | None = None                  # a local: image: its host tree (squashfs "")
     hook_timeout: float = 60.0
     etc_mode: str = "generated"
 
@@ -220,6 +222,8 @@ class ContainerSpec(Frozen):
             built["root_hooks"] = [list(h) for h in self.root_hooks]
         if self.site_hooks:
             built["site_hooks"] = [list(h) for h in self.site_hooks]
+        if self.local_root is not None:
+            built["local_root"] = self.local_root
         if self.etc_mode != "generated":
             built["etc_mode"] = self.etc_mode
         import hashlib  # here, not at import: a launch or a step joining its container never hashes
@@ -314,8 +318,10 @@ def from_config(cfg, record, user: User, *, volumes: tuple[Volume, ...] = (),
             user_hooks.append((name, module.user_hook))
     envs.append(_site_env(cfg.site_env))
     accounts, account_groups = _accounts(list(cfg.import_accounts), user.uid)
+    local = getattr(record, "itype", "") == "local"  # runtime.localimage.record
     return ContainerSpec(
-        image_id=record.id, squashfs=squashfs_path(cfg.image_dir, record.id), user=user,
+        image_id=record.id, squashfs="" if local else squashfs_path(cfg.image_dir, record.id), user=user,
+        local_root=record.tag if local else None,
         image_env=tuple(record.env), image_entrypoint=_tuple(record.entrypoint),
         image_cmd=_tuple(record.cmd), image_workdir=record.workdir, image_request=image_request,
         volumes=tuple(volumes), site_mounts=tuple(site), accounts=accounts,

@@ -223,6 +223,16 @@ class Sshd(_Section):
     host_key_secret: str = "/etc/munge/munge.key"
 
 
+class Ccm(_Section):
+    """`sbatch --ccm` without --image: the site's CCM tree (e.g. /dsl) is the job's image, a
+    `local:` image the site allows whatever allow_local_images says."""
+
+    root: str | None = None
+
+    def __post_init__(self) -> None:
+        _absolute("root", self.root)
+
+
 class Module(_Section):
     """A site module (GPU, MPI...): extra mounts, files and environment, opted into per job."""
 
@@ -259,6 +269,7 @@ class Config(_Section):
     mount_propagation: Literal["private", "slave"] = "private"
     per_node_cache: PerNodeCache = PerNodeCache()
     sshd: Sshd = Sshd()
+    ccm: Ccm = Ccm()
     opt_udi_image: str | None = None
     etc_dir: str | None = None
     # passwd/group in the container: "generated" (the user, their groups, import_accounts) or
