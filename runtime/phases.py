@@ -167,15 +167,17 @@ def image_entries(s: Setup, info: dict) -> None:
     info["mounts"] = count
 
 
-def _site_etc_files(spec: ContainerSpec) -> None:
+def _site_etc_files(spec: ContainerSpec, privileged: bool) -> None:
     """etc_mode: site: the site's passwd and group (in etc_dir, the overlay's layer below the
-    generated files) must be there and root's alone: every process in the container reads them."""
+    generated files) must be there and, for a root build, root's alone: every process in the
+    container reads them. (Rootless, inside the user namespace root's files show as nobody's;
+    the user gains nothing from them there.)"""
     from runtime.trusted import UntrustedPath, open_trusted
 
     for name in ("passwd", "group"):
         path = os.path.join(spec.etc_dir or "", name)
         try:
-            fd = open_trusted(path)
+            fd = open_trusted(path) if privileged else os.open(path, os.O_PATH | os.O_CLOEXEC)
         except FileNotFoundError:
             raise BuildError(f"etc_mode: site: {path} does not exist; add the site's {name} file to etc_dir "
                              "or set etc_mode: generated (ask the admins)") from None
@@ -211,7 +213,7 @@ def etc(s: Setup, info: dict) -> None:
     files = {"passwd": etcfiles.passwd(spec), "group": etcfiles.group(spec),
              "nsswitch.conf": etcfiles.NSSWITCH, "shadow": ""}
     if spec.etc_mode == "site":  # the site's own passwd, group (and nsswitch.conf, if it has one)
-        _site_etc_files(spec)
+        _site_etc_files(spec, s.privileged)
         del files["passwd"], files["group"]
         if os.path.isfile(os.path.join(spec.etc_dir or "", "nsswitch.conf")):
             del files["nsswitch.conf"]
