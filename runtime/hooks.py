@@ -53,8 +53,9 @@ def _check_script(what: str, hook: str) -> None:
 
 
 def _tail(handle) -> str:
-    handle.seek(0)
-    said = handle.read(65536).decode("utf-8", "replace").strip().splitlines()
+    """The script's last line of output (of its last 64 KiB), for the one-line error."""
+    handle.seek(max(0, handle.seek(0, os.SEEK_END) - 65536))
+    said = handle.read().decode("utf-8", "replace").strip().splitlines()
     return f": {said[-1][:200]}" if said else ""
 
 
