@@ -95,7 +95,7 @@ def _mounts(site) -> list[dict]:
 LOCAL_JOB = """#!/bin/bash
 #SBATCH -N 2 -n 2 -t 5
 #SBATCH --image=local:{tree}
-#SBATCH --volume={home}:/mnt/h:ro
+#SBATCH --volume={home}:/data:ro
 srun shifter sh -c 'echo "task node=$SLURMD_NODENAME release=$(cat /etc/os-release) cray=$(cat /etc/opt/cray/release) \
 probe=$(/usr/bin/suidprobe | tr " " /) cfg=$(cat /var/shifterConfig.json)"; cat /var/pre-hook.txt; echo; \
 cat /var/post-hook.txt; echo'
@@ -111,7 +111,8 @@ def test_local_image_job_with_site_hooks_and_a_site_mount_below_etc(site):
                         site_pre_mount_hook=str(site["hooks"] / "pre.sh"),
                         site_post_mount_hook=str(site["hooks"] / "post.sh")):
         job = jt.write_job(USER, "compat-local.sl", LOCAL_JOB.format(tree=site["tree"], home=home))
-        _, output, _ = jt.sbatch_wait(USER, job)
+        _, output, result = jt.sbatch_wait(USER, job, check=False)
+    assert result.returncode == 0, (result.stderr, output)
     tasks = jt.lines_with("task ", output)
     assert {jt.field("node", t) for t in tasks} == {"n1", "n2"}, output
     uid = site["user"].pw_uid
@@ -119,7 +120,7 @@ def test_local_image_job_with_site_hooks_and_a_site_mount_below_etc(site):
         assert jt.field("release", line) == "NAME=shifter-test"
         assert jt.field("cray", line) == "cray-site-files"
         assert jt.field("probe", line) == f"{uid}/{uid}"
-        assert jt.field("cfg", line) == ('{"identifier":"%s","user":"%s","volMap":"%s:/mnt/h:ro","modules":""}'
+        assert jt.field("cfg", line) == ('{"identifier":"%s","user":"%s","volMap":"%s:/data:ro","modules":""}'
                                          % (site["tree"], USER, home))
     for name, mounted in (("pre", "unmounted"), ("post", "mounted")):
         hooks = jt.lines_with(f"{name} ", output)
@@ -144,7 +145,8 @@ def test_ccm_without_image_runs_the_batch_script_in_the_sites_ccm_tree(site):
     allowed although allow_local_images is off), here with etc_mode: site."""
     with cluster_config(ccm={"root": str(site["tree"])}, etc_dir=str(site["etcsite"]), etc_mode="site"):
         job = jt.write_job(USER, "compat-ccm.sl", CCM_JOB)
-        _, output, _ = jt.sbatch_wait(USER, job)
+        _, output, result = jt.sbatch_wait(USER, job, check=False)
+    assert result.returncode == 0, (result.stderr, output)
     line = jt.lines_with("ccm ", output)
     assert len(line) == 1, output
     assert jt.field("release", line[0]) == "NAME=shifter-test"
