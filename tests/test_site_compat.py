@@ -215,10 +215,11 @@ def test_site_mounts_below_etc_and_the_sites_own_passwd(site, who):
     before = host_state(site["run"])
     run = as_root if who == "root" else as_user
     proc = run(site, "plain", "--", "sh", "-c", "cat /etc/opt/cray/release /etc/cray-release /etc/passwd "
-               "/etc/group /etc/motd; touch /etc/opt/cray/x 2>/dev/null || echo read-only")
+               "/etc/group /etc/motd; touch /etc/opt/cray/x 2>/dev/null || echo read-only; "
+               "grep -v ' /proc\\| /sys\\| /dev' /proc/self/mountinfo | grep -vc nosuid || true")
     assert proc.returncode == 0, proc.stderr
     expected = ["cray site files", "CLE 7", *(site["etcsite"] / "passwd").read_text().splitlines(),
-                *(site["etcsite"] / "group").read_text().splitlines(), "image motd", "read-only"]
+                *(site["etcsite"] / "group").read_text().splitlines(), "image motd", "read-only", "0"]
     assert proc.stdout.splitlines() == expected
     assert rtutil.settled(site["run"], before) == before
 

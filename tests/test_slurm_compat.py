@@ -98,7 +98,7 @@ LOCAL_JOB = """#!/bin/bash
 #SBATCH --volume={home}:/data:ro
 srun shifter sh -c 'echo "task node=$SLURMD_NODENAME release=$(cat /etc/os-release) cray=$(cat /etc/opt/cray/release) \
 probe=$(/usr/bin/suidprobe | tr " " /) cfg=$(cat /var/shifterConfig.json)"; cat /var/pre-hook.txt; echo; \
-cat /var/post-hook.txt; echo'
+cat /var/post-hook.txt; echo; grep -v " /proc\\| /sys\\| /dev" /proc/self/mountinfo | grep -vc nosuid | sed "s/^/suidmounts=/"'
 """
 
 
@@ -122,6 +122,7 @@ def test_local_image_job_with_site_hooks_and_a_site_mount_below_etc(site):
         assert jt.field("probe", line) == f"{uid}/{uid}"
         assert jt.field("cfg", line) == ('{"identifier":"%s","user":"%s","volMap":"%s:/data:ro","modules":""}'
                                          % (site["tree"], USER, home))
+    assert jt.lines_with("suidmounts=", output) == ["suidmounts=0"] * 2, output  # every mount nosuid
     for name, mounted in (("pre", "unmounted"), ("post", "mounted")):
         hooks = jt.lines_with(f"{name} ", output)
         assert len(hooks) == 2, output
