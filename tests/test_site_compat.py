@@ -6,7 +6,6 @@ one line, non-zero, nothing left (no mount, loop device, run-dir entry or proces
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import stat
 import subprocess
@@ -132,19 +131,6 @@ def one_line(proc, *words: str) -> None:
         assert word in proc.stderr, proc.stderr
 
 
-def _processes_with(argument: str) -> list[str]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if argument.encode() in cmdline:
-                found.append(entry.name)
-    return found
-
-
 # ---------------------------------------------------------------- site mount hooks
 
 
@@ -188,7 +174,7 @@ def test_hanging_site_hook_is_killed_with_all_it_started(site):
     proc = as_root(site, "hang", "--", "echo", "RAN")
     assert time.monotonic() - started < 30
     one_line(proc, "site_pre_mount_hook ", "did not finish within 2 s (hook_timeout) and was killed: started")
-    assert _processes_with(site["marker"]) == []      # the hook's background sleep too
+    assert rtutil.processes_with(site["marker"]) == []      # the hook's background sleep too
     assert rtutil.settled(site["run"], before) == before
 
 

@@ -21,6 +21,7 @@ import yaml
 
 import images
 import jobtools as jt
+import rtutil
 from conftest import localcluster, run_as
 
 pytestmark = pytest.mark.cluster
@@ -70,6 +71,8 @@ def site(cluster):
         for name in ("pre", "post"):
             (hooks / f"{name}.sh").write_text(_hook(name))
         (hooks / "fail.sh").write_text('#!/bin/sh\necho "the scratch filesystem is down" >&2\nexit 4\n')
+        marker = str(4000 + os.getpid() % 1000)  # the hanging hook's sleeps, found by their argument
+        (hooks / "hang.sh").write_text(f'#!/bin/sh\necho "waiting for scratch"\nsleep {marker} &\nsleep {marker}\n')
         cray = base / "cray"
         cray.mkdir(mode=0o755)
         (cray / "release").write_text("cray-site-files\n")
@@ -83,7 +86,7 @@ def site(cluster):
         images.make_root(loose / "tree")
         os.chmod(loose, 0o777)
         yield {"base": base, "tree": tree, "hooks": hooks, "cray": cray, "etcsite": etcsite,
-               "loose_tree": loose / "tree", "user": user}
+               "loose_tree": loose / "tree", "user": user, "marker": marker}
     finally:
         shutil.rmtree(base)
 
@@ -166,6 +169,20 @@ def test_failing_site_hook_fails_the_jobs_steps_with_its_message(site):
     assert f"site_pre_mount_hook {site['hooks']}/fail.sh failed (exit status 4): the scratch filesystem is down" \
         in output, output
     assert "step=0" not in output and "Traceback" not in output
+    jt.assert_clean()
+
+
+def test_hanging_site_hook_is_killed_and_the_jobs_steps_say_so(site):
+    """A hook that hangs holds the prolog only hook_timeout seconds: it is killed with what it
+    started, the build stops, and each step gets the one line."""
+    with cluster_config(allow_local_images=True, hook_timeout=2, site_post_mount_hook=str(site["hooks"] / "hang.sh")):
+        job = jt.write_job(USER, "compat-hang.sl", "#!/bin/bash\n#SBATCH -N 1 -t 5\n"
+                           f"#SBATCH --image=local:{site['tree']}\nsrun shifter echo RAN; echo step=$?\n")
+        _, output, _ = jt.sbatch_wait(USER, job)
+    assert "RAN" not in output and "step=0" not in output
+    assert (f"site_post_mount_hook {site['hooks']}/hang.sh did not finish within 2 s (hook_timeout) and was killed: "
+            "waiting for scratch") in output, output
+    assert rtutil.processes_with(site["marker"]) == []
     jt.assert_clean()
 
 
