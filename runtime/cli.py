@@ -4,8 +4,10 @@
             [--entrypoint[=CMD]] [-m MODULES] [-v] [--] [COMMAND [ARG...]]
 
 As root: a privileged build (or join an identical pinned container, e.g. the job's). As a
-user outside Slurm: rootless. Inside a Slurm job with a job image and no --image: the job's
-image (SHIFTER_IMAGE) and volumes (SHIFTER_VOLUME). Options stop at the first non-option.
+user outside Slurm: rootless. Without --image, the image, volumes and modules come from
+SHIFTER_IMAGETYPE/SHIFTER_IMAGE (or SHIFTER_IMAGEREQUEST), SHIFTER_VOLUME and SHIFTER_MODULE,
+inside a job (which exports them) or not, as in the original. Options stop at the first
+non-option.
 Imports stay inside functions so that a launch loads only what it uses.
 """
 
@@ -17,7 +19,8 @@ import sys
 USAGE = """\
 usage: shifter [options] [--] [COMMAND [ARG...]]
   -i, --image=REF        image: docker:name:tag (via the image gateway), or an id (64 hex
-                         digits, or its first 12+ as shifterimg images shows, id: optional)
+                         digits, or its first 12+ as shifterimg images shows, id: optional),
+                         or local:/path (a directory tree on the node, where the site allows)
   -V, --volume=SPEC      from:to[:ro|:perNodeCache=size=N[,fs=xfs|ext4][,bs=N]]; repeatable,
                          several mappings joined by ';'; adds to the job's volumes
   -e, --env=NAME=VALUE   set a variable in the container (repeatable)
@@ -25,9 +28,13 @@ usage: shifter [options] [--] [COMMAND [ARG...]]
   -E, --clearenv         start from an empty environment
   -w, --workdir[=PATH]   working directory (no PATH: the image's WORKDIR)
       --entrypoint[=CMD] run the image's ENTRYPOINT (or CMD) before the command
+                         (--entry[=CMD] is the same option)
   -m, --module=a,b|none  site modules
   -v, --verbose          log each step
   -h, --help             this help
+Environment (as the original's shifter; an option given on the command line wins):
+  SHIFTER_IMAGETYPE and SHIFTER_IMAGE (both), else SHIFTER_IMAGEREQUEST: the image;
+  SHIFTER_VOLUME: volumes (-V adds to them); SHIFTER_MODULE: modules (-m replaces them)
 """
 
 
@@ -36,7 +43,7 @@ class UsageError(Exception):
 
 
 _LONG_ARG = {"image": "image", "volume": "volume", "env": "env", "env-file": "env_file", "module": "module"}
-_LONG_OPTIONAL = {"workdir": "workdir", "entrypoint": "entrypoint"}
+_LONG_OPTIONAL = {"workdir": "workdir", "entrypoint": "entrypoint", "entry": "entrypoint"}  # --entry: the original's alias
 _LONG_FLAG = {"clearenv": "clearenv", "verbose": "verbose", "help": "help"}
 _SHORT_ARG = {"i": "image", "V": "volume", "e": "env", "m": "module"}
 _SHORT_FLAG = {"E": "clearenv", "v": "verbose", "h": "help"}
@@ -66,6 +73,9 @@ def parse_args(argv: list[str]) -> dict:
                     value = argv[i]
                 _store(opts, _LONG_ARG[name], value)
             elif name in _LONG_OPTIONAL:
+                if _LONG_OPTIONAL[name] == "entrypoint" and opts["entrypoint"] is not None:
+                    raise UsageError(f"--{name}: the entrypoint is already given (--entry is another name for "
+                                     "--entrypoint); give one of them once")
                 opts[_LONG_OPTIONAL[name]] = value if eq else ""
                 if eq and value == "":
                     raise UsageError(f"option --{name}= has an empty value; write --{name} alone or give a value")
@@ -131,6 +141,9 @@ def resolve_image(cfg, ref: str) -> str:
     One rule for shifter -i, srun/sbatch --image and the step hooks."""
     from shifter_site.imageid import check_id, is_id, is_short_id
 
+    if ref.startswith("local:"):
+        from runtime import localimage
+        return localimage.local_id(localimage.check(cfg, ref))
     text = ref[3:] if ref.startswith("id:") else ref
     if is_id(text):
         return text  # a whole id (the launch path: no directory listing)
@@ -150,6 +163,25 @@ def resolve_image(cfg, ref: str) -> str:
         raise ShifterError(f"image {ref!r}: looking up references other than id:<64 hex> needs the image "
                            "gateway client (imagegw.client), which is not installed here; use id:<image id>") from None
     return check_id(lookup(cfg, ref).id)
+
+
+def image_from_env(env: dict) -> str | None:
+    """The image the environment asks for, as the original's shifter reads it (the command
+    line's --image wins): SHIFTER_IMAGETYPE and SHIFTER_IMAGE together (`type:image`), else
+    SHIFTER_IMAGEREQUEST. A lone SHIFTER_IMAGE holding an image id (what a job exports) is
+    that id. One of the pair alone is refused: the original dropped it silently."""
+    from shifter_site.imageid import is_id
+
+    image, itype = env.get("SHIFTER_IMAGE") or "", env.get("SHIFTER_IMAGETYPE") or ""
+    if image and itype:
+        return f"{itype}:{image}"
+    if image and is_id(image):
+        return f"id:{image}"
+    if image or itype:
+        have, missing = ("SHIFTER_IMAGE", "SHIFTER_IMAGETYPE") if image else ("SHIFTER_IMAGETYPE", "SHIFTER_IMAGE")
+        raise UsageError(f"{have} is set but {missing} is not; set both (e.g. SHIFTER_IMAGETYPE=docker "
+                         "SHIFTER_IMAGE=ubuntu:22.04), or unset it and give --image=REF")
+    return env.get("SHIFTER_IMAGEREQUEST") or None
 
 
 def _site(privileged: bool, quick: bool):
@@ -184,20 +216,19 @@ def run(argv: list[str]) -> int:
         from shifter_site import logs
         logs.configure(verbose=True)
         log = runtime_log()
-    in_job = "SLURM_JOB_ID" in host_env
-    ref = opts["image"]
+    ref = opts["image"] if opts["image"] is not None else image_from_env(host_env)
     if ref is None:
-        if in_job and host_env.get("SHIFTER_IMAGE"):
-            ref = f"id:{host_env['SHIFTER_IMAGE']}"
-        else:
-            raise UsageError("no image: give --image=REF (or run inside a job submitted with --image)")
+        raise UsageError("no image: give --image=REF (or set SHIFTER_IMAGETYPE and SHIFTER_IMAGE, "
+                         "or run inside a job submitted with --image)")
     cfg, read_record = _site(privileged=os.geteuid() == 0, quick=ref.startswith("id:"))
-    image_id = resolve_image(cfg, ref)
-    record = read_record(cfg.image_dir, image_id)
+    if ref.startswith("local:"):
+        from runtime import localimage
+        record = localimage.record(cfg, ref)
+    else:
+        record = read_record(cfg.image_dir, resolve_image(cfg, ref))
     # volumes accumulate (one rule everywhere, runtime.volumes.combine): the job's, then -V
     from runtime.volumes import combine
-    job_volume = host_env.get("SHIFTER_VOLUME", "") if in_job else ""
-    volume_text = combine(job_volume, *opts["volume"])
+    volume_text = combine(host_env.get("SHIFTER_VOLUME", ""), *opts["volume"])
     volumes = parse(volume_text) if volume_text else []  # parse checks them together
     env_file: tuple[str, ...] = ()
     if opts["env_file"] is not None:
@@ -212,7 +243,8 @@ def run(argv: list[str]) -> int:
         check_env_entry(entry, "--env")
     user = specs.user_from_host(os.getuid(), cfg.max_group_count)
     check_access(record, user.uid, [user.gid, *user.gids])
-    spec = specs.from_config(cfg, record, user, volumes=tuple(volumes), module=opts["module"],
+    module = opts["module"] if opts["module"] is not None else (host_env.get("SHIFTER_MODULE") or None)
+    spec = specs.from_config(cfg, record, user, volumes=tuple(volumes), module=module,
                              image_request=ref, env=tuple(opts["env"]), env_file=env_file,
                              clearenv=opts["clearenv"], workdir=opts["workdir"], entrypoint=opts["entrypoint"])
     command = opts["command"]

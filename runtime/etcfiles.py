@@ -64,3 +64,18 @@ def hostsfile(hosts: tuple[str, ...]) -> str:
 def host_lines(host_addrs: tuple[tuple[str, str], ...]) -> str:
     """/etc/hosts lines for the job's nodes (`address name`), after the host's own entries."""
     return "# the job's nodes (shifter)\n" + "".join(f"{addr} {name}\n" for name, addr in host_addrs)
+
+
+def _json_string(text: str) -> str:
+    """A JSON string (the json module costs a launch its import, docs/architecture.md decision 13)."""
+    return '"' + "".join(("\\" + c) if c in '"\\' else (f"\\u{ord(c):04x}" if c < " " else c) for c in text) + '"'
+
+
+def shifter_config(spec: ContainerSpec) -> str:
+    """The original's /var/shifterConfig.json line (generateShifterConfigString): the keys in
+    its order, the user's volume mappings sorted and joined by ';', each module followed by
+    ','; a local: image's identifier is its path. Values are JSON-escaped (the original printed them raw; equal for plain values)."""
+    fields = {"identifier": spec.local_root or spec.image_id, "user": spec.user.name,
+              "volMap": ";".join(sorted(v.text() for v in spec.volumes)),
+              "modules": "".join(f"{m}," for m in spec.modules)}
+    return "{" + ",".join(f"{_json_string(k)}:{_json_string(v)}" for k, v in fields.items()) + "}"

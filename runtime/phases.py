@@ -14,6 +14,7 @@ and root hooks come before the user's volumes, and `seal` is last: only then is
 from __future__ import annotations
 
 import os
+import stat
 
 from runtime import binds, etcfiles, loop
 from runtime import syscalls as sc
@@ -29,7 +30,8 @@ if TYPE_CHECKING:  # annotations only: a rootless launch imports no more than it
 
 SKELETON_DIRS = ("etc", "opt/udiImage", "var/spool", "var/run", "var/tmp", "proc", "sys", "dev", "tmp")
 SPECIAL_TOP = {"etc", "proc", "sys", "dev", "tmp", "opt", "var"}
-SPECIAL_VAR = {"tmp", "spool", "run", "empty", "hostsfile"}
+SPECIAL_VAR = {"tmp", "spool", "run", "empty", "hostsfile", "shifterConfig.json"}
+SHIFTER_CONFIG_JSON = "var/shifterConfig.json"  # the original's record of what was built, for scripts
 UDI = "opt/udiImage"
 
 
@@ -63,6 +65,9 @@ def needs_privilege(spec: ContainerSpec) -> str | None:
     if spec.root_hooks:
         return (f"module {spec.root_hooks[0][0]!r} has a root hook, which needs root: it cannot run rootless; "
                 "choose other modules (-m) or run inside a Slurm job")
+    if spec.site_hooks:
+        return (f"this site runs a root script while building containers ({spec.site_hooks[0][0]}), which needs "
+                "root: shifter cannot run rootless here; run it inside a Slurm job (srun shifter ...)")
     return None
 
 
@@ -116,8 +121,41 @@ def mount_image_loop(squashfs: str, target: str) -> str:
 
 
 def mount_image(s: Setup, info: dict) -> None:
+    if s.spec.local_root is not None:
+        info["device"] = "local"
+        mount_local_tree(s.spec.local_root, s.image, s.privileged)
+        return  # image_dev stays -1: the tree's filesystem may be the host's /tmp's, walked as the user
     info["device"] = s.image_mounter(s.spec.squashfs, s.image)
     s.image_dev = os.stat(s.image).st_dev
+
+
+def mount_local_tree(path: str, target: str, privileged: bool) -> None:
+    """A local: image (runtime.localimage): the tree bound read-only, nosuid, nodev from the
+    fd its trust check opened (as root: nothing swapped in between). Rootless, the check
+    ran before the user namespace (where root's files show as nobody's) and binds nothing
+    the user could not bind anyway."""
+    from runtime.trusted import UntrustedPath, open_trusted
+
+    try:
+        fd = open_trusted(path) if privileged else os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except (UntrustedPath, OSError) as err:
+        raise BuildError(f"local image {path}: {getattr(err, 'strerror', None) or err}") from None
+    try:
+        if not stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise BuildError(f"local image {path} is not a directory")
+        tree = sc.clone_tree(fd)
+    finally:
+        os.close(fd)
+    try:
+        sc.mount_setattr("", sc.MOUNT_ATTR_RDONLY | sc.MOUNT_ATTR_NOSUID | sc.MOUNT_ATTR_NODEV,
+                         propagation=sc.MS_PRIVATE, dirfd=tree)
+        target_fd = os.open(target, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            sc.attach_tree(tree, target_fd)
+        finally:
+            os.close(target_fd)
+    finally:
+        os.close(tree)
 
 
 def image_entries(s: Setup, info: dict) -> None:
@@ -129,11 +167,58 @@ def image_entries(s: Setup, info: dict) -> None:
     info["mounts"] = count
 
 
+def _site_etc_files(spec: ContainerSpec, privileged: bool) -> None:
+    """etc_mode: site: the site's passwd and group (in etc_dir, the overlay's layer below the
+    generated files) must be there and, for a root build, root's alone: every process in the
+    container reads them. (Rootless, inside the user namespace root's files show as nobody's;
+    the user gains nothing from them there.)"""
+    from runtime.trusted import UntrustedPath, open_trusted
+
+    for name in ("passwd", "group"):
+        path = os.path.join(spec.etc_dir or "", name)
+        try:
+            fd = open_trusted(path) if privileged else os.open(path, os.O_PATH | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise BuildError(f"etc_mode: site: {path} does not exist; add the site's {name} file to etc_dir "
+                             "or set etc_mode: generated (ask the admins)") from None
+        except (UntrustedPath, OSError) as err:
+            raise BuildError(f"etc_mode: site: {path}: {getattr(err, 'strerror', None) or err}; it must be root's "
+                             "alone (ask the admins)") from None
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        os.close(fd)
+        if not regular:
+            raise BuildError(f"etc_mode: site: {path} is not a regular file; ask the admins")
+
+
+def _etc_mount_points(s: Setup) -> None:
+    """Site mounts below /etc (e.g. /etc/opt/cray): their mount points are made in the
+    generated layer, so they exist in the read-only /etc overlay for the site_mounts phase."""
+    for volume in s.spec.site_mounts:
+        rel = volume.target.strip("/")
+        if not rel.startswith("etc/"):
+            continue
+        path = os.path.join(s.gen, rel[len("etc/"):])
+        if os.path.lexists(path):
+            continue
+        os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
+        if os.path.isdir(volume.source):
+            os.mkdir(path, 0o755)
+        else:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+
+
 def etc(s: Setup, info: dict) -> None:
     spec, gen = s.spec, s.gen
     sc.mount("tmpfs", gen, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=0755")
     files = {"passwd": etcfiles.passwd(spec), "group": etcfiles.group(spec),
              "nsswitch.conf": etcfiles.NSSWITCH, "shadow": ""}
+    if spec.etc_mode == "site":  # the site's own passwd, group (and nsswitch.conf, if it has one)
+        _site_etc_files(spec, s.privileged)
+        del files["passwd"], files["group"]
+        if os.path.isfile(os.path.join(spec.etc_dir or "", "nsswitch.conf")):
+            del files["nsswitch.conf"]
+    info["passwd"] = spec.etc_mode
+    _etc_mount_points(s)
     for name, text in files.items():
         with open(os.path.join(gen, name), "w") as f:
             f.write(text)
@@ -195,6 +280,16 @@ def hostsfile(s: Setup, info: dict) -> None:
         os.chmod(path, 0o644)
 
 
+def shifter_config(s: Setup, info: dict) -> None:
+    """/var/shifterConfig.json, as the original writes it for scripts that read it: the
+    image's identifier, the user's name, the user's volume mappings (sorted, joined by ';')
+    and the modules (each followed by ',')."""
+    path = os.path.join(s.root, SHIFTER_CONFIG_JSON)
+    with open(path, "w") as f:
+        f.write(etcfiles.shifter_config(s.spec) + "\n")
+    os.chmod(path, 0o644)
+
+
 def unstage(s: Setup, info: dict) -> None:
     sc.umount2(s.image, sc.MNT_DETACH)  # the binds and the overlay keep the image alive
     sc.umount2(s.gen, sc.MNT_DETACH)
@@ -211,6 +306,21 @@ def site_mounts(s: Setup, info: dict) -> None:
     info["count"] = len(s.spec.site_mounts)
     for volume in s.spec.site_mounts:
         binds.mount_site(s.root_fd, volume, s.prop)
+
+
+def site_hook(which: str) -> Callable[[Setup, dict], None]:
+    def run(s: Setup, info: dict) -> None:
+        from runtime import hooks
+
+        for key, script in s.spec.site_hooks:
+            if key == which:
+                info["script"] = script
+                hooks.run_site_hook(key, script, s.root, s.spec)
+    return run
+
+
+def _has_site_hook(which: str) -> Callable[[Setup], bool]:
+    return lambda s: any(key == which for key, _ in s.spec.site_hooks)
 
 
 def root_hooks(s: Setup, info: dict) -> None:
@@ -265,9 +375,12 @@ PHASES: tuple[Phase, ...] = (
     Phase("etc", etc),
     Phase("udiImage", udi_image),
     Phase("hostsfile", hostsfile),
+    Phase("shifter_config", shifter_config),
     Phase("unstage", unstage),
     Phase("system", system),
+    Phase("site_pre_mount_hook", site_hook("site_pre_mount_hook"), when=_has_site_hook("site_pre_mount_hook")),
     Phase("site_mounts", site_mounts),
+    Phase("site_post_mount_hook", site_hook("site_post_mount_hook"), when=_has_site_hook("site_post_mount_hook")),
     Phase("root_hooks", root_hooks, when=lambda s: bool(s.spec.root_hooks)),
     Phase("volumes", volumes),
     Phase("cache", caches, when=lambda s: any(v.cache for v in s.spec.volumes)),

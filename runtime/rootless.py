@@ -152,8 +152,11 @@ def run(spec: ContainerSpec, run_dir: str, argv: list[str], host_env: dict[str, 
     refusal = phases.needs_privilege(spec)
     if refusal:
         raise RootlessError(refusal)
-    squashfuse = check_host()
-    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+    if spec.local_root is not None:  # a local: tree is bound, no FUSE needed
+        squashfuse = ""
+    else:
+        squashfuse = check_host()
+    if squashfuse and not os.access("/dev/fuse", os.R_OK | os.W_OK):
         raise RootlessError("cannot run rootless: /dev/fuse is not readable and writable by you (users "
                             "need mode 0666 on it); ask the admins, or run inside a Slurm job")
     holder = [-1]
@@ -170,7 +173,8 @@ def _run(spec, run_dir, squashfuse, holder, argv, host_env, cwd, log) -> None:
     try:
         enter_namespace()
         # opened inside the namespace: FUSE refuses a device fd from another user namespace
-        holder[0] = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
+        if squashfuse:
+            holder[0] = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
         user_fds = binds.resolve_sources([v for v in spec.volumes if not v.cache])
         mountpoint = run_dir if os.path.isdir(run_dir) else "/mnt"
         # key: only names perNodeCache files, which rootless refuses (hashing costs ~6 ms of imports)

@@ -129,7 +129,8 @@ class ContainerSpec(Frozen):
     """One container request. All paths are absolute host paths unless said otherwise.
 
     image_id        64 hex digits (the gateway's image id)
-    squashfs        host path of <image_id>.squashfs
+    squashfs        host path of <image_id>.squashfs ("" for a local: image)
+    local_root      a local: image's directory tree on the host (runtime.localimage), or None
     image_env       image ENV, "K=V" in order
     image_entrypoint, image_cmd   image ENTRYPOINT / CMD (None: not set)
     image_workdir   image WORKDIR ("" = not set)
@@ -156,6 +157,11 @@ class ContainerSpec(Frozen):
     entrypoint      None: not asked; "" : the image's ENTRYPOINT; else that command
     root_hooks      enabled modules' root hooks: run by the builder as root, outside the
                     container, cwd = the container root, after the site mounts (in build_key)
+    site_hooks      the site's mount hooks, ("site_pre_mount_hook" | "site_post_mount_hook",
+                    host script): run as root before / after the site mounts (in build_key)
+    hook_timeout    seconds a root script may run before it is killed and the build fails
+    etc_mode        "generated": passwd/group from the user and site accounts; "site": the
+                    site's own files in etc_dir (the original's populateEtcDynamically=0)
     user_hooks      enabled modules' user hooks: run inside as the user before the command
     """
 
@@ -192,6 +198,10 @@ class ContainerSpec(Frozen):
     scope: str = ""               # who owns the container, e.g. "job-42": never shared beyond it
     root_hooks: tuple[tuple[str, str], ...] = ()   # (module, host script): run as root at build
     user_hooks: tuple[tuple[str, str], ...] = ()   # (module, script in the container): run as the user
+    site_hooks: tuple[tuple[str, str], ...] = ()   # (config key, host script): run as root at build
+    local_root: str | None = None                  # a local: image: its host tree (squashfs "")
+    hook_timeout: float = 60.0
+    etc_mode: str = "generated"
 
     def entering(self) -> Entering:
         """The part of this spec that entering the built container needs."""
@@ -215,6 +225,12 @@ class ContainerSpec(Frozen):
             built["root_hooks"] = [list(h) for h in self.root_hooks]
         if self.etc_files:
             built["etc_files"] = [list(f) for f in self.etc_files]
+        if self.site_hooks:
+            built["site_hooks"] = [list(h) for h in self.site_hooks]
+        if self.local_root is not None:
+            built["local_root"] = self.local_root
+        if self.etc_mode != "generated":
+            built["etc_mode"] = self.etc_mode
         import hashlib  # here, not at import: a launch or a step joining its container never hashes
         import json
 
@@ -307,8 +323,10 @@ def from_config(cfg, record, user: User, *, volumes: tuple[Volume, ...] = (),
             user_hooks.append((name, module.user_hook))
     envs.append(_site_env(cfg.site_env))
     accounts, account_groups = _accounts(list(cfg.import_accounts), user.uid)
+    local = getattr(record, "itype", "") == "local"  # runtime.localimage.record
     return ContainerSpec(
-        image_id=record.id, squashfs=squashfs_path(cfg.image_dir, record.id), user=user,
+        image_id=record.id, squashfs="" if local else squashfs_path(cfg.image_dir, record.id), user=user,
+        local_root=record.tag if local else None,
         image_env=tuple(record.env), image_entrypoint=_tuple(record.entrypoint),
         image_cmd=_tuple(record.cmd), image_workdir=record.workdir, image_request=image_request,
         volumes=tuple(volumes), site_mounts=tuple(site), accounts=accounts,
@@ -318,6 +336,9 @@ def from_config(cfg, record, user: User, *, volumes: tuple[Volume, ...] = (),
         cache_allowed_fs=tuple(cfg.per_node_cache.allowed_fs), opt_udi_image=cfg.opt_udi_image,
         etc_dir=cfg.etc_dir, mount_propagation=cfg.mount_propagation,
         root_hooks=tuple(root_hooks), user_hooks=tuple(user_hooks),
+        site_hooks=tuple((key, getattr(cfg, key)) for key in ("site_pre_mount_hook", "site_post_mount_hook")
+                         if getattr(cfg, key)),
+        hook_timeout=cfg.hook_timeout, etc_mode=cfg.etc_mode,
         **{"hostname": os.uname().nodename, **options})
 
 

@@ -238,6 +238,16 @@ class Sshd(_Section):
     host_key_secret: str = "/etc/munge/munge.key"
 
 
+class Ccm(_Section):
+    """`sbatch --ccm` without --image: the site's CCM tree (e.g. /dsl) is the job's image, a
+    `local:` image the site allows whatever allow_local_images says."""
+
+    root: str | None = None
+
+    def __post_init__(self) -> None:
+        _absolute("root", self.root)
+
+
 class Module(_Section):
     """A site module (GPU, MPI...): extra mounts, files and environment, opted into per job."""
 
@@ -274,16 +284,29 @@ class Config(_Section):
     mount_propagation: Literal["private", "slave"] = "private"
     per_node_cache: PerNodeCache = PerNodeCache()
     sshd: Sshd = Sshd()
+    ccm: Ccm = Ccm()
     opt_udi_image: str | None = None
     etc_dir: str | None = None
+    # passwd/group in the container: "generated" (the user, their groups, import_accounts) or
+    # "site" (the site's own files from etc_dir; the original's populateEtcDynamically=0)
+    etc_mode: Literal["generated", "site"] = "generated"
+    # root scripts run around the site mounts (the original's sitePreMountHook/PostMountHook)
+    site_pre_mount_hook: str | None = None
+    site_post_mount_hook: str | None = None
+    # seconds a root script (site mount hooks, modules' root hooks) may take before it is killed
+    hook_timeout: typing.Annotated[float, msgspec.Meta(gt=0, le=3600)] = 60.0
     modules: dict[str, Module] = {}
     default_modules: list[str] = []
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.system):
             raise _Invalid("system", f"{self.system!r} is not a name (letters, digits, . _ -)")
-        for key in ("image_dir", "run_dir", "opt_udi_image", "etc_dir", "munge_socket"):
+        for key in ("image_dir", "run_dir", "opt_udi_image", "etc_dir", "munge_socket", "site_pre_mount_hook",
+                    "site_post_mount_hook"):
             _absolute(key, getattr(self, key))
+        if self.etc_mode == "site" and not self.etc_dir:
+            raise _Invalid("etc_mode", "'site' takes passwd and group from etc_dir, which is not set; "
+                           "set etc_dir or use etc_mode: generated")
         _names("import_accounts", self.import_accounts, _ACCOUNT, "account name")
         _absolute("sshd.host_key_secret", self.sshd.host_key_secret)
         if self.sshd.port + self.sshd.port_count - 1 > 65535:

@@ -45,7 +45,7 @@ def _module(data: dict) -> SimpleNamespace:
 def config_view(data: dict, size_limit_bytes: int) -> SimpleNamespace:
     """A Config-like view of msgspec.to_builtins(Config) (keys as in the YAML)."""
     return _ns(data, gateway=_ns(data["gateway"]), registries=_ns(data["registries"]),
-               sshd=_ns(data["sshd"]),
+               sshd=_ns(data["sshd"]), ccm=_ns(data["ccm"]),
                per_node_cache=_ns(data["per_node_cache"], size_limit_bytes=size_limit_bytes),
                site_mounts=[_mount(m) for m in data["site_mounts"]], site_env=_ns(data["site_env"]),
                modules={name: _module(m) for name, m in data["modules"].items()})

@@ -188,14 +188,13 @@ def translate(text: str) -> Translation:
                 line, key, "the user's passwd and group entries always come from the node's own name "
                 "service (libc calls), as with allowLibcPwdCalls=1")
         elif key == "populateEtcDynamically":
-            if _flag(value):
-                needless(line, key, "/etc/passwd and /etc/group are generated for each container, as set")
-            else:
-                note(line, key, "copying passwd/group from etcPath is not supported yet; "
-                     "/etc/passwd and /etc/group are generated from the node's name service")
-        elif key in ("sitePreMountHook", "sitePostMountHook"):
-            note(line, key, "site mount hooks are not supported yet; a module's root_hook runs as "
-                 "root after the site mounts with the container root as cwd (see modules)")
+            d["etc_mode"] = "generated" if _flag(value) else "site"
+        elif key == "sitePreMountHook":
+            if value:
+                d["site_pre_mount_hook"] = value
+        elif key == "sitePostMountHook":
+            if value:
+                d["site_post_mount_hook"] = value
         elif key == "batchType":
             needless(line, key, "Slurm is the only workload manager")
         else:

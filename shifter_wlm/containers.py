@@ -24,7 +24,11 @@ def make_spec(cfg, args_image_request: str, volume: str, module: str, image: str
     from shifter_site.access import check_access
 
     user = rspec.user_from_host(uid, cfg.max_group_count)
-    record = imagefiles.read_record(cfg.image_dir, image)
+    if args_image_request.startswith("local:"):  # checked again here, as root, and must give `image`
+        from runtime import localimage
+        record = localimage.record(cfg, args_image_request, image)
+    else:
+        record = imagefiles.read_record(cfg.image_dir, image)
     check_access(record, user.uid, [user.gid, *user.gids])
     vols = tuple(rvolumes.parse(volume)) if volume else ()
     extra = {}

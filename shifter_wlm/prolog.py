@@ -36,6 +36,9 @@ def image_id(request: str, cfg) -> str:
     resolved = os.environ.get("SPANK_SHIFTER_IMAGE", "")
     if resolved:
         return imagefiles.check_id(resolved)
+    if request.startswith("local:"):
+        from runtime import localimage
+        return localimage.local_id(localimage.check(cfg, request))
     from imagegw import client
 
     if not request:

@@ -111,12 +111,28 @@ def user_key(args, cfg) -> None:
         sshd.ensure_user_key(pwd.getpwuid(os.getuid()).pw_dir)
 
 
+def ccm_image(options, cfg):
+    """`--ccm` without --image: the site's CCM tree (ccm.root) as a local: image, as the
+    original acted in place of Cray's CCM; refused where the site has none."""
+    if not (options.ccm and options.image is None):
+        return options
+    if not cfg.ccm.root:
+        raise OptionError("--ccm needs --image on this site (it sets no ccm.root): add --image=TYPE:TAG "
+                          "(e.g. --image=docker:ubuntu:22.04)")
+    from shifter_wlm.dispatch import RawOptions
+
+    return RawOptions(image=f"local:{cfg.ccm.root}", volume=options.volume, module=options.module, ccm=True)
+
+
 def allocator(spank, args, options) -> None:
     """sbatch/salloc: the job's image, resolved once for every node and step."""
+    cfg = _config(args) if options.ccm and options.image is None else None
+    if cfg is not None:
+        options = ccm_image(options, cfg)
     check_combination(options)
     if options.image is None:
         return
-    cfg = _config(args)
+    cfg = cfg or _config(args)
     if options.ccm:
         from shifter_wlm import sshd
 

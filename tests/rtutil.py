@@ -50,6 +50,21 @@ def host_state(run_dir: str, cache_dir: str | None = None) -> dict:
     }
 
 
+def processes_with(argument: str) -> list[str]:
+    """Pids of the processes one of whose arguments is exactly `argument` (e.g. a hook's
+    `sleep 3217`, to prove that nothing it started is left)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argument.encode() in cmdline:
+                found.append(entry.name)
+    return found
+
+
 def settled(run_dir: str, before: dict, timeout: float = 5.0) -> dict:
     """host_state once it equals `before`, or after `timeout` (a killed squashfuse is reaped
     a moment later by this VM's init), for tests that compare before and after."""

@@ -31,6 +31,8 @@ FULL = {
                 "mpi": {"enabled": False}},
     "default_modules": ["gpu"], "import_accounts": ["nobody"], "max_group_count": 7,
     "opt_udi_image": "/srv", "etc_dir": "/etc", "mount_propagation": "slave",
+    "etc_mode": "site", "site_pre_mount_hook": "/etc/pre.sh", "site_post_mount_hook": "/etc/post.sh",
+    "hook_timeout": 5, "allow_local_images": True, "ccm": {"root": "/srv"},
 }
 
 

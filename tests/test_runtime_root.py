@@ -269,7 +269,8 @@ def test_teardown_kills_processes_and_is_idempotent(env):
 
 
 STEPS = ["state_dir", "namespace", "resolve_volumes", "root", "image", "image_entries", "etc", "udiImage",
-         "hostsfile", "unstage", "system", "site_mounts", "volumes", "cache", "seal", "pivot", "pin", "record"]
+         "hostsfile", "shifter_config", "unstage", "system", "site_mounts", "volumes", "cache", "seal", "pivot", "pin",
+         "record"]
 
 
 @pytest.mark.parametrize("step", STEPS)

@@ -144,6 +144,7 @@ BAD_INPUT = [
     (["IMG", "--workdir=/nonexistent", "true"], "--workdir /nonexistent"),
     (["IMG", "nonexistent-command"], "nonexistent-command: command not found in the container (PATH="),
     (["--image=docker:ubuntu:22.04", "true"], "image"),
+    (["IMG", "--entry", "--entrypoint", "true"], "give one of them once"),
 ]
 
 
@@ -168,6 +169,28 @@ def test_job_image_used_inside_slurm(site):
     proc = shifter_as(site, "testuser", "cat", "/etc/motd",
                       env=["SLURM_JOB_ID=1", f"SHIFTER_IMAGE={site['plain'].id}"])
     assert proc.stdout == "image motd\n", proc.stderr
+
+
+def test_environment_outside_slurm_as_the_original(site):
+    """SHIFTER_IMAGETYPE/SHIFTER_IMAGE, SHIFTER_VOLUME and SHIFTER_MODULE outside any job: the
+    image, volumes and modules; --image and -m on the command line win; -V adds."""
+    d = site["data"]
+    (d / "fromenv").write_text("env volume\n")
+    os.chmod(d / "fromenv", 0o644)
+    env = ["SHIFTER_IMAGETYPE=id", f"SHIFTER_IMAGE={site['plain'].id}", f"SHIFTER_VOLUME={d}:/envdata:ro",
+           "SHIFTER_MODULE=none"]
+    proc = shifter_as(site, "testuser", "sh", "-c", "cat /etc/motd /envdata/fromenv", env=env)
+    assert proc.returncode == 0 and proc.stdout == "image motd\nenv volume\n", proc.stderr
+    proc = shifter_as(site, "testuser", image(site, "ep"), "-V", f"{d}:/cli", "--", "sh", "-c",
+                      "echo $IMAGEVAR; cat /envdata/fromenv /cli/fromenv", env=env)
+    assert proc.returncode == 0 and proc.stdout == "ep\nenv volume\nenv volume\n", proc.stderr
+    proc = shifter_as(site, "testuser", "--entry", env=["SHIFTER_IMAGETYPE=id", f"SHIFTER_IMAGE={site['ep'].id}"])
+    assert proc.returncode == 0 and proc.stdout == "EP CMD\n", proc.stderr
+    # a module named in SHIFTER_MODULE is checked like -m's (the site has none)
+    proc = shifter_as(site, "testuser", "true", env=[*env[:2], "SHIFTER_MODULE=gpu"])
+    assert proc.returncode != 0 and "'gpu' is not a module here" in proc.stderr and proc.stderr.count("\n") == 1
+    proc = shifter_as(site, "testuser", "true", env=["SHIFTER_IMAGE=ubuntu:22.04"])
+    assert proc.returncode == 64 and "SHIFTER_IMAGETYPE is not" in proc.stderr and proc.stderr.count("\n") == 1
 
 
 def test_root_launch(site):

@@ -43,6 +43,7 @@ def test_full_example_is_valid_and_covers_every_section():
     assert set(cfg.default_modules) <= set(cfg.modules)
     assert cfg.modules["gpu"].site_mounts
     assert cfg.registries.hosts
+    assert cfg.ccm.root and cfg.etc_mode == "generated" and cfg.hook_timeout > 0
 
 
 def test_local_cluster_config_is_valid(tmp_path):

@@ -103,7 +103,8 @@ def assert_every_key_accounted_for(text: str, data: dict, stderr: str) -> None:
     translated = {"system", "imagePath", "imageGateway", "gatewayTimeout", "etcPath", "optUdiImage",
                   "allowLocalChroot", "usersToImport", "maxGroupCount", "mountPropagationStyle", "siteFs",
                   "siteEnv", "siteEnvAppend", "siteEnvPrepend", "siteEnvUnset", "perNodeCachePath",
-                  "perNodeCacheSizeLimit", "perNodeCacheAllowedFsType", "defaultImageType", "defaultModules"}
+                  "perNodeCacheSizeLimit", "perNodeCacheAllowedFsType", "defaultImageType", "defaultModules",
+                  "sitePreMountHook", "sitePostMountHook", "populateEtcDynamically"}
     for key in keys_of(text):
         if key in translated or (key.startswith("module_") and not key.endswith("copypath")):
             continue
@@ -121,6 +122,7 @@ def test_documented_example_translates(tmp_path):
     assert cfg.opt_udi_image == "/opt/shifter/udiRoot/default/libexec/shifter/opt/udiImage"
     assert cfg.etc_dir == "/opt/shifter/udiRoot/default/etc/shifter_etc_files"
     assert cfg.max_group_count == 31 and cfg.default_image_type == "docker"
+    assert cfg.etc_mode == "generated" and cfg.site_pre_mount_hook is None
     assert_every_key_accounted_for(DOCUMENTED, yaml.safe_load(proc.stdout), proc.stderr)
     assert "sitePreMountHook" not in proc.stderr  # a commented-out key is not a key
     assert "Traceback" not in proc.stderr
@@ -156,7 +158,20 @@ def test_production_config_translates(tmp_path):
     assert_every_key_accounted_for(PRODUCTION, yaml.safe_load(proc.stdout), proc.stderr)
     # the original silently ignored a module key in the wrong case: we name it
     assert "module_mpich_copypath: not supported: module 'mpich' has no setting 'copypath'" in proc.stderr
-    assert "sitePreMountHook: not supported: site mount hooks" in proc.stderr
+    assert cfg.site_pre_mount_hook == "/etc/opt/shifter/premount.sh" and cfg.site_post_mount_hook is None
+    assert "sitePreMountHook" not in proc.stderr and "populateEtcDynamically" not in proc.stderr
+
+
+def test_hooks_and_site_etc_files_translate(tmp_path):
+    """sitePreMountHook/sitePostMountHook and populateEtcDynamically=0 (passwd/group from
+    etcPath): translated, not refused (issue 17)."""
+    proc = run_import(tmp_path, "system=a\nimagePath=/i\nimageGateway=http://g:1\netcPath=/etc/site\n"
+                                "populateEtcDynamically=0\nsitePreMountHook=/etc/pre.sh\nsitePostMountHook=/etc/post.sh\n")
+    assert proc.returncode == 0, proc.stderr
+    cfg = config.parse(proc.stdout)
+    assert (cfg.etc_mode, cfg.etc_dir) == ("site", "/etc/site")
+    assert (cfg.site_pre_mount_hook, cfg.site_post_mount_hook) == ("/etc/pre.sh", "/etc/post.sh")
+    assert "not supported" not in proc.stderr
 
 
 @pytest.mark.parametrize("text,words", [
@@ -181,6 +196,10 @@ def test_untranslatable_lines_are_named(tmp_path, text, words):
      "per_node_cache.size_limit: 'lots' is not a size"),
     ("system=a\nimagePath=/i\nimageGateway=http://g:1\nmountPropagationStyle=shared\n",
      "mount_propagation: 'shared' is not allowed"),
+    ("system=a\nimagePath=/i\nimageGateway=http://g:1\npopulateEtcDynamically=0\n",
+     "etc_mode: 'site' takes passwd and group from etc_dir, which is not set"),
+    ("system=a\nimagePath=/i\nimageGateway=http://g:1\nsitePostMountHook=post.sh\n",
+     "site_post_mount_hook: 'post.sh' is a relative path"),
 ])
 def test_result_that_is_not_a_valid_config_prints_nothing_and_says_why(tmp_path, text, words):
     proc = run_import(tmp_path, text)

@@ -78,3 +78,26 @@ def test_host_lines_are_address_then_name():
     text = etcfiles.host_lines((("n1", "127.0.0.1"), ("n2", "127.0.0.2")))
     assert text.splitlines()[1:] == ["127.0.0.1 n1", "127.0.0.2 n2"]
     assert text.splitlines()[0].startswith("#")
+
+
+def test_shifter_config_json_is_the_originals_line():
+    """/var/shifterConfig.json: the original's keys in its order, volume mappings sorted and
+    joined by ';', each module followed by ',' (generateShifterConfigString)."""
+    import json
+
+    from runtime.volumes import parse
+
+    spec = ContainerSpec(image_id="ab" * 32, squashfs="/i/x.squashfs", user=user(name="alice"),
+                         volumes=tuple(parse("/z:/data;/a:/b:ro")), modules=("mpich", "gpu"))
+    text = etcfiles.shifter_config(spec)
+    assert text == ('{"identifier":"' + "ab" * 32 + '","user":"alice","volMap":"/a:/b:ro;/z:/data",'
+                    '"modules":"mpich,gpu,"}')
+    bare = etcfiles.shifter_config(spec_for(user()))
+    assert json.loads(bare) == {"identifier": "0" * 64, "user": "alice", "volMap": "", "modules": ""}
+
+
+@given(name=texts)
+def test_shifter_config_json_is_json_whatever_the_values(name):
+    import json
+
+    assert json.loads(etcfiles.shifter_config(spec_for(user(name=name))))["user"] == name

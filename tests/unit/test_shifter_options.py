@@ -102,3 +102,43 @@ def test_volume_checks_include_the_site_cache_limits(site, tmp_path):
         submit.check_volumes(f"{a}:/etc/x", site)
     with pytest.raises(ShifterError, match="No such file"):
         submit.check_volumes(f"{tmp_path}/missing:/b", site)
+
+
+# ---------------------------------------------------------------- the original's habits (issue 17)
+
+
+@pytest.mark.parametrize("argv", [["--entry", "x"], ["--entry=/ep", "x"]])
+def test_entry_is_the_entrypoint_option(argv):
+    assert parse_args(argv)["entrypoint"] == parse_args([a.replace("--entry", "--entrypoint") for a in argv])["entrypoint"]
+    assert parse_args(argv)["command"] == ["x"]
+
+
+@pytest.mark.parametrize("argv", [["--entry", "--entrypoint", "x"], ["--entrypoint=/a", "--entry=/b"],
+                                  ["--entrypoint", "--entrypoint=/b"]])
+def test_entry_with_entrypoint_is_one_clear_error(argv):
+    with pytest.raises(UsageError) as err:
+        parse_args(argv)
+    assert "\n" not in str(err.value) and "give one of them once" in str(err.value)
+
+
+def test_image_from_the_environment_as_the_original_reads_it():
+    from runtime.cli import image_from_env
+
+    digest = "a" * 64
+    assert image_from_env({}) is None
+    assert image_from_env({"SHIFTER_IMAGETYPE": "docker", "SHIFTER_IMAGE": "ubuntu:22.04"}) == "docker:ubuntu:22.04"
+    assert image_from_env({"SHIFTER_IMAGETYPE": "id", "SHIFTER_IMAGE": digest}) == f"id:{digest}"
+    assert image_from_env({"SHIFTER_IMAGE": digest}) == f"id:{digest}"   # what a job exports
+    assert image_from_env({"SHIFTER_IMAGEREQUEST": "docker:a:1"}) == "docker:a:1"
+    # the pair wins over the request, as in the original's parse_environment
+    assert image_from_env({"SHIFTER_IMAGETYPE": "docker", "SHIFTER_IMAGE": "b:2",
+                           "SHIFTER_IMAGEREQUEST": "docker:a:1"}) == "docker:b:2"
+
+
+@pytest.mark.parametrize("env", [{"SHIFTER_IMAGE": "ubuntu:22.04"}, {"SHIFTER_IMAGETYPE": "docker"}])
+def test_half_of_the_image_pair_is_refused(env):
+    from runtime.cli import image_from_env
+
+    with pytest.raises(UsageError) as err:
+        image_from_env(env)
+    assert "\n" not in str(err.value) and "set both" in str(err.value)

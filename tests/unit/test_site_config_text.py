@@ -33,6 +33,7 @@ def test_the_four_required_keys_are_enough(site):
     cfg = config.parse(BASE)
     assert cfg.per_node_cache.size_limit_bytes == 100 * 1024**3 and cfg.mount_propagation == "private"
     assert cfg.default_image_type == "docker" and cfg.modules == {} and cfg.site_mounts == []
+    assert cfg.etc_mode == "generated" and cfg.site_pre_mount_hook is None and cfg.hook_timeout == 60
 
 
 def test_the_shared_unit_site_parses_as_written(site):
@@ -58,6 +59,11 @@ def test_the_shared_unit_site_parses_as_written(site):
     ("site_mounts: [{from: /a, to: /b, flags: [slave, private]}]\n", "exclude"),
     ("sshd: {enabled: true}\n", "opt_udi_image"),
     ("system: other\n", "twice"),                                         # duplicate key
+    ("etc_mode: site\n", "etc_mode: 'site' takes passwd and group from etc_dir"),
+    ("etc_mode: dynamic\n", "etc_mode"),
+    ("site_pre_mount_hook: pre.sh\n", "site_pre_mount_hook"),
+    ("site_post_mount_hook: /a/../b.sh\n", "site_post_mount_hook"),
+    ("hook_timeout: 0\n", "hook_timeout"),
 ])
 def test_mistakes_name_the_key(extra, words):
     assert words in refused(BASE + extra)
