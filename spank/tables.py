@@ -33,7 +33,8 @@ def c_string(text: str | None) -> str:
 
 
 def c_name(name: str) -> str:
-    if not name.replace("_", "").isalnum() or not name.isascii():
+    """OPT_<NAME>; an option's name is also a Python attribute (Options), so an identifier."""
+    if not name.isidentifier() or not name.isascii():
         raise TableError(f"{name!r} cannot name a C constant")
     return name.upper()
 

@@ -178,3 +178,21 @@ def test_the_shims_already_resolved_rule_decides_as_srun_did(shim, monkeypatch, 
         keep = [ffi.new("char[]", v.encode()) if v is not None else ffi.NULL for v in given_]
         decided = lib.shifter_shim_already_resolved(ffi.new("char *[]", keep))
     assert bool(decided) == _resolved_before(options, env)
+
+
+def test_a_new_row_in_the_option_table_is_a_new_option_of_the_built_shim(tmp_path, monkeypatch):
+    """docs/architecture.md's worked example: a row in OPTIONS, and the plugin registers,
+    stores and forwards the option; nothing in spank/ changes."""
+    import cffi
+
+    from shifter_wlm import options
+
+    need(build.SLURM_HEADER.exists() and shutil.which("cc") is not None, "needs libslurm-dev and a C compiler")
+    row = options.Option("wdir", "DIR", "Working directory in the container (needs --image)",
+                         needs_image=True, step_env="SHIFTER_WDIR")
+    monkeypatch.setattr(options, "OPTIONS", (*options.OPTIONS, row))
+    path = build.build_shim(str(tmp_path / "shifter_spank.so"))
+    ffi = cffi.FFI()
+    ffi.cdef(CDEF)
+    lib = ffi.dlopen(str(path), ffi.RTLD_LAZY | ffi.RTLD_LOCAL)
+    assert _table(ffi, lib.spank_options)[-1] == ("wdir", "DIR", "Working directory in the container (needs --image)", 1)
