@@ -328,7 +328,9 @@ srun true; echo "host=$?"
     assert "shifter=1" in output and "host=0" in output, output
     assert re.search(rf"error: shifter: image {image} is not in .*; pull it first", output), output
     states = cluster.slurm("sinfo", "-h", "-N", "-o", "%N %t").stdout.split("\n")
-    assert all(line.split()[1] in ("idle", "mix", "alloc") for line in states if line.strip()), states
+    # not drained: "plnd" is an idle node the backfill scheduler planned for a job (the flag
+    # stays until its next cycle, up to bf_interval, 30 s, after the twenty-jobs test)
+    assert all(line.split()[1] in ("idle", "mix", "alloc", "plnd") for line in states if line.strip()), states
     jt.assert_clean()
 
 
