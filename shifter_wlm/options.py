@@ -32,11 +32,11 @@ class Option:
                       (None: always registered)
     needs_image       refused without --image outside a job (inside one, the job's image)
     nonempty          an empty value is refused, saying "give <nonempty>" (None: allowed)
-    step_env          how `srun` inside a job tells that the option asks for nothing new,
+    step_env, compare how `srun` inside a job tells that the option asks for nothing new,
                       so that it does not start Python (spank/shim.c already_resolved):
-                      the SHIFTER_* variable the submit side exported the job's value as,
-                      compared as "same" text or as "mappings" (each ';'-mapping already
-                      among the job's); None: the option does not change a step
+                      step_env is the SHIFTER_* variable the submit side exported the job's
+                      value as, compared as "same" text or as "mappings" (runtime.volumes.
+                      combine adds nothing); step_env None: the option does not change a step
     """
 
     __slots__ = ("name", "arg", "help", "kind", "enabled_by", "needs_image", "nonempty", "step_env", "compare")
