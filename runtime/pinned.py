@@ -7,7 +7,9 @@ the container root, pinned by a bind mount of its nsfs file:
     <run_dir>/<key>/          the container's state dir (a private bind mount of itself)
         intent.json           written first: what a teardown must clean (cache dir, key)
         ns                    the pin (bind of /proc/<pid>/ns/mnt) once built
-        record.json           written last: the container is ready (spec summary)
+        record.json           written last: the container is ready; what entering it needs
+                              (runtime.spec.Entering.to_data(), the one serialisation the
+                              Slurm job record embeds too, under the same field names)
 
 `key` is ContainerSpec.build_key(): an identical later request finds the record and joins
 the namespace (runtime.enter.join) instead of building again. runtime.build builds it;
@@ -156,10 +158,7 @@ def pin(state: str, ns_fd: int) -> None:
 
 
 def write_record(spec: ContainerSpec, state: str, key: str) -> None:
-    """Last: the container is ready (find() looks for this)."""
-    import time
-
-    _write_json(os.path.join(state, "record.json"), {
-        "state": "ready", "key": key, "image": spec.image_id, "uid": spec.user.uid,
-        "gid": spec.user.gid, "volumes": [v.text() for v in spec.volumes],
-        "modules": list(spec.modules), "created": time.time(), "builder": os.getpid()})
+    """Last: the container is ready (find() looks for this). One record style: the fields
+    `state`, `key` and `entering` as in the Slurm job record (shifter_wlm/jobs.py)."""
+    _write_json(os.path.join(state, "record.json"),
+                {"state": "ready", "key": key, "entering": spec.entering().to_data()})

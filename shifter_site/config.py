@@ -407,7 +407,7 @@ def load(path: str | None = None, privileged: bool | None = None) -> Config:
         check_owner(path)
     cfg = parse(text, path)
     if privileged:
-        configcache.save(path, msgspec.to_builtins(cfg))
+        configcache.save(path, msgspec.to_builtins(cfg), cfg.per_node_cache.size_limit_bytes)
     return cfg
 
 

@@ -47,9 +47,10 @@ def _snapshot_path(real: str) -> str:
     return os.path.join(CACHE_DIR, real.replace("%", "%25").replace("/", "%2F") + ".json")
 
 
-def save(path: str, data: dict) -> None:
-    """Record root's validated view of `path` (best effort: a hot path without a snapshot
-    just loads the file)."""
+def save(path: str, data: dict, size_limit_bytes: int) -> None:
+    """Record root's validated config of `path`: `msgspec.to_builtins(Config)` and its
+    perNodeCache limit in bytes (best effort: a hot path without a snapshot just loads the
+    file)."""
     if os.geteuid() != 0:
         return
     real = os.path.realpath(path)
@@ -62,15 +63,16 @@ def save(path: str, data: dict) -> None:
         tmp = f"{target}.{os.getpid()}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w") as handle:
-            json.dump({"source": real, "stamp": _stamp(os.stat(real)), "data": data}, handle)
+            json.dump({"source": real, "stamp": _stamp(os.stat(real)), "data": data,
+                       "size_limit_bytes": size_limit_bytes}, handle)
         os.replace(tmp, target)
     except OSError:
         return
 
 
-def load(path: str) -> dict | None:
-    """The validated configuration data for `path` (plain dicts and lists, keys as in the
-    YAML), or None when there is no trustworthy, current snapshot."""
+def load(path: str):
+    """The validated configuration of `path` as the one Config-like view
+    (shifter_site.configview), or None when there is no trustworthy, current snapshot."""
     try:
         real = os.path.realpath(path)
         check_owner(real)
@@ -88,4 +90,9 @@ def load(path: str) -> dict | None:
             return None
     if snapshot.get("source") != real or snapshot.get("stamp") != current:
         return None
-    return snapshot.get("data")
+    from shifter_site.configview import view
+
+    try:
+        return view(snapshot["data"], snapshot["size_limit_bytes"])
+    except (KeyError, TypeError):
+        return None  # a snapshot of another shape (an older version): load in full

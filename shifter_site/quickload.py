@@ -19,6 +19,7 @@ ENV_VAR = "SHIFTER_CONFIG"                    # = config.ENV_VAR
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _CONFIG_CODE = os.path.join(_HERE, "config.py")
 _RECORD_CODE = os.path.join(_HERE, "imagefiles.py")
+from shifter_site.configview import view as config_view  # the one Config-like shape
 from shifter_site.imageid import check_id
 
 
@@ -28,27 +29,6 @@ def squashfs_path(image_dir: str, image_id: str) -> str:
 
 
 # ---------------------------------------------------------------- the site config
-
-
-def _ns(data: dict, **changed) -> SimpleNamespace:
-    return SimpleNamespace(**{**data, **changed})
-
-
-def _mount(data: dict) -> SimpleNamespace:
-    return SimpleNamespace(from_=data["from"], to=data["to"], flags=list(data["flags"]))
-
-
-def _module(data: dict) -> SimpleNamespace:
-    return _ns(data, site_mounts=[_mount(m) for m in data["site_mounts"]], env=_ns(data["env"]))
-
-
-def config_view(data: dict, size_limit_bytes: int) -> SimpleNamespace:
-    """A Config-like view of msgspec.to_builtins(Config) (keys as in the YAML)."""
-    return _ns(data, gateway=_ns(data["gateway"]), registries=_ns(data["registries"]),
-               sshd=_ns(data["sshd"]), ccm=_ns(data["ccm"]),
-               per_node_cache=_ns(data["per_node_cache"], size_limit_bytes=size_limit_bytes),
-               site_mounts=[_mount(m) for m in data["site_mounts"]], site_env=_ns(data["site_env"]),
-               modules={name: _module(m) for name, m in data["modules"].items()})
 
 
 def site_config(path: str | None = None):

@@ -24,54 +24,19 @@ import importlib
 
 from shifter_site import logs
 from shifter_site.errors import ShifterError
+from shifter_wlm.options import Options, PluginArgs
 from shifter_wlm.spank_api import SlurmLogStream, Spank
 
 _ffi = None
 _lib = None
 
 
-class PluginArgs:
-    """The plugin's arguments from plugstack.conf (trusted: written by root, and already
-    checked by the C shim, which refuses unknown names and values; see spank/shim.c
-    check_args). Plain classes here and below: importing dataclasses would cost every
-    shifter step ~8 ms."""
-
-    __slots__ = ("shifter_config", "enable_ccm", "enable_sshd")
-    BOOLS = {"1": True, "yes": True, "true": True, "0": False, "no": False, "false": False}
-
-    def __init__(self, shifter_config: str = "/etc/shifter/shifter.yaml", enable_ccm: bool = False,
-                 enable_sshd: bool | None = None):
-        self.shifter_config = shifter_config
-        self.enable_ccm = enable_ccm
-        self.enable_sshd = enable_sshd  # None: as the site config's sshd.enabled says
-
-    @classmethod
-    def parse(cls, args: list[str]) -> "PluginArgs":
-        values: dict = {}
-        for arg in args:
-            key, _, value = arg.partition("=")
-            if key in ("enable_ccm", "enable_sshd"):
-                values[key] = cls.BOOLS[value]
-            elif key == "shifter_config":
-                values[key] = value
-        return cls(**values)
-
-
-class RawOptions:
-    """Option values exactly as the user typed them (None = not given)."""
-
-    __slots__ = ("image", "volume", "module", "ccm")
-
-    def __init__(self, image: str | None = None, volume: str | None = None, module: str | None = None,
-                 ccm: bool = False):
-        self.image = image
-        self.volume = volume
-        self.module = module
-        self.ccm = ccm
-
+# the option and plugin-argument tables (one module owns them); the old names stay for callers
+RawOptions = Options
 
 # (module, function): imported on first use, so each process loads only its own context's
-# code (a step joining its container must stay cheap)
+# code (a step joining its container must stay cheap). The C shim defines and forwards only
+# the hooks routed here, in these contexts (spank/tables.py writes this table into it).
 ROUTES = {
     ("allocator", "init_post_opt"): ("shifter_wlm.submit", "allocator"),
     ("local", "init_post_opt"): ("shifter_wlm.submit", "local"),
@@ -96,8 +61,18 @@ def _text(ptr) -> str | None:
     return None if ptr == _ffi.NULL else _ffi.string(ptr).decode(errors="surrogateescape")
 
 
-def run(hook, sp, ac, av, image, volume, module, ccm) -> int:
-    """Route one hook call; 0 on success, -1 (with the reason logged) on failure."""
+def _texts(array) -> list[str]:
+    """A NULL-terminated `char **` as strings."""
+    out, i = [], 0
+    while array[i] != _ffi.NULL:
+        out.append(_text(array[i]))
+        i += 1
+    return out
+
+
+def run(hook, sp, ac, av, options) -> int:
+    """Route one hook call; 0 on success, -1 (with the reason logged) on failure.
+    `options`: the option values as the C shim stores them, "name=value", NULL-terminated."""
     name = _text(hook).removeprefix("slurm_spank_")
     spank = Spank(_ffi, _lib, sp)
     context = spank.context
@@ -107,12 +82,11 @@ def run(hook, sp, ac, av, image, volume, module, ccm) -> int:
     if route is None:
         return 0
     handler = getattr(importlib.import_module(route[0]), route[1])
-    args = PluginArgs.parse([_text(av[i]) for i in range(ac)])
-    options = RawOptions(image=_text(image), volume=_text(volume), module=_text(module), ccm=bool(ccm))
     user_side = spank.context in ("allocator", "local")
     logs.configure(json=True, stream=SlurmLogStream(_lib, debug=user_side))
     try:
-        handler(spank, args, options)
+        args = PluginArgs.parse([_text(av[i]) for i in range(ac)])
+        handler(spank, args, Options.from_list(_texts(options)))
     except ShifterError as err:
         spank.error(f"shifter: {err}")
         return -1

@@ -12,13 +12,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from shifter_site.errors import ShifterError
-
-
-class OptionError(ShifterError):
-    """A --image/--volume/--module value is wrong; the message says how to fix it."""
-
-    exit_code = 2
+from shifter_wlm.options import OptionError
+from shifter_wlm.options import check as check_combination  # the option table's own rules
 
 
 @dataclass(frozen=True)
@@ -29,20 +24,6 @@ class Resolved:
     request: str          # --image as the user typed it
     volume: str           # --volume as typed ("" = none)
     module: str           # --module as typed ("" = site default)
-
-
-def check_combination(options, in_job: bool = False) -> None:
-    """Rules that need no configuration (pure). Inside a job (srun in an allocation) a
-    --volume or --module alone applies to the job's image."""
-    if options.image is None and not in_job:
-        if options.volume is not None:
-            raise OptionError("--volume needs --image: add --image=TYPE:TAG (e.g. --image=docker:ubuntu:22.04)")
-        if options.module is not None:
-            raise OptionError("--module needs --image: add --image=TYPE:TAG (e.g. --image=docker:ubuntu:22.04)")
-        if options.ccm:
-            raise OptionError("--ccm needs --image: add --image=TYPE:TAG (e.g. --image=docker:ubuntu:22.04)")
-    if options.image == "":
-        raise OptionError("--image is empty: give an image, e.g. --image=docker:ubuntu:22.04")
 
 
 def check_modules(text: str, cfg) -> list[str]:
@@ -148,10 +129,12 @@ def allocator(spank, args, options) -> None:
 
 
 def local(spank, args, options) -> None:
-    """srun: inside an allocation the job's resolved image is reused as is; a different
-    --image (or an srun outside any allocation) is resolved here, for this step only.
-    The step's --volume adds to the job's (SHIFTER_VOLUME); the node does the same when
-    this environment does not reach the step (--export=NONE)."""
+    """srun: a different --image (or an srun outside any allocation) is resolved here, for
+    this step only. Inside an allocation, options that ask for nothing new never get here:
+    the C shim does not start Python for them (its already_resolved, the one copy of that
+    rule), so the job's resolved image is reused as is. The step's --volume adds to the
+    job's (SHIFTER_VOLUME); the node does the same when this environment does not reach the
+    step (--export=NONE)."""
     from runtime.volumes import combine
 
     env = os.environ  # srun's own environment (spank_getenv answers in remote context only)
@@ -162,11 +145,6 @@ def local(spank, args, options) -> None:
     job_volume = env.get("SHIFTER_VOLUME", "")
     volume = combine(job_volume, options.volume or "")
     module = options.module if options.module is not None else env.get("SHIFTER_MODULE", "")
-    request = options.image if options.image is not None else env.get("SHIFTER_IMAGEREQUEST")
-    inherited = (request == env.get("SHIFTER_IMAGEREQUEST") and env.get("SHIFTER_IMAGE")
-                 and volume == job_volume and module == env.get("SHIFTER_MODULE", ""))
-    if inherited:
-        return
     cfg = _config(args)
     if options.image is None:
         # the job's image (chosen on the node); the step's own volumes and modules checked here

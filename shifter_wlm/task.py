@@ -146,7 +146,7 @@ def _prepare(spank, args, options, argv: list[str], ccm: bool) -> None:
     cfg = None if snapshot is not None else _config(args)
     job_id, step_id, uid = spank.job_id(), spank.step_id(), spank.uid()
     node = _node(job_id, step_id)
-    run_dir = jobs.node_dir(snapshot["run_dir"] if snapshot is not None else cfg.run_dir, node)
+    run_dir = jobs.node_dir((snapshot or cfg).run_dir, node)
     job = jobs.read(run_dir, str(job_id))
 
     if job is not None and job.uid != uid:

@@ -69,8 +69,7 @@ CDEF = """
 """
 
 EMBEDDING_API = """
-    int shifter_py_hook(const char *hook, void *sp, int ac, char **av,
-                        const char *image, const char *volume, const char *module, int ccm);
+    int shifter_py_hook(const char *hook, void *sp, int ac, char **av, char **options);
 """
 
 
@@ -97,12 +96,20 @@ def build_shim(output: str) -> Path:
     """Compile the tiny shim into `output`."""
     if not SLURM_HEADER.exists():
         raise BuildError(f"{SLURM_HEADER} is missing: install libslurm-dev")
+    from spank import tables
+
     out = Path(output).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    cmd = [_compiler(), "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(tmp),
-           str(SOURCE), "-ldl"]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        header = tables.header()
+    except tables.TableError as err:
+        raise BuildError(f"the option or route tables cannot go into the C shim: {err}") from None
+    with tempfile.TemporaryDirectory(prefix="shifter-spank-tables-") as gen:
+        (Path(gen) / tables.HEADER_NAME).write_text(header)
+        cmd = [_compiler(), "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-I", gen, "-o", str(tmp),
+               str(SOURCE), "-ldl"]
+        result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         tmp.unlink(missing_ok=True)
         raise BuildError(f"compiling {SOURCE.name} failed:\n{result.stderr}")

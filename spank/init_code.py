@@ -17,11 +17,11 @@ else:
 
 
 @ffi.def_extern(error=-1)
-def shifter_py_hook(hook, sp, ac, av, image, volume, module, ccm):
+def shifter_py_hook(hook, sp, ac, av, options):
     if not lib.shifter_py_ready:
         return -1
     try:
-        return dispatch.run(hook, sp, ac, av, image, volume, module, ccm)
+        return dispatch.run(hook, sp, ac, av, options)
     except BaseException:  # noqa: BLE001 - never let an exception cross into Slurm
         lib.shifter_log_error(("shifter: hook failed: " + traceback.format_exc()).encode())
         return -1

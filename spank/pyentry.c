@@ -21,8 +21,7 @@
 int shifter_py_ready = 0;      /* set to 1 by the init code once shifter_wlm imported */
 static int python_failed = 0;
 
-int shifter_py_hook(const char *hook, void *sp, int ac, char **av,
-                    const char *image, const char *volume, const char *module, int ccm);
+int shifter_py_hook(const char *hook, void *sp, int ac, char **av, char **options);
 
 /* spank_get_item is variadic: small typed wrappers Python can call */
 int shifter_get_argv(spank_t sp, int *argc, char ***argv) { return spank_get_item(sp, S_JOB_ARGV, argc, argv); }
@@ -128,14 +127,14 @@ fail:
     return -1;
 }
 
-int shifter_py_entry(const char *hook, void *sp, int ac, char **av,
-                     const char *image, const char *volume, const char *module, int ccm)
+/* `options`: the option values, "name=value", NULL-terminated (shifter_wlm/options.py) */
+int shifter_py_entry(const char *hook, void *sp, int ac, char **av, char **options)
 {
     int rc;
 
     if (start_python(ac, av) < 0)
         return -1;
-    rc = shifter_py_hook(hook, sp, ac, av, image, volume, module, ccm);
+    rc = shifter_py_hook(hook, sp, ac, av, options);
     if (!shifter_py_ready) {
         /* cffi reports a failed init code and returns 0: refuse instead (fail closed) */
         slurm_error("shifter: the Python hooks did not load; refusing %s", hook);

@@ -2,14 +2,16 @@
  * The SPANK plugin Slurm loads (plugstack.conf). Deliberately tiny, with no libpython
  * dependency: a job that uses none of our options never starts Python and pays nothing.
  *
- * It declares the options statically, stores their values, and only where a value is set
- * (or in the prolog/epilog of a job that has one) loads the Python part,
- * shifter_spank_py.so (beside this file), RTLD_NOW|RTLD_GLOBAL, and forwards the hook to
- * it. Everything it cannot do (load the library, start Python) fails the hook: a job
- * that asked for a container never runs without one.
+ * It only forwards. It registers the options of the Python option table, stores their values,
+ * and only where a value is set (or in the prolog/epilog of a job that has one) loads the
+ * Python part, shifter_spank_py.so (beside this file), RTLD_NOW|RTLD_GLOBAL, and forwards to
+ * it the hooks that have a Python route, with the option values as one "name=value" list.
+ * Everything it cannot do (load the library, start Python) fails the hook: a job that asked
+ * for a container never runs without one.
  *
- * Plugin arguments (plugstack.conf): shifter_config=PATH python=VENV/bin/python3
- * enable_ccm=BOOL enable_sshd=BOOL (1/0/yes/no/true/false); checked here, passed on.
+ * Plugin arguments (plugstack.conf, the Python table PLUGIN_ARGS): checked here in every
+ * context, before Python, and passed on. The tables are in shifter_tables.h, generated from
+ * the Python ones by spank/build.py (docs/architecture.md, "Adding a SPANK option").
  */
 #define _GNU_SOURCE
 #include <slurm/spank.h>
@@ -24,81 +26,78 @@
 
 SPANK_PLUGIN(shifter, 1);
 
-typedef int (*py_entry_f)(const char *hook, spank_t sp, int ac, char **av,
-                          const char *image, const char *volume, const char *module, int ccm);
+typedef int (*py_entry_f)(const char *hook, spank_t sp, int ac, char **av, char **options);
 
-static char *opt_image;
-static char *opt_volume;
-static char *opt_module;
-static int opt_ccm;
+/* The tables (options, plugin arguments, routed hooks) come from the Python ones
+ * (shifter_wlm/options.py, shifter_wlm/dispatch.py ROUTES), written into shifter_tables.h by
+ * spank/build.py. */
+enum opt_kind { KIND_STORE, KIND_APPEND, KIND_FLAG };
+enum opt_compare { CMP_NONE, CMP_SAME, CMP_MAPPINGS };
+struct opt_row {
+    const char *name;
+    enum opt_kind kind;
+    const char *enabled_by;  /* the boolean plugin argument that enables it, or NULL */
+    int nonempty;            /* an empty value is refused (by Python) */
+    const char *step_env;    /* the SHIFTER_* variable the submit side exported it as */
+    enum opt_compare compare;
+};
+enum arg_kind { ARG_PATH, ARG_BOOL };
+#define CTX(c) (1u << (c))
+static int cb_option(int val, const char *arg, int remote);
+#include "shifter_tables.h"
+
+/* each option's value as "name=value" (what Python gets), NULL when not given */
+static char *opt_values[N_OPTIONS];
 static py_entry_f py_entry;
 static int remote_wanted = -1;  /* remote context: does this step use us? (-1: not known yet) */
 
-static int store(char **slot, const char *arg)
+static const char *value_of(int i)
 {
-    /* --image, --module: each use replaces the previous value (as in the original Shifter) */
-    free(*slot);
-    *slot = strdup(arg ? arg : "");
-    return *slot ? 0 : -1;
+    return opt_values[i] ? opt_values[i] + strlen(opt_rows[i].name) + 1 : NULL;
 }
 
-/* --volume accumulates, as shifter -V does: several #SBATCH --volume lines (and srun's own
- * --volume after the one Slurm hands on from sbatch) are joined with ';'. Python merges a
- * mapping given twice (runtime.volumes.combine). Slurm itself keeps only the last value for
- * the remote side; the step hook gets the others from the job record and the environment. */
-static int append(char **slot, const char *arg)
+/* store: each use replaces the previous value (--image, --module, as in the original
+ * Shifter). append: uses accumulate, joined with ';', as shifter -V does (several
+ * #SBATCH --volume lines, and srun's own --volume after the one Slurm hands on from sbatch);
+ * Python merges a mapping given twice (runtime.volumes.combine). Slurm itself keeps only the
+ * last value for the remote side; the step hook gets the others from the job record and the
+ * environment. */
+static int cb_option(int val, const char *arg, int remote)
 {
     char *joined;
+    const char *old;
 
-    if (!*slot)
-        return store(slot, arg);
-    if (asprintf(&joined, "%s;%s", *slot, arg ? arg : "") < 0)
+    (void)remote;
+    if (val < 0 || val >= N_OPTIONS)
         return -1;
-    free(*slot);
-    *slot = joined;
+    old = value_of(val);
+    if (opt_rows[val].kind == KIND_FLAG)
+        arg = "1";
+    if (opt_rows[val].kind == KIND_APPEND && old) {
+        if (asprintf(&joined, "%s=%s;%s", opt_rows[val].name, old, arg ? arg : "") < 0)
+            return -1;
+    } else if (asprintf(&joined, "%s=%s", opt_rows[val].name, arg ? arg : "") < 0) {
+        return -1;
+    }
+    free(opt_values[val]);
+    opt_values[val] = joined;
     return 0;
 }
 
-static int cb_image(int val, const char *arg, int remote) { (void)val; (void)remote; return store(&opt_image, arg); }
-static int cb_volume(int val, const char *arg, int remote) { (void)val; (void)remote; return append(&opt_volume, arg); }
-static int cb_module(int val, const char *arg, int remote) { (void)val; (void)remote; return store(&opt_module, arg); }
-static int cb_ccm(int val, const char *arg, int remote) { (void)val; (void)arg; (void)remote; opt_ccm = 1; return 0; }
-
-struct spank_option spank_options[] = {
-    {"image", "type:tag", "Container image to run this job's `shifter` steps in, e.g. docker:ubuntu:22.04",
-     1, 0, cb_image},
-    {"volume", "from:to[:flags][;...]", "Host paths to mount into the container (needs --image)",
-     1, 0, cb_volume},
-    {"module", "name[,name...]|none", "Site modules for the container (GPU, MPI...)", 1, 0, cb_module},
-    SPANK_OPTIONS_TABLE_END
-};
-
-static struct spank_option ccm_option = {
-    "ccm", NULL, "Run the batch script inside the container, with an sshd on every node",
-    0, 0, cb_ccm,
-};
-
-/* The plugin's arguments: each one works, or fails every job with one line naming it. The
-   Python part (shifter_wlm/dispatch.py PluginArgs) reads the same, already checked, list. */
-enum arg_kind { ARG_PATH, ARG_BOOL };
-static const struct { const char *name; enum arg_kind kind; } known_args[] = {
-    { "shifter_config", ARG_PATH }, { "python", ARG_PATH },
-    { "enable_ccm", ARG_BOOL }, { "enable_sshd", ARG_BOOL },
-    { NULL, ARG_PATH },
-};
-/* the original Shifter's plugin had these; they do nothing here, so they are refused */
-static const char *unsupported_args[] = { "extern_setup", "extern_cgroup", NULL };
-
-/* 1 true, 0 false, -1 not a boolean: 1/0/yes/no/true/false and nothing else */
+/* 1 true, 0 false, -1 not a boolean (the words of the Python table and nothing else) */
 static int parse_bool(const char *v)
 {
-    if (!strcmp(v, "1") || !strcmp(v, "yes") || !strcmp(v, "true"))
-        return 1;
-    if (!strcmp(v, "0") || !strcmp(v, "no") || !strcmp(v, "false"))
-        return 0;
+    for (int i = 0; true_words[i]; i++)
+        if (!strcmp(v, true_words[i]))
+            return 1;
+    for (int i = 0; false_words[i]; i++)
+        if (!strcmp(v, false_words[i]))
+            return 0;
     return -1;
 }
 
+/* The plugin's arguments: each one works, or fails every job with one line naming it. The
+   Python part (shifter_wlm/options.py PluginArgs) reads the same, already checked, list. */
 static int check_args(int ac, char **av)
 {
     for (int i = 0; i < ac; i++) {
@@ -117,12 +116,12 @@ static int check_args(int ac, char **av)
                 break;
         if (!known_args[k].name || !eq) {
             slurm_error("shifter: unknown plugin argument '%s' in plugstack.conf; known: "
-                        "shifter_config=PATH python=PATH enable_ccm=BOOL enable_sshd=BOOL", av[i]);
+                        KNOWN_ARGS_TEXT, av[i]);
             return -1;
         }
         if (known_args[k].kind == ARG_BOOL && parse_bool(eq + 1) < 0) {
             slurm_error("shifter: plugin argument '%s' in plugstack.conf: the value must be one of "
-                        "1/0/yes/no/true/false", av[i]);
+                        BOOL_WORDS_TEXT, av[i]);
             return -1;
         }
         if (known_args[k].kind == ARG_PATH && eq[1] != '/') {
@@ -131,15 +130,6 @@ static int check_args(int ac, char **av)
             return -1;
         }
     }
-    return 0;
-}
-
-static int arg_true(int ac, char **av, const char *name)
-{
-    size_t n = strlen(name);
-    for (int i = 0; i < ac; i++)
-        if (strncmp(av[i], name, n) == 0 && av[i][n] == '=')
-            return parse_bool(av[i] + n + 1) == 1;
     return 0;
 }
 
@@ -171,11 +161,19 @@ static int load_python_part(void)
     return 0;
 }
 
+/* Python gets the options as one NULL-terminated list of "name=value" (the ones given). */
 static int forward(const char *hook, spank_t sp, int ac, char **av)
 {
+    char *options[N_OPTIONS + 1];
+    int n = 0;
+
     if (load_python_part() < 0)
         return -1;
-    return py_entry(hook, sp, ac, av, opt_image, opt_volume, opt_module, opt_ccm);
+    for (int i = 0; i < N_OPTIONS; i++)
+        if (opt_values[i])
+            options[n++] = opt_values[i];
+    options[n] = NULL;
+    return py_entry(hook, sp, ac, av, options);
 }
 
 static int same(const char *a, const char *b)
@@ -221,46 +219,80 @@ static int is_batch_step(spank_t sp)
     return spank_get_item(sp, S_JOB_STEPID, &step) == ESPANK_SUCCESS && step == 0xfffffffbU;
 }
 
-/* Is every ';'-separated mapping of `part` one of `whole`'s? (volumes accumulate) */
-static int mappings_within(const char *part, const char *whole)
+/* Is the ';'-mapping (p, n) one of the mappings of `list` that start before `stop`? */
+static int among(const char *list, const char *stop, const char *p, size_t n)
 {
-    const char *p = part ? part : "";
-    const char *w = whole ? whole : "";
-    size_t wl = strlen(w);
+    for (const char *q = list; q < stop; ) {
+        size_t m = strcspn(q, ";");
+        if (m == n && strncmp(p, q, n) == 0)
+            return 1;
+        if (!q[m])
+            break;
+        q += m + 1;
+    }
+    return 0;
+}
 
-    while (*p) {
+/* Does runtime.volumes.combine(job, more) give `job` back, i.e. does `more` add no mapping
+ * to the job's? (Mappings accumulate; one given again counts once; an empty text adds
+ * nothing.) Exported for the test that compares it with combine. */
+int shifter_shim_adds_nothing(const char *job, const char *more)
+{
+    size_t jl = strlen(job);
+    const char *end = jl ? job + jl + 1 : job;  /* a last, empty mapping starts at job + jl */
+    const char *p;
+
+    for (p = job; jl; ) {  /* combine(job) is job only if no mapping is in it twice */
         size_t n = strcspn(p, ";");
-        int found = 0;
-        for (const char *q = w; q <= w + wl; ) {
-            size_t m = strcspn(q, ";");
-            if (m == n && strncmp(p, q, n) == 0)
-                found = 1;
-            q += m + 1;
-        }
-        if (!found)
+        if (among(job, p, p, n))
             return 0;
-        p += n;
-        if (*p == ';')
-            p++;
+        if (!p[n])
+            break;
+        p += n + 1;
+    }
+    for (p = more; *more; ) {
+        size_t n = strcspn(p, ";");
+        if (!among(job, end, p, n) && !(jl == 0 && n == 0))  /* combine("", ";") is "" */
+            return 0;
+        if (!p[n])
+            break;
+        p += n + 1;
     }
     return 1;
 }
 
-/* srun inside an allocation whose image the allocator already resolved, with the same
- * options (its volumes already among the job's): nothing to check or resolve again
- * (DESIGN.md: nested sruns reuse the id). This mirrors shifter_wlm.submit.local, which
- * makes the same decision when it does run. */
-static int already_resolved(void)
+/* srun inside an allocation whose image the allocator already resolved, asking for nothing
+ * new (each option as the submit side exported the job's, its volumes already among the
+ * job's): nothing to check or resolve again (nested sruns reuse the id), so Python does not
+ * start. The one copy of this rule: shifter_wlm.submit.local runs only when it does not
+ * hold. Outside a job an option without --image goes to Python, which refuses it.
+ * Exported (values: "name=value" by row, as opt_values) for the test that checks it. */
+int shifter_shim_already_resolved(char *const *values)
 {
-    return getenv("SHIFTER_IMAGE") && same(getenv("SHIFTER_IMAGEREQUEST"), opt_image)
-        && mappings_within(opt_volume, getenv("SHIFTER_VOLUME")) && same(getenv("SHIFTER_MODULE"), opt_module);
+    const char *id = getenv("SHIFTER_IMAGE");
+
+    if (!id || !*id || (!values[OPT_IMAGE] && !getenv("SLURM_JOB_ID")))
+        return 0;
+    for (int i = 0; i < N_OPTIONS; i++) {
+        const char *value = values[i] ? values[i] + strlen(opt_rows[i].name) + 1 : NULL;
+        const char *job = opt_rows[i].step_env ? getenv(opt_rows[i].step_env) : NULL;
+
+        if (value && opt_rows[i].nonempty && !*value)
+            return 0;
+        if (opt_rows[i].compare == CMP_SAME && value && !same(value, job))
+            return 0;
+        /* even when not given: a job text with a mapping twice is not combine's own */
+        if (opt_rows[i].compare == CMP_MAPPINGS && !shifter_shim_adds_nothing(job ? job : "", value ? value : ""))
+            return 0;
+    }
+    return 1;
 }
 
 /* Does this hook need Python? Only where a job or step uses us; never in slurmd. */
 static int wanted(spank_t sp)
 {
     spank_context_t ctx = spank_context();
-    int any;
+    int any = 0;
 
     if (ctx == S_CTX_SLURMD)
         return 0;
@@ -269,19 +301,29 @@ static int wanted(spank_t sp)
          * answers from a cache that is never filled), so the submit side also exports
          * the job's request as job-control variables, seen here as SPANK_SHIFTER_* */
         return getenv("SPANK_SHIFTER_IMAGE") != NULL || getenv("SPANK_SHIFTER_IMAGEREQUEST") != NULL;
-    any = opt_image != NULL || opt_volume != NULL || opt_module != NULL || opt_ccm;
+    for (int i = 0; i < N_OPTIONS; i++)
+        any |= opt_values[i] != NULL;
     if (ctx == S_CTX_REMOTE) {
         /* a step enters a container only when its command is `shifter` (and, with --ccm,
          * the batch script); the extern step starts the job's sshd. Decided once, before
          * the tasks fork: the task hook rewrites argv, and later hooks must still know. */
         if (remote_wanted < 0)
-            remote_wanted = step_runs_shifter(sp) || (opt_ccm && is_batch_step(sp))
+            remote_wanted = step_runs_shifter(sp) || (opt_values[OPT_CCM] && is_batch_step(sp))
                 || is_extern_step_with_sshd(sp);
         return remote_wanted;
     }
-    if (ctx == S_CTX_LOCAL && any && opt_image && already_resolved())
+    if (ctx == S_CTX_LOCAL && any && shifter_shim_already_resolved(opt_values))
         return 0;
     return any;
+}
+
+static int arg_true(int ac, char **av, const char *name)
+{
+    size_t n = strlen(name);
+    for (int i = 0; i < ac; i++)
+        if (strncmp(av[i], name, n) == 0 && av[i][n] == '=')
+            return parse_bool(av[i] + n + 1) == 1;
+    return 0;
 }
 
 int slurm_spank_init(spank_t sp, int ac, char **av)
@@ -297,42 +339,43 @@ int slurm_spank_init(spank_t sp, int ac, char **av)
                 slurm_error("shifter: cannot register --%s", spank_options[i].name);
                 return -1;
             }
-    if (arg_true(ac, av, "enable_ccm")) {
-        if (ctx == S_CTX_ALLOCATOR || ctx == S_CTX_LOCAL || ctx == S_CTX_REMOTE)
-            if (spank_option_register(sp, &ccm_option) != ESPANK_SUCCESS) {
-                slurm_error("shifter: cannot register --ccm");
+    /* options a plugin argument enables: registered where they are read */
+    if (ctx == S_CTX_ALLOCATOR || ctx == S_CTX_LOCAL || ctx == S_CTX_REMOTE)
+        for (int i = 0; shifter_enabled_options[i].name; i++)
+            if (arg_true(ac, av, opt_rows[shifter_enabled_options[i].val].enabled_by)
+                && spank_option_register(sp, &shifter_enabled_options[i]) != ESPANK_SUCCESS) {
+                slurm_error("shifter: cannot register --%s", shifter_enabled_options[i].name);
                 return -1;
             }
-    }
     return 0;
 }
 
-#define FORWARD_IF_WANTED(fn)                                   \
-    int fn(spank_t sp, int ac, char **av)                       \
-    {                                                           \
-        if (!wanted(sp))                                        \
-            return 0;                                           \
-        return forward(#fn, sp, ac, av);                        \
-    }
+/* Forward a hook to Python only in the contexts that route it (the generated ROUTED_HOOKS),
+ * and only where the job or step uses us; Slurm never calls a hook this file does not
+ * define. */
+static int forward_routed(const char *hook, unsigned contexts, spank_t sp, int ac, char **av)
+{
+    if (!(contexts & CTX(spank_context())) || !wanted(sp))
+        return 0;
+    return forward(hook, sp, ac, av);
+}
 
-FORWARD_IF_WANTED(slurm_spank_init_post_opt)
-FORWARD_IF_WANTED(slurm_spank_user_init)
-FORWARD_IF_WANTED(slurm_spank_task_init_privileged)
-FORWARD_IF_WANTED(slurm_spank_task_init)
-FORWARD_IF_WANTED(slurm_spank_task_post_fork)
-FORWARD_IF_WANTED(slurm_spank_task_exit)
-FORWARD_IF_WANTED(slurm_spank_job_prolog)
-FORWARD_IF_WANTED(slurm_spank_job_epilog)
+#define DEFINE_ROUTED_HOOK(name, contexts)                                   \
+    int slurm_spank_##name(spank_t sp, int ac, char **av)                     \
+    {                                                                         \
+        return forward_routed("slurm_spank_" #name, contexts, sp, ac, av);    \
+    }
+ROUTED_HOOKS(DEFINE_ROUTED_HOOK)
 
 int slurm_spank_exit(spank_t sp, int ac, char **av)
 {
     int rc = 0;
     /* only a process that already runs Python has anything to finish */
-    if (py_entry && wanted(sp))
+    if (py_entry && (EXIT_CONTEXTS & CTX(spank_context())) && wanted(sp))
         rc = forward("slurm_spank_exit", sp, ac, av);
-    free(opt_image);
-    free(opt_volume);
-    free(opt_module);
-    opt_image = opt_volume = opt_module = NULL;
+    for (int i = 0; i < N_OPTIONS; i++) {
+        free(opt_values[i]);
+        opt_values[i] = NULL;
+    }
     return rc;
 }

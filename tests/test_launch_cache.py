@@ -66,6 +66,28 @@ def test_view_equals_full_config(tmp_path):
     assert view.per_node_cache.size_limit_bytes == 2 * 1024**3
 
 
+def test_roots_config_snapshot_is_the_same_view(tmp_path):
+    """One config shape: root's snapshot (shifter_site.configcache, a step joining its
+    container) gives back the same Config-like view as the user's cache, equal to the full
+    Config; a changed file is not read from the snapshot."""
+    from shifter_site import configcache
+
+    need(os.geteuid() == 0, "root's config snapshot is written by root's full load only")
+    cfg_path = write_config(tmp_path / "s.yaml", tmp_path / "images", tmp_path / "run", **FULL)
+    real = config.load(str(cfg_path), privileged=True)
+    snapshot = configcache._snapshot_path(os.path.realpath(cfg_path))
+    try:
+        view = configcache.load(str(cfg_path))
+        assert view is not None
+        _same(view, real)
+        assert view.per_node_cache.size_limit_bytes == 2 * 1024**3
+        with open(cfg_path, "a") as handle:
+            handle.write("\n")
+        assert configcache.load(str(cfg_path)) is None
+    finally:
+        os.unlink(snapshot)
+
+
 def test_check_id_and_paths_match_imagefiles():
     good = "a" * 64
     assert quickload.check_id(good) == imagefiles.check_id(good)

@@ -1,12 +1,22 @@
 """The SPANK plugin build: a tiny shim Slurm loads everywhere (no libpython: jobs without our
-options pay nothing) and the cffi embedding library it loads only when a job uses us."""
+options pay nothing) and the cffi embedding library it loads only when a job uses us. The
+shim's tables come from the Python ones: the built shim registers exactly the option table
+and defines exactly the routed hooks, and its "already resolved" rule (which keeps Python
+out of a nested srun) decides as srun's Python did."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
 from conftest import need
+from runtime.volumes import combine
+from shifter_wlm.dispatch import ROUTES
+from shifter_wlm.options import OPTIONS, OptionError, Options, check
 from spank import build
 
 
@@ -46,3 +56,143 @@ def test_compile_error_reports_and_leaves_nothing(tmp_path, monkeypatch):
     else:
         raise AssertionError("a broken source must not build")
     assert list(out.iterdir()) == []
+
+
+# ---------------------------------------------------------------- C and Python agree
+
+CDEF = """
+    struct spank_option { char *name; char *arginfo; char *usage; int has_arg; int val; void *cb; };
+    extern struct spank_option spank_options[];
+    extern struct spank_option shifter_enabled_options[];
+    int shifter_shim_adds_nothing(const char *job, const char *more);
+    int shifter_shim_already_resolved(char **values);
+"""
+
+
+@pytest.fixture(scope="module")
+def shim(tmp_path_factory):
+    """The built shim, opened RTLD_LAZY (Slurm's functions stay unresolved: not called)."""
+    import cffi
+
+    need(build.SLURM_HEADER.exists() and shutil.which("cc") is not None, "needs libslurm-dev and a C compiler")
+    path = build.build_shim(str(tmp_path_factory.mktemp("shim") / "shifter_spank.so"))
+    ffi = cffi.FFI()
+    ffi.cdef(CDEF)
+    return ffi, ffi.dlopen(str(path), ffi.RTLD_LAZY | ffi.RTLD_LOCAL)
+
+
+def _table(ffi, rows) -> list[tuple]:
+    out, i = [], 0
+    while rows[i].name != ffi.NULL:
+        row = rows[i]
+        text = (lambda p: None if p == ffi.NULL else ffi.string(p).decode())
+        out.append((text(row.name), text(row.arginfo), text(row.usage), row.has_arg))
+        i += 1
+    return out
+
+
+def test_the_shim_registers_exactly_the_python_option_table(shim):
+    ffi, lib = shim
+    expect = [(o.name, o.arg, o.help, int(o.arg is not None)) for o in OPTIONS]
+    static = _table(ffi, lib.spank_options)
+    enabled = _table(ffi, lib.shifter_enabled_options)
+    assert static == [e for e, o in zip(expect, OPTIONS) if o.enabled_by is None]
+    assert enabled == [e for e, o in zip(expect, OPTIONS) if o.enabled_by is not None]
+    assert sorted(static + enabled) == sorted(expect)
+
+
+def test_the_shim_defines_exactly_the_routed_hooks(tmp_path):
+    need(build.SLURM_HEADER.exists() and shutil.which("cc") is not None, "needs libslurm-dev and a C compiler")
+    path = build.build_shim(str(tmp_path / "shifter_spank.so"))
+    defined = {line.split()[-1] for line in _symbols(path).splitlines() if " slurm_spank_" in line}
+    routed = {f"slurm_spank_{hook}" for _, hook in ROUTES}
+    # init (registers the options) and exit (frees their values) are the shim's own
+    assert defined == routed | {"slurm_spank_init", "slurm_spank_exit"}
+    assert "slurm_spank_user_init" not in defined and "slurm_spank_task_exit" not in defined
+
+
+def test_a_route_to_a_hook_the_shim_does_not_know_fails_the_build(tmp_path, monkeypatch):
+    need(shutil.which("cc") is not None, "needs a C compiler")
+    monkeypatch.setitem(ROUTES, ("remote", "task_exitt"), ("shifter_wlm.task", "step_exit"))
+    with pytest.raises(build.BuildError, match="task_exitt"):
+        build.build_shim(str(tmp_path / "p.so"))
+    assert list(tmp_path.iterdir()) == []
+
+
+MAPPING = st.sampled_from(["/a:/a", "/b:/b", "/c:/c:ro", "", "/d:/e"])
+VOLUME_TEXT = st.lists(MAPPING, max_size=4).map(";".join)
+
+
+@given(job=VOLUME_TEXT, more=VOLUME_TEXT)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_the_shims_volume_rule_is_runtime_volumes_combine(shim, job, more):
+    _, lib = shim
+    assert bool(lib.shifter_shim_adds_nothing(job.encode(), more.encode())) == (combine(job, more) == job)
+
+
+def _resolved_before(options, env) -> bool:
+    """What shifter_wlm.submit.local decided before the rule moved into the C shim (it
+    returned without resolving when this held)."""
+    in_job = "SLURM_JOB_ID" in env
+    try:
+        check(options, in_job)
+    except OptionError:
+        return False
+    job_volume = env.get("SHIFTER_VOLUME", "")
+    volume = combine(job_volume, options.volume or "")
+    module = options.module if options.module is not None else env.get("SHIFTER_MODULE", "")
+    request = options.image if options.image is not None else env.get("SHIFTER_IMAGEREQUEST")
+    return bool(request == env.get("SHIFTER_IMAGEREQUEST") and env.get("SHIFTER_IMAGE")
+                and volume == job_volume and module == env.get("SHIFTER_MODULE", ""))
+
+
+ENV_NAMES = ("SHIFTER_IMAGE", "SHIFTER_IMAGEREQUEST", "SHIFTER_VOLUME", "SHIFTER_MODULE", "SLURM_JOB_ID")
+MAYBE = st.none() | st.sampled_from(["", "docker:app:1", "gpu"])
+
+
+@given(image=st.none() | st.sampled_from(["", "docker:app:1", "docker:other:2"]),
+       volume=st.none() | VOLUME_TEXT, module=MAYBE, ccm=st.booleans(),
+       env=st.fixed_dictionaries({}, optional={
+           "SHIFTER_IMAGE": st.sampled_from(["", "a" * 64]),
+           "SHIFTER_IMAGEREQUEST": st.sampled_from(["", "docker:app:1"]),
+           "SHIFTER_VOLUME": VOLUME_TEXT, "SHIFTER_MODULE": MAYBE.filter(lambda v: v is not None),
+           "SLURM_JOB_ID": st.just("7")}))
+@example(image="docker:app:1", volume="/b:/b", module=None, ccm=False,
+         env={"SHIFTER_IMAGE": "a" * 64, "SHIFTER_IMAGEREQUEST": "docker:app:1", "SHIFTER_VOLUME": "/a:/a;/b:/b",
+              "SLURM_JOB_ID": "7"})  # the usual nested srun: resolved
+@example(image="docker:other:2", volume=None, module=None, ccm=False,
+         env={"SHIFTER_IMAGE": "a" * 64, "SHIFTER_IMAGEREQUEST": "docker:app:1", "SLURM_JOB_ID": "7"})
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_the_shims_already_resolved_rule_decides_as_srun_did(shim, monkeypatch, image, volume, module, ccm, env):
+    ffi, lib = shim
+    options = Options(image=image, volume=volume, module=module, ccm=ccm)
+    given_ = [f"{o.name}={'1' if o.kind == 'flag' else getattr(options, o.name)}"
+              if getattr(options, o.name) not in (None, False) else None for o in OPTIONS]
+    if options.image is None and options.volume is None and options.module is None:
+        return  # nothing asked: submit.local returns at once either way (a lone --ccm in a job)
+    with monkeypatch.context() as m:
+        for name in ENV_NAMES:
+            m.delenv(name, raising=False)
+        for name, value in env.items():
+            m.setenv(name, value)
+        keep = [ffi.new("char[]", v.encode()) if v is not None else ffi.NULL for v in given_]
+        decided = lib.shifter_shim_already_resolved(ffi.new("char *[]", keep))
+    assert bool(decided) == _resolved_before(options, env)
+
+
+def test_a_new_row_in_the_option_table_is_a_new_option_of_the_built_shim(tmp_path, monkeypatch):
+    """docs/architecture.md's worked example: a row in OPTIONS, and the plugin registers,
+    stores and forwards the option; nothing in spank/ changes."""
+    import cffi
+
+    from shifter_wlm import options
+
+    need(build.SLURM_HEADER.exists() and shutil.which("cc") is not None, "needs libslurm-dev and a C compiler")
+    row = options.Option("wdir", "DIR", "Working directory in the container (needs --image)",
+                         needs_image=True, step_env="SHIFTER_WDIR")
+    monkeypatch.setattr(options, "OPTIONS", (*options.OPTIONS, row))
+    path = build.build_shim(str(tmp_path / "shifter_spank.so"))
+    ffi = cffi.FFI()
+    ffi.cdef(CDEF)
+    lib = ffi.dlopen(str(path), ffi.RTLD_LAZY | ffi.RTLD_LOCAL)
+    assert _table(ffi, lib.spank_options)[-1] == ("wdir", "DIR", "Working directory in the container (needs --image)", 1)

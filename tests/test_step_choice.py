@@ -8,7 +8,7 @@ import pytest
 
 from runtime.cli import parse_args
 from shifter_wlm import task
-from shifter_wlm.dispatch import RawOptions
+from shifter_wlm.options import Options as RawOptions
 from shifter_wlm.jobs import JobRecord
 
 JOB_ID = "a" * 64

@@ -9,7 +9,8 @@ import pytest
 
 from shifter_site import config
 from shifter_wlm import dispatch, submit
-from shifter_wlm.dispatch import PluginArgs, RawOptions
+from shifter_wlm.options import Options as RawOptions
+from shifter_wlm.options import PluginArgs
 
 CFG = config.parse("""
 system: t
@@ -68,8 +69,18 @@ def test_modules_refused(text, words):
 
 def test_plugin_args_parse():
     args = PluginArgs.parse(["shifter_config=/etc/x.yaml", "enable_sshd=1", "enable_ccm=0", "python=/p"])
-    assert args.shifter_config == "/etc/x.yaml" and args.enable_sshd and not args.enable_ccm
+    assert args.shifter_config == "/etc/x.yaml" and args.enable_sshd and not args.enable_ccm and args.python == "/p"
     assert PluginArgs.parse([]).enable_sshd is None  # not given: the site config decides
+    assert PluginArgs.parse([]).shifter_config == "/etc/shifter/shifter.yaml"
+
+
+def test_options_cross_the_boundary_as_one_name_value_list():
+    options = RawOptions.from_list(["image=docker:a:1", "volume=/a:/b;/c:/d:perNodeCache=size=1G", "ccm=1"])
+    assert (options.image, options.volume, options.module, options.ccm) == (
+        "docker:a:1", "/a:/b;/c:/d:perNodeCache=size=1G", None, True)
+    assert RawOptions.from_list([]).ccm is False and RawOptions.from_list([]).image is None
+    with pytest.raises(TypeError, match="not a plugin option: entry"):
+        RawOptions.from_list(["entry=/bin/sh"])
 
 
 @pytest.mark.parametrize("word,value", [("1", True), ("yes", True), ("true", True),
@@ -96,7 +107,7 @@ def test_dispatch_turns_user_errors_into_one_line_and_minus_one(mocker):
     ffi.NULL = None
     ffi.string = lambda p: p
     dispatch.bind(ffi, mocker.Mock())
-    rc = dispatch.run(b"slurm_spank_init_post_opt", object(), 0, [], None, b"/a:/b", None, 0)
+    rc = dispatch.run(b"slurm_spank_init_post_opt", object(), 0, [], [b"volume=/a:/b", None])
     assert rc == -1
     assert spank.errors == ["shifter: --volume needs --image: add --image=TYPE:TAG (e.g. --image=docker:ubuntu:22.04)"]
 
@@ -108,5 +119,5 @@ def test_dispatch_ignores_hooks_it_has_no_route_for(mocker):
     ffi.NULL = None
     ffi.string = lambda p: p
     dispatch.bind(ffi, mocker.Mock())
-    assert dispatch.run(b"slurm_spank_init_post_opt", object(), 0, [], None, b"/a:/b", None, 0) == 0
+    assert dispatch.run(b"slurm_spank_init_post_opt", object(), 0, [], [b"volume=/a:/b", None]) == 0
     assert spank.errors == []

@@ -13,7 +13,7 @@ from hypothesis import given, strategies as st
 from runtime.cli import UsageError, parse_args
 from shifter_site.errors import ShifterError
 from shifter_wlm import submit
-from shifter_wlm.dispatch import RawOptions
+from shifter_wlm.options import Options as RawOptions
 
 words = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\0"), max_size=12)
 

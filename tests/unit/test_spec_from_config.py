@@ -111,3 +111,21 @@ def test_the_entering_spec_goes_through_the_job_record_unchanged(site):
     assert isinstance(entering, specs.Entering)
     assert entering == replace(spec.entering(), env=("B=2",), workdir="/w")
     assert entering.site_env == spec.site_env and entering.user.gids == [2000]
+
+
+def test_the_runtimes_container_record_has_the_job_records_style(site, tmp_path):
+    """One record style: the runtime's record.json (written last, when the pinned container is
+    ready) carries the same `state`, `key` and `entering` fields, in the same serialisation,
+    as the Slurm job record that embeds the entering spec."""
+    import json
+
+    from runtime import pinned
+    from shifter_wlm import containers
+
+    spec = build(site, module="gpu", image_request="docker:x:1", env=("A=1",))
+    key = spec.build_key()
+    pinned.write_record(spec, str(tmp_path), key)
+    written = json.loads((tmp_path / "record.json").read_text())
+    job = containers.job_record(7, USER.uid, spec, key, "ready").to_dict()
+    assert written == {name: job[name] for name in ("state", "key", "entering")}
+    assert specs.Entering.from_data(written["entering"]) == spec.entering()

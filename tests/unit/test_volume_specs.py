@@ -113,3 +113,34 @@ def test_site_cache_limits_count_every_cache_together():
     check_cache_limits(volumes[:1], 10 * 1024**3, ["xfs"])
     with pytest.raises(VolumeError, match="limit"):
         check_cache_limits(volumes, 10 * 1024**3, ["xfs"])
+
+
+def test_each_volume_check_runs_once_per_request(site, tmp_path, monkeypatch):
+    """check_all and the site's cache limits run once per request in a process: srun/sbatch's
+    check (shifter_wlm.submit) and the spec a node builds (runtime.spec.from_config, which
+    takes volumes already parsed) each check once, never again behind each other's back."""
+    from runtime import spec as specs
+    from runtime import volumes
+    from shifter_site.imagefiles import ImageRecord
+    from shifter_wlm import submit
+
+    calls = {"check_all": 0, "check_cache_limits": 0}
+
+    def counted(name):
+        real = getattr(volumes, name)
+
+        def wrapper(*args, **kw):
+            calls[name] += 1
+            return real(*args, **kw)
+        return wrapper
+
+    for name in calls:
+        monkeypatch.setattr(volumes, name, counted(name))
+    text = f"{tmp_path}:/data;/x:/cache:perNodeCache=size=1G"
+    submit.check_volumes(text, site)
+    assert calls == {"check_all": 1, "check_cache_limits": 1}
+    parsed = tuple(volumes.parse(text))
+    record = ImageRecord(id="ab" * 32, system="unit", env=[], entrypoint=None, cmd=None, workdir="")
+    user = specs.User(name="u", uid=1000, gid=1000, home="/home/u", shell="/bin/sh", groups=())
+    specs.from_config(site, record, user, volumes=parsed)
+    assert calls == {"check_all": 2, "check_cache_limits": 2}
