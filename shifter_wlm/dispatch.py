@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib
 
 from shifter_site import logs
-from shifter_site.errors import ShifterError
+from shifter_site.errors import ConfigError, ShifterError
 from shifter_wlm.spank_api import SlurmLogStream, Spank
 
 _ffi = None
@@ -45,11 +45,26 @@ class PluginArgs:
 
     @classmethod
     def parse(cls, args: list[str]) -> "PluginArgs":
+        """The checked values; ConfigError (one line) for what the C shim's check refuses,
+        should a caller skip it, and for an argument given twice (C reads the first, so a
+        later one would be ignored silently)."""
         values: dict = {}
+        seen: set[str] = set()
         for arg in args:
-            key, _, value = arg.partition("=")
+            key, eq, value = arg.partition("=")
+            if key not in ("shifter_config", "python", "enable_ccm", "enable_sshd") or not eq:
+                raise ConfigError(f"unknown plugin argument {arg!r} in plugstack.conf; known: "
+                                  "shifter_config=PATH python=PATH enable_ccm=BOOL enable_sshd=BOOL")
+            if key in seen:
+                raise ConfigError(f"plugin argument {key} is given twice in plugstack.conf; keep one")
+            seen.add(key)
             if key in ("enable_ccm", "enable_sshd"):
+                if value not in cls.BOOLS:
+                    raise ConfigError(f"plugin argument {arg!r} in plugstack.conf: the value must be one of "
+                                      "1/0/yes/no/true/false")
                 values[key] = cls.BOOLS[value]
+            elif not value.startswith("/"):
+                raise ConfigError(f"plugin argument {arg!r} in plugstack.conf: the value must be an absolute path")
             elif key == "shifter_config":
                 values[key] = value
         return cls(**values)
@@ -100,11 +115,11 @@ def run(hook, sp, ac, av, image, volume, module, ccm) -> int:
     if route is None:
         return 0
     handler = getattr(importlib.import_module(route[0]), route[1])
-    args = PluginArgs.parse([_text(av[i]) for i in range(ac)])
     options = RawOptions(image=_text(image), volume=_text(volume), module=_text(module), ccm=bool(ccm))
     user_side = spank.context in ("allocator", "local")
     logs.configure(json=True, stream=SlurmLogStream(_lib, debug=user_side))
     try:
+        args = PluginArgs.parse([_text(av[i]) for i in range(ac)])
         handler(spank, args, options)
     except ShifterError as err:
         spank.error(f"shifter: {err}")
