@@ -347,11 +347,12 @@ class Flattener:
         if not member.isdir() and info.mode & 0o6000:
             info.mode &= ~0o6000
             self.neutralised["setuid_setgid"] += 1
-        info.mtime = member.mtime
+        info.mtime = _number(path, "time", member.mtime, -2**63, 2**63)
         if self.all_root:
             info.uid = info.gid = 0
         else:
-            info.uid, info.gid = member.uid, member.gid
+            info.uid = _number(path, "owner uid", member.uid, 0, 2**32)
+            info.gid = _number(path, "owner gid", member.gid, 0, 2**32)
         if member.isreg():
             info.type = tarfile.REGTYPE
             info.size = member.size
@@ -376,6 +377,15 @@ class Flattener:
             self.neutralised["unknown_type"] += 1
             return None
         return info
+
+
+def _number(path: str, what: str, value, low: int, high: int) -> int:
+    """A pax record's number (any text the reader took as a float or int) within the range a
+    tar header and Linux hold, else LayerError (Go's archive/tar, which Docker uses, fails the
+    layer too; tarfile would raise an overflow while writing the merged tar)."""
+    if not isinstance(value, (int, float)) or value != value or not low <= value < high:
+        raise LayerError(f"entry {path!r} has {what} {value!r}, out of range: the layer is corrupt")
+    return int(value)
 
 
 def flatten(layers: list[str | Path], out: BinaryIO, all_root: bool = False,
