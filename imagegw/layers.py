@@ -45,8 +45,13 @@ from shifter_site.errors import ShifterError
 
 try:  # ISA-L decompresses gzip several times faster than zlib (DESIGN decision 11)
     from isal import igzip as _gzip
+    from isal.isal_zlib import error as _isal_error
 except ImportError:  # pragma: no cover - isal is a dependency; zlib keeps working without it
     import gzip as _gzip
+    _isal_error = zlib.error
+
+# what reading a corrupt or truncated layer raises, whichever its compression
+UNREADABLE = (tarfile.TarError, OSError, EOFError, zlib.error, _isal_error, zstandard.ZstdError)
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -193,7 +198,7 @@ class Flattener:
             try:
                 with open_layer(path) as stream:
                     self.add_layer(stream, reopen=lambda p=path: open_layer(p))
-            except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
+            except UNREADABLE as err:
                 raise LayerError(f"layer {Path(path).name} (number {len(layers) - index}) cannot be read: {err}") from None
 
     def close(self) -> None:
