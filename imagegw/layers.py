@@ -157,7 +157,10 @@ class _Counting:
         self._pos = 0
 
     def write(self, data) -> int:
-        n = self._buf.write(data)
+        try:
+            n = self._buf.write(data)
+        except OSError as err:
+            raise _OutputFailed() from err
         self._pos += len(data)
         return n
 
@@ -165,7 +168,15 @@ class _Counting:
         return self._pos
 
     def flush(self) -> None:
-        self._buf.flush()
+        try:
+            self._buf.flush()
+        except OSError as err:
+            raise _OutputFailed() from err
+
+
+class _OutputFailed(Exception):
+    """Writing the merged tar failed (tar2sqfs exited, a disk filled): not the layer's fault,
+    so not reported as an unreadable layer; flatten() raises the OSError itself again."""
 
 
 class Flattener:
@@ -397,8 +408,11 @@ def flatten(layers: list[str | Path], out: BinaryIO, all_root: bool = False,
             progress: Callable[[int, int], None] | None = None) -> Flattener:
     """Write the merged tar of `layers` (oldest first) to `out`; returns the counts."""
     flat = Flattener(out, all_root=all_root, progress=progress)
-    flat.add_layers(layers)
-    flat.close()
+    try:
+        flat.add_layers(layers)
+        flat.close()
+    except _OutputFailed as failed:
+        raise failed.__cause__ from None
     return flat
 
 
