@@ -3,7 +3,10 @@
 Layers are read newest first: an entry is written when no newer layer has provided,
 deleted (`.wh.<name>`) or hidden (opaque `.wh..wh..opq`, or a non-directory over a directory)
 its path, so every path appears exactly once and the result is what applying the layers in
-order would give. Because nothing is extracted, hostile entries cannot touch the host; they
+order would give. A name implies its directories (`a/x` makes `a` a directory in its layer, as
+Docker's unpacking does): a file or link at `a`, in that layer or an older one, is then hidden,
+so no entry ever lies under a non-directory. A directory only implied is not written itself
+(tar2sqfs makes it). Because nothing is extracted, hostile entries cannot touch the host; they
 are still neutralised so the image is safe wherever it is unpacked or mounted:
 
 - names that are absolute or contain `..`: dropped (`absolute_path`, `path_traversal`)
@@ -200,6 +203,10 @@ class Flattener:
         self._upper: dict[str, bool] = {}   # path -> is a directory, from newer layers
         self._deleted: set[str] = set()
         self._opaque: set[str] = set()
+        # directories implied by the names written (`a` for `a/x`), from newer layers and from
+        # this one so far: a non-directory there would put `a/x` under a file or link
+        self._implied: set[str] = set()
+        self._implied_here: set[str] = set()
 
     def add_layers(self, layers: list) -> None:
         """Layers oldest first, as paths or futures of paths (waited for when their turn comes)."""
@@ -235,6 +242,8 @@ class Flattener:
                     continue  # the root itself: the image root's attributes are fixed
                 parent, base = posixpath.split(path)
                 if base.startswith(WHITEOUT):
+                    if not self._hidden(path, here):  # its directory exists in this layer
+                        self._implied_here.update(_ancestors(path))
                     if base == OPAQUE:
                         opaque.add(parent)
                         continue
@@ -244,7 +253,13 @@ class Flattener:
                         continue
                     deleted.add(posixpath.join(parent, name))
                     continue
-                if self._hidden(path, here):
+                hidden = self._hidden(path, here)
+                if hidden or (not member.isdir() and path in self._implied):
+                    # hidden itself, a non-directory still hides what older layers have below it
+                    # (the first entry of a name in a layer counts, as for written entries)
+                    here.setdefault(path, member.isdir() or path in self._implied_here)
+                    if not any(here.get(a) is False for a in _ancestors(path)):  # in this layer, it exists
+                        self._implied_here.update(_ancestors(path))
                     if member.isreg():
                         first.setdefault(path, path)
                     elif member.islnk():
@@ -252,7 +267,7 @@ class Flattener:
                         if not why and target in first:
                             first.setdefault(path, first[target])
                     continue
-                if path in here:
+                if path in here or (not member.isdir() and path in self._implied_here):
                     self.neutralised["duplicate"] += 1
                     continue
                 info = self._check(member, path)
@@ -278,7 +293,10 @@ class Flattener:
                     self._write(info)
         if orphans:
             self._adopt(orphans, reopen)
-        self._upper.update(here)
+        for path, is_dir in here.items():  # a non-directory in any newer layer hides what is below it
+            self._upper[path] = self._upper.get(path, True) and is_dir
+        self._implied |= self._implied_here
+        self._implied_here = set()
         self._deleted |= deleted
         self._opaque |= opaque
 
@@ -310,6 +328,7 @@ class Flattener:
             raise LayerError(f"hard-link targets {sorted(orphans)[:3]} vanished when the layer was read again")
 
     def _write(self, info: tarfile.TarInfo, data: BinaryIO | None = None) -> None:
+        self._implied_here.update(_ancestors(info.name))
         if info.pax_headers:  # kept extended attributes need a pax header
             self.tar.format = tarfile.PAX_FORMAT
             try:
