@@ -23,7 +23,7 @@ from shifter_site import config, sizes
 from shifter_site.errors import ShifterError
 from shifter_wlm.dispatch import PluginArgs
 
-FUZZ = settings(derandomize=True, max_examples=120, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(derandomize=True, max_examples=100, suppress_health_check=[HealthCheck.too_slow])
 
 # text that looks like what is parsed (its separators and keywords), plus anything
 SEPARATORS = [":", "/", "@", ".", "-", "_", "=", ",", ";", "[", "]", "..", "//", "sha256:", "docker:", "id:",
