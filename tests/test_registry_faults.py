@@ -39,8 +39,8 @@ REPO = "fault/app"
 class FaultyRegistry:
     """A registry API on 127.0.0.1 (a free port) for one image; `fault(kind, name, n)` returns
     what to do with the n-th request (from 1) for a manifest or blob: None (serve it), an
-    int (that HTTP status), ("hang", s), ("bytes", data) or ("cut", n bytes sent of the
-    announced length)."""
+    int (that HTTP status), ("hang", s), ("bytes", data), ("cut", n bytes sent of the
+    announced length) or ("trickle", s: the body sent slowly, over about s seconds)."""
 
     def __init__(self, image: ib.Image):
         self.manifest, config_blob, layers = image.blobs()
@@ -88,6 +88,20 @@ class FaultyRegistry:
             time.sleep(action[1])
         if isinstance(action, tuple) and action[0] == "bytes":
             body = action[1]
+        if isinstance(action, tuple) and action[0] == "trickle":   # the whole body, over about action[1] s
+            req.send_response(200)
+            req.send_header("Content-Type", media)
+            req.send_header("Content-Length", str(len(body)))
+            req.end_headers()
+            chunks = [body[i:i + 65536] for i in range(0, len(body), 65536)]
+            try:
+                for chunk in chunks:
+                    req.wfile.write(chunk)
+                    req.wfile.flush()
+                    time.sleep(action[1] / len(chunks))
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            return
         if isinstance(action, tuple) and action[0] == "cut":
             req.send_response(200)
             req.send_header("Content-Type", media)
