@@ -371,6 +371,25 @@ def leftover_processes() -> list[str]:
     return found
 
 
+def test_user_processes() -> list[str]:
+    """Processes of the test users: after the daemons, what is left of a job whose epilog
+    never ran (a container's sshd or an orphaned task keeps its namespace and loop device)."""
+    uids = set()
+    for name in TEST_USERS:
+        try:
+            uids.add(pwd.getpwnam(name).pw_uid)
+        except KeyError:
+            continue
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and entry.stat().st_uid in uids:
+                found.append(f"{entry.name} {(entry / 'comm').read_text().strip()}")
+        except OSError:
+            continue
+    return found
+
+
 def mounts_under(path: Path) -> list[str]:
     """Mount points at or below `path`, deepest first."""
     points = []
@@ -393,7 +412,7 @@ def down() -> None:
     deadline = time.monotonic() + 10
     while leftover_processes() and time.monotonic() < deadline:
         time.sleep(0.1)
-    for entry in leftover_processes():
+    for entry in leftover_processes() + test_user_processes():
         try:
             os.kill(int(entry.split()[0]), signal.SIGKILL)
         except ProcessLookupError:
