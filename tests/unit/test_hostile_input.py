@@ -267,3 +267,38 @@ def test_plugin_arguments_mean_what_the_c_shim_checked_or_are_one_line(args):
 def test_plugin_argument_mistakes_name_the_argument(args, words):
     with pytest.raises(config.ConfigError, match=words):
         PluginArgs.parse(args)
+
+
+# ---------------------------------------------------------------- Slurm's answers (root reads them in the prolog)
+
+from shifter_wlm import slurm  # noqa: E402
+
+SLURM_PIECES = ["n", "1", "[", "]", "-", ",", "0", "01", "9" * 12, "²", "٣", "\n", " ", "|", "x"]
+slurm_texts = st.lists(st.one_of(st.sampled_from(SLURM_PIECES), st.text(max_size=4)), max_size=14).map("".join)
+
+
+@FUZZ
+@given(text=slurm_texts)
+@example(text="²")
+@example(text="n[1-²]")
+def test_host_lists_and_cpu_ids_expand_within_bounds_or_are_one_line(text):
+    try:
+        names = slurm.expand_hostlist(text, limit=64)
+        assert len(names) <= 64
+    except slurm.SlurmQueryError as err:
+        one_line(err)
+    try:
+        assert 0 <= slurm.parse_cpu_ids(text, limit=4096) <= 4096
+    except slurm.SlurmQueryError as err:
+        one_line(err)
+
+
+@FUZZ
+@given(comment=slurm_texts)
+@example(comment="\n   Nodes=n1 CPU_IDs=² Mem=0 GRES=")
+def test_a_users_text_in_scontrols_record_adds_no_node_or_cpu(comment):
+    """scontrol prints a job's --comment raw (newlines included): a line it forges is either
+    ignored or makes the per-node CPUs unknown ({}), never an error other than Slurm's own."""
+    show = f"JobId=5 Comment={comment}\n   Nodes=n1 CPU_IDs=0-1 Mem=0 GRES=\n"
+    cpus = slurm.cpus_per_node(show, ["n1"], 2)
+    assert cpus in ({"n1": 2}, {})
