@@ -302,3 +302,41 @@ def test_a_users_text_in_scontrols_record_adds_no_node_or_cpu(comment):
     show = f"JobId=5 Comment={comment}\n   Nodes=n1 CPU_IDs=0-1 Mem=0 GRES=\n"
     cpus = slurm.cpus_per_node(show, ["n1"], 2)
     assert cpus in ({"n1": 2}, {})
+
+
+# ---------------------------------------------------------------- an original udiRoot.conf; shifterimg's -u/-g
+
+from imagegw import cli as imgcli  # noqa: E402
+from shifter_site import udiroot  # noqa: E402
+
+UDI_KEYS = ["system", "imagePath", "imageGateway", "gatewayTimeout", "maxGroupCount", "siteFs", "siteEnv",
+            "siteEnvAppend", "usersToImport", "mountPropagationStyle", "perNodeCachePath", "module_gpu_siteFs",
+            "module_gpu_userhook", "bogus", ""]
+udi_lines = st.lists(st.builds(lambda k, v: f"{k}={v}", st.sampled_from(UDI_KEYS),
+                               st.one_of(st.sampled_from(["²", "٣", "12", "/a:/b", "/a:/b:ro", "x y"]), texts))
+                     | texts, max_size=6).map("\n".join)
+
+
+@FUZZ
+@given(text=udi_lines)
+@example(text="maxGroupCount=²")
+@example(text="gatewayTimeout=²")
+def test_any_udiroot_conf_translates_or_is_one_line(text):
+    try:
+        result = udiroot.translate(text)
+    except ShifterError as err:
+        one_line(err)
+        return
+    assert result.data.get("max_group_count", 0) != 3 or "maxGroupCount=3" in text   # '٣' is not 3
+
+
+@FUZZ
+@given(text=st.one_of(st.sampled_from(["²", "٣", "0", "root", "nobody", "1,²", ""]), texts))
+def test_shifterimg_user_and_group_lists_are_ids_or_a_usage_error(text):
+    for kind in ("user", "group"):
+        try:
+            ids = imgcli._ids(text, kind)
+        except imgcli.UsageError as err:
+            assert str(err) and "\n" not in str(err)
+            continue
+        assert all(isinstance(i, int) for i in ids)
