@@ -55,9 +55,6 @@ class PluginArgs:
             if key not in ("shifter_config", "python", "enable_ccm", "enable_sshd") or not eq:
                 raise ConfigError(f"unknown plugin argument {arg!r} in plugstack.conf; known: "
                                   "shifter_config=PATH python=PATH enable_ccm=BOOL enable_sshd=BOOL")
-            if key in seen:
-                raise ConfigError(f"plugin argument {key} is given twice in plugstack.conf; keep one")
-            seen.add(key)
             if key in ("enable_ccm", "enable_sshd"):
                 if value not in cls.BOOLS:
                     raise ConfigError(f"plugin argument {arg!r} in plugstack.conf: the value must be one of "
@@ -67,6 +64,9 @@ class PluginArgs:
                 raise ConfigError(f"plugin argument {arg!r} in plugstack.conf: the value must be an absolute path")
             elif key == "shifter_config":
                 values[key] = value
+            if key in seen:
+                raise ConfigError(f"plugin argument {key} is given twice in plugstack.conf; keep one")
+            seen.add(key)
         return cls(**values)
 
 

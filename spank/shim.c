@@ -119,12 +119,6 @@ static int check_args(int ac, char **av)
                         "shifter_config=PATH python=PATH enable_ccm=BOOL enable_sshd=BOOL", av[i]);
             return -1;
         }
-        for (int j = 0; j < i; j++)  /* arg_true reads the first: a second would be ignored */
-            if (!strncmp(av[j], av[i], n) && av[j][n] == '=') {
-                slurm_error("shifter: plugin argument '%.*s' is given twice in plugstack.conf; keep one",
-                            (int)n, av[i]);
-                return -1;
-            }
         if (known_args[k].kind == ARG_BOOL && parse_bool(eq + 1) < 0) {
             slurm_error("shifter: plugin argument '%s' in plugstack.conf: the value must be one of "
                         "1/0/yes/no/true/false", av[i]);
@@ -135,6 +129,12 @@ static int check_args(int ac, char **av)
                         "absolute path", av[i]);
             return -1;
         }
+        for (int j = 0; j < i; j++)  /* arg_true reads the first: a second would be ignored */
+            if (!strncmp(av[j], av[i], n) && av[j][n] == '=') {
+                slurm_error("shifter: plugin argument '%.*s' is given twice in plugstack.conf; keep one",
+                            (int)n, av[i]);
+                return -1;
+            }
     }
     return 0;
 }
