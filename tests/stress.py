@@ -100,19 +100,22 @@ class Report:
     seconds: float = 0.0
     wide_start_s: float = 0.0
     wide_step_s: float = 0.0
+    wide_build_ms: list[float] = field(default_factory=list)
 
     def row(self) -> str:
         build = (f"{statistics.median(self.build_ms):8.0f} {max(self.build_ms):8.0f}" if self.build_ms
                  else f"{'-':>8} {'-':>8}")
         leaks = sum(len(v) for v in self.leaks.values())
+        wide = (f"{statistics.median(self.wide_build_ms):7.0f} {max(self.wide_build_ms):7.0f}" if self.wide_build_ms
+                else f"{'-':>7} {'-':>7}")
         return (f"{self.nodes:5d} {self.jobs:5d} {self.expected_failures:9d} {len(self.unexpected):10d} "
-                f"{self.faults:6d} {leaks:5d} {build} {self.wide_start_s:10.2f} {self.wide_step_s:9.2f} {self.seconds:7.0f}")
+                f"{self.faults:6d} {leaks:5d} {build} {self.wide_start_s:10.2f} {self.wide_step_s:9.2f} {wide} {self.seconds:7.0f}")
 
 
 HEADER = (f"{'nodes':>5} {'jobs':>5} {'exp.fail':>9} {'unexpected':>10} {'faults':>6} {'leaks':>5} "
-          f"{'build_md':>8} {'build_mx':>8} {'wide_start':>10} {'wide_step':>9} {'secs':>7}   (build: the prolog's "
+          f"{'build_md':>8} {'build_mx':>8} {'wide_start':>10} {'wide_step':>9} {'wbld_md':>7} {'wbld_mx':>7} {'secs':>7}   (build: the prolog's "
           "build ms per node, median and max; wide: an image job on every node, s from submission to its "
-          "script's start, s of its srun shifter true)")
+          "script's start, s of its srun shifter true, its prolog's build ms per node)")
 
 
 def push_images() -> None:
@@ -159,9 +162,10 @@ def prolog_builds(job_ids: set[int]) -> list[float]:
     return found
 
 
-def wide_job_seconds(nodes: int) -> tuple[float, float]:
+def wide_job_seconds(nodes: int) -> tuple[float, float, list[float]]:
     """(seconds from submission to the batch script's start, seconds of its `srun shifter
-    true` step) of a job on every node (sbatch --wait itself polls too coarsely to time)."""
+    true` step, its prolog's build ms on each node) of a job on every node (sbatch --wait
+    itself polls too coarsely to time)."""
     job = jt.write_job(USERS[0], "stress-wide.sl", f"#!/bin/bash\n#SBATCH -N {nodes} -n {nodes} -t 5\n"
                        f"#SBATCH --image=docker:{IMAGES[0][0]}:{IMAGES[0][1]}\n"
                        "echo start=$(date +%s.%N)\nsrun shifter true\necho end=$(date +%s.%N)\n")
@@ -169,7 +173,7 @@ def wide_job_seconds(nodes: int) -> tuple[float, float]:
     job_id, output, _ = jt.sbatch_wait(USERS[0], job)
     jt.wait_gone(job_id)
     start, end = float(jt.field("start", output)), float(jt.field("end", output))
-    return start - submitted, end - start
+    return start - submitted, end - start, prolog_builds({int(job_id)})
 
 
 def run(count: int, nodes: int, timeout: float = 900) -> Report:
@@ -236,7 +240,7 @@ def main(argv: list[str]) -> int:
     try:
         push_images()
         report = run(args.jobs, nodes, timeout=1200)
-        report.wide_start_s, report.wide_step_s = wide_job_seconds(nodes)
+        report.wide_start_s, report.wide_step_s, report.wide_build_ms = wide_job_seconds(nodes)
     finally:
         localcluster.down()
     print(report.row(), flush=True)
