@@ -181,9 +181,12 @@ class Client:
         if resp.status_code != 200:
             raise RegistryError(f"{fields['realm']}: token request refused (HTTP {resp.status_code}); "
                                 "check the image name and your credentials")
-        body = resp.json()
-        token = body.get("token") or body.get("access_token")
-        if not token:
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        token = (body.get("token") or body.get("access_token")) if isinstance(body, dict) else None
+        if not token or not isinstance(token, str):
             raise RegistryError(f"{fields['realm']}: token response has no token")
         self._auth_header = f"Bearer {token}"
 
