@@ -66,3 +66,56 @@ def test_any_manifest_and_config_resolve_or_are_one_line(manifest, config):
         client.close()
     assert all(isinstance(layer.size, int) and layer.size >= 0 for layer in resolved.layers)
     assert all(isinstance(e, str) for e in record["env"])
+
+
+challenges = st.one_of(st.text(max_size=30), st.builds(
+    lambda scheme, realm, rest: f'{scheme} realm="{realm}"{rest}',
+    st.sampled_from(["Bearer", "bearer", "Basic", "Digest", ""]),
+    st.sampled_from(["https://auth.example/token", "", "relative", "ftp://x/", "http://[", "https://auth.example:99999/",
+                     "https://auth.example/\u2028"]),
+    st.sampled_from(["", ',service="reg"', ',scope="x"', ',realm="again"'])))
+token_bodies = st.one_of(documents, st.sampled_from([b'{"token": "t"}', b'{"access_token": "t"}', b"[]", b'"t"',
+                                                     b'{"token": 5}', b"not json"]))
+
+
+@FUZZ
+@given(challenge=challenges, token=token_bodies, status=st.sampled_from([200, 401, 500]))
+@example(challenge='Bearer realm="https://auth.example/token"', token=b"not json", status=200)
+@example(challenge='Bearer realm="https://auth.example/token"', token=b"[]", status=200)
+@example(challenge='Bearer realm="http://["', token=b"{}", status=200)
+def test_any_auth_challenge_and_token_answer_authenticate_or_are_one_line(challenge, token, status):
+    def serve(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "auth.example":
+            return httpx.Response(status, content=token)
+        if "authorization" not in request.headers:
+            return httpx.Response(401, headers={"www-authenticate": challenge})
+        if "/manifests/" in request.url.path:
+            return httpx.Response(200, content=json.dumps({"schemaVersion": 2, "config": {"digest": digest(CONFIG_OK)},
+                                                           "layers": []}).encode())
+        return httpx.Response(200, content=CONFIG_OK)
+
+    client = registry.Client("https://reg.example", "app", registry.Credentials("u", "p"),
+                             transport=httpx.MockTransport(serve), backoff=0, retries=0)
+    try:
+        client.resolve("1")
+    except registry.RegistryError as err:
+        assert str(err) and "\n" not in str(err)
+    finally:
+        client.close()
+
+
+def test_a_token_answer_without_a_token_is_named_as_such():
+    for token in (b"not json", b"[]", b'{"token": 5}', b"{}"):
+        def serve(request: httpx.Request, token=token) -> httpx.Response:
+            if request.url.host == "auth.example":
+                return httpx.Response(200, content=token)
+            return httpx.Response(401, headers={"www-authenticate": 'Bearer realm="https://auth.example/token"'})
+        client = registry.Client("https://reg.example", "app", transport=httpx.MockTransport(serve), backoff=0, retries=0)
+        try:
+            client.resolve("1")
+        except registry.RegistryError as err:
+            assert "token response has no token" in str(err), (token, str(err))
+        else:
+            raise AssertionError("resolved without a token")
+        finally:
+            client.close()
