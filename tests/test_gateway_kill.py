@@ -123,9 +123,9 @@ def test_killed_mid_download_leaves_no_partial_blob_and_next_pull_succeeds(insta
     """The gateway is killed while a layer is still arriving (a registry in the test sends it
     slowly): after the restart the pull is FAILED, no partial blob or image file is left, and
     pulling again succeeds."""
-    from test_registry_faults import REPO, FaultyRegistry, test_image
+    from test_registry_faults import REPO, FaultyRegistry, fault_image
     start, cfg, top = instance
-    served = FaultyRegistry(test_image())
+    served = FaultyRegistry(fault_image())
     try:
         slow = served.layer_digests[1]
         served.fault = lambda kind, name, n: ("trickle", 60) if name == slow else None

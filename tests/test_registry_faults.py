@@ -132,20 +132,19 @@ class FaultyRegistry:
         self.server.server_close()
 
 
-def test_image() -> ib.Image:
+def fault_image() -> ib.Image:
     """Two layers, one of incompressible data (so a small image directory fills up)."""
     return ib.Image([ib.layer_from_entries([ib.Dir("app"), ib.File("app/release", b"fault-app-1\n")]),
                      ib.layer_from_entries([ib.File("app/data", os.urandom(3 << 20))])],
                     config={"Env": ["PATH=/usr/bin:/bin"]}, compresslevel=1)
 
 
-test_image.__test__ = False
 
 
 @pytest.fixture(scope="module")
 def served():
     need(shutil.which("tar2sqfs") is not None, "squashfs-tools-ng is not installed")
-    reg = FaultyRegistry(test_image())
+    reg = FaultyRegistry(fault_image())
     yield reg
     reg.close()
 
