@@ -139,8 +139,6 @@ def fault_image() -> ib.Image:
                     config={"Env": ["PATH=/usr/bin:/bin"]}, compresslevel=1)
 
 
-
-
 @pytest.fixture(scope="module")
 def served():
     need(shutil.which("tar2sqfs") is not None, "squashfs-tools-ng is not installed")
