@@ -2,6 +2,7 @@
 PREFIX ?= /opt/shifter
 STATE  ?= /var/lib/shifter-cluster
 PY     := $(PREFIX)/bin/python
+NODES  ?= 3
 export SHIFTER_PREFIX := $(PREFIX)
 export SHIFTER_CLUSTER_STATE := $(STATE)
 
@@ -13,7 +14,7 @@ APT_PACKAGES := slurmctld slurmd slurm-client munge libslurm-dev \
 	libcurl4-openssl-dev libjson-c-dev libmunge-dev charliecloud fuse3 musl-tools dpkg-dev patch iproute2 openssh-client buildah \
 	postgresql libpq5
 
-.PHONY: install apt venv package plugin udiimage links cluster-up cluster-down cluster-status demo test unit fresh-check clean
+.PHONY: install apt venv package plugin udiimage links cluster-up cluster-down cluster-status demo test unit stress fresh-check clean
 
 install: apt package plugin udiimage links
 
@@ -51,8 +52,9 @@ plugin: venv
 udiimage: apt
 	udiImage/build_dropbear.sh $(PREFIX)/udiImage
 
+# NODES=N: N slurmd (n1-nN, each on its own loopback address and port), 3 by default
 cluster-up: install
-	$(PY) tools/localcluster.py up
+	SHIFTER_CLUSTER_NODES=$(NODES) $(PY) tools/localcluster.py up
 
 cluster-down:
 	@if [ -x $(PY) ]; then $(PY) tools/localcluster.py down; else python3 tools/localcluster.py down; fi
@@ -65,6 +67,17 @@ demo: install cluster-up
 
 test: package plugin
 	$(PY) -m pytest -q tests
+
+# the long scale and fault run (up to ~20 min, not in CI): the fault suites, then the job mix
+# (STRESS_JOBS jobs of two users) at each node count of STRESS_NODES, one table row per count
+STRESS_NODES ?= 3 8 16 32
+STRESS_JOBS ?= 200
+stress: package plugin
+	CI=1 $(PY) -m pytest -q tests/test_faults_slurm.py tests/test_registry_faults.py tests/test_gateway_kill.py
+	$(PY) tools/localcluster.py down
+	@first=--header; for n in $(STRESS_NODES); do \
+	  SHIFTER_CLUSTER_NODES=$$n $(PY) tests/stress.py --jobs $(STRESS_JOBS) $$first || status=1; first=; \
+	done; exit $${status:-0}
 
 # the pure-logic layer (tests/unit) in seconds, no cluster, no mounts, nothing written in the
 # checkout: run by root, as UNIT_USER (the checkout must be readable by that user); run by

@@ -111,9 +111,9 @@ def _ids(text: str | None, kind: str) -> list[int]:
     for name in names:
         try:
             if kind == "user":
-                ids.append(pwd.getpwuid(int(name)).pw_uid if name.isdigit() else pwd.getpwnam(name).pw_uid)
+                ids.append(pwd.getpwuid(int(name)).pw_uid if name.isascii() and name.isdigit() else pwd.getpwnam(name).pw_uid)
             else:
-                ids.append(grp.getgrgid(int(name)).gr_gid if name.isdigit() else grp.getgrnam(name).gr_gid)
+                ids.append(grp.getgrgid(int(name)).gr_gid if name.isascii() and name.isdigit() else grp.getgrnam(name).gr_gid)
         except KeyError:
             unknown.append(name)
     if unknown:

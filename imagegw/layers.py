@@ -3,7 +3,10 @@
 Layers are read newest first: an entry is written when no newer layer has provided,
 deleted (`.wh.<name>`) or hidden (opaque `.wh..wh..opq`, or a non-directory over a directory)
 its path, so every path appears exactly once and the result is what applying the layers in
-order would give. Because nothing is extracted, hostile entries cannot touch the host; they
+order would give. A name implies its directories (`a/x` makes `a` a directory in its layer, as
+Docker's unpacking does): a file or link at `a`, in that layer or an older one, is then hidden,
+so no entry ever lies under a non-directory. A directory only implied is not written itself
+(tar2sqfs makes it). Because nothing is extracted, hostile entries cannot touch the host; they
 are still neutralised so the image is safe wherever it is unpacked or mounted:
 
 - names that are absolute or contain `..`: dropped (`absolute_path`, `path_traversal`)
@@ -45,8 +48,13 @@ from shifter_site.errors import ShifterError
 
 try:  # ISA-L decompresses gzip several times faster than zlib (DESIGN decision 11)
     from isal import igzip as _gzip
+    from isal.isal_zlib import error as _isal_error
 except ImportError:  # pragma: no cover - isal is a dependency; zlib keeps working without it
     import gzip as _gzip
+    _isal_error = zlib.error
+
+# what reading a corrupt or truncated layer raises, whichever its compression
+UNREADABLE = (tarfile.TarError, OSError, EOFError, zlib.error, _isal_error, zstandard.ZstdError)
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -152,7 +160,10 @@ class _Counting:
         self._pos = 0
 
     def write(self, data) -> int:
-        n = self._buf.write(data)
+        try:
+            n = self._buf.write(data)
+        except OSError as err:
+            raise _OutputFailed() from err
         self._pos += len(data)
         return n
 
@@ -160,7 +171,15 @@ class _Counting:
         return self._pos
 
     def flush(self) -> None:
-        self._buf.flush()
+        try:
+            self._buf.flush()
+        except OSError as err:
+            raise _OutputFailed() from err
+
+
+class _OutputFailed(Exception):
+    """Writing the merged tar failed (tar2sqfs exited, a disk filled): not the layer's fault,
+    so not reported as an unreadable layer; flatten() raises the OSError itself again."""
 
 
 class Flattener:
@@ -184,6 +203,10 @@ class Flattener:
         self._upper: dict[str, bool] = {}   # path -> is a directory, from newer layers
         self._deleted: set[str] = set()
         self._opaque: set[str] = set()
+        # directories implied by the names written (`a` for `a/x`), from newer layers and from
+        # this one so far: a non-directory there would put `a/x` under a file or link
+        self._implied: set[str] = set()
+        self._implied_here: set[str] = set()
 
     def add_layers(self, layers: list) -> None:
         """Layers oldest first, as paths or futures of paths (waited for when their turn comes)."""
@@ -193,7 +216,7 @@ class Flattener:
             try:
                 with open_layer(path) as stream:
                     self.add_layer(stream, reopen=lambda p=path: open_layer(p))
-            except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
+            except UNREADABLE as err:
                 raise LayerError(f"layer {Path(path).name} (number {len(layers) - index}) cannot be read: {err}") from None
 
     def close(self) -> None:
@@ -219,6 +242,8 @@ class Flattener:
                     continue  # the root itself: the image root's attributes are fixed
                 parent, base = posixpath.split(path)
                 if base.startswith(WHITEOUT):
+                    if not self._hidden(path, here):  # its directory exists in this layer
+                        self._implied_here.update(_ancestors(path))
                     if base == OPAQUE:
                         opaque.add(parent)
                         continue
@@ -228,7 +253,13 @@ class Flattener:
                         continue
                     deleted.add(posixpath.join(parent, name))
                     continue
-                if self._hidden(path, here):
+                hidden = self._hidden(path, here)
+                if hidden or (not member.isdir() and path in self._implied):
+                    # hidden itself, a non-directory still hides what older layers have below it
+                    # (the first entry of a name in a layer counts, as for written entries)
+                    here.setdefault(path, member.isdir() or path in self._implied_here)
+                    if not any(here.get(a) is False for a in _ancestors(path)):  # in this layer, it exists
+                        self._implied_here.update(_ancestors(path))
                     if member.isreg():
                         first.setdefault(path, path)
                     elif member.islnk():
@@ -236,7 +267,7 @@ class Flattener:
                         if not why and target in first:
                             first.setdefault(path, first[target])
                     continue
-                if path in here:
+                if path in here or (not member.isdir() and path in self._implied_here):
                     self.neutralised["duplicate"] += 1
                     continue
                 info = self._check(member, path)
@@ -262,7 +293,10 @@ class Flattener:
                     self._write(info)
         if orphans:
             self._adopt(orphans, reopen)
-        self._upper.update(here)
+        for path, is_dir in here.items():  # a non-directory in any newer layer hides what is below it
+            self._upper[path] = self._upper.get(path, True) and is_dir
+        self._implied |= self._implied_here
+        self._implied_here = set()
         self._deleted |= deleted
         self._opaque |= opaque
 
@@ -294,6 +328,7 @@ class Flattener:
             raise LayerError(f"hard-link targets {sorted(orphans)[:3]} vanished when the layer was read again")
 
     def _write(self, info: tarfile.TarInfo, data: BinaryIO | None = None) -> None:
+        self._implied_here.update(_ancestors(info.name))
         if info.pax_headers:  # kept extended attributes need a pax header
             self.tar.format = tarfile.PAX_FORMAT
             try:
@@ -347,11 +382,12 @@ class Flattener:
         if not member.isdir() and info.mode & 0o6000:
             info.mode &= ~0o6000
             self.neutralised["setuid_setgid"] += 1
-        info.mtime = member.mtime
+        info.mtime = _number(path, "time", member.mtime, -2**63, 2**63)
         if self.all_root:
             info.uid = info.gid = 0
         else:
-            info.uid, info.gid = member.uid, member.gid
+            info.uid = _number(path, "owner uid", member.uid, 0, 2**32)
+            info.gid = _number(path, "owner gid", member.gid, 0, 2**32)
         if member.isreg():
             info.type = tarfile.REGTYPE
             info.size = member.size
@@ -378,12 +414,24 @@ class Flattener:
         return info
 
 
+def _number(path: str, what: str, value, low: int, high: int) -> int:
+    """A pax record's number (any text the reader took as a float or int) within the range a
+    tar header and Linux hold, else LayerError (Go's archive/tar, which Docker uses, fails the
+    layer too; tarfile would raise an overflow while writing the merged tar)."""
+    if not isinstance(value, (int, float)) or value != value or not low <= value < high:
+        raise LayerError(f"entry {path!r} has {what} {value!r}, out of range: the layer is corrupt")
+    return int(value)
+
+
 def flatten(layers: list[str | Path], out: BinaryIO, all_root: bool = False,
             progress: Callable[[int, int], None] | None = None) -> Flattener:
     """Write the merged tar of `layers` (oldest first) to `out`; returns the counts."""
     flat = Flattener(out, all_root=all_root, progress=progress)
-    flat.add_layers(layers)
-    flat.close()
+    try:
+        flat.add_layers(layers)
+        flat.close()
+    except _OutputFailed as failed:
+        raise failed.__cause__ from None
     return flat
 
 

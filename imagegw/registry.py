@@ -83,6 +83,38 @@ def _check_digest(digest: str) -> str:
     return digest
 
 
+def _size(value) -> int:
+    """A layer's size: a non-negative integer, or absent (0)."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"layer size {value!r} is not a number of bytes")
+    return value
+
+
+_STRINGS = ("WorkingDir", "User")
+_LISTS = ("Env", "Entrypoint", "Cmd")
+
+
+def _check_config(config) -> None:
+    """The parts of an image config the gateway keeps (ENV, ENTRYPOINT, CMD, WORKDIR, USER,
+    LABELS) have the types the image spec gives them: ValueError otherwise (never a string
+    read as a list of characters)."""
+    if not isinstance(config, dict):
+        raise ValueError("the image config is not a mapping")
+    c = config.get("config") or {}
+    if not isinstance(c, dict):
+        raise ValueError("the image config's config is not a mapping")
+    for key in _LISTS:
+        if c.get(key) is not None and not (isinstance(c[key], list) and all(isinstance(v, str) for v in c[key])):
+            raise ValueError(f"{key} is not a list of strings")
+    for key in _STRINGS:
+        if c.get(key) is not None and not isinstance(c[key], str):
+            raise ValueError(f"{key} is not a string")
+    if c.get("Labels") is not None and not isinstance(c["Labels"], dict):
+        raise ValueError("Labels is not a mapping")
+
+
 class Credentials(msgspec.Struct, frozen=True):
     username: str
     password: str
@@ -149,9 +181,12 @@ class Client:
         if resp.status_code != 200:
             raise RegistryError(f"{fields['realm']}: token request refused (HTTP {resp.status_code}); "
                                 "check the image name and your credentials")
-        body = resp.json()
-        token = body.get("token") or body.get("access_token")
-        if not token:
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        token = (body.get("token") or body.get("access_token")) if isinstance(body, dict) else None
+        if not token or not isinstance(token, str):
             raise RegistryError(f"{fields['realm']}: token response has no token")
         self._auth_header = f"Bearer {token}"
 
@@ -261,7 +296,16 @@ class Client:
         return digest, media, raw
 
     def resolve(self, ref: str, platform: str = "linux/amd64") -> Resolved:
-        """The image manifest for `ref`, choosing `platform` from an index or list."""
+        """The image manifest for `ref`, choosing `platform` from an index or list. A manifest
+        or config of the wrong shape (a list where a mapping belongs, a size that is no number)
+        is one RegistryError line."""
+        try:
+            return self._resolve(ref, platform)
+        except (AttributeError, TypeError, ValueError, KeyError) as err:
+            raise RegistryError(f"{self.repository}:{ref}: the registry sent a malformed manifest or image config "
+                                f"({type(err).__name__}: {str(err)[:120]}); tell the image's owner") from None
+
+    def _resolve(self, ref: str, platform: str) -> Resolved:
         digest, media, raw = self.manifest(ref)
         body = json.loads(raw)
         if media in LISTS or "manifests" in body:
@@ -285,7 +329,8 @@ class Client:
             config = json.loads(config_raw)
         except ValueError:
             raise RegistryError(f"image config of {self.repository} is not JSON") from None
-        layers = [Layer(digest=_check_digest(l.get("digest")), size=int(l.get("size") or 0),
+        _check_config(config)
+        layers = [Layer(digest=_check_digest(l.get("digest")), size=_size(l.get("size")),
                         media_type=l.get("mediaType", "")) for l in body["layers"]]
         return Resolved(digest=digest, manifest=body, config=config, layers=layers)
 

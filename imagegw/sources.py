@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from shifter_site.config import Registries, registry_name
+from shifter_site.config import REGISTRY_HOST, Registries, registry_name
 
 from imagegw.reference import HUB, HUB_API, Reference, ReferenceError
 
@@ -88,6 +88,8 @@ def login_endpoint(reg: Registries, name: str) -> tuple[str, str]:
     registry itself (its hosts entry, the default URL, Docker Hub's API), never a mirror.
     RegistryNotAllowed for a registry this site does not pull from."""
     host = registry_name(name)
+    if not REGISTRY_HOST.fullmatch(host):
+        raise ReferenceError(f"{name!r} is not a registry host[:port] or URL, e.g. registry.example.org:5000")
     host = mirror_of(reg).get(host, host)
     if host not in allowed(reg):
         raise RegistryNotAllowed(f"registry {name} is not one this site pulls from (allowed: "

@@ -9,6 +9,7 @@ so a gateway killed mid-conversion leaves no writer behind either.
 from __future__ import annotations
 
 import ctypes
+import os
 import shutil
 import signal
 import subprocess
@@ -44,6 +45,23 @@ def tar2sqfs_argv(output: str | Path, compression: str = "zstd") -> list[str]:
     return [exe, "--quiet", "--no-skip", "--force", *COMPRESSORS[compression], str(output)]
 
 
+def _failure(code: int, err: str, output: Path, unpacked: int) -> str:
+    """tar2sqfs's failure as one line. It says only "I/O error" when its disk fills up, and
+    removes its output: when the image directory now has less room than the merged tar
+    written so far, that is named as the likely cause."""
+    last = err.splitlines()[-1] if err else "no message"
+    try:
+        st = os.statvfs(output.parent)
+        free = st.f_bavail * st.f_frsize
+    except OSError:
+        free = None
+    if free is not None and free < unpacked:
+        return (f"tar2sqfs failed ({last}); the image directory {output.parent} is probably full: "
+                f"{free} bytes free there, the image is {unpacked} bytes unpacked; free space or tell "
+                "the site admins, then pull again")
+    return f"tar2sqfs failed (exit {code}): {last}"
+
+
 def convert(layer_paths: list, output: str | Path, compression: str = "zstd",
             all_root: bool = False, progress: Callable[[int, int], None] | None = None,
             max_bytes: int | None = None, max_files: int | None = None) -> layers.Flattener:
@@ -55,10 +73,9 @@ def convert(layer_paths: list, output: str | Path, compression: str = "zstd",
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
     try:
         try:
-            out = proc.stdin
-            if max_bytes is not None or max_files is not None:
-                out = layers.Capped(proc.stdin, max_bytes or 1 << 62, max_files or 1 << 62, progress)
-                progress = out.progress
+            # counts what passes (for the message when tar2sqfs fails), and applies the caps
+            out = layers.Capped(proc.stdin, max_bytes or 1 << 62, max_files or 1 << 62, progress)
+            progress = out.progress
             flat = layers.flatten(layer_paths, out, all_root=all_root, progress=progress)
             if flat.entries > (max_files or 1 << 62):
                 out.progress(flat.entries, flat.bytes)  # the last <512 entries: checked once more
@@ -68,7 +85,7 @@ def convert(layer_paths: list, output: str | Path, compression: str = "zstd",
         err = proc.stderr.read().decode(errors="replace").strip()
         code = proc.wait()
         if code != 0 or flat is None:
-            raise ConversionError(f"tar2sqfs failed (exit {code}): {err.splitlines()[-1] if err else 'no message'}")
+            raise ConversionError(_failure(code, err, output, out.written))
         return flat
     except BaseException:
         if proc.poll() is None:

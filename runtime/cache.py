@@ -24,6 +24,20 @@ def cache_file_prefix(spec: ContainerSpec, key: str) -> str:
     return os.path.join(spec.cache_dir, f"shifter-cache.{u.uid}.{u.gid}.{spec.hostname}.{key}.")
 
 
+def _full(cache_dir: str, size: int) -> str:
+    """The likely cause when formatting fails with an I/O error: the backing files are sparse,
+    so a node whose cache directory is (nearly) full fails them only as they are written."""
+    try:
+        st = os.statvfs(cache_dir)
+    except OSError:
+        return ""
+    free = st.f_bavail * st.f_frsize
+    if free >= size:
+        return ""
+    return (f"; this node's perNodeCache directory {cache_dir} has only {free} bytes free for "
+            f"{size} asked: tell the site admins")
+
+
 def mount_cache(walk: Walk, spec: ContainerSpec, key: str, index: int, volume: Volume) -> None:
     """A perNodeCache: a sparse file in cache_dir, loop-mounted as xfs/ext4 on a staging
     directory of the container's own (made the user's there: the user's target path is
@@ -54,7 +68,10 @@ def mount_cache(walk: Walk, spec: ContainerSpec, key: str, index: int, volume: V
         else:
             argv = ["mkfs.ext4", "-q", "-F", "-m", "0", *(["-b", str(cache.bs)] if cache.bs else []),
                     "-E", f"root_owner={spec.user.uid}:{spec.user.gid}", device]
-        run_helper(argv, f"formatting the perNodeCache for {volume.target}")
+        try:
+            run_helper(argv, f"formatting the perNodeCache for {volume.target}")
+        except BuildError as err:
+            raise BuildError(f"{err}{_full(spec.cache_dir, cache.size)}") from None
         os.mkdir(stage, 0o700, dir_fd=root_fd)
         staged = True
         sc.mount(device, stage_path, cache.fs, sc.MS_NOSUID | sc.MS_NODEV)

@@ -63,9 +63,12 @@ def check_env_entry(entry: str, where: str) -> tuple[str, str]:
 
 
 def parse_env_file(text: str, path: str) -> tuple[str, ...]:
-    """--env-file content: NAME=value lines; blank lines and lines starting with # skipped."""
+    """--env-file content: NAME=value lines; blank lines and lines starting with # skipped.
+    Only a newline (and a \r before it) ends a line, as Docker reads the file: a form feed or
+    a Unicode line separator in a value stays in that value (`str.splitlines` split there)."""
     out = []
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(text.split("\n"), 1):
+        line = line.removesuffix("\r")
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue

@@ -155,7 +155,7 @@ class Gateway(_Section):
         return parse_size(self.max_image_size)
 
 
-_REGISTRY_HOST = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*"
+REGISTRY_HOST = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*"
                             r"(?::[0-9]{1,5})?|\[[0-9a-f:]+\](?::[0-9]{1,5})?")
 DOCKER_HUB = ("docker.io", "index.docker.io", "registry-1.docker.io")  # Docker Hub's names; docker.io first
 
@@ -185,12 +185,12 @@ class Registries(_Section):
     def __post_init__(self) -> None:
         _url("default", self.default)
         for host, url in self.hosts.items():
-            if not _REGISTRY_HOST.fullmatch(str(host)):
+            if not REGISTRY_HOST.fullmatch(str(host)):
                 raise _Invalid(f"hosts.{host}", "is not a registry host[:port] (lowercase), e.g. registry.example.org:5000")
             _url(f"hosts.{host}", url if isinstance(url, str) else repr(url))
         mirror_of: dict[str, str] = {}
         for upstream, urls in self.mirrors.items():
-            if not _REGISTRY_HOST.fullmatch(str(upstream)):
+            if not REGISTRY_HOST.fullmatch(str(upstream)):
                 raise _Invalid(f"mirrors.{upstream}", "is not a registry host[:port] (lowercase), e.g. docker.io")
             if not isinstance(urls, list) or not urls:
                 raise _Invalid(f"mirrors.{upstream}", f"expected a non-empty list of mirror URLs, got {urls!r}")
@@ -336,6 +336,9 @@ def _mapping_without_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode)
     seen: dict = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node)
+        if isinstance(key, (list, dict)):  # `? [a, b]`: YAML allows it, no key here is one
+            raise ConfigError(f"line {key_node.start_mark.line + 1}: a key is a list or mapping; "
+                              "write a plain name before ':'")
         if key in seen:
             raise ConfigError(
                 f"key {key!r} appears twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1}); keep one"
@@ -362,6 +365,8 @@ def parse(text: str, source: str = "<config>") -> Config:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: brackets or indentation nested too deeply to read; fix the syntax") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

@@ -78,8 +78,15 @@ def publish(image_dir: str, record: ImageRecord, squashfs_tmp: str | os.PathLike
     users and groups only (restrict)."""
     target = squashfs_path(image_dir, record.id)
     restrict(squashfs_tmp, record.user_acl, record.group_acl)
+    had_record = os.path.exists(record_path(image_dir, record.id))
     os.replace(squashfs_tmp, target)
-    write_record(image_dir, record)
+    try:
+        write_record(image_dir, record)
+    except OSError as err:  # e.g. the disk filled up: no squashfs left without its record
+        if not had_record:
+            Path(target).unlink(missing_ok=True)
+        raise ImageError(f"cannot write the record of image {record.id} in {image_dir} "
+                         f"({err.strerror or err}); nothing was published: free space there, then pull again") from None
 
 
 def restrict(path: str | os.PathLike, user_acl: list[int], group_acl: list[int]) -> None:

@@ -131,7 +131,7 @@ def translate(text: str) -> Translation:
         elif key == "imageGateway":
             d.setdefault("gateway", {})["urls"] = value.split()
         elif key == "gatewayTimeout":
-            d.setdefault("gateway", {})["timeout"] = float(int(value)) if value.isdigit() else value
+            d.setdefault("gateway", {})["timeout"] = float(int(value)) if value.isascii() and value.isdigit() else value
         elif key == "defaultImageType":
             d["default_image_type"] = value
         elif key == "allowLocalChroot":
@@ -144,7 +144,7 @@ def translate(text: str) -> Translation:
         elif key == "usersToImport":
             d["import_accounts"] = value.split()
         elif key == "maxGroupCount":
-            d["max_group_count"] = int(value) if value.isdigit() else value
+            d["max_group_count"] = int(value) if value.isascii() and value.isdigit() else value
         elif key == "mountPropagationStyle":
             d["mount_propagation"] = value
         elif key == "perNodeCachePath":

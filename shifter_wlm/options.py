@@ -129,11 +129,25 @@ class PluginArgs:
 
     @classmethod
     def parse(cls, args: list[str]) -> "PluginArgs":
+        """The checked values; ConfigError (one line) for what the C shim's check refuses,
+        should a caller skip it, and for an argument given twice (the C refuses that too: a
+        later one would otherwise be ignored silently on one side)."""
         kinds = {name: kind for name, kind, _ in PLUGIN_ARGS}
         values: dict = {}
         for arg in args:
-            key, _, value = arg.partition("=")
-            if key not in kinds:
-                raise ConfigError(f"unknown plugin argument {arg!r} in plugstack.conf")
-            values[key] = BOOLS[value] if kinds[key] == "bool" else value
+            key, eq, value = arg.partition("=")
+            if key not in kinds or not eq:
+                known = " ".join(f"{n}={k.upper()}" for n, k, _ in PLUGIN_ARGS)
+                raise ConfigError(f"unknown plugin argument {arg!r} in plugstack.conf; known: {known}")
+            if key in values:
+                raise ConfigError(f"plugin argument {key} is given twice in plugstack.conf; keep one")
+            if kinds[key] == "bool":
+                if value not in BOOLS:
+                    raise ConfigError(f"plugin argument {arg!r} in plugstack.conf: the value must be one of "
+                                      "1/0/yes/no/true/false")
+                values[key] = BOOLS[value]
+            elif not value.startswith("/"):
+                raise ConfigError(f"plugin argument {arg!r} in plugstack.conf: the value must be an absolute path")
+            else:
+                values[key] = value
         return cls(**values)

@@ -51,12 +51,17 @@ class JobInfo:
 # ---------------------------------------------------------------- pure parsing
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits only: str.isdigit() is also true for '²' (int() refuses it) and '٣'."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_cpu_ids(text: str, limit: int = MAX_CPUS) -> int:
     """How many CPUs `0-1,4` names; SlurmQueryError when it is not that, or names more than `limit`."""
     count = 0
     for part in filter(None, text.split(",")):
         lo, _, hi = part.partition("-")
-        if not lo.isdigit() or not (hi or lo).isdigit() or int(hi or lo) < int(lo):
+        if not _digits(lo) or not _digits(hi or lo) or int(hi or lo) < int(lo):
             raise SlurmQueryError(f"CPU id list {text[:80]!r} is not one Slurm writes")
         count += int(hi or lo) - int(lo) + 1
         if count > limit:
@@ -82,7 +87,7 @@ def expand_hostlist(expr: str, limit: int = MAX_NODES) -> list[str]:
             spans = []
             for part in ranges.split(","):
                 lo, _, hi = part.partition("-")
-                if not lo.isdigit() or not (hi or lo).isdigit() or int(hi or lo) < int(lo):
+                if not _digits(lo) or not _digits(hi or lo) or int(hi or lo) < int(lo):
                     raise SlurmQueryError(f"host list {expr[:80]!r} has a range {part[:20]!r} Slurm does not write")
                 spans.append((int(lo), int(hi or lo), len(lo)))
                 total += int(hi or lo) - int(lo) + 1
@@ -122,7 +127,7 @@ def layout_tasks(cpus: dict[str, int], nodes: list[str], num_tasks: int, cpus_pe
 
 
 def _number(name: str, text: str, limit: int) -> int:
-    if not text.isdigit() or int(text) > limit:
+    if not _digits(text) or int(text) > limit:
         raise SlurmQueryError(f"squeue's {name} {text[:40]!r} is not a number up to {limit}")
     return int(text)
 
@@ -144,8 +149,8 @@ def parse_squeue(text: str, job_id: int) -> dict:
     return {
         "uid": _number("UserID", values["UserID"], 1 << 32), "gid": _number("GroupID", values["GroupID"], 1 << 32),
         "nodes": nodes,
-        "num_tasks": _number("NumTasks", values["NumTasks"], MAX_TASKS) if values["NumTasks"].isdigit() else num_nodes,
-        "cpus_per_task": _number("cpus-per-task", cpt, MAX_CPUS) if cpt.isdigit() else 1,
+        "num_tasks": _number("NumTasks", values["NumTasks"], MAX_TASKS) if _digits(values["NumTasks"]) else num_nodes,
+        "cpus_per_task": _number("cpus-per-task", cpt, MAX_CPUS) if _digits(cpt) else 1,
         "num_cpus": _number("NumCPUs", values["NumCPUs"], MAX_NODES * MAX_CPUS),
         "batch_host": values["BatchHost"] if values["BatchHost"] in nodes else (nodes[0] if nodes else ""),
     }

@@ -129,6 +129,12 @@ static int check_args(int ac, char **av)
                         "absolute path", av[i]);
             return -1;
         }
+        for (int j = 0; j < i; j++)  /* arg_true reads the first: a second would be ignored */
+            if (!strncmp(av[j], av[i], n) && av[j][n] == '=') {
+                slurm_error("shifter: plugin argument '%.*s' is given twice in plugstack.conf; keep one",
+                            (int)n, av[i]);
+                return -1;
+            }
     }
     return 0;
 }

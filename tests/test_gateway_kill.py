@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import signal
 import subprocess
@@ -116,3 +117,38 @@ def test_killed_mid_conversion_leaves_nothing_and_next_pull_succeeds(instance):
     assert sorted(p.name for p in images.iterdir()) == [f"{image_id}.json", f"{image_id}.squashfs"]
     entries = gt.squashfs_entries(images / f"{image_id}.squashfs")
     assert len([p for p in entries if p.startswith("data/")]) == 2500
+
+
+def test_killed_mid_download_leaves_no_partial_blob_and_next_pull_succeeds(instance):
+    """The gateway is killed while a layer is still arriving (a registry in the test sends it
+    slowly): after the restart the pull is FAILED, no partial blob or image file is left, and
+    pulling again succeeds."""
+    from test_registry_faults import REPO, FaultyRegistry, fault_image
+    start, cfg, top = instance
+    served = FaultyRegistry(fault_image())
+    try:
+        slow = served.layer_digests[1]
+        served.fault = lambda kind, name, n: ("trickle", 60) if name == slow else None
+        text = (top / "shifter.yaml").read_text()
+        (top / "shifter.yaml").write_text(re.sub(r"(?m)^(\s*default:\s*).*$", rf"\g<1>{served.url}", text, count=1))
+        assert served.url in (top / "shifter.yaml").read_text()
+        gateway = start()
+        client.start_pull(cfg, f"{REPO}:1")
+        layers = top / "state/layers"
+        deadline = time.monotonic() + 60
+        while not list(layers.glob(".*.part")) or not any(p.stat().st_size for p in layers.glob(".*.part")):
+            assert time.monotonic() < deadline, "the slow layer never started arriving"
+            time.sleep(0.05)
+        assert client.status(cfg, f"{REPO}:1")["status"] == "PULLING"
+        gateway.send_signal(signal.SIGKILL)
+        gateway.wait()
+        start()
+        body = client.status(cfg, f"{REPO}:1")
+        assert body["status"] == "FAILURE" and "stopped during this pull" in body["status_message"]
+        assert list(layers.glob(".*")) == [] and not layers.joinpath(slow.split(":", 1)[1]).exists()
+        assert list((top / "images").iterdir()) == []
+        served.fault = lambda kind, name, n: None
+        body = client.pull(cfg, f"{REPO}:1", poll=0.1)
+        assert body["status"] == "READY" and body["id"] == served.digest.split(":", 1)[1]
+    finally:
+        served.close()

@@ -260,6 +260,7 @@ def test_plugin_whose_python_cannot_start_fails_the_job(image, python, message):
     ("shifter_config=relative.yaml", "plugin argument 'shifter_config=relative.yaml' in plugstack.conf: the value must be an absolute path"),
     ("enable_sshd", "unknown plugin argument 'enable_sshd' in plugstack.conf"),
     ("bogus=1", "unknown plugin argument 'bogus=1' in plugstack.conf"),
+    ("enable_ccm=1 enable_ccm=0", "plugin argument 'enable_ccm' is given twice in plugstack.conf; keep one"),
 ])
 def test_plugin_argument_that_would_do_nothing_fails_jobs_with_its_name(image, arg, message):
     """An admin's plugstack.conf argument either works or fails jobs with one line naming it:

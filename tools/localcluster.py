@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""The whole system in miniature on one machine: munge, slurmctld, three slurmd (n1-n3 on
-127.0.0.1-3, Debian's multiple-slurmd build), a registry on 127.0.0.1:5000, the image gateway
+"""The whole system in miniature on one machine: munge, slurmctld, N slurmd (n1-nN on
+127.0.0.1-N, ports 6831-, Debian's multiple-slurmd build; N = $SHIFTER_CLUSTER_NODES, 3 by
+default, `make cluster-up NODES=32`), a registry on 127.0.0.1:5000, the image gateway
 on 127.0.0.1:8642 (as the non-root service account shifter-gw), two test users.
 
 usage: localcluster.py up|down|status        (as root; `make cluster-up` etc. call this)
@@ -30,7 +31,20 @@ REPO = Path(__file__).resolve().parent.parent
 TEMPLATES = REPO / "config" / "local-cluster"
 STATE = Path(os.environ.get("SHIFTER_CLUSTER_STATE", "/var/lib/shifter-cluster"))
 PREFIX = Path(os.environ.get("SHIFTER_PREFIX", "/opt/shifter"))
-NODES = {"n1": ("127.0.0.1", 6831), "n2": ("127.0.0.2", 6832), "n3": ("127.0.0.3", 6833)}
+MAX_NODES = 64
+
+
+def node_count() -> int:
+    """How many slurmd: $SHIFTER_CLUSTER_NODES (1-64), else 3."""
+    text = os.environ.get("SHIFTER_CLUSTER_NODES", "") or "3"
+    if not text.isdigit() or not 1 <= int(text) <= MAX_NODES:
+        raise SystemExit(f"localcluster: SHIFTER_CLUSTER_NODES={text!r}: give a node count from 1 to {MAX_NODES}")
+    return int(text)
+
+
+# node -> (address, port): each slurmd on its own loopback address and port
+NODES = {f"n{i}": (f"127.0.0.{i}", 6830 + i) for i in range(1, node_count() + 1)}
+NODE_RANGE = f"n[1-{len(NODES)}]" if len(NODES) > 1 else "n1"
 CTLD_PORT = 6817
 REGISTRY = "127.0.0.1:5000"
 GATEWAY = "127.0.0.1:8642"
@@ -92,7 +106,9 @@ def daemons() -> list[Daemon]:
             "--state-dir", str(STATE / "gateway"), "--listen", GATEWAY],
             {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(STATE / "gateway")},
             foreground=True, user=GATEWAY_USER))
-    for node in NODES:
+    # and slurmd an earlier `up` with more nodes started (so `down` stops every one)
+    earlier = {p.name.removeprefix("slurmd-").removesuffix(".pid") for p in (STATE / "run").glob("slurmd-n*.pid")}
+    for node in [*NODES, *sorted(earlier - set(NODES), key=lambda n: int(n[1:]) if n[1:].isdigit() else 0)]:
         out.append(Daemon(f"slurmd-{node}", STATE / f"run/slurmd-{node}.pid",
                           ["slurmd", "-f", conf, "-N", node], env))
     return out
@@ -106,7 +122,11 @@ def render(name: str) -> str:
     values = {
         "@STATE@": str(STATE), "@PREFIX@": str(PREFIX), "@HOST@": socket.gethostname().split(".")[0],
         "@CTLD_PORT@": str(CTLD_PORT), "@REGISTRY@": REGISTRY, "@GENERATED@": GENERATED,
+        "@NODE_RANGE@": NODE_RANGE,
+        "@NODES@": "\n".join(f"NodeName={node} NodeHostname=@HOST@ NodeAddr={addr} Port={port} CPUs=2 "
+                             f"RealMemory=2000 State=UNKNOWN" for node, (addr, port) in NODES.items()),
     }
+    text = text.replace("@NODES@", values.pop("@NODES@"))  # first: it holds @HOST@
     for key, value in values.items():
         text = text.replace(key, value)
     return text
@@ -309,9 +329,9 @@ def up() -> None:
             wait_for("gateway", gateway_ready)
         elif daemon.name == "slurmctld":
             wait_for("slurmctld", lambda: slurm("scontrol", "ping", check=False).stdout.count("UP") > 0)
-    wait_for("slurmd n1-n3", nodes_ready, timeout=60)
+    wait_for(f"slurmd {NODE_RANGE}", nodes_ready, timeout=60 + 2 * len(NODES))
     # nodes left DOWN/DRAIN by an earlier run are returned to service
-    slurm("scontrol", "update", "nodename=n[1-3]", "state=resume", check=False)
+    slurm("scontrol", "update", f"nodename={NODE_RANGE}", "state=resume", check=False)
 
 
 def stop(daemon: Daemon, timeout: float = 15.0) -> None:
@@ -351,6 +371,25 @@ def leftover_processes() -> list[str]:
     return found
 
 
+def test_user_processes() -> list[str]:
+    """Processes of the test users: after the daemons, what is left of a job whose epilog
+    never ran (a container's sshd or an orphaned task keeps its namespace and loop device)."""
+    uids = set()
+    for name in TEST_USERS:
+        try:
+            uids.add(pwd.getpwnam(name).pw_uid)
+        except KeyError:
+            continue
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and entry.stat().st_uid in uids:
+                found.append(f"{entry.name} {(entry / 'comm').read_text().strip()}")
+        except OSError:
+            continue
+    return found
+
+
 def mounts_under(path: Path) -> list[str]:
     """Mount points at or below `path`, deepest first."""
     points = []
@@ -373,7 +412,7 @@ def down() -> None:
     deadline = time.monotonic() + 10
     while leftover_processes() and time.monotonic() < deadline:
         time.sleep(0.1)
-    for entry in leftover_processes():
+    for entry in leftover_processes() + test_user_processes():
         try:
             os.kill(int(entry.split()[0]), signal.SIGKILL)
         except ProcessLookupError:
