@@ -212,7 +212,12 @@ def run(argv: list[str]) -> int:
         check_env_entry(entry, "--env")
     user = specs.user_from_host(os.getuid(), cfg.max_group_count)
     check_access(record, user.uid, [user.gid, *user.gids])
-    spec = specs.from_config(cfg, record, user, volumes=tuple(volumes), module=opts["module"],
+    gpus = None
+    if cfg.gpu_module is not None:  # the site's GPU module (runtime/gpu.py)
+        from runtime import gpu
+        named = opts["module"] is not None and cfg.gpu_module in opts["module"].split(",")
+        gpus = gpu.launch_gpus(host_env, named, os.listdir("/dev"))
+    spec = specs.from_config(cfg, record, user, volumes=tuple(volumes), module=opts["module"], gpus=gpus,
                              image_request=ref, env=tuple(opts["env"]), env_file=env_file,
                              clearenv=opts["clearenv"], workdir=opts["workdir"], entrypoint=opts["entrypoint"])
     command = opts["command"]

@@ -155,6 +155,7 @@ class ContainerSpec(Frozen):
     root_hooks      enabled modules' root hooks: run by the builder as root, outside the
                     container, cwd = the container root, after the site mounts (in build_key)
     user_hooks      enabled modules' user hooks: run inside as the user before the command
+    gpus, gpu       the GPU module's GPUs (node numbers) and site settings (runtime.gpu.GpuSite)
     """
 
     image_id: str
@@ -189,6 +190,8 @@ class ContainerSpec(Frozen):
     scope: str = ""               # who owns the container, e.g. "job-42": never shared beyond it
     root_hooks: tuple[tuple[str, str], ...] = ()   # (module, host script): run as root at build
     user_hooks: tuple[tuple[str, str], ...] = ()   # (module, script in the container): run as the user
+    gpus: tuple[int, ...] = ()    # the node's GPU numbers the container gets (runtime/gpu.py)
+    gpu: object = None            # runtime.gpu.GpuSite when gpus: the site's driver-file settings
 
     def entering(self) -> Entering:
         """The part of this spec that entering the built container needs."""
@@ -210,6 +213,8 @@ class ContainerSpec(Frozen):
         }
         if self.root_hooks:  # only when set: keys of containers without hooks stay as they were
             built["root_hooks"] = [list(h) for h in self.root_hooks]
+        if self.gpus:  # likewise
+            built["gpus"] = [list(self.gpus), _listed(asdict(self.gpu))]
         import hashlib  # here, not at import: a launch or a step joining its container never hashes
         import json
 
@@ -276,16 +281,18 @@ def _accounts(names: list[str], skip_uid: int) -> tuple[tuple[Account, ...], tup
 
 def from_config(cfg, record, user: User, *, volumes: tuple[Volume, ...] = (),
                 module: str | None = None, hosts: list[str] | None = None,
-                image_request: str = "", **options) -> ContainerSpec:
+                image_request: str = "", gpus: tuple[int, ...] | None = None, **options) -> ContainerSpec:
     """A ContainerSpec from the site config, an ImageRecord, the user and the user's options
     (`options`: env, env_file, clearenv, workdir, entrypoint). `module`: the --module text
-    (None: the site's default modules), checked by runtime.modules.select."""
+    (None: the site's default modules), checked by runtime.modules.select; `gpus`: the GPUs
+    of the step on this node (None: not known here), for the site's GPU module."""
     from runtime.modules import select
     from runtime.volumes import check_cache_limits, parse_mapping
     from shifter_site.quickload import squashfs_path
 
     check_cache_limits(list(volumes), cfg.per_node_cache.size_limit_bytes, list(cfg.per_node_cache.allowed_fs))
-    modules = select(module, cfg)
+    modules = select(module, cfg, gpus)
+    gpu_extra = {}
     site = [parse_mapping(_site_text(m), site=True) for m in cfg.site_mounts]
     envs: list[SiteEnv] = []
     copies = []
@@ -294,6 +301,13 @@ def from_config(cfg, record, user: User, *, volumes: tuple[Volume, ...] = (),
         module = cfg.modules[name]
         site += [parse_mapping(_site_text(m), site=True) for m in module.site_mounts]
         envs.append(_site_env(module.env))
+        if module.gpu is not None and gpus:
+            from runtime import gpu
+
+            gpu_extra = {"gpus": tuple(gpus), "gpu": gpu.site_settings(cfg, name)}
+            envs.append(SiteEnv(set=tuple(gpu.container_env(tuple(gpus)).items()),
+                                prepend=(("LD_LIBRARY_PATH", gpu.CONTAINER_LIB_DIR),),
+                                append=(("PATH", gpu.CONTAINER_BIN_DIR),)))
         if module.copy_path:
             copies.append((name, module.copy_path))
         if module.root_hook:
@@ -312,7 +326,7 @@ def from_config(cfg, record, user: User, *, volumes: tuple[Volume, ...] = (),
         cache_dir=cfg.per_node_cache.dir, cache_size_limit=cfg.per_node_cache.size_limit_bytes,
         cache_allowed_fs=tuple(cfg.per_node_cache.allowed_fs), opt_udi_image=cfg.opt_udi_image,
         etc_dir=cfg.etc_dir, mount_propagation=cfg.mount_propagation,
-        root_hooks=tuple(root_hooks), user_hooks=tuple(user_hooks),
+        root_hooks=tuple(root_hooks), user_hooks=tuple(user_hooks), **gpu_extra,
         **{"hostname": os.uname().nodename, **options})
 
 

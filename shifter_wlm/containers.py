@@ -11,11 +11,13 @@ def hostsfile_entries(job) -> list[str]:
 
 
 def make_spec(cfg, args_image_request: str, volume: str, module: str, image: str, uid: int,
-              hosts: list[str] | None, node: str, scope: str, sshd_addrs: dict[str, str] | None = None):
+              hosts: list[str] | None, node: str, scope: str, sshd_addrs: dict[str, str] | None = None,
+              gpus: tuple[int, ...] | None = None):
     """The ContainerSpec for this job or step on this node; everything checked again here
     with the user's rights (nothing from the submit side is trusted). `sshd_addrs` (node ->
     Slurm NodeAddr) when the job gets the sshd: /etc/hosts then maps the job's nodes to
-    their addresses and PATH ends with /opt/udiImage/bin (ssh, scp)."""
+    their addresses and PATH ends with /opt/udiImage/bin (ssh, scp). `gpus`: the job's or
+    step's GPUs on this node, from Slurm (runtime.gpu.allocated), for the GPU module."""
     from runtime import spec as rspec
     from runtime import volumes as rvolumes
     from shifter_site import imagefiles
@@ -30,7 +32,7 @@ def make_spec(cfg, args_image_request: str, volume: str, module: str, image: str
         from shifter_wlm import sshd
         extra["host_addrs"] = sshd.host_addrs(sshd_addrs)
     spec = rspec.from_config(cfg, record, user, volumes=vols, module=module or None, hosts=hosts,
-                             image_request=args_image_request, hostname=node, scope=scope, **extra)
+                             image_request=args_image_request, hostname=node, scope=scope, gpus=gpus, **extra)
     if sshd_addrs is not None:
         from runtime.frozen import replace
         from shifter_wlm.sshd import UDI_BIN
@@ -48,5 +50,6 @@ def job_record(job_id: int, uid: int, spec, key: str, state: str, message: str =
         job_id=job_id, uid=uid, key=key, image_id=spec.image_id if spec else image_id,
         state=state, message=message, image_request=spec.image_request if spec else "",
         volume=volume, module=module, entering=spec.entering().to_data() if spec else None,
+        gpus=list(spec.gpus) if spec else [],
         sshd_pid=sshd_pid, sshd_error=sshd_error,
     )

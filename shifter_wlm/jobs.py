@@ -32,13 +32,15 @@ class JobRecord:
     image_request, volume, module   the request as the user wrote it
     entering            what entering needs (runtime.spec.Entering.to_data()), so a step
                         loads neither the site config nor the image record
+    gpus                the node's GPUs the container got (runtime/gpu.py); a step with others
+                        gets a container of its own
     sshd_pid            the job's sshd in the container (0: none); the epilog stops it
     sshd_error          why the job's sshd could not start on this node ("" when it did, or none)
     """
 
     DEFAULTS = {
         "job_id": 0, "uid": -1, "key": "", "image_id": "", "state": "building", "message": "",
-        "image_request": "", "volume": "", "module": "", "entering": None,
+        "image_request": "", "volume": "", "module": "", "entering": None, "gpus": [],
         "sshd_pid": 0, "sshd_error": "",
     }
     __slots__ = tuple(DEFAULTS)

@@ -72,6 +72,16 @@ def other_jobs_sshds(run_dir: str, pids: set[int], wait: float = 2.0) -> bool:
         time.sleep(0.1)
 
 
+def job_gpus(cfg) -> tuple[int, ...] | None:
+    """The job's GPUs on this node, from what slurmd sets for the prolog (SLURM_JOB_GPUS; the
+    user's environment does not reach the prolog); None when the site has no GPU module."""
+    if cfg.gpu_module is None:
+        return None
+    from runtime import gpu
+
+    return gpu.allocated({"SLURM_JOB_GPUS": os.environ.get("SLURM_JOB_GPUS", "")})
+
+
 def run(spank, args, options) -> None:
     from runtime import build
     from shifter_site import config, logs
@@ -105,9 +115,10 @@ def run(spank, args, options) -> None:
         with logs.step(log, "spec", job=job_id, node=node) as info:
             image = image_id(request, cfg)
             spec = make_spec(cfg, request or f"id:{image}", volume, module, image, uid,
-                             hostsfile_entries(job), node, scope=f"job-{job_id}", sshd_addrs=addrs)
+                             hostsfile_entries(job), node, scope=f"job-{job_id}", sshd_addrs=addrs,
+                             gpus=job_gpus(cfg))
             key = spec.build_key()
-            info.update(image=image, key=key)
+            info.update(image=image, key=key, gpus=list(spec.gpus))
         jobs.write(run_dir, str(job_id), job_record(job_id, uid, spec, key, "building", volume=volume, module=module))
         with logs.step(log, "build", job=job_id, node=node, key=key):
             build.build(spec, run_dir)
