@@ -146,6 +146,70 @@ def host_mpich() -> None:
         shutil.copytree(ucx, lib / "ucx")
 
 
+# Fake GPUs (issue 16): what a GPU node's /dev shows, with NVIDIA's major number 195 (the
+# nvidia-uvm major is dynamic on real nodes); no driver answers them, nothing opens them.
+FAKE_DEVICES = {"nvidia0": (195, 0), "nvidia1": (195, 1), "nvidiactl": (195, 255),
+                "nvidia-modeset": (195, 254), "nvidia-uvm": (511, 0)}
+FAKE_DRIVER_VERSION = "580.0.0"
+
+
+def fake_gpus() -> None:
+    """Two fake GPUs per node (gres.conf: /dev/nvidia[0-1]) and a fake driver tree under
+    STATE/nvidia: libcuda.so.1 and libnvidia-ml.so.1 (real sonames, a random token each
+    cluster build), a fake nvidia-smi, and a loader cache (ldconfig -C) listing them. Left
+    alone where a real NVIDIA driver is present (/dev/nvidiactl not ours)."""
+    base = STATE / "nvidia"
+    made = base / "devices"
+    if Path("/dev/nvidiactl").exists() and not made.exists():
+        return
+    (base / "lib").mkdir(parents=True, exist_ok=True)
+    (base / "bin").mkdir(parents=True, exist_ok=True)
+    for name, (major, minor) in FAKE_DEVICES.items():
+        path = Path("/dev") / name
+        if not path.exists():
+            os.mknod(path, 0o666 | 0o020000, os.makedev(major, minor))
+            os.chmod(path, 0o666)
+    made.write_text("".join(f"{name} {major} {minor}\n" for name, (major, minor) in FAKE_DEVICES.items()))
+    source = TEMPLATES / "nvidia"
+    stamp = base / "built-from"
+    sources = (source / "fakedriver.c").read_text() + (source / "nvidia-smi.c").read_text()
+    if stamp.exists() and stamp.read_text() == sources:
+        return
+    token = os.urandom(8).hex()
+    (base / "token").write_text(token + "\n")
+    for soname in ("libcuda.so.1", "libnvidia-ml.so.1"):
+        real = base / "lib" / soname.replace(".so.1", f".so.{FAKE_DRIVER_VERSION}")
+        subprocess.run(["cc", "-shared", "-fPIC", f"-Wl,-soname,{soname}", f'-DFAKE_TOKEN="{token}"',
+                        "-o", str(real), str(source / "fakedriver.c")], check=True)
+        link = base / "lib" / soname
+        link.unlink(missing_ok=True)
+        link.symlink_to(real.name)
+    subprocess.run(["cc", "-o", str(base / "bin/nvidia-smi"), str(source / "nvidia-smi.c"),
+                    f"-L{base / 'lib'}", "-l:libnvidia-ml.so.1"], check=True)
+    (base / "ld.so.conf").write_text(f"{base / 'lib'}\n")
+    subprocess.run(["ldconfig", "-C", str(base / "ld.so.cache"), "-f", str(base / "ld.so.conf")], check=True)
+    stamp.write_text(sources)
+
+
+def remove_fake_gpus() -> None:
+    """The fake device nodes fake_gpus made (each only while it is still the one made)."""
+    made = STATE / "nvidia/devices"
+    if not made.exists():
+        return
+    for line in made.read_text().split("\n"):
+        if not line:
+            continue
+        name, major, minor = line.split()
+        path = Path("/dev") / name
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            continue
+        if st.st_rdev == os.makedev(int(major), int(minor)):
+            path.unlink()
+    made.unlink()
+
+
 def prepare() -> bool:
     """Directories, keys, users and config files; True when a Slurm config file changed."""
     for sub in ("etc", "run", "log", "munge", "slurm/state", "registry/data", "images", "cache", "nodes"):
@@ -173,8 +237,9 @@ def prepare() -> bool:
         for item in module.iterdir():
             write_if_changed(STATE / "modules" / module.name / item.name, item.read_text(), 0o755)
     host_mpich()
+    fake_gpus()
     changed = False
-    for name, mode in (("slurm.conf", 0o644), ("plugstack.conf", 0o644)):
+    for name, mode in (("slurm.conf", 0o644), ("plugstack.conf", 0o644), ("gres.conf", 0o644)):
         changed |= write_if_changed(STATE / "etc" / name, render(name + ".in"), mode)
     write_if_changed(STATE / "etc/registry.yml", render("registry.yml.in"))
     if write_if_changed(STATE / "etc/shifter.yaml", render("shifter.yaml.in")):
@@ -386,6 +451,7 @@ def down() -> None:
         for sock in spool.glob("*_*.*"):  # step sockets: <node>_<job>.<step>
             if sock.is_socket():
                 sock.unlink(missing_ok=True)
+    remove_fake_gpus()
     left = leftover_processes()
     if left:
         raise ClusterError(f"processes still running after down: {', '.join(left)}")
