@@ -56,3 +56,18 @@ def _gpu_rule(names: list[str], text: str | None, cfg, gpu_module: str, gpus: tu
         raise ModuleError(f"--module: {gpu_module!r} needs GPUs and this job has none on this node; "
                           f"ask for them (--gres=gpu:N) or drop {gpu_module!r}")
     return [name for name in names if name != gpu_module]  # a site default, without GPUs: nothing
+
+
+def check_host_files(names: list[str] | tuple[str, ...], cfg) -> None:
+    """On the node that builds the container (as root): every file the chosen modules take
+    from the host is there (copy_path, root_hook, site mount sources); else one line naming
+    the module and the path. The job's steps report it; the node stays in service."""
+    import os
+
+    for name in names:
+        module = cfg.modules[name]
+        paths = [module.copy_path, module.root_hook, *(m.from_ for m in module.site_mounts)]
+        for path in paths:
+            if path and not os.path.exists(path):
+                raise ModuleError(f"module {name!r}: {path} is missing on this node; ask the admins to install "
+                                  f"the module's files here, or run without it (--module=...)")

@@ -33,6 +33,8 @@ def make_spec(cfg, args_image_request: str, volume: str, module: str, image: str
         extra["host_addrs"] = sshd.host_addrs(sshd_addrs)
     spec = rspec.from_config(cfg, record, user, volumes=vols, module=module or None, hosts=hosts,
                              image_request=args_image_request, hostname=node, scope=scope, gpus=gpus, **extra)
+    from runtime.modules import check_host_files
+    check_host_files(spec.modules, cfg)
     if sshd_addrs is not None:
         from runtime.frozen import replace
         from shifter_wlm.sshd import UDI_BIN

@@ -172,3 +172,15 @@ def test_gpu_setup_costs_at_most_5_ms_per_node(gpu_image):
     print(f"GPU module setup on n3: gpu {phases['build.gpu']['ms']} ms + gpu_dev {phases['build.gpu_dev']['ms']} ms")
     assert cost <= 5.0, phases
     jt.assert_clean()
+
+
+def test_module_whose_host_files_are_missing_is_one_line_and_the_node_stays_up(gpu_image):
+    _, output = _job("absent.sl", f"#SBATCH --image={gpu_image} --module=absent -w n1\n"
+                     "srun shifter true; echo rc=$?\n", check=False)
+    lines = [line for line in output.splitlines() if "module 'absent':" in line]
+    assert lines and "is missing on this node" in lines[0] and "Traceback" not in output, output
+    assert "rc=0" not in output
+    state = subprocess.run(["sinfo", "-h", "-n", "n1", "-o", "%t"], capture_output=True, text=True,
+                           env={**os.environ, "SLURM_CONF": str(localcluster.STATE / "etc/slurm.conf")}).stdout
+    assert state.strip() in ("idle", "mix", "alloc"), state
+    jt.assert_clean()
