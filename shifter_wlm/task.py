@@ -163,10 +163,10 @@ def _prepare(spank, args, options, argv: list[str], ccm: bool) -> None:
 
     gpus = _step_gpus(spank, snapshot, cfg, job)
     started = time.perf_counter()
-    same_as_job = (job is not None and job.image_id == image and job.volume == volume and job.module == module
-                   and (gpus is None or tuple(job.gpus) == gpus))
+    same_as_job = job is not None and job.image_id == image and job.volume == volume and job.module == module
     if same_as_job and job.state == "failed":
         raise StepError(job.message)
+    same_as_job = same_as_job and (gpus is None or tuple(job.gpus) == gpus)
     if same_as_job and job.state == "ready":
         key, step_record = job.key, None
         spec = _entering(job, opts)
