@@ -167,7 +167,11 @@ def fake_gpus() -> None:
     for name, (major, minor) in FAKE_DEVICES.items():
         path = Path("/dev") / name
         if not path.exists():
-            os.mknod(path, 0o666 | 0o020000, os.makedev(major, minor))
+            try:
+                os.mknod(path, 0o666 | 0o020000, os.makedev(major, minor))
+            except OSError as err:
+                raise ClusterError(f"cannot make the fake GPU device {path} ({err.strerror}); the nodes' "
+                                   "gres.conf needs it: run as root with a writable /dev") from None
             os.chmod(path, 0o666)
     made.write_text("".join(f"{name} {major} {minor}\n" for name, (major, minor) in FAKE_DEVICES.items()))
     source = TEMPLATES / "nvidia"
