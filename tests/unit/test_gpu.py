@@ -99,6 +99,34 @@ def test_ldconfig_parse_keeps_first_of_this_arch():
     assert cache["libnvidia-ml.so.1"] == "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1"
 
 
+def test_loader_cache_read_directly_equals_ldconfig(tmp_path):
+    """read_loader_cache (the file, no subprocess) lists what `ldconfig -p` lists, for this
+    host's cache and for one made here with a library under a driver's soname."""
+    import shutil
+    import subprocess
+
+    ldconfig = shutil.which("ldconfig") or "/sbin/ldconfig"
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    shutil.copy(next(p for p in ("/lib/x86_64-linux-gnu/libz.so.1", "/usr/lib/x86_64-linux-gnu/libz.so.1")
+                     if os.path.exists(p)), lib / "libz.so.1")
+    (tmp_path / "conf").write_text(f"{lib}\n")
+    subprocess.run([ldconfig, "-C", str(tmp_path / "cache"), "-f", str(tmp_path / "conf"), "-X"],
+                   check=True, capture_output=True)
+    for cache in ("/etc/ld.so.cache", str(tmp_path / "cache")):
+        text = subprocess.run([ldconfig, "-p", "-C", cache], capture_output=True, text=True, check=True).stdout
+        assert gpu.read_loader_cache(cache) == gpu.parse_ldconfig(text), cache
+    assert gpu.read_loader_cache(str(tmp_path / "cache"))["libz.so.1"] == str(lib / "libz.so.1")
+
+
+def test_unreadable_or_foreign_loader_cache_is_one_line(tmp_path):
+    (tmp_path / "bad").write_bytes(b"not a cache")
+    for path, what in ((str(tmp_path / "none"), "cannot read"), (str(tmp_path / "bad"), "not a glibc loader cache")):
+        with pytest.raises(gpu.GpuError, match=what) as err:
+            gpu.read_loader_cache(path)
+        assert "\n" not in str(err.value)
+
+
 def test_driver_libraries_match_the_site_patterns_only():
     names = {os.path.basename(p) for p in gpu.driver_libraries(gpu.parse_ldconfig(LDCONFIG), SITE.libraries)}
     assert names == {"libcuda.so.1", "libcuda.so", "libnvidia-ml.so.1", "libnvidia-ptxjitcompiler.so.1"}
@@ -112,16 +140,16 @@ def test_plan_for_a_step(tmp_path):
     tool.chmod(stat.S_IRWXU)
     site = gpu.GpuSite(module="gpu", libraries=SITE.libraries, tools=("nvidia-smi", "nvidia-absent"),
                        tool_path=("/nonexistent", str(tmp_path)))
-    plan = gpu.plan((1, 3), site, present=DEV, ldconfig_text=LDCONFIG)
+    plan = gpu.plan((1, 3), site, present=DEV, cache=gpu.parse_ldconfig(LDCONFIG))
     assert [d for d in plan.devices if d[-1].isdigit()] == ["/dev/nvidia1", "/dev/nvidia3"]
     assert plan.tools == (str(tool),)
     assert gpu.container_env(plan.gpus) == {"CUDA_VISIBLE_DEVICES": "0,1", "SHIFTER_GPUS": "1,3"}
-    assert gpu.plan((), site, present=DEV, ldconfig_text=LDCONFIG) == gpu.GpuPlan(gpus=())
+    assert gpu.plan((), site, present=DEV, cache={}) == gpu.GpuPlan(gpus=())
 
 
 def test_gpus_without_libcuda_in_the_cache_is_refused_naming_the_module():
     with pytest.raises(gpu.GpuError, match="module 'gpu': .* lists no libcuda.so; install") as err:
-        gpu.plan((0,), SITE, present=DEV, ldconfig_text="0 libs found\n")
+        gpu.plan((0,), SITE, present=DEV, cache=gpu.parse_ldconfig("0 libs found\n"))
     assert "\n" not in str(err.value)
 
 
