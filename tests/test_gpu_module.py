@@ -184,3 +184,21 @@ def test_module_whose_host_files_are_missing_is_one_line_and_the_node_stays_up(g
                            env={**os.environ, "SLURM_CONF": str(localcluster.STATE / "etc/slurm.conf")}).stdout
     assert state.strip() in ("idle", "mix", "alloc"), state
     jt.assert_clean()
+
+
+def test_a_users_gpu_variables_never_widen_the_allocation(gpu_image):
+    """Attack: the user sets the variables the module reads. A one-GPU job's step still sees
+    one GPU (or is refused in one line); a job without GPUs still gets none."""
+    _, output = _job("gpuforge.sl", f"#SBATCH --image={gpu_image} --gres=gpu:1\n"
+                     "SLURM_STEP_GPUS=0,1 SLURM_JOB_GPUS=0,1 CUDA_VISIBLE_DEVICES=0,1 srun shifter /app/cudaprobe\n",
+                     check=False)
+    probes = _probes(output)
+    if probes:
+        assert len({d for d in _gpu_devs(probes[0]) if d[6:].isdigit()}) == 1 and probes[0]["cvd"] == "0", output
+    else:
+        assert "names GPUs job" in output and "Traceback" not in output, output
+    _, output = _job("gpuforge0.sl", f"#SBATCH --image={gpu_image}\n"
+                     "SLURM_STEP_GPUS=0,1 SLURM_JOB_GPUS=0,1 CUDA_VISIBLE_DEVICES=0,1 "
+                     "srun shifter sh -c 'ls -d /opt/udiImage/gpu 2>&1; echo cvd=$CUDA_VISIBLE_DEVICES'\n")
+    assert "No such file or directory" in output and "cvd=0,1" in output, output  # theirs, untouched; no GPU added
+    jt.assert_clean()
