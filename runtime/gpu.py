@@ -37,6 +37,7 @@ SOURCES = ("SLURM_STEP_GPUS", "SLURM_JOB_GPUS", "CUDA_VISIBLE_DEVICES")
 CONTAINER_DIR = "/opt/udiImage/gpu"  # not under modules/: a module's copy_path is bound there
 CONTAINER_LIB_DIR = CONTAINER_DIR + "/lib64"
 CONTAINER_BIN_DIR = CONTAINER_DIR + "/bin"
+CONTAINER_HOST_DIR = CONTAINER_DIR + "/host"  # the node's directories holding them, bound read-only
 GPU_NODE = re.compile(r"nvidia([0-9]{1,4})")
 _INDEX = re.compile(r"[0-9]{1,4}")
 _LDCONFIG_LINE = re.compile(r"\s+(\S+) \(([^)]*)\) => (\S+)$")
@@ -185,6 +186,24 @@ def plan(gpus: tuple[int, ...], site: GpuSite, *, present: Iterable[str], cache:
 
 _CACHE_MAGIC = b"glibc-ld.so.cache1.1"
 _X86_64_LIBC6 = 0x0303  # FLAG_ELF_LIBC6 | FLAG_X8664_LIB64: ldconfig -p's "(libc6,x86-64)"
+
+
+def layout(libraries: Iterable[str], tools: Iterable[str]) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """How the build shows the driver files: each node directory holding one (after links)
+    bound once, at CONTAINER_HOST_DIR/<n>, and a link per file under its loader-cache name in
+    CONTAINER_LIB_DIR or CONTAINER_BIN_DIR (a mount per directory, not per file: a driver has
+    ~40 libraries, and a mount costs ~0.2 ms). Returns (node dirs, (link, target) pairs)."""
+    dirs: list[str] = []
+    links = []
+    for where, files in ((CONTAINER_LIB_DIR, libraries), (CONTAINER_BIN_DIR, tools)):
+        for path in files:
+            real = os.path.realpath(path)
+            parent = os.path.dirname(real)
+            if parent not in dirs:
+                dirs.append(parent)
+            links.append((f"{where}/{os.path.basename(path)}",
+                          f"{CONTAINER_HOST_DIR}/{dirs.index(parent)}/{os.path.basename(real)}"))
+    return tuple(dirs), tuple(links)
 
 
 def read_loader_cache(path: str) -> dict[str, str]:

@@ -266,18 +266,23 @@ def _bind_file(source: str, target: str) -> None:
 
 
 def gpu_files(s: Setup, info: dict) -> None:
-    """The node's driver libraries (its loader cache, the site's patterns) and tools, bound
-    under /opt/udiImage/gpu (read-only with it at seal), each under its loader-cache name."""
+    """The node's driver libraries (its loader cache, the site's patterns) and tools under
+    /opt/udiImage/gpu (read-only with it at seal), each under its loader-cache name: a link
+    into the node's directory holding it, bound once (runtime.gpu.layout)."""
     from runtime import gpu
 
     plan = gpu.host_plan(s.spec.gpus, s.spec.gpu)
     s.gpu_plan = plan
-    for directory, files in ((gpu.CONTAINER_LIB_DIR, plan.libraries), (gpu.CONTAINER_BIN_DIR, plan.tools)):
-        target_dir = os.path.join(s.root, directory.lstrip("/"))
-        os.makedirs(target_dir, 0o755, exist_ok=True)
-        for path in files:
-            _bind_file(os.path.realpath(path), os.path.join(target_dir, os.path.basename(path)))
-    info.update(gpus=list(plan.gpus), libraries=len(plan.libraries), tools=len(plan.tools))
+    dirs, links = gpu.layout(plan.libraries, plan.tools)
+    for index, directory in enumerate(dirs):
+        target = os.path.join(s.root, gpu.CONTAINER_HOST_DIR.lstrip("/"), str(index))
+        os.makedirs(target, 0o755)
+        binds.bind(directory, target)
+    for directory in (gpu.CONTAINER_LIB_DIR, gpu.CONTAINER_BIN_DIR):
+        os.makedirs(os.path.join(s.root, directory.lstrip("/")), 0o755, exist_ok=True)
+    for link, target in links:
+        os.symlink(target, os.path.join(s.root, link.lstrip("/")))
+    info.update(gpus=list(plan.gpus), libraries=len(plan.libraries), tools=len(plan.tools), mounts=len(dirs))
 
 
 def gpu_dev(s: Setup, info: dict) -> None:

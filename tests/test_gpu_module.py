@@ -109,7 +109,8 @@ def test_one_gpu_job_sees_only_its_gpu_and_the_nodes_driver(gpu_image):
     (probe,) = _probes(output)
     # the loader found libcuda.so.1: the node's copy (its token), bound in by the module
     assert probe["token"] == (_fake() / "token").read_text().strip(), output
-    assert probe["mapped"] == "/opt/udiImage/gpu/lib64/libcuda.so.1" and probe["version"] == "13000", output
+    # found as lib64/libcuda.so.1, a link to the node's file in its bound directory
+    assert probe["mapped"] == "/opt/udiImage/gpu/host/0/libcuda.so.580.0.0" and probe["version"] == "13000", output
     # only the allocated GPU, plus the control devices the node has
     assert _gpu_devs(probe) == {f"nvidia{host_gpu}", "nvidiactl", "nvidia-uvm", "nvidia-modeset"}, output
     assert probe["cvd"] == "0", output  # the one GPU inside is CUDA's device 0
@@ -167,6 +168,7 @@ def test_gpu_setup_costs_at_most_5_ms_per_node(gpu_image):
     key = spec[-1]["key"]
     phases = {e["event"]: e for e in events if e.get("key") == key and e.get("event", "").startswith("build.")}
     assert phases["build.gpu"]["libraries"] >= 2 and phases["build.gpu"]["tools"] == 1, phases["build.gpu"]
+    assert phases["build.gpu"]["mounts"] == 2, phases["build.gpu"]  # the driver's lib dir and bin dir
     assert phases["build.gpu_dev"]["hidden"] == [], phases["build.gpu_dev"]
     cost = phases["build.gpu"]["ms"] + phases["build.gpu_dev"]["ms"]
     print(f"GPU module setup on n3: gpu {phases['build.gpu']['ms']} ms + gpu_dev {phases['build.gpu_dev']['ms']} ms")

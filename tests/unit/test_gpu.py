@@ -127,6 +127,23 @@ def test_unreadable_or_foreign_loader_cache_is_one_line(tmp_path):
         assert "\n" not in str(err.value)
 
 
+def test_layout_binds_each_node_directory_once(tmp_path):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for name in ("libcuda.so.580.1", "libnvidia-ml.so.580.1"):
+        (lib / name).write_text("")
+    (lib / "libcuda.so.1").symlink_to("libcuda.so.580.1")
+    (lib / "libnvidia-ml.so.1").symlink_to("libnvidia-ml.so.580.1")
+    tool = tmp_path / "bin" / "nvidia-smi"
+    tool.parent.mkdir()
+    tool.write_text("")
+    dirs, links = gpu.layout([str(lib / "libcuda.so.1"), str(lib / "libnvidia-ml.so.1")], [str(tool)])
+    assert dirs == (str(lib), str(tool.parent))
+    assert links == (("/opt/udiImage/gpu/lib64/libcuda.so.1", "/opt/udiImage/gpu/host/0/libcuda.so.580.1"),
+                     ("/opt/udiImage/gpu/lib64/libnvidia-ml.so.1", "/opt/udiImage/gpu/host/0/libnvidia-ml.so.580.1"),
+                     ("/opt/udiImage/gpu/bin/nvidia-smi", "/opt/udiImage/gpu/host/1/nvidia-smi"))
+
+
 def test_driver_libraries_match_the_site_patterns_only():
     names = {os.path.basename(p) for p in gpu.driver_libraries(gpu.parse_ldconfig(LDCONFIG), SITE.libraries)}
     assert names == {"libcuda.so.1", "libcuda.so", "libnvidia-ml.so.1", "libnvidia-ptxjitcompiler.so.1"}
