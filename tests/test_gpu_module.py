@@ -207,3 +207,22 @@ def test_a_users_gpu_variables_never_widen_the_allocation(gpu_image):
     else:
         assert "names GPUs job" in output and "Traceback" not in output, output
     jt.assert_clean()
+
+
+def test_shifter_as_root_outside_slurm_takes_its_gpus_from_the_environment(gpu_image):
+    """`shifter` run by root on a node (no Slurm step): CUDA_VISIBLE_DEVICES names the GPUs;
+    asking for the module by name with nothing said gives every GPU the node shows."""
+    image_id = subprocess.run([str(localcluster.PREFIX / "bin/shifterimg"), "lookup", "docker:gpu/probe:1"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    env = {"PATH": "/usr/bin:/bin", "SHIFTER_CONFIG": str(localcluster.STATE / "etc/shifter.yaml")}
+    shifter = [str(localcluster.PREFIX / "bin/shifter"), f"--image=id:{image_id}"]
+    one = subprocess.run([*shifter, "/app/cudaprobe"], env={**env, "CUDA_VISIBLE_DEVICES": "1"},
+                         capture_output=True, text=True, timeout=120)
+    assert one.returncode == 0, one.stderr
+    (probe,) = _probes(one.stdout)
+    assert _gpu_devs(probe) == {"nvidia1", "nvidiactl", "nvidia-uvm", "nvidia-modeset"} and probe["cvd"] == "0", probe
+    every = subprocess.run([*shifter, "--module=gpu", "/app/cudaprobe"], env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert every.returncode == 0, every.stderr
+    (probe,) = _probes(every.stdout)
+    assert {"nvidia0", "nvidia1"} <= _gpu_devs(probe) and probe["cvd"] == "0,1", probe
