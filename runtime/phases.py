@@ -297,17 +297,21 @@ def gpu_dev(s: Setup, info: dict) -> None:
     dev = os.path.join(s.root, "dev")
     sc.mount("tmpfs", dev, "tmpfs", sc.MS_NOSUID, "mode=0755,size=64k")
     hidden, binds_made = [], 0
+    umask = os.umask(0o022)
+    os.umask(umask)
     for entry in os.scandir("/dev"):
         name = entry.name
         if name.startswith("nvidia") and name[6:].isdigit() and name not in wanted:
             hidden.append(name)
             continue
         target = os.path.join(dev, name)
-        st = os.lstat(entry.path)
+        st = entry.stat(follow_symlinks=False)
         if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
             os.mknod(target, st.st_mode, st.st_rdev)
-            os.chown(target, st.st_uid, st.st_gid)
-            os.chmod(target, stat.S_IMODE(st.st_mode))
+            if st.st_uid or st.st_gid:  # most are root's: skip the syscalls
+                os.chown(target, st.st_uid, st.st_gid)
+            if st.st_mode & umask:
+                os.chmod(target, stat.S_IMODE(st.st_mode))
         elif stat.S_ISLNK(st.st_mode):
             os.symlink(os.readlink(entry.path), target)
         elif stat.S_ISDIR(st.st_mode):
