@@ -51,7 +51,7 @@ def build(spec: ContainerSpec, run_dir: str, *, log: Any = _DEFAULT,
             return existing
         if os.path.lexists(state):
             td.teardown(run_dir, key, locked=True)  # a leftover of a crashed build
-        steps = Steps(spec, runtime_log() if log is _DEFAULT else log, fault)
+        steps = Steps(spec, runtime_log() if log is _DEFAULT else log, fault, key=key)
         with steps("state_dir"):
             pinned.make_state_dir(spec, state, key)
         # thread-self, not self: in slurmstepd the hook may run in a thread other than the

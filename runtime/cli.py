@@ -244,7 +244,12 @@ def run(argv: list[str]) -> int:
     user = specs.user_from_host(os.getuid(), cfg.max_group_count)
     check_access(record, user.uid, [user.gid, *user.gids])
     module = opts["module"] if opts["module"] is not None else (host_env.get("SHIFTER_MODULE") or None)
-    spec = specs.from_config(cfg, record, user, volumes=tuple(volumes), module=module,
+    gpus = None
+    if cfg.gpu_module is not None:  # the site's GPU module (runtime/gpu.py)
+        from runtime import gpu
+        named = module is not None and cfg.gpu_module in module.split(",")
+        gpus = gpu.launch_gpus(host_env, named, os.listdir("/dev"))
+    spec = specs.from_config(cfg, record, user, volumes=tuple(volumes), module=module, gpus=gpus,
                              image_request=ref, env=tuple(opts["env"]), env_file=env_file,
                              clearenv=opts["clearenv"], workdir=opts["workdir"], entrypoint=opts["entrypoint"])
     command = opts["command"]

@@ -49,6 +49,9 @@ class Setup:
         self.image_dev = -1
         self.root_fd = -1
         self.udi_mounted = False
+        self.gpu_plan = None  # runtime.gpu.GpuPlan, made by the gpu phase
+        # a GPU container built as root gets a /dev of its own (gpu_dev) instead of the host's
+        self.own_dev = privileged and bool(spec.gpus)
 
     def user_walk(self) -> Walk:
         """User targets: root walks only the container's own tmpfs and the image (paths.Walk)."""
@@ -259,7 +262,8 @@ def udi_image(s: Setup, info: dict) -> None:
     """A tmpfs of the container's own at /opt/udiImage (site content, module copies), left
     writable until `seal`: site mounts of modules go below it first."""
     spec = s.spec
-    if not (spec.opt_udi_image or spec.module_copy or any(_under_udi(v.target) for v in spec.site_mounts)):
+    if not (spec.opt_udi_image or spec.module_copy or spec.gpus
+            or any(_under_udi(v.target) for v in spec.site_mounts)):
         return
     udi = os.path.join(s.root, UDI)
     sc.mount("tmpfs", udi, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=0755")
@@ -362,10 +366,79 @@ def seal(s: Setup, info: dict) -> None:
         sc.mount_setattr(os.path.join(s.root, UDI), sc.MOUNT_ATTR_RDONLY | sc.MOUNT_ATTR_NOSUID | sc.MOUNT_ATTR_NODEV,
                          recursive=True)
     sc.mount_setattr(s.root, sc.MOUNT_ATTR_NOSUID | sc.MOUNT_ATTR_NODEV, propagation=s.prop, recursive=True)
-    binds.bind("/dev", os.path.join(s.root, "dev"), rec=True)
-    sc.mount_setattr(os.path.join(s.root, "dev"), sc.MOUNT_ATTR_NOSUID, propagation=s.prop, recursive=True)
+    if not s.own_dev:  # else gpu_dev makes it
+        binds.bind("/dev", os.path.join(s.root, "dev"), rec=True)
+        sc.mount_setattr(os.path.join(s.root, "dev"), sc.MOUNT_ATTR_NOSUID, propagation=s.prop, recursive=True)
     os.chmod(s.root, 0o755)
     sc.mount_setattr(s.root, sc.MOUNT_ATTR_NOSUID | sc.MOUNT_ATTR_NODEV)
+
+
+# ---------------------------------------------------------------- the GPU module (runtime/gpu.py)
+
+
+def _bind_file(source: str, target: str) -> None:
+    os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644))
+    binds.bind(source, target)
+
+
+def gpu_files(s: Setup, info: dict) -> None:
+    """The node's driver libraries (its loader cache, the site's patterns) and tools under
+    /opt/udiImage/gpu (read-only with it at seal), each under its loader-cache name: a link
+    into the node's directory holding it, bound once (runtime.gpu.layout)."""
+    from runtime import gpu
+
+    plan = gpu.host_plan(s.spec.gpus, s.spec.gpu)
+    s.gpu_plan = plan
+    dirs, links = gpu.layout(plan.libraries, plan.tools)
+    for index, directory in enumerate(dirs):
+        target = os.path.join(s.root, gpu.CONTAINER_HOST_DIR.lstrip("/"), str(index))
+        os.makedirs(target, 0o755)
+        binds.bind(directory, target)
+    for directory in (gpu.CONTAINER_LIB_DIR, gpu.CONTAINER_BIN_DIR):
+        os.makedirs(os.path.join(s.root, directory.lstrip("/")), 0o755, exist_ok=True)
+    for link, target in links:
+        os.symlink(target, os.path.join(s.root, link.lstrip("/")))
+    info.update(gpus=list(plan.gpus), libraries=len(plan.libraries), tools=len(plan.tools), mounts=len(dirs))
+
+
+def gpu_dev(s: Setup, info: dict) -> None:
+    """After seal, as root: a /dev of the container's own (a nosuid tmpfs) holding the host's
+    /dev except the GPUs not allocated, which are absent inside. Device nodes are copied
+    (mknod, same numbers, mode and owner: no mount each), directories and mount points
+    (pts, shm, mqueue...) bound, links copied, other files (the /dev/log socket) bound."""
+    import stat
+
+    plan = s.gpu_plan
+    wanted = {os.path.basename(d) for d in plan.devices}
+    dev = os.path.join(s.root, "dev")
+    sc.mount("tmpfs", dev, "tmpfs", sc.MS_NOSUID, "mode=0755,size=64k")
+    hidden, binds_made = [], 0
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for entry in os.scandir("/dev"):
+        name = entry.name
+        if name.startswith("nvidia") and name[6:].isdigit() and name not in wanted:
+            hidden.append(name)
+            continue
+        target = os.path.join(dev, name)
+        st = entry.stat(follow_symlinks=False)
+        if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+            os.mknod(target, st.st_mode, st.st_rdev)
+            if st.st_uid or st.st_gid:  # most are root's: skip the syscalls
+                os.chown(target, st.st_uid, st.st_gid)
+            if st.st_mode & umask:
+                os.chmod(target, stat.S_IMODE(st.st_mode))
+        elif stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(entry.path), target)
+        elif stat.S_ISDIR(st.st_mode):
+            os.mkdir(target, stat.S_IMODE(st.st_mode))
+            binds.bind(entry.path, target, rec=True)
+            binds_made += 1
+        else:
+            _bind_file(entry.path, target)
+            binds_made += 1
+    sc.mount_setattr(dev, sc.MOUNT_ATTR_NOSUID, propagation=s.prop, recursive=True)
+    info.update(devices=sorted(wanted), hidden=sorted(hidden), binds=binds_made)
 
 
 PHASES: tuple[Phase, ...] = (
@@ -381,10 +454,12 @@ PHASES: tuple[Phase, ...] = (
     Phase("site_pre_mount_hook", site_hook("site_pre_mount_hook"), when=_has_site_hook("site_pre_mount_hook")),
     Phase("site_mounts", site_mounts),
     Phase("site_post_mount_hook", site_hook("site_post_mount_hook"), when=_has_site_hook("site_post_mount_hook")),
+    Phase("gpu", gpu_files, when=lambda s: bool(s.spec.gpus)),
     Phase("root_hooks", root_hooks, when=lambda s: bool(s.spec.root_hooks)),
     Phase("volumes", volumes),
     Phase("cache", caches, when=lambda s: any(v.cache for v in s.spec.volumes)),
     Phase("seal", seal),
+    Phase("gpu_dev", gpu_dev, when=lambda s: s.own_dev),
 )
 
 

@@ -163,6 +163,7 @@ class ContainerSpec(Frozen):
     etc_mode        "generated": passwd/group from the user and site accounts; "site": the
                     site's own files in etc_dir (the original's populateEtcDynamically=0)
     user_hooks      enabled modules' user hooks: run inside as the user before the command
+    gpus, gpu       the GPU module's GPUs (node numbers) and site settings (runtime.gpu.GpuSite)
     """
 
     image_id: str
@@ -202,6 +203,8 @@ class ContainerSpec(Frozen):
     local_root: str | None = None                  # a local: image: its host tree (squashfs "")
     hook_timeout: float = 60.0
     etc_mode: str = "generated"
+    gpus: tuple[int, ...] = ()    # the node's GPU numbers the container gets (runtime/gpu.py)
+    gpu: object = None            # runtime.gpu.GpuSite when gpus: the site's driver-file settings
 
     def entering(self) -> Entering:
         """The part of this spec that entering the built container needs."""
@@ -231,6 +234,8 @@ class ContainerSpec(Frozen):
             built["local_root"] = self.local_root
         if self.etc_mode != "generated":
             built["etc_mode"] = self.etc_mode
+        if self.gpus:  # likewise
+            built["gpus"] = [list(self.gpus), _listed(asdict(self.gpu))]
         import hashlib  # here, not at import: a launch or a step joining its container never hashes
         import json
 
@@ -297,16 +302,18 @@ def _accounts(names: list[str], skip_uid: int) -> tuple[tuple[Account, ...], tup
 
 def from_config(cfg, record, user: User, *, volumes: tuple[Volume, ...] = (),
                 module: str | None = None, hosts: list[str] | None = None,
-                image_request: str = "", **options) -> ContainerSpec:
+                image_request: str = "", gpus: tuple[int, ...] | None = None, **options) -> ContainerSpec:
     """A ContainerSpec from the site config, an ImageRecord, the user and the user's options
     (`options`: env, env_file, clearenv, workdir, entrypoint). `module`: the --module text
-    (None: the site's default modules), checked by runtime.modules.select."""
+    (None: the site's default modules), checked by runtime.modules.select; `gpus`: the GPUs
+    of the step on this node (None: not known here), for the site's GPU module."""
     from runtime.modules import select
     from runtime.volumes import check_cache_limits, parse_mapping
     from shifter_site.quickload import squashfs_path
 
     check_cache_limits(list(volumes), cfg.per_node_cache.size_limit_bytes, list(cfg.per_node_cache.allowed_fs))
-    modules = select(module, cfg)
+    modules = select(module, cfg, gpus)
+    gpu_extra = {}
     site = [parse_mapping(_site_text(m), site=True) for m in cfg.site_mounts]
     envs: list[SiteEnv] = []
     copies = []
@@ -315,6 +322,13 @@ def from_config(cfg, record, user: User, *, volumes: tuple[Volume, ...] = (),
         module = cfg.modules[name]
         site += [parse_mapping(_site_text(m), site=True) for m in module.site_mounts]
         envs.append(_site_env(module.env))
+        if module.gpu is not None and gpus:
+            from runtime import gpu
+
+            gpu_extra = {"gpus": tuple(gpus), "gpu": gpu.site_settings(cfg, name)}
+            envs.append(SiteEnv(set=tuple(gpu.container_env(tuple(gpus)).items()),
+                                prepend=(("LD_LIBRARY_PATH", gpu.CONTAINER_LIB_DIR),),
+                                append=(("PATH", gpu.CONTAINER_BIN_DIR),)))
         if module.copy_path:
             copies.append((name, module.copy_path))
         if module.root_hook:
@@ -338,7 +352,7 @@ def from_config(cfg, record, user: User, *, volumes: tuple[Volume, ...] = (),
         root_hooks=tuple(root_hooks), user_hooks=tuple(user_hooks),
         site_hooks=tuple((key, getattr(cfg, key)) for key in ("site_pre_mount_hook", "site_post_mount_hook")
                          if getattr(cfg, key)),
-        hook_timeout=cfg.hook_timeout, etc_mode=cfg.etc_mode,
+        hook_timeout=cfg.hook_timeout, etc_mode=cfg.etc_mode, **gpu_extra,
         **{"hostname": os.uname().nodename, **options})
 
 

@@ -17,9 +17,12 @@ if TYPE_CHECKING:  # annotations only (typing costs a rootless launch ~7 ms)
 class Steps:
     """Makes a context manager per named step: `with steps("image") as info: ...`."""
 
-    def __init__(self, spec: ContainerSpec, log: Any = None, fault: Callable[[str], None] | None = None):
+    def __init__(self, spec: ContainerSpec, log: Any = None, fault: Callable[[str], None] | None = None,
+                 key: str = ""):
         self.log, self.fault = log, fault
         self.fields = {"image": spec.image_id[:12], "uid": spec.user.uid}
+        if key:  # which container: a node's log interleaves builds
+            self.fields["key"] = key
 
     def __call__(self, name: str, **extra) -> _Step:
         return _Step(self, name, extra)

@@ -248,6 +248,31 @@ class Ccm(_Section):
         _absolute("root", self.root)
 
 
+class Gpu(_Section):
+    """What makes a module the GPU module (runtime/gpu.py): the node's NVIDIA driver files
+    bound in for the step's GPUs; on by itself when the step has GPUs (`auto`)."""
+
+    auto: bool = True
+    # loader-cache names (fnmatch patterns) of the driver's user-space libraries
+    libraries: list[str] = msgspec.field(default_factory=lambda: [
+        "libcuda.so*", "libnvidia-*.so*", "libnvcuvid.so*", "libnvoptix.so*"])
+    tools: list[str] = msgspec.field(default_factory=lambda: [
+        "nvidia-smi", "nvidia-debugdump", "nvidia-persistenced", "nvidia-cuda-mps-control"])
+    tool_path: list[str] = msgspec.field(default_factory=lambda: ["/usr/bin", "/usr/local/nvidia/bin", "/usr/local/bin"])
+    loader_cache: str = "/etc/ld.so.cache"   # read with `ldconfig -p -C` (a site may keep its own)
+
+    def __post_init__(self) -> None:
+        _absolute("loader_cache", self.loader_cache)
+        for i, directory in enumerate(self.tool_path):
+            _absolute(f"tool_path[{i}]", directory)
+        if not self.libraries:
+            raise _Invalid("libraries", "is empty; list the driver's library patterns (libcuda.so* at least)")
+        for key, values in (("libraries", self.libraries), ("tools", self.tools)):
+            for i, value in enumerate(values):
+                if not value or "/" in value:
+                    raise _Invalid(f"{key}[{i}]", f"{value!r} is not a file name (pattern); write a name without /")
+
+
 class Module(_Section):
     """A site module (GPU, MPI...): extra mounts, files and environment, opted into per job."""
 
@@ -258,6 +283,7 @@ class Module(_Section):
     user_hook: str | None = None
     root_hook: str | None = None
     conflict: list[str] = []
+    gpu: Gpu | None = None       # set: this module is the GPU module (at most one)
 
     def __post_init__(self) -> None:
         _absolute("copy_path", self.copy_path)
@@ -298,6 +324,11 @@ class Config(_Section):
     modules: dict[str, Module] = {}
     default_modules: list[str] = []
 
+    @property
+    def gpu_module(self) -> str | None:
+        """The name of the module with a `gpu:` section (runtime/gpu.py), or None."""
+        return next((name for name, module in self.modules.items() if module.gpu is not None), None)
+
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.system):
             raise _Invalid("system", f"{self.system!r} is not a name (letters, digits, . _ -)")
@@ -320,6 +351,9 @@ class Config(_Section):
             for other in module.conflict:
                 if other not in self.modules:
                     raise _Invalid(f"modules.{name}.conflict", f"names {other!r}, which is not a module; define it or remove it")
+        gpu_modules = [name for name, module in self.modules.items() if module.gpu is not None]
+        if len(gpu_modules) > 1:
+            raise _Invalid(f"modules.{gpu_modules[1]}.gpu", f"{gpu_modules[0]!r} is the GPU module already; keep `gpu:` in one module")
         for i, name in enumerate(self.default_modules):
             if name not in self.modules:
                 raise _Invalid(f"default_modules[{i}]", f"{name!r} is not defined under modules; define it or remove it")

@@ -19,7 +19,8 @@ def _mount(data: dict) -> SimpleNamespace:
 
 
 def _module(data: dict) -> SimpleNamespace:
-    return _ns(data, site_mounts=[_mount(m) for m in data["site_mounts"]], env=_ns(data["env"]))
+    return _ns(data, site_mounts=[_mount(m) for m in data["site_mounts"]], env=_ns(data["env"]),
+               gpu=_ns(data["gpu"]) if data.get("gpu") else None)
 
 
 def view(data: dict, size_limit_bytes: int) -> SimpleNamespace:
@@ -28,4 +29,5 @@ def view(data: dict, size_limit_bytes: int) -> SimpleNamespace:
                sshd=_ns(data["sshd"]), ccm=_ns(data["ccm"]),
                per_node_cache=_ns(data["per_node_cache"], size_limit_bytes=size_limit_bytes),
                site_mounts=[_mount(m) for m in data["site_mounts"]], site_env=_ns(data["site_env"]),
-               modules={name: _module(m) for name, m in data["modules"].items()})
+               modules={name: _module(m) for name, m in data["modules"].items()},
+               gpu_module=next((name for name, m in data["modules"].items() if m.get("gpu")), None))

@@ -12,12 +12,13 @@ def hostsfile_entries(job) -> list[str]:
 
 def make_spec(cfg, args_image_request: str, volume: str, module: str, image: str, uid: int,
               hosts: list[str] | None, node: str, scope: str, sshd_addrs: dict[str, str] | None = None,
-              sshd_port: int = 0, job_id: int = 0):
+              sshd_port: int = 0, job_id: int = 0, gpus: tuple[int, ...] | None = None):
     """The ContainerSpec for this job or step on this node; everything checked again here
     with the user's rights (nothing from the submit side is trusted). `sshd_addrs` (node ->
     Slurm NodeAddr) and `sshd_port` when the job gets the sshd: /etc/hosts then maps the
     job's nodes to their addresses, /etc/ssh/ssh_config sends ssh to them to the job's sshd,
-    and PATH ends with /opt/udiImage/bin (ssh, scp)."""
+    and PATH ends with /opt/udiImage/bin (ssh, scp). `gpus`: the job's or step's GPUs on
+    this node, from Slurm (runtime.gpu.allocated), for the GPU module."""
     from runtime import spec as rspec
     from runtime import volumes as rvolumes
     from shifter_site import imagefiles
@@ -37,7 +38,9 @@ def make_spec(cfg, args_image_request: str, volume: str, module: str, image: str
         extra["host_addrs"] = sshd.host_addrs(sshd_addrs)
         extra["etc_files"] = ((sshd.SSH_CONFIG, sshd.ssh_config(job_id, sshd_addrs, sshd_port)),)
     spec = rspec.from_config(cfg, record, user, volumes=vols, module=module or None, hosts=hosts,
-                             image_request=args_image_request, hostname=node, scope=scope, **extra)
+                             image_request=args_image_request, hostname=node, scope=scope, gpus=gpus, **extra)
+    from runtime.modules import check_host_files
+    check_host_files(spec.modules, cfg)
     if sshd_addrs is not None:
         from runtime.frozen import replace
         from shifter_wlm.sshd import UDI_BIN
@@ -56,5 +59,5 @@ def job_record(job_id: int, uid: int, spec, key: str, state: str, message: str =
         job_id=job_id, uid=uid, key=key, image_id=spec.image_id if spec else image_id,
         state=state, message=message, image_request=spec.image_request if spec else "",
         volume=volume, module=module, entering=spec.entering().to_data() if spec else None,
-        sshd_port=sshd_port, sshd_addrs=sshd_addrs, sshd_error=sshd_error,
+        gpus=list(spec.gpus) if spec else [], sshd_port=sshd_port, sshd_addrs=sshd_addrs, sshd_error=sshd_error,
     )

@@ -32,6 +32,8 @@ class JobRecord:
     image_request, volume, module   the request as the user wrote it
     entering            what entering needs (runtime.spec.Entering.to_data()), so a step
                         loads neither the site config nor the image record
+    gpus                the node's GPUs the container got (runtime/gpu.py); a step with others
+                        gets a container of its own
     sshd_port           the job's sshd port (0: the job has no sshd); the prolog's plan,
     sshd_addrs          with the job's nodes' addresses (node -> Slurm NodeAddr), for the
                         extern step that starts it (shifter_wlm.extern)
@@ -41,7 +43,7 @@ class JobRecord:
 
     DEFAULTS = {
         "job_id": 0, "uid": -1, "key": "", "image_id": "", "state": "building", "message": "",
-        "image_request": "", "volume": "", "module": "", "entering": None,
+        "image_request": "", "volume": "", "module": "", "entering": None, "gpus": [],
         "sshd_port": 0, "sshd_addrs": None, "sshd_pid": 0, "sshd_error": "",
     }
     __slots__ = tuple(DEFAULTS)

@@ -46,6 +46,16 @@ def image_id(request: str, cfg) -> str:
     return client.lookup(cfg, request).id
 
 
+def job_gpus(cfg) -> tuple[int, ...] | None:
+    """The job's GPUs on this node, from what slurmd sets for the prolog (SLURM_JOB_GPUS; the
+    user's environment does not reach the prolog); None when the site has no GPU module."""
+    if cfg.gpu_module is None:
+        return None
+    from runtime import gpu
+
+    return gpu.allocated({"SLURM_JOB_GPUS": os.environ.get("SLURM_JOB_GPUS", "")})
+
+
 def run(spank, args, options) -> None:
     from runtime import build
     from shifter_site import config, logs
@@ -83,9 +93,9 @@ def run(spank, args, options) -> None:
             image = image_id(request, cfg)
             spec = make_spec(cfg, request or f"id:{image}", volume, module, image, uid,
                              hostsfile_entries(job), node, scope=f"job-{job_id}", sshd_addrs=addrs,
-                             sshd_port=port, job_id=job_id)
+                             sshd_port=port, job_id=job_id, gpus=job_gpus(cfg))
             key = spec.build_key()
-            info.update(image=image, key=key)
+            info.update(image=image, key=key, gpus=list(spec.gpus))
         jobs.write(run_dir, str(job_id), job_record(job_id, uid, spec, key, "building", volume=volume, module=module))
         from shifter_wlm import imageuse
         imageuse.started(cfg, job_id, node, image, uid, request)  # the gateway keeps the image while it is used

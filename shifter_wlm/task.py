@@ -155,10 +155,12 @@ def _prepare(spank, args, options, argv: list[str], ccm: bool) -> None:
     volume = _choose_volume(spank, options, opts, job)
     module = _choose_module(spank, options, opts, job)
 
+    gpus = _step_gpus(spank, snapshot, cfg, job)
     started = time.perf_counter()
     same_as_job = job is not None and job.image_id == image and job.volume == volume and job.module == module
     if same_as_job and job.state == "failed":
         raise StepError(job.message)
+    same_as_job = same_as_job and (gpus is None or tuple(job.gpus) == gpus)
     if same_as_job and job.state == "ready":
         key, step_record = job.key, None
         spec = _entering(job, opts)
@@ -169,7 +171,7 @@ def _prepare(spank, args, options, argv: list[str], ccm: bool) -> None:
                         "events in slurmd's log")
     else:
         key, spec, step_record = _build_step_container(spank, cfg or _config(args), run_dir, job_id, step_id, uid, image,
-                                                       request, volume, module, node, opts)
+                                                       request, volume, module, node, opts, gpus)
     notes = ""
     if opts["verbose"]:
         how = ("the job's container" if step_record is None else
@@ -244,7 +246,31 @@ def _config(args):
     return config.load(args.shifter_config, privileged=True)
 
 
-def _build_step_container(spank, cfg, run_dir, job_id, step_id, uid, image, request, volume, module, node, opts):
+def _step_gpus(spank, snapshot, cfg, job) -> tuple[int, ...] | None:
+    """This step's GPUs on this node, for the site's GPU module (None: the site has none).
+    With the job's container on the node: Slurm's SLURM_STEP_GPUS (a step asking for fewer
+    GPUs than the job's), which must be among the job's (the prolog's, from slurmd), else the
+    job's; without: what the step's environment says (runtime.gpu.allocated)."""
+    modules = snapshot["modules"] if snapshot is not None else None
+    if not (any(m.get("gpu") for m in modules.values()) if modules is not None else cfg.gpu_module):
+        return None
+    from runtime import gpu
+
+    if job is not None and job.state == "ready":
+        said = gpu.allocated({"SLURM_STEP_GPUS": spank.getenv("SLURM_STEP_GPUS")}
+                             if spank.getenv("SLURM_STEP_GPUS") is not None else {})
+        if said is None:
+            return tuple(job.gpus)
+        if not set(said) <= set(job.gpus):
+            raise StepError(f"SLURM_STEP_GPUS={spank.getenv('SLURM_STEP_GPUS')} names GPUs job {job.job_id} "
+                            f"does not have on this node ({','.join(map(str, job.gpus)) or 'none'}); unset it")
+        return said
+    env = {name: spank.getenv(name) for name in gpu.SOURCES if spank.getenv(name) is not None}
+    return gpu.allocated(env) or ()
+
+
+def _build_step_container(spank, cfg, run_dir, job_id, step_id, uid, image, request, volume, module, node, opts,
+                          gpus=None):
     from runtime import build
     from shifter_site import logs
     from shifter_wlm import containers, jobs, slurm
@@ -253,7 +279,8 @@ def _build_step_container(spank, cfg, run_dir, job_id, step_id, uid, image, requ
     name = f"{job_id}.{step_id}"
     with logs.step(log, "step_container", job=job_id, step=step_id, node=node, image=image) as info:
         hosts = containers.hostsfile_entries(slurm.job_info(job_id))
-        full = containers.make_spec(cfg, request, volume, module, image, uid, hosts, node, scope=f"step-{name}")
+        full = containers.make_spec(cfg, request, volume, module, image, uid, hosts, node, scope=f"step-{name}",
+                                    gpus=gpus)
         _check_cache_per_job(cfg, run_dir, job_id, full)
         key = full.build_key()
         info["key"] = key

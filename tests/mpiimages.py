@@ -108,12 +108,6 @@ def make_root(root: Path, flavour: str) -> None:
         elves += [p for p in Path(directory).rglob("*") if p.is_file() and not p.is_symlink()]
     for lib in sorted(closure(elves)):
         _copy_into(root, lib)
-    if flavour == "openmpi":
-        # mount points for the local cluster's `pmix` module: Slurm's PMIx server sockets live in
-        # SlurmdSpoolDir, under /var, which the read-only image owns (a site would document this)
-        state = os.environ.get("SHIFTER_CLUSTER_STATE", "/var/lib/shifter-cluster").lstrip("/")
-        for sub in ("slurm/spool", "nodes"):
-            (root / state / sub).mkdir(parents=True, exist_ok=True)
     (root / "lib64").mkdir(exist_ok=True)
     if not (root / "lib64/ld-linux-x86-64.so.2").exists():
         _copy_into(root, "/lib64/ld-linux-x86-64.so.2")

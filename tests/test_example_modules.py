@@ -72,6 +72,7 @@ def site():
         gpu, mp = cfg["modules"]["gpu"], cfg["modules"]["mpich"]
         assert gpu["site_mounts"][0]["to"] == f"{UDI}/modules/gpu/lib"  # what this test is about
         gpu["site_mounts"][0]["from"] = str(nvidia)
+        gpu.pop("gpu")  # its GPU part (devices, driver) is tests/test_gpu_module.py's: here the mounts
         gpu["root_hook"] = gpu_hook
         mp["copy_path"] = str(mpich)
         path = base / "shifter.yaml"

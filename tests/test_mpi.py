@@ -1,6 +1,10 @@
 """MPI in containers on the local 3-node cluster (issue 16): an image carrying its own MPICH
-launched with `srun --mpi=pmi2`, and the `mpich` site module swapping in the host's MPICH.
-(OpenMPI with `srun --mpi=pmix` in a container does not work yet; not tested here.)
+launched with `srun --mpi=pmi2`, and the `mpich` site module swapping in the host's MPICH;
+OpenMPI in an image launched with `srun --mpi=pmix` (the `pmix` site module shows the PMIx
+server's directory in SlurmdSpoolDir), with and without the `openmpi` module swapping in the
+host's OpenMPI. The three nodes are one host: OpenMPI's shared-memory transport (vader) would
+take ranks of different nodes for neighbours and crash natively too, so its runs use
+`OMPI_MCA_btl=self,tcp`.
 Images: tests/mpiimages.py (mpi_hello compiled here with the MPI's mpicc, plus its library
 closure and plugin directories). Every test checks the world size, each rank once on the
 right node, and the Allreduce."""
@@ -99,3 +103,53 @@ def test_mpich_module_refuses_an_image_with_a_newer_mpich(newer_mpich_image):
     states = localcluster.slurm("sinfo", "-h", "-o", "%T").stdout.split()
     assert not {"drained", "draining", "down"} & set(states), states  # the nodes stay in service
     jt.assert_clean()
+
+
+OMPI_ENV = "export OMPI_MCA_btl=self,tcp OMPI_MCA_pml=ob1\n"
+
+
+@pytest.fixture(scope="module")
+def openmpi_image(cluster):
+    need(shutil.which("mpicc.openmpi") is not None, "Debian's openmpi is not installed (make install)")
+    mpiimages.push_mpi_image("openmpi", "mpi/openmpi", "1")
+    _pull("mpi/openmpi", "1")
+    return "docker:mpi/openmpi:1"
+
+
+def test_native_openmpi_pmix_is_one_world(cluster):
+    """The baseline: Slurm's pmix plugin and Debian's OpenMPI work here without containers."""
+    need(shutil.which("mpicc.openmpi") is not None, "Debian's openmpi is not installed (make install)")
+    hello = jt.home(USER) / "mpi_hello_ompi"
+    mpiimages.compile_hello("openmpi", hello)
+    entry = pwd.getpwnam(USER)
+    os.chown(hello, entry.pw_uid, entry.pw_gid)
+    output = _run(OMPI_ENV + f"timeout 120 srun --mpi=pmix -N3 -n6 {hello}\n", "ompi_native.sl")
+    ranks = mpiimages.check_world(output, NODES, 2)
+    assert all(r["lib"].startswith("Open_MPI") for r in ranks), output
+
+
+def test_openmpi_in_the_image_with_pmix(openmpi_image):
+    output = _run(f"#SBATCH --image={openmpi_image}\n#SBATCH --module=pmix\n" + OMPI_ENV
+                  + "timeout 120 srun --mpi=pmix -N3 -n6 shifter /app/mpi_hello\n", "ompi_pmix.sl")
+    ranks = mpiimages.check_world(output, NODES, 2)
+    assert all(r["lib"].startswith("Open_MPI") for r in ranks), output
+    assert {r["mapped"].rsplit("/", 1)[0] for r in ranks} <= {"/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu"}, output
+    assert "PMIX ERROR" not in output and "ORTE_ERROR_LOG" not in output, output  # its dstore and dirs found
+    jt.assert_clean()
+
+
+def test_openmpi_module_swaps_in_the_host_library_with_pmix(openmpi_image):
+    output = _run(f"#SBATCH --image={openmpi_image}\n#SBATCH --module=pmix,openmpi\n" + OMPI_ENV
+                  + "timeout 120 srun --mpi=pmix -N3 -n6 shifter /app/mpi_hello\n", "ompi_module.sl")
+    ranks = mpiimages.check_world(output, NODES, 2)
+    assert {r["mapped"].rsplit("/", 1)[0] for r in ranks} == {"/opt/udiImage/modules/openmpi/lib"}, output
+    assert "PMIX ERROR" not in output, output
+    jt.assert_clean()
+
+
+def test_openmpi_and_mpich_modules_conflict(openmpi_image):
+    job = jt.write_job(USER, "ompi_conflict.sl", f"#!/bin/bash\n#SBATCH -N1 -t 5\nsrun shifter true\n")
+    result = run_as(USER, ["sbatch", f"--image={openmpi_image}", "--module=mpich,openmpi", str(job)], cwd=job.parent)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if "cannot be used together" in line]
+    assert lines and "'openmpi'" in lines[0] and "'mpich'" in lines[0] and "Traceback" not in result.stderr, result.stderr

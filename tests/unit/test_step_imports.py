@@ -14,7 +14,8 @@ REPO = Path(__file__).resolve().parent.parent.parent
 # what slurmstepd's Python imports for a step that joins the job's container: the hook
 # router, the step module, the job records, the config cache, option parsing and entering
 STEP_PATH = ["shifter_wlm.dispatch", "shifter_wlm.options", "shifter_wlm.task", "shifter_wlm.stepscripts", "shifter_wlm.procfds", "shifter_wlm.jobs",
-             "runtime.spec", "shifter_site.configcache", "shifter_site.configview", "shifter_site.imageid", "runtime.cli", "runtime.enter", "runtime.volumes", "runtime.modules"]
+             "runtime.spec", "shifter_site.configcache", "shifter_site.configview", "shifter_site.imageid", "runtime.cli", "runtime.enter", "runtime.volumes", "runtime.modules",
+             "runtime.gpu"]  # runtime.gpu: on a site with a GPU module
 STEP_MUST_NOT_IMPORT = ["typing", "subprocess", "structlog", "msgspec", "yaml", "dataclasses", "shutil",
                         "hashlib", "logging", "inspect", "runtime.build", "runtime.phases"]
 
