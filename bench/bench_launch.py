@@ -115,7 +115,8 @@ def main() -> None:
         res.ratio("launch with squashfuse (not _ll) vs ours", med["shifter with squashfuse"], s, "shifter")
         # root: cold (no loop device attached) vs warm (another container holds the image)
         from runtime import build, spec as specs, teardown
-        from shifter_site import config
+        from shifter_site import config, logs
+        logs.configure(json=True, verbose=False, stream=open(os.devnull, "w"))  # the builds' events
         site = config.load(str(cfg))
         cold, warm = [], []
         import pwd
