@@ -30,9 +30,11 @@ import msgspec
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 
+sys.path.insert(0, str(REPO_ROOT / "bench"))
 import gatewaytools as gt  # noqa: E402
 import imagebuilder as ib  # noqa: E402
 from imagegw import layers, pull, reference, registry, squash  # noqa: E402
+from results import Results, json_arg  # noqa: E402
 from shifter_site import config, logs  # noqa: E402
 
 NAME, TAG = "bench/debian3", "1"
@@ -47,6 +49,7 @@ def timed(fn) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
+    json_arg(ap)
     args = ap.parse_args()
     logs.configure(json=True, verbose=False, stream=open("/dev/null", "w"))
     cfg = config.load(str(gt.STATE / "etc/shifter.yaml"), privileged=False)
@@ -118,6 +121,14 @@ def main() -> int:
         print(f"(b) classic / ours           = {b:.2f}x faster (target >= 3x: {'met' if b >= 3 else 'NOT met'})")
         print(f"transport: skopeo+ours / ours = {med['skopeo+ours'] / med['ours']:.2f}x;  "
               f"fetch only: skopeo / direct = {med['fetch: skopeo'] / med['fetch: direct']:.2f}x")
+        res = Results("bench_pull", f"python bench/bench_pull.py --runs {args.runs} (root, cluster up; cluster-run)",
+                      "3-layer Debian test image from the local registry, cold layer cache")
+        res.ratio("pull+convert vs floor (zcat + tar2sqfs)", med["ours"], med["floor (a)"], "zcat+tar2sqfs", "s",
+                  target="<= 1.1")
+        res.ratio("pull+convert vs skopeo+umoci+mksquashfs", med["ours"], med["classic (b)"],
+                  "skopeo+umoci+mksquashfs", "s", target="<= 0.1")
+        res.ratio("pull+convert vs skopeo + our conversion", med["ours"], med["skopeo+ours"], "skopeo+ours", "s")
+        res.write(args.json)
     finally:
         client.close()
         shutil.rmtree(work, ignore_errors=True)

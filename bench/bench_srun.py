@@ -7,7 +7,7 @@ A. `srun -n1 /bin/true` with the plugin loaded but no image, vs no plugin at all
    allocation per srun (prolog included) and a step inside an existing allocation.
    Target: overhead <= 1 ms.
 B. `srun -n1 shifter /bin/true` in an image job vs `srun -n1 /bin/true` in a plain job,
-   both steps of allocations that are already running. Target: overhead <= 25 ms.
+   both steps of allocations that are already running. Target: overhead <= 10 ms (issue 19).
 
 Runs are interleaved (A, B, A, B...) and medians compared, because the machine is shared.
 usage: bench_srun.py [-n 30] [--image docker:slurm/app:1]
@@ -24,8 +24,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+sys.path[:0] = [str(Path(__file__).resolve().parent.parent / "tools"), str(Path(__file__).resolve().parent)]
 import localcluster  # noqa: E402
+from results import Results, json_arg  # noqa: E402
 
 USER = "testuser"
 
@@ -69,8 +70,16 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def report(title: str, base: list[float], other: list[float], target: float) -> None:
+RESULTS = Results("bench_srun", "python bench/bench_srun.py -n N (root, cluster up; cluster-run)",
+                  "steps of running allocations on the local cluster")
+
+
+def report(title: str, base: list[float], other: list[float], target: float, peer: str = "plain srun") -> None:
     diff = median(other) - median(base)
+    RESULTS.ratio(title.split(". ", 1)[-1], median(other), median(base), peer,
+                  target=f"<= {1 + target / median(base):.3f}")
+    RESULTS.data["ratios"][-1]["overhead_ms"] = diff
+    RESULTS.data["ratios"][-1]["overhead_target_ms"] = target
     verdict = "meets" if diff <= target else "MISSES"
     print(f"{title}\n  baseline median {median(base):7.1f} ms   with plugin {median(other):7.1f} ms   "
           f"overhead {diff:+6.1f} ms   ratio {median(other) / median(base):.3f}   ({verdict} target <= {target} ms)")
@@ -80,6 +89,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("-n", type=int, default=30)
     parser.add_argument("--image", default="docker:slurm/app:1")
+    json_arg(parser)
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("run as root (toggles plugstack.conf, submits as testuser)", file=sys.stderr)
@@ -99,9 +109,9 @@ def main() -> int:
                 step_list.append(timed(["srun", "-n1", "/bin/true"], plain_env))
         plugstack.write_text(ours)
         report("A1. srun -n1 /bin/true, new allocation each time: plugin loaded (no image) vs no plugin",
-               new_without, new_with, 1.0)
+               new_without, new_with, 1.0, "srun, no plugin")
         report("A2. srun -n1 /bin/true, step in a running job: plugin loaded (no image) vs no plugin",
-               step_without, step_with, 1.0)
+               step_without, step_with, 1.0, "srun, no plugin")
 
         # ---- B: shifter step in an image job vs plain step in a plain job
         image_job, image_env = allocation(f"--image={args.image}")
@@ -110,7 +120,8 @@ def main() -> int:
             shifter_steps.append(timed(["srun", "-n1", "shifter", "/bin/true"], image_env))
             plain_steps.append(timed(["srun", "-n1", "/bin/true"], plain_env))
         report(f"B. srun -n1 shifter /bin/true in an image job ({args.image}) vs srun -n1 /bin/true in a plain job",
-               plain_steps, shifter_steps, 25.0)
+               plain_steps, shifter_steps, 10.0)
+        RESULTS.write(args.json)
     finally:
         plugstack.write_text(ours)
         for job in (image_job, plain_job):
