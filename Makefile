@@ -12,7 +12,8 @@ APT_PACKAGES := slurmctld slurmd slurm-client munge libslurm-dev \
 	mpich libmpich-dev openmpi-bin libopenmpi-dev \
 	libcurl4-openssl-dev libjson-c-dev libmunge-dev charliecloud fuse3 musl-tools dpkg-dev patch iproute2 openssh-client buildah
 
-.PHONY: install apt venv package plugin udiimage links cluster-up cluster-down cluster-status demo test unit fresh-check clean
+.PHONY: install apt venv package plugin udiimage links cluster-up cluster-down cluster-status demo test unit fresh-check clean \
+	bench bench-tools bench-cluster bench-local bench-report
 
 install: apt package plugin udiimage links
 
@@ -65,6 +66,33 @@ demo: install cluster-up
 
 test: package plugin
 	$(PY) -m pytest -q tests
+
+# every benchmark, then bench/report.md and bench/plots/*.png from their results (bench/out/*.json):
+# ratios of ours against each peer measured in the same run (bench/README.md). Root; starts the
+# local cluster. Short runs (a shared machine); each part can run alone, e.g. under cluster-run.
+BENCH_OUT ?= bench/out
+bench: bench-cluster bench-local bench-report
+
+bench-tools: package plugin
+	$(PY) -m pip install -q '.[bench]'
+	mkdir -p $(BENCH_OUT)
+
+bench-cluster: bench-tools
+	$(PY) tools/localcluster.py up
+	$(PY) bench/bench_launch.py -n 15 --json $(BENCH_OUT)/launch.json
+	$(PY) bench/bench_byname.py -n 15 --json $(BENCH_OUT)/byname.json
+	$(PY) bench/bench_mpi.py -n 5 --json $(BENCH_OUT)/mpi.json
+	$(PY) bench/bench_srun.py -n 15 --image docker:mpi/mpich:1 --json $(BENCH_OUT)/srun.json
+	ROUNDS=100 $(PY) bench/bench_lookup_auth.py --json $(BENCH_OUT)/lookup_auth.json
+	$(PY) bench/bench_pull.py --runs 3 --json $(BENCH_OUT)/pull.json
+
+bench-local: bench-tools
+	$(PY) bench/bench_layers.py --runs 3 --json $(BENCH_OUT)/layers.json
+	$(PY) bench/bench_bigimage.py --sizes 64,256 --json $(BENCH_OUT)/bigimage.json
+	$(PY) bench/bench_sharedfs.py --json $(BENCH_OUT)/sharedfs.json
+
+bench-report:
+	$(PY) bench/report.py $(BENCH_OUT) bench/report.md
 
 # the pure-logic layer (tests/unit) in seconds, no cluster, no mounts, nothing written in the
 # checkout: run by root, as UNIT_USER (the checkout must be readable by that user); run by
