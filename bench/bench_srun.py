@@ -85,6 +85,45 @@ def report(title: str, base: list[float], other: list[float], target: float, pee
           f"overhead {diff:+6.1f} ms   ratio {median(other) / median(base):.3f}   ({verdict} target <= {target} ms)")
 
 
+STEP_MODULES = ["shifter_wlm.dispatch", "shifter_wlm.task", "shifter_wlm.jobs", "shifter_site.configcache",
+                "runtime.cli", "runtime.enter", "runtime.spec", "runtime.volumes", "runtime.frozen", "runtime.syscalls"]
+
+
+def breakdown(image_env: dict, n: int, overhead: float) -> None:
+    """Where the step's extra milliseconds go: the step path's own phases (the -v line of
+    shifter_wlm/task.py, medians over n steps), the Python imports of the step path and the
+    interpreter's start (timed here, in a fresh process each), and the rest (Slurm's
+    and the SPANK shim's work around the hooks)."""
+    phases: dict[str, list[float]] = {}
+    for _ in range(n):
+        err = as_user(["srun", "-n1", "shifter", "-v", "/bin/true"], image_env).stderr
+        line = next((l for l in err.splitlines() if "step path (ms):" in l), "")
+        for item in line.split("step path (ms):", 1)[-1].split(","):
+            if item.strip():
+                name, value = item.split()
+                phases.setdefault(name, []).append(float(value))
+    python = str(localcluster.PREFIX / "bin/python")
+    start = [], []
+    path = f"import sys; sys.path.append({str(localcluster.PREFIX / 'lib/python3.11/site-packages')!r})"
+    code = f"{path}; import " + ", ".join(STEP_MODULES)
+    for _ in range(n):
+        for i, argv in enumerate(([python, "-I", "-S", "-c", path], [python, "-I", "-S", "-c", code])):
+            t = time.perf_counter()
+            subprocess.run(argv, check=True, cwd="/")
+            start[i].append((time.perf_counter() - t) * 1000)
+    med = {k: median(v) for k, v in phases.items()}
+    imports = median(start[1]) - median(start[0])
+    print(f"   where the {overhead:+.1f} ms go (medians):")
+    for name, value in med.items():
+        print(f"     step path, {name:12} {value:6.2f} ms")
+    own = sum(med.values())
+    print(f"     step path in all       {own:6.2f} ms  (task: slurmstepd's fork between the two hooks)")
+    print(f"     imports of the step path ~{imports:5.1f} ms  (a fresh interpreter importing {len(STEP_MODULES)} modules)")
+    print(f"     the rest               {overhead - own - imports:6.1f} ms  (embedded interpreter start, the shim, Slurm)")
+    RESULTS.series("step_phases", phase=list(med) + ["imports", "rest"],
+                   ms=list(med.values()) + [imports, overhead - own - imports])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("-n", type=int, default=30)
@@ -121,6 +160,7 @@ def main() -> int:
             plain_steps.append(timed(["srun", "-n1", "/bin/true"], plain_env))
         report(f"B. srun -n1 shifter /bin/true in an image job ({args.image}) vs srun -n1 /bin/true in a plain job",
                plain_steps, shifter_steps, 10.0)
+        breakdown(image_env, args.n, median(shifter_steps) - median(plain_steps))
         RESULTS.write(args.json)
     finally:
         plugstack.write_text(ours)
