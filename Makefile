@@ -82,7 +82,7 @@ bench-cluster: bench-tools
 	$(PY) bench/bench_launch.py -n 15 --json $(BENCH_OUT)/launch.json
 	$(PY) bench/bench_byname.py -n 15 --json $(BENCH_OUT)/byname.json
 	$(PY) bench/bench_mpi.py -n 5 --json $(BENCH_OUT)/mpi.json
-	$(PY) bench/bench_srun.py -n 15 --image docker:mpi/mpich:1 --json $(BENCH_OUT)/srun.json
+	$(PY) bench/bench_srun.py -n 15 --json $(BENCH_OUT)/srun.json
 	ROUNDS=100 $(PY) bench/bench_lookup_auth.py --json $(BENCH_OUT)/lookup_auth.json
 	$(PY) bench/bench_pull.py --runs 3 --json $(BENCH_OUT)/pull.json
 

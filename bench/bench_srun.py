@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""What the SPANK plugin costs a job step, on the local cluster (run as root; the cluster up
-and the slurm/app:1 test image pulled, e.g. by the test suite; or pass --image).
+"""What the SPANK plugin costs a job step, on the local cluster (run as root; the cluster up;
+it pushes and pulls a small busybox image, bench/srun:1, unless --image names another).
 
 A. `srun -n1 /bin/true` with the plugin loaded but no image, vs no plugin at all
    (plugstack.conf toggled between runs; it is restored at the end). Two ways: a new
@@ -10,7 +10,7 @@ B. `srun -n1 shifter /bin/true` in an image job vs `srun -n1 /bin/true` in a pla
    both steps of allocations that are already running. Target: overhead <= 10 ms (issue 19).
 
 Runs are interleaved (A, B, A, B...) and medians compared, because the machine is shared.
-usage: bench_srun.py [-n 30] [--image docker:slurm/app:1]
+usage: bench_srun.py [-n 30] [--image docker:bench/srun:1]
 """
 
 from __future__ import annotations
@@ -64,6 +64,25 @@ def allocation(*options: str) -> tuple[str, dict]:
     os.unlink(envfile)
     keep = {k: v for k, v in env.items() if k.startswith(("SLURM_", "SHIFTER_"))}
     return out, keep
+
+
+def push_and_pull(repo: str, tag: str) -> None:
+    """A small busybox image in the local registry, pulled by the gateway (as testuser)."""
+    import shutil
+    import tempfile
+
+    sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent.parent / "tests")]
+    import imagebuilder as ib
+    import images
+
+    root = Path(tempfile.mkdtemp())
+    try:
+        images.make_root(root)
+        image = ib.Image([ib.layer_from_dir(root)], config={"Env": ["PATH=/usr/bin:/bin"]})
+    finally:
+        shutil.rmtree(root)
+    ib.push(localcluster.REGISTRY, repo, tag, image)
+    as_user([str(localcluster.PREFIX / "bin/shifterimg"), "pull", f"{repo}:{tag}"])
 
 
 def median(values: list[float]) -> float:
@@ -127,12 +146,15 @@ def breakdown(image_env: dict, n: int, overhead: float) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("-n", type=int, default=30)
-    parser.add_argument("--image", default="docker:slurm/app:1")
+    parser.add_argument("--image", default="docker:bench/srun:1",
+                        help="the image job's image (default: a busybox image this bench pushes and pulls)")
     json_arg(parser)
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("run as root (toggles plugstack.conf, submits as testuser)", file=sys.stderr)
         return 2
+    if args.image == "docker:bench/srun:1":
+        push_and_pull("bench/srun", "1")
     plugstack = localcluster.STATE / "etc/plugstack.conf"
     ours = plugstack.read_text()
     empty = "# bench_srun.py: no plugin\n"
