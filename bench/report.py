@@ -164,6 +164,14 @@ def main(argv: list[str]) -> int:
                        f"**{s['dir_s'][i] / s['image_s'][i]:.1f}x** | {s['dir_meta_per_node'][i]:.0f} | "
                        f"{s['image_meta_per_node'][i]:.0f} |")
         out.append("")
+    if "step_phases" in by_name.get("bench_srun", {}).get("series", {}):
+        ph = by_name["bench_srun"]["series"]["step_phases"]
+        out += ["## Where a `srun shifter` step's extra milliseconds go", "",
+                "Medians from `srun shifter -v /bin/true` (the step path's own phase marks, "
+                "`shifter_wlm/task.py`); *imports*: a fresh interpreter importing the step path's "
+                "modules; *rest*: the measured overhead minus both (the embedded interpreter's start, "
+                "the SPANK shim, Slurm's own work around the hooks).", "",
+                "| phase | ms |", "|---|---|"] + [f"| {p} | {v:.2f} |" for p, v in zip(ph["phase"], ph["ms"])] + [""]
     sized = [r for r in results if "sizes" in r.get("series", {})]
     if sized:
         res = sized[0]
