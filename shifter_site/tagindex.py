@@ -72,6 +72,9 @@ def publish(image_dir: str, itype: str, key: str, image_id: str, public: bool) -
         raise ValueError(f"{image_id!r} is not an image id")
     directory = os.path.dirname(path)
     os.makedirs(directory, mode=0o755, exist_ok=True)
+    for d in (os.path.dirname(directory), directory):  # readable by every user whatever the umask
+        if os.stat(d).st_mode & 0o777 != 0o755:
+            os.chmod(d, 0o755)
     tmp = os.path.join(directory, f".{os.getpid()}.{id(path)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:

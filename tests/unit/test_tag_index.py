@@ -37,6 +37,17 @@ def test_a_public_entry_is_one_world_readable_file_replaced_in_place(cfg):
     assert os.listdir(os.path.dirname(path)) == [os.path.basename(path)]  # no temporary left
 
 
+def test_the_index_is_readable_by_everyone_whatever_the_umask(cfg):
+    old = os.umask(0o077)
+    try:
+        tagindex.publish(cfg.image_dir, "docker", KEY, A, public=True)
+    finally:
+        os.umask(old)
+    path = tagindex.entry_path(cfg.image_dir, "docker", KEY)
+    for p in (path, os.path.dirname(path), os.path.dirname(os.path.dirname(path))):
+        assert stat.S_IMODE(os.stat(p).st_mode) in (0o644, 0o755), p
+
+
 def test_a_private_image_has_no_entry_and_turning_private_removes_it(cfg):
     tagindex.publish(cfg.image_dir, "docker", KEY, A, public=False)
     assert tagindex.read(cfg.image_dir, "docker", KEY) is None
