@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -127,9 +128,9 @@ def node_image(squashfs: Path, mountpoint: Path) -> list[str]:
     """One node: its own loop device (direct I/O) on the shared file, a read-only squashfs
     mount (what the prolog does), the import, then the mount and device let go."""
     script = (f"set -e; dev=$(losetup --direct-io=on -r -f --show {squashfs}); "
+              f"trap 'umount {mountpoint} 2>/dev/null; losetup -d \"$dev\" 2>/dev/null || true' EXIT; "
               f"mount -t squashfs -o ro,nosuid,nodev \"$dev\" {mountpoint}; "
-              f"trap 'umount {mountpoint}; losetup -d \"$dev\" 2>/dev/null || true' EXIT; "
-              f"{' '.join(node_dir(mountpoint))}")
+              f"{shlex.join(node_dir(mountpoint / 'stack'))}")
     return ["sh", "-c", script]
 
 
