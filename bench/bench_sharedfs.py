@@ -222,11 +222,12 @@ def main() -> int:
         res.data["note"] += f"; stack {args.packages * args.modules} modules, {files} files; local disk {local:.2f} s"
         res.write(args.json)
     finally:
-        if fs is not None:
-            fs.close()
         for m in work.glob("node*"):
             subprocess.run(["umount", str(m)], capture_output=True)
-        shutil.rmtree(work, ignore_errors=True)
+        if fs is not None:
+            fs.close()
+        if not os.path.ismount(shared_mnt):  # never remove through a mount that is still there
+            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
