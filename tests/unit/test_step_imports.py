@@ -14,9 +14,13 @@ REPO = Path(__file__).resolve().parent.parent.parent
 # what slurmstepd's Python imports for a step that joins the job's container: the hook
 # router, the step module, the job records, the config cache, option parsing and entering
 STEP_PATH = ["shifter_wlm.dispatch", "shifter_wlm.task", "shifter_wlm.stepscripts", "shifter_wlm.procfds", "shifter_wlm.jobs",
-             "runtime.spec", "shifter_site.configcache", "shifter_site.imageid", "runtime.cli", "runtime.enter", "runtime.volumes", "runtime.modules"]
+             "runtime.spec", "shifter_site.configcache", "shifter_site.imageid", "runtime.cli", "runtime.enter", "runtime.volumes", "runtime.modules",
+             "shifter_site.jsonread", "shifter_site.logs"]
 STEP_MUST_NOT_IMPORT = ["typing", "subprocess", "structlog", "msgspec", "yaml", "dataclasses", "shutil",
-                        "hashlib", "logging", "inspect", "runtime.build", "runtime.phases"]
+                        "hashlib", "logging", "inspect", "runtime.build", "runtime.phases",
+                        # issue 19: json's decoder (re, enum) and contextlib (collections,
+                        # functools) cost a step ~7 ms; records are read with shifter_site.jsonread
+                        "json", "re", "enum", "contextlib", "collections", "functools"]
 
 
 def test_joining_a_container_imports_only_what_it_runs():
