@@ -29,3 +29,50 @@ def test_joining_a_container_imports_only_what_it_runs():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == []
+
+
+def _init_code():
+    import ast
+
+    path = REPO / "spank" / "init_code.py"
+    return ast.parse(path.read_text()), path.read_text()
+
+
+def test_the_spank_init_imports_only_at_start_and_hooks_import_nothing():
+    """The embedded interpreter's init imports what the hooks need, and a hook never imports
+    (it may run as root inside the user's image; `traceback` also cost each step ~8 ms)."""
+    import ast
+
+    tree, _ = _init_code()
+    top = {alias.name for node in tree.body if isinstance(node, ast.Import) for alias in node.names}
+    top |= {node.module for node in tree.body if isinstance(node, ast.ImportFrom)}
+    assert top == {"_shifter_spank"}
+    hook = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "shifter_py_hook")
+    describe = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "_describe")
+    for function in (hook, describe):
+        assert not [n for n in ast.walk(function) if isinstance(n, (ast.Import, ast.ImportFrom))]
+
+
+def test_a_failed_hook_is_described_with_its_place_and_no_import():
+    import ast
+    import builtins
+
+    tree, text = _init_code()
+    describe = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "_describe")
+    namespace: dict = {}
+    exec(compile(ast.Module(body=[describe], type_ignores=[]), "init_code.py", "exec"), namespace)
+
+    def failing():
+        raise ValueError("bad value")
+
+    try:
+        failing()
+    except ValueError as err:
+        real_import = builtins.__import__
+        builtins.__import__ = lambda *a, **k: (_ for _ in ()).throw(AssertionError("imported"))
+        try:
+            text = namespace["_describe"](err)
+        finally:
+            builtins.__import__ = real_import
+    assert text.startswith("ValueError: bad value (at ")
+    assert "in failing <- " in text and text.endswith(")")
