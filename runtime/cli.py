@@ -160,7 +160,9 @@ def resolve_image(cfg, ref: str, config_path: str | None = None, full_config=Non
 
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-_NAME_RULES = tuple(os.path.join(os.path.dirname(_HERE), "imagegw", name) for name in ("reference.py", "sources.py"))
+# the code that makes a name canonical: a remembered key counts only while it is unchanged
+_NAME_RULES = tuple(os.path.join(os.path.dirname(_HERE), *name) for name in
+                    (("imagegw", "reference.py"), ("imagegw", "sources.py"), ("shifter_site", "config.py")))
 
 
 def canonical_key(cfg, ref: str) -> tuple[str, str]:
