@@ -75,6 +75,7 @@ bench: bench-cluster bench-local bench-report
 
 bench-tools: package plugin
 	$(PY) -m pip install -q '.[bench]'
+	$(PY) -m runtime.launcher $(PREFIX)/bin/shifter  # pip wrote its own launcher again
 	mkdir -p $(BENCH_OUT)
 
 bench-cluster: bench-tools
