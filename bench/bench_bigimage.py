@@ -119,7 +119,9 @@ jobs = %(jobs)d
 if jobs > 1:
     squash.COMPRESSORS["zstd"] = [*squash.COMPRESSORS["zstd"], "-j", str(jobs)]
 squash.convert(%(blobs)r, %(out)r)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+# this process's peak: VmHWM (per address space; ru_maxrss would carry the parent's size over)
+hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+print(hwm, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)  # KiB: the merge, tar2sqfs
 """
 
 
