@@ -86,8 +86,9 @@ def plot_sharedfs(res: dict, plt) -> str:
         right.plot(nodes, [s["image_meta_per_node"][i] for i in idx], "s" + style, color="#4c72b0",
                    label=f"image, {delay} ms/op")
     left.axhline(s["local_s"][0], color="grey", linestyle=":", label="local disk, 1 node")
+    left.set_yscale("log")
     left.set_xlabel("concurrent nodes")
-    left.set_ylabel("slowest node: start to stack imported (s)")
+    left.set_ylabel("slowest node: start to stack imported (s, log)")
     left.set_title("Python stack start-up on a shared filesystem")
     left.legend(fontsize=7)
     right.set_yscale("log")
@@ -95,8 +96,10 @@ def plot_sharedfs(res: dict, plt) -> str:
     right.set_ylabel("metadata operations per node on the shared fs")
     right.set_title("What each node asks the shared filesystem")
     right.legend(fontsize=7)
+    from matplotlib.ticker import FuncFormatter
     for ax in (left, right):
         ax.set_xticks(sorted(set(s["nodes"])))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     fig.tight_layout()
     path = PLOTS / "sharedfs.png"
     fig.savefig(path, dpi=110)
