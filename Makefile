@@ -14,7 +14,8 @@ APT_PACKAGES := slurmctld slurmd slurm-client munge libslurm-dev \
 	libcurl4-openssl-dev libjson-c-dev libmunge-dev charliecloud fuse3 musl-tools dpkg-dev patch iproute2 openssh-client buildah \
 	postgresql libpq5
 
-.PHONY: install apt venv package plugin udiimage links cluster-up cluster-down cluster-status demo test unit stress fresh-check clean
+.PHONY: install apt venv package plugin udiimage links cluster-up cluster-down cluster-status demo test unit stress fresh-check clean \
+	bench bench-tools bench-cluster bench-local bench-report
 
 install: apt package plugin udiimage links
 
@@ -42,6 +43,7 @@ package: venv
 	$(PY) -m pip install -q cffi  # first: without it, --no-build-isolation skips building runtime._syscalls
 	$(PY) -m pip install -q --no-build-isolation '.[test]'
 	$(PY) -m runtime.syscalls_build --inplace >/dev/null  # for tests run from the checkout
+	$(PY) -m runtime.launcher $(PREFIX)/bin/shifter  # pip's launcher, run with python -S (issue 19)
 	chmod -R a+rX $(PREFIX)
 
 plugin: venv
@@ -78,6 +80,34 @@ stress: package plugin
 	@first=--header; for n in $(STRESS_NODES); do \
 	  SHIFTER_CLUSTER_NODES=$$n $(PY) tests/stress.py --jobs $(STRESS_JOBS) $$first || status=1; first=; \
 	done; exit $${status:-0}
+
+# every benchmark, then bench/report.md and bench/plots/*.png from their results (bench/out/*.json):
+# ratios of ours against each peer measured in the same run (bench/README.md). Root; starts the
+# local cluster. Short runs (a shared machine); each part can run alone, e.g. under cluster-run.
+BENCH_OUT ?= bench/out
+bench: bench-cluster bench-local bench-report
+
+bench-tools: package plugin
+	$(PY) -m pip install -q '.[bench]'
+	$(PY) -m runtime.launcher $(PREFIX)/bin/shifter  # pip wrote its own launcher again
+	mkdir -p $(BENCH_OUT)
+
+bench-cluster: bench-tools
+	$(PY) tools/localcluster.py up
+	$(PY) bench/bench_launch.py -n 15 --json $(BENCH_OUT)/launch.json
+	$(PY) bench/bench_byname.py -n 15 --json $(BENCH_OUT)/byname.json
+	$(PY) bench/bench_mpi.py -n 5 --json $(BENCH_OUT)/mpi.json
+	$(PY) bench/bench_srun.py -n 15 --json $(BENCH_OUT)/srun.json
+	ROUNDS=100 $(PY) bench/bench_lookup_auth.py --json $(BENCH_OUT)/lookup_auth.json
+	$(PY) bench/bench_pull.py --runs 3 --json $(BENCH_OUT)/pull.json
+
+bench-local: bench-tools
+	$(PY) bench/bench_layers.py --runs 3 --json $(BENCH_OUT)/layers.json
+	$(PY) bench/bench_bigimage.py --sizes 64,256 --json $(BENCH_OUT)/bigimage.json
+	$(PY) bench/bench_sharedfs.py --json $(BENCH_OUT)/sharedfs.json
+
+bench-report:
+	$(PY) bench/report.py $(BENCH_OUT) bench/report.md
 
 # the pure-logic layer (tests/unit) in seconds, no cluster, no mounts, nothing written in the
 # checkout: run by root, as UNIT_USER (the checkout must be readable by that user); run by

@@ -4,7 +4,10 @@
     /opt/shifter-rt/bin/python bench/bench_launch.py [-n 30]
 
 Prints, run side by side (interleaved) in one process on the same squashfs:
-  1. `/bin/true` through `shifter` as testuser (rootless) vs `ch-run` (charliecloud) as testuser;
+  1. `/bin/true` through `shifter` as testuser (rootless) vs `ch-run` (charliecloud) as testuser,
+     and what each start-up trim buys (issue 19): the same launch with Python's `site` (the
+     launcher without -S, runtime/launcher.py) and with high-level `squashfuse` instead of
+     `squashfuse_ll`;
   2. as root, a launch while the image's loop device is already attached (warm) vs a cold one.
 Ratios, not absolute times, are the result: the machine is shared and noisy.
 """
@@ -22,11 +25,24 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "bench")]
 
 from images import make_image, write_config  # noqa: E402
+from results import Results, json_arg  # noqa: E402
 
 SHIFTER = str(Path(sys.executable).with_name("shifter"))
+# the same launch without one of the trims: argv[1] "site" (Python's site on: no -S) and/or
+# "squashfuse" (the high-level squashfuse instead of squashfuse_ll)
+VARIANT = """import sys
+undo = sys.argv.pop(1)
+sys.path.extend(%r)
+if "squashfuse" in undo:
+    from runtime import rootless
+    rootless.check_host = lambda: "/usr/bin/squashfuse"
+from shifter_wlm.batch import main
+sys.argv[0] = "shifter"
+sys.exit(main())
+"""
 
 
 def timed(argv, env=None) -> float:
@@ -45,7 +61,9 @@ def as_user(user, argv, extra=()):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("-n", type=int, default=30)
-    n = parser.parse_args().n
+    json_arg(parser)
+    args = parser.parse_args()
+    n = args.n
     if os.geteuid() != 0:
         raise SystemExit("run as root (it switches to testuser and restores /dev/fuse)")
     base = Path(tempfile.mkdtemp(prefix="shifter-bench-"))
@@ -64,19 +82,41 @@ def main() -> None:
         user_chrun = as_user("testuser", ["ch-run", sqfs, "--", "/bin/true"])
         root_env = {"PATH": "/usr/bin:/bin", "SHIFTER_CONFIG": str(cfg)}
         root_shifter = [SHIFTER, f"--image=id:{record.id}", "/bin/true"]
-        for argv in (user_shifter, user_chrun, root_shifter):
+        import sysconfig
+        variant = base / "variant.py"
+        variant.write_text(VARIANT % ([sysconfig.get_paths()["purelib"]],))
+        os.chmod(variant, 0o644)
+        python = str(Path(sys.executable))
+        user_site = as_user("testuser", [python, str(variant), "site", f"--image=id:{record.id}", "/bin/true"],
+                            [f"SHIFTER_CONFIG={cfg}"])
+        user_hl = as_user("testuser", [python, "-S", str(variant), "squashfuse", f"--image=id:{record.id}",
+                                       "/bin/true"], [f"SHIFTER_CONFIG={cfg}"])
+        cases = {"shifter": user_shifter, "ch-run": user_chrun, "shifter with site": user_site,
+                 "shifter with squashfuse": user_hl}
+        for argv in (*cases.values(), root_shifter):
             timed(argv, root_env if argv is root_shifter else None)  # warm the page cache
-        a, b = [], []
+        times: dict[str, list[float]] = {k: [] for k in cases}
         for _ in range(n):
-            a.append(timed(user_shifter))
-            b.append(timed(user_chrun))
-        s, c = statistics.median(a), statistics.median(b)
-        print(f"user  shifter (rootless) /bin/true: median {s:6.1f} ms")
-        print(f"user  ch-run             /bin/true: median {c:6.1f} ms")
-        print(f"ratio shifter/ch-run:               {s / c:.2f}  (target <= 1.00)")
+            for name, argv in cases.items():
+                times[name].append(timed(argv))
+        med = {k: statistics.median(v) for k, v in times.items()}
+        s, c = med["shifter"], med["ch-run"]
+        for name, value in med.items():
+            print(f"user  {name:24} /bin/true: median {value:6.1f} ms")
+        print(f"ratio shifter/ch-run:               {s / c:.2f}  (target <= 1.25)")
+        print(f"python -S bought:                   {med['shifter with site'] - s:+.1f} ms "
+              f"({med['shifter with site'] / s:.3f}x)")
+        print(f"squashfuse_ll bought:               {med['shifter with squashfuse'] - s:+.1f} ms "
+              f"({med['shifter with squashfuse'] / s:.3f}x)")
+        res = Results("bench_launch", f"python bench/bench_launch.py -n {n} (root; cluster-run)",
+                      "rootless /bin/true as testuser on a busybox image")
+        res.ratio("rootless launch vs ch-run", s, c, "ch-run", target="<= 1.25")
+        res.ratio("launch with Python's site (no -S) vs ours", med["shifter with site"], s, "shifter")
+        res.ratio("launch with squashfuse (not _ll) vs ours", med["shifter with squashfuse"], s, "shifter")
         # root: cold (no loop device attached) vs warm (another container holds the image)
         from runtime import build, spec as specs, teardown
-        from shifter_site import config
+        from shifter_site import config, logs
+        logs.configure(json=True, verbose=False, stream=open(os.devnull, "w"))  # the builds' events
         site = config.load(str(cfg))
         cold, warm = [], []
         import pwd
@@ -96,6 +136,8 @@ def main() -> None:
         print(f"root  first launch (cold loop):     median {wc:6.1f} ms")
         print(f"root  second launch (warm loop):    median {ww:6.1f} ms")
         print(f"ratio warm/cold:                    {ww / wc:.2f}")
+        res.ratio("root launch, warm loop device vs cold", ww, wc, "shifter cold")
+        res.write(args.json)
     finally:
         if holder:
             from runtime import teardown

@@ -24,10 +24,11 @@ from pathlib import Path
 import zstandard
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "tests")]  # this checkout, not an older install
+sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "tests"), str(REPO_ROOT / "bench")]  # this checkout
 
 import imagebuilder as ib  # noqa: E402
 from imagegw import layers, squash  # noqa: E402
+from results import Results, json_arg  # noqa: E402
 
 
 def timed(fn) -> float:
@@ -39,6 +40,7 @@ def timed(fn) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
+    json_arg(ap)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-layers-", dir="/var/tmp"))
     try:
@@ -68,6 +70,11 @@ def main() -> int:
               f"(gzip / tar = {med['merge gzip'] / med['merge tar']:.2f}x)")
         print(f"convert: gzip / zstd = {med['convert gzip'] / med['convert zstd']:.2f}x  "
               f"(gzip / tar = {med['convert gzip'] / med['convert tar']:.2f}x)")
+        res = Results("bench_layers", f"python bench/bench_layers.py --runs {args.runs}",
+                      "one Debian minbase layer, gzip-6 / zstd-3 / plain tar")
+        res.ratio("convert a gzip layer vs a plain tar", med["convert gzip"], med["convert tar"], "tar layer", "s")
+        res.ratio("convert a zstd layer vs a plain tar", med["convert zstd"], med["convert tar"], "tar layer", "s")
+        res.write(args.json)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

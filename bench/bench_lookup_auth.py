@@ -75,6 +75,13 @@ def main() -> int:
     auth, none = statistics.median(times["auth"]), statistics.median(times["none"])
     print(f"lookup {ref}: {ROUNDS} rounds, median with munge {auth * 1000:.2f} ms, "
           f"without {none * 1000:.2f} ms, added {(auth - none) * 1000:.2f} ms, ratio {auth / none:.2f}")
+    if "--json" in sys.argv:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from results import Results
+        res = Results("bench_lookup_auth", "python bench/bench_lookup_auth.py (root, cluster up; cluster-run)",
+                      "gateway lookup over HTTP with and without munge")
+        res.ratio("gateway lookup with munge vs without", auth * 1000, none * 1000, "lookup without munge")
+        res.write(sys.argv[sys.argv.index("--json") + 1])
     return 0
 
 

@@ -47,6 +47,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("-n", type=int, default=10)
     parser.add_argument("--no-build", action="store_true")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON (make bench)")
     args = parser.parse_args()
     entry = pwd.getpwnam(USER)
     native = Path(entry.pw_dir) / "mpi_hello_native"
@@ -79,6 +80,12 @@ def main() -> int:
     n, c = statistics.median(times["native"]), statistics.median(times["container"])
     print(f"mpi hello -N3 -n6 (pmi2): native {n:.0f} ms, container {c:.0f} ms (median of {args.n}); "
           f"container/native = {c / n:.3f}; overhead {c - n:+.0f} ms")
+    sys.path.insert(0, str(REPO / "bench"))
+    from results import Results
+    res = Results("bench_mpi", f"python bench/bench_mpi.py -n {args.n} (root, cluster up; cluster-run)",
+                  "MPICH hello -N3 -n6 over pmi2 on the local cluster")
+    res.ratio("MPI hello -N3 -n6 in the container vs native", c, n, "native srun", target="<= 1.1")
+    res.write(args.json)
     return 0
 
 

@@ -314,7 +314,12 @@ class Gateway:
         self.store.update(row.system, row.itype, row.key, acl=acl)
         published = self._published(row)
         if published is not None and row.status not in ACTIVE:
+            public = not (acl[0] or acl[1])
+            if not public:  # out of the tag index before the files are restricted
+                pulling.index(self.cfg, row.itype, row.key, published.id, public=False)
             pulling.set_access(self.cfg, published, acl)
+            if public:
+                pulling.index(self.cfg, row.itype, row.key, published.id, public=True)
         log.info("acl_changed", ref=row.key, requester=requester, users=len(acl[0]), groups=len(acl[1]))
         return self.store.get(row.system, row.itype, row.key)
 

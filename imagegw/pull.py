@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from shifter_site import imagefiles, logs
+from shifter_site import imagefiles, logs, tagindex
 from shifter_site.config import Config
 
 from imagegw import reference, registry, sources, squash
@@ -134,10 +134,15 @@ def pull(cfg: Config, ref: reference.Reference, cache: registry.LayerCache, *,
             on_layers(image_id, [layer.digest for layer in resolved.layers])
         try:
             existing = imagefiles.read_record(cfg.image_dir, image_id)
-            log.info("already_converted", id=image_id)
-            return set_access(cfg, existing, acl)  # same manifest digest = same image: nothing to download
         except imagefiles.ImageError:
-            pass
+            existing = None
+        if existing is not None:
+            log.info("already_converted", id=image_id)
+            if acl[0] or acl[1]:  # private: out of the index before its files are restricted
+                index(cfg, ref.itype, ref.key, existing.id, public=False)
+            record = set_access(cfg, existing, acl)  # same manifest digest = same image: nothing to download
+            index(cfg, ref.itype, ref.key, record.id, public=not (record.user_acl or record.group_acl))
+            return record
         progress.set(layers=len(resolved.layers), bytes_total=sum(l.size for l in resolved.layers))
         tmp = temp_path(cfg.image_dir, image_id)
         pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(resolved.layers))), thread_name_prefix="fetch")
@@ -162,8 +167,11 @@ def pull(cfg: Config, ref: reference.Reference, cache: registry.LayerCache, *,
                 id=image_id, system=cfg.system, itype=ref.itype, tag=ref.key, digest=resolved.digest,
                 size=tmp.stat().st_size, neutralised=dict(flat.neutralised), last_pull=time.time(),
                 user_acl=sorted(acl[0]), group_acl=sorted(acl[1]), **metadata(resolved.config))
+            if acl[0] or acl[1]:  # a tag that was public and is pulled private: out of the index first
+                index(cfg, ref.itype, ref.key, image_id, public=False)
             with logs.step(log, "publish", id=image_id, size=record.size):
                 imagefiles.publish(cfg.image_dir, record, tmp)
+            index(cfg, ref.itype, ref.key, image_id, public=not (acl[0] or acl[1]))
         finally:
             for future in futures:  # on failure: downloads not yet started are not started
                 future.cancel()
@@ -172,6 +180,13 @@ def pull(cfg: Config, ref: reference.Reference, cache: registry.LayerCache, *,
         return record
     finally:
         client.close()
+
+
+def index(cfg: Config, itype: str, key: str, image_id: str, public: bool) -> None:
+    """The published tag index (shifter_site.tagindex): the canonical name `key` means
+    `image_id` for every reader (public), or is not in the index (private)."""
+    with logs.step(log, "tag_index", key=key, id=image_id, public=public):
+        tagindex.publish(cfg.image_dir, itype, key, image_id, public)
 
 
 def set_access(cfg: Config, record: imagefiles.ImageRecord, acl: tuple[list[int], list[int]]

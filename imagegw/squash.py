@@ -36,6 +36,20 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
         pass
 
 
+PIPE_SIZE = 1 << 20  # Linux's default pipe-max-size
+
+
+def _widen(pipe) -> None:
+    """A 1 MiB pipe to tar2sqfs instead of 64 KiB: the merge and tar2sqfs then hand over 16x
+    fewer times; a conversion took ~25% less time (issue 19; bench/bench_pull.py). Best effort."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+    except (OSError, AttributeError, ImportError):
+        pass
+
+
 def tar2sqfs_argv(output: str | Path, compression: str = "zstd") -> list[str]:
     if compression not in COMPRESSORS:
         raise ConversionError(f"compression {compression!r} is not one of {', '.join(COMPRESSORS)}")
@@ -71,6 +85,7 @@ def convert(layer_paths: list, output: str | Path, compression: str = "zstd",
     output = Path(output)
     proc = subprocess.Popen(tar2sqfs_argv(output, compression), stdin=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
+    _widen(proc.stdin)
     try:
         try:
             # counts what passes (for the message when tar2sqfs fails), and applies the caps

@@ -135,10 +135,14 @@ def find_short_id(image_dir: str, prefix: str) -> str | None:
     return found[0] if found else None
 
 
-def resolve_image(cfg, ref: str) -> str:
+def resolve_image(cfg, ref: str, config_path: str | None = None, full_config=None) -> str:
     """The image id for a reference: `id:<64 hex>` or an id's first 12+ digits, as
-    `shifterimg images` shows it (`id:` optional), locally; anything else via the gateway.
-    One rule for shifter -i, srun/sbatch --image and the step hooks."""
+    `shifterimg images` shows it (`id:` optional), locally; a name the gateway published in
+    its tag index (shifter_site.tagindex: public images), from that file; anything else via
+    the gateway. One rule for shifter -i, srun/sbatch --image and the step hooks.
+    `config_path`: the site config `cfg` came from, to remember (per user) which index entry
+    a name means; `full_config`: makes the full Config for a gateway request when `cfg` is
+    the quick view (shifter_site.quickload)."""
     from shifter_site.imageid import check_id, is_id, is_short_id
 
     if ref.startswith("local:"):
@@ -157,12 +161,15 @@ def resolve_image(cfg, ref: str) -> str:
             raise ShifterError(f"no image on this system has an id starting with {text} (see shifterimg images)")
         return check_id(text)
     try:
+        found = indexed_id(cfg, ref, config_path)
+        if found:
+            return found
         from imagegw.client import lookup
     except ImportError:
         from shifter_site.errors import ShifterError
         raise ShifterError(f"image {ref!r}: looking up references other than id:<64 hex> needs the image "
                            "gateway client (imagegw.client), which is not installed here; use id:<image id>") from None
-    return check_id(lookup(cfg, ref).id)
+    return check_id(lookup(full_config() if full_config else cfg, ref).id)
 
 
 def image_from_env(env: dict) -> str | None:
@@ -184,12 +191,51 @@ def image_from_env(env: dict) -> str | None:
     return env.get("SHIFTER_IMAGEREQUEST") or None
 
 
-def _site(privileged: bool, quick: bool):
+_HERE = os.path.dirname(os.path.abspath(__file__))
+# the code that makes a name canonical: a remembered key counts only while it is unchanged
+_NAME_RULES = tuple(os.path.join(os.path.dirname(_HERE), *name) for name in
+                    (("imagegw", "reference.py"), ("imagegw", "sources.py"), ("shifter_site", "config.py")))
+
+
+def canonical_key(cfg, ref: str) -> tuple[str, str]:
+    """(itype, key) the gateway files `ref` under: imagegw.sources.canonical, the one rule
+    (ReferenceError for a malformed reference or a registry the site does not pull from)."""
+    from imagegw import reference, sources
+
+    parsed = sources.canonical(cfg.registries, reference.parse(ref, cfg.default_image_type))
+    return parsed.itype, parsed.key
+
+
+def indexed_id(cfg, ref: str, config_path: str | None = None) -> str | None:
+    """The id the gateway's tag index gives for `ref` when its image is published here; None
+    otherwise (ask the gateway). A plain user remembers the name's canonical key in their own
+    cache (shifter_site.usercache, while the config file and the naming rules are unchanged),
+    so a repeated launch by name imports neither the reference parser nor the config loader."""
+    from shifter_site import tagindex, usercache
+
+    keys = usercache.get("names", config_path, _NAME_RULES) if config_path else None
+    known = keys.get(ref) if isinstance(keys, dict) else None
+    if isinstance(known, tuple) and len(known) == 2:
+        itype, key = known
+    else:
+        stamp = usercache.stamp(config_path, _NAME_RULES) if config_path else None
+        itype, key = canonical_key(cfg, ref)
+        if stamp is not None:
+            keys = dict(keys) if isinstance(keys, dict) and len(keys) < 256 else {}
+            keys[ref] = (itype, key)
+            usercache.put("names", config_path, _NAME_RULES, keys, stamp)
+    image_id = tagindex.read(cfg.image_dir, itype, key)
+    if image_id is None or not os.path.isfile(os.path.join(cfg.image_dir, f"{image_id}.json")):
+        return None  # not indexed (private, older, removed since): the gateway answers
+    return image_id
+
+
+def _site(privileged: bool):
     """(site config, record reader). Root: the full, privileged load (ownership check).
-    A plain user launching a local image id: their own cache of validated loads
-    (shifter_site.quickload), which skips YAML and msgspec (~20 ms) while the files are
-    unchanged; gateway lookups get the full Config."""
-    if quick and not privileged:
+    A plain user: their own cache of validated loads (shifter_site.quickload), which skips
+    YAML and msgspec (~20 ms) while the files are unchanged; a gateway request loads the full
+    Config (resolve_image's full_config)."""
+    if not privileged:
         from shifter_site import quickload
         return quickload.site_config(), quickload.read_record
     from shifter_site import config, imagefiles
@@ -220,12 +266,21 @@ def run(argv: list[str]) -> int:
     if ref is None:
         raise UsageError("no image: give --image=REF (or set SHIFTER_IMAGETYPE and SHIFTER_IMAGE, "
                          "or run inside a job submitted with --image)")
-    cfg, read_record = _site(privileged=os.geteuid() == 0, quick=ref.startswith("id:"))
+    privileged = os.geteuid() == 0
+    cfg, read_record = _site(privileged=privileged)
     if ref.startswith("local:"):
         from runtime import localimage
         record = localimage.record(cfg, ref)
     else:
-        record = read_record(cfg.image_dir, resolve_image(cfg, ref))
+        full_config = None
+        if not privileged:
+            from shifter_site.quickload import config_path
+
+            def full_config():
+                from shifter_site import config
+                return config.load(privileged=False)
+        image_id = resolve_image(cfg, ref, config_path() if not privileged else None, full_config)
+        record = read_record(cfg.image_dir, image_id)
     # volumes accumulate (one rule everywhere, runtime.volumes.combine): the job's, then -V
     from runtime.volumes import combine
     volume_text = combine(host_env.get("SHIFTER_VOLUME", ""), *opts["volume"])

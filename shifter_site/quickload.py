@@ -31,10 +31,15 @@ def squashfs_path(image_dir: str, image_id: str) -> str:
 # ---------------------------------------------------------------- the site config
 
 
+def config_path() -> str:
+    """The site config file a launch reads ($SHIFTER_CONFIG, else the default)."""
+    return os.environ.get(ENV_VAR) or DEFAULT_PATH
+
+
 def site_config(path: str | None = None):
     """The site config as this user sees it: the cached, validated view while the file is
     unchanged, else config.load (full parse and validation) and a fresh cache entry."""
-    path = path or os.environ.get(ENV_VAR) or DEFAULT_PATH
+    path = path or config_path()
     cached = usercache.get("config", path, _CONFIG_CODE)
     if cached is not None:
         try:

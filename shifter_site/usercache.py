@@ -44,22 +44,23 @@ def cache_dir() -> str | None:
     return base
 
 
-def _stamp(path: str, validator: str) -> tuple | None:
+def _stamp(path: str, validator: str | tuple) -> tuple | None:
+    """`validator`: the validating module's path, or a tuple of paths (several modules)."""
     try:
         real = os.path.realpath(path)
         st = os.stat(real)
-        code = os.stat(validator)
+        codes = [os.stat(v) for v in ((validator,) if isinstance(validator, str) else validator)]
     except OSError:
         return None
     return (_FORMAT, real, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
-            code.st_size, code.st_mtime_ns)
+            *[n for code in codes for n in (code.st_size, code.st_mtime_ns)])
 
 
 def _entry(directory: str, kind: str, real: str) -> str:
     return os.path.join(directory, kind + real.replace("%", "%25").replace("/", "%2F"))
 
 
-def get(kind: str, path: str, validator: str) -> object | None:
+def get(kind: str, path: str, validator: str | tuple) -> object | None:
     """The data stored for `path` by `put`, if the file and the validating module
     `validator` are unchanged since; else None."""
     directory = cache_dir()
@@ -84,7 +85,7 @@ def get(kind: str, path: str, validator: str) -> object | None:
     return entry[1]
 
 
-def put(kind: str, path: str, validator: str, data: object, stamp: tuple | None = None) -> None:
+def put(kind: str, path: str, validator: str | tuple, data: object, stamp: tuple | None = None) -> None:
     """Remember `data` (plain dicts, lists, strings, numbers) for `path`; best effort.
     `stamp`: the file's stamp taken *before* it was read, so a change during the read
     leaves an entry that never matches."""
@@ -109,6 +110,6 @@ def put(kind: str, path: str, validator: str, data: object, stamp: tuple | None 
             pass
 
 
-def stamp(path: str, validator: str) -> tuple | None:
+def stamp(path: str, validator: str | tuple) -> tuple | None:
     """The stamp `put` compares, for taking it before a read."""
     return _stamp(path, validator)

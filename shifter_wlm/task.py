@@ -112,12 +112,28 @@ class Refused:
         self.message = message
 
 
+# Where a step's time goes (issue 19): (phase, perf_counter) marks along the step path, shown
+# with -v (`srun shifter -v ...`, one line per task) as the prolog's events show the job's.
+_marks: list[tuple[str, float]] = []
+
+
+def _mark(phase: str) -> None:
+    _marks.append((phase, time.perf_counter()))
+
+
+def phase_times() -> str:
+    """`phase 0.12 ms, ...`: each mark's time since the one before it."""
+    return ", ".join(f"{name} {(t - _marks[i][1]) * 1000:.2f}" for i, (name, t) in enumerate(_marks[1:]))
+
+
 def step_setup(spank, args, options) -> None:
     """init_post_opt: choose and, when needed, build this step's container.
 
     A problem is not raised here: Slurm would report only "Plugin initialization failed" to
     the user and srun would still exit 0. Each task reports it instead (enter)."""
     global _prepared
+    _marks.clear()
+    _mark("start")
     argv = spank.argv()
     # --ccm: the batch step's script itself runs in the job's container (first node)
     ccm = bool(options.ccm) and spank.step_id() == BATCH_STEP
@@ -137,23 +153,29 @@ def _prepare(spank, args, options, argv: list[str], ccm: bool) -> None:
     from shifter_site import configcache
     from shifter_wlm import jobs
 
+    _mark("imports")
     opts = _parse(["shifter", "--", *argv] if ccm else argv)
     for entry in opts["env"]:
         check_env_entry(entry, "--env")
+    _mark("options")
     # root's validated snapshot of the site config when current (skips YAML: the common
     # case, a step joining the job's container, must stay cheap); else the full load
     snapshot = configcache.load(args.shifter_config)
     cfg = None if snapshot is not None else _config(args)
+    _mark("config")
     job_id, step_id, uid = spank.job_id(), spank.step_id(), spank.uid()
     node = _node(job_id, step_id)
+    _mark("node")
     run_dir = jobs.node_dir((snapshot or cfg).run_dir, node)
     job = jobs.read(run_dir, str(job_id))
+    _mark("job_record")
 
     if job is not None and job.uid != uid:
         raise StepError(f"the container record of job {job_id} belongs to another user; refusing it")
     image, request = _choose_image(spank, args, options, opts, job, cfg)
     volume = _choose_volume(spank, options, opts, job)
     module = _choose_module(spank, options, opts, job)
+    _mark("choose")
 
     gpus = _step_gpus(spank, snapshot, cfg, job)
     started = time.perf_counter()
@@ -181,9 +203,11 @@ def _prepare(spank, args, options, argv: list[str], ccm: bool) -> None:
     _prepared = Prepared(ns_path=os.path.join(run_dir, key, "ns"), spec=spec, command=list(opts["command"]),
                          env_file=opts["env_file"], run_dir=run_dir, step_record=step_record, key=key,
                          ccm_script=argv[0] if ccm else None, notes=notes)
+    _mark("container")
     # refuse a bad --entrypoint before any task starts
     from runtime.enter import command, environment
     command(spec, opts["command"], environment(spec, {}))
+    _mark("command")
 
 
 def _check_image_id(image: str, where: str) -> str:
@@ -336,6 +360,7 @@ def enter(spank, args, options) -> None:
         raise StepError(prepared.message)
     if _sshd_notice and spank.getenv("SLURM_LOCALID") == "0":  # once per node and step
         spank.error(f"shifter: warning: {_sshd_notice}; ssh to this node will not reach the job")
+    _mark("task")  # slurmstepd's work between the hooks (forking the task) lies before this
     from runtime import enter as renter
     from runtime import syscalls
     from runtime.frozen import replace
@@ -347,7 +372,9 @@ def enter(spank, args, options) -> None:
     env = renter.environment(spec, task_env)
     command = renter.command(spec, prepared.command, env)
     script = stepscripts.read_script(prepared.ccm_script) if prepared.ccm_script else None
+    _mark("environment")
     renter.join(prepared.ns_path)
+    _mark("join")
     if script is not None:
         command[0] = stepscripts.place_script(script, spec.user.uid, spec.user.gid)
     # the working directory: slurmstepd itself changes to the step's cwd after this hook
@@ -367,6 +394,7 @@ def enter(spank, args, options) -> None:
     spank.replace_argv(command)
     syscalls.drop_bounding_set()
     syscalls.no_new_privs()
+    _mark("task_env")
 
 
 _hook_env: dict | None = None
@@ -383,7 +411,7 @@ def user_hooks(spank, args, options) -> None:
     from runtime import enter as renter
 
     if prepared.notes:
-        os.write(2, prepared.notes.encode(errors="replace"))
+        os.write(2, (prepared.notes + f"shifter: step path (ms): {phase_times()}\n").encode(errors="replace"))
     spec = prepared.spec
     if spec.workdir is not None:
         renter.enter_workdir(spec)

@@ -70,7 +70,7 @@ def cluster():
 
 
 # what the suite may not leave behind: mounts, loop devices, and processes of ours
-OUR_PROCESSES = ("squashfuse", "dropbear", "slurmd", "slurmctld", "slurmstepd", "munged",
+OUR_PROCESSES = ("squashfuse", "squashfuse_ll", "dropbear", "slurmd", "slurmctld", "slurmstepd", "munged",
                  "docker-registry", "shifter-gateway", "mkfs.xfs", "mkfs.ext4", "tar2sqfs", "postgres")
 
 

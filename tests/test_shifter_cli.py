@@ -215,7 +215,8 @@ def test_rootless_impossible_names_the_cause(site):
 # paths"): each costs every `shifter` launch milliseconds (typing ~7 ms, structlog ~35 ms,
 # msgspec/yaml ~20 ms with the full config load).
 LAUNCH_MUST_NOT_IMPORT = {"typing", "json", "subprocess", "structlog", "msgspec", "yaml", "dataclasses",
-                          "shutil", "hashlib", "logging", "inspect", "asyncio"}
+                          "shutil", "hashlib", "logging", "inspect", "asyncio",
+                          "site", "_distutils_hack"}  # the launcher runs python -S (runtime/launcher.py)
 
 
 def test_a_rootless_launch_imports_only_what_it_runs(site):

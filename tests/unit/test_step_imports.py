@@ -15,9 +15,12 @@ REPO = Path(__file__).resolve().parent.parent.parent
 # router, the step module, the job records, the config cache, option parsing and entering
 STEP_PATH = ["shifter_wlm.dispatch", "shifter_wlm.options", "shifter_wlm.task", "shifter_wlm.stepscripts", "shifter_wlm.procfds", "shifter_wlm.jobs",
              "runtime.spec", "shifter_site.configcache", "shifter_site.configview", "shifter_site.imageid", "runtime.cli", "runtime.enter", "runtime.volumes", "runtime.modules",
-             "runtime.gpu"]  # runtime.gpu: on a site with a GPU module
+             "runtime.gpu", "shifter_site.jsonread", "shifter_site.logs"]  # runtime.gpu: on a site with a GPU module
 STEP_MUST_NOT_IMPORT = ["typing", "subprocess", "structlog", "msgspec", "yaml", "dataclasses", "shutil",
-                        "hashlib", "logging", "inspect", "runtime.build", "runtime.phases"]
+                        "hashlib", "logging", "inspect", "runtime.build", "runtime.phases",
+                        # issue 19: json's decoder (re, enum) and contextlib (collections,
+                        # functools) cost a step ~7 ms; records are read with shifter_site.jsonread
+                        "json", "re", "enum", "contextlib", "collections", "functools"]
 
 
 def test_joining_a_container_imports_only_what_it_runs():
@@ -26,3 +29,50 @@ def test_joining_a_container_imports_only_what_it_runs():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == []
+
+
+def _init_code():
+    import ast
+
+    path = REPO / "spank" / "init_code.py"
+    return ast.parse(path.read_text()), path.read_text()
+
+
+def test_the_spank_init_imports_only_at_start_and_hooks_import_nothing():
+    """The embedded interpreter's init imports what the hooks need, and a hook never imports
+    (it may run as root inside the user's image; `traceback` also cost each step ~8 ms)."""
+    import ast
+
+    tree, _ = _init_code()
+    top = {alias.name for node in tree.body if isinstance(node, ast.Import) for alias in node.names}
+    top |= {node.module for node in tree.body if isinstance(node, ast.ImportFrom)}
+    assert top == {"_shifter_spank"}
+    hook = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "shifter_py_hook")
+    describe = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "_describe")
+    for function in (hook, describe):
+        assert not [n for n in ast.walk(function) if isinstance(n, (ast.Import, ast.ImportFrom))]
+
+
+def test_a_failed_hook_is_described_with_its_place_and_no_import():
+    import ast
+    import builtins
+
+    tree, text = _init_code()
+    describe = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "_describe")
+    namespace: dict = {}
+    exec(compile(ast.Module(body=[describe], type_ignores=[]), "init_code.py", "exec"), namespace)
+
+    def failing():
+        raise ValueError("bad value")
+
+    try:
+        failing()
+    except ValueError as err:
+        real_import = builtins.__import__
+        builtins.__import__ = lambda *a, **k: (_ for _ in ()).throw(AssertionError("imported"))
+        try:
+            text = namespace["_describe"](err)
+        finally:
+            builtins.__import__ = real_import
+    assert text.startswith("ValueError: bad value (at ")
+    assert "in failing <- " in text and text.endswith(")")
