@@ -16,9 +16,7 @@ The decisions are pure functions (unit-tested without a GPU); `host_plan` reads 
 
 from __future__ import annotations
 
-import fnmatch
 import os
-import re
 
 from runtime.frozen import Frozen
 from shifter_site.errors import ShifterError
@@ -38,9 +36,12 @@ CONTAINER_DIR = "/opt/udiImage/gpu"  # not under modules/: a module's copy_path 
 CONTAINER_LIB_DIR = CONTAINER_DIR + "/lib64"
 CONTAINER_BIN_DIR = CONTAINER_DIR + "/bin"
 CONTAINER_HOST_DIR = CONTAINER_DIR + "/host"  # the node's directories holding them, bound read-only
-GPU_NODE = re.compile(r"nvidia([0-9]{1,4})")
-_INDEX = re.compile(r"[0-9]{1,4}")
-_LDCONFIG_LINE = re.compile(r"\s+(\S+) \(([^)]*)\) => (\S+)$")
+_LDCONFIG_LINE = r"\s+(\S+) \(([^)]*)\) => (\S+)$"
+
+
+def _number(text: str) -> bool:
+    """1-4 ASCII digits (not `re`: a step joining its container must not import it)."""
+    return 1 <= len(text) <= 4 and text.isascii() and text.isdigit()
 
 
 class GpuError(ShifterError):
@@ -75,7 +76,7 @@ def site_settings(cfg, name: str) -> GpuSite:
 
 def _indices(name: str, value: str) -> tuple[int, ...]:
     items = [item.strip() for item in value.split(",")]
-    if not all(_INDEX.fullmatch(item) for item in items):
+    if not all(_number(item) for item in items):
         raise GpuError(f"gpu module: {name}={value!r} is not a list of GPU numbers (like 0,1); "
                        "unset it or let Slurm set it with --gres=gpu:N")
     gpus = tuple(int(item) for item in items)
@@ -105,7 +106,7 @@ def launch_gpus(env: Mapping[str, str], requested: bool, dev_names: Iterable[str
 
 def node_gpus(names: Iterable[str]) -> tuple[int, ...]:
     """Every GPU the node shows (/dev/nvidiaN), sorted."""
-    return tuple(sorted(int(m[1]) for m in map(GPU_NODE.fullmatch, names) if m))
+    return tuple(sorted(int(n[6:]) for n in names if n.startswith("nvidia") and _number(n[6:])))
 
 
 def device_files(gpus: Iterable[int], present: Iterable[str]) -> tuple[str, ...]:
@@ -130,9 +131,12 @@ def device_files(gpus: Iterable[int], present: Iterable[str]) -> tuple[str, ...]
 def parse_ldconfig(text: str, arch: str = "x86-64") -> dict[str, str]:
     """soname -> path from `ldconfig -p`'s text, the first entry of this architecture for each
     name (read_loader_cache reads the file itself; this is its reference in the tests)."""
+    import re
+
+    line_rule = re.compile(_LDCONFIG_LINE)
     found: dict[str, str] = {}
     for line in text.splitlines():
-        match = _LDCONFIG_LINE.match(line)
+        match = line_rule.match(line)
         if not match:
             continue
         name, flags, path = match.groups()
@@ -145,6 +149,9 @@ def parse_ldconfig(text: str, arch: str = "x86-64") -> dict[str, str]:
 def driver_libraries(cache: Mapping[str, str], patterns: Iterable[str]) -> tuple[str, ...]:
     """Host paths of the loader-cache entries whose name matches a pattern (sorted, unique).
     One expression for all patterns: a node's cache lists hundreds of names."""
+    import fnmatch
+    import re
+
     matches = re.compile("|".join(fnmatch.translate(p) for p in patterns)).match
     return tuple(sorted({path for name, path in cache.items() if matches(name)}))
 
