@@ -275,8 +275,7 @@ def _step_gpus(spank, snapshot, cfg, job) -> tuple[int, ...] | None:
     With the job's container on the node: Slurm's SLURM_STEP_GPUS (a step asking for fewer
     GPUs than the job's), which must be among the job's (the prolog's, from slurmd), else the
     job's; without: what the step's environment says (runtime.gpu.allocated)."""
-    modules = snapshot["modules"] if snapshot is not None else None
-    if not (any(m.get("gpu") for m in modules.values()) if modules is not None else cfg.gpu_module):
+    if (snapshot if snapshot is not None else cfg).gpu_module is None:
         return None
     from runtime import gpu
 
