@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shifter_site import imagefiles, logs
+from shifter_site import imagefiles, logs, tagindex
 from shifter_site.config import Config
 
 from imagegw import registry
@@ -71,6 +71,7 @@ def _remove_one(cfg: Config, store: Store, row: Row, done: Removal) -> None:
     with logs.step(log, "remove", ref=row.key, id=row.id or "") as info:
         removed, last = store.remove(row.system, row.itype, row.key)
         done.removed.append(f"{row.itype}:{row.key}")
+        tagindex.publish(cfg.image_dir, row.itype, row.key, "", public=False)  # the name is gone
         info["files"] = bool(last and removed.id)
         if last and removed.id:
             for path in (imagefiles.record_path(cfg.image_dir, removed.id),

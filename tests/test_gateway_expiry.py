@@ -15,7 +15,7 @@ import pytest
 
 from imagegw import api, identity, lifecycle, reference, registry
 from imagegw.store import InUse, Store, Use
-from shifter_site import config, imagefiles
+from shifter_site import config, imagefiles, tagindex
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -45,6 +45,7 @@ def publish(cfg, store: Store, cache: registry.LayerCache, name: str, layers: li
         digests.append(digest)
     store.set_layers(image_id, digests)
     store.put_ready(cfg.system, "docker", name, name, image_id, time.time())
+    tagindex.publish(cfg.image_dir, "docker", name, image_id, public=True)
     return image_id
 
 
@@ -74,6 +75,9 @@ def test_in_use_images_are_kept_and_unused_layers_collected(where, tmp_path):
     # both expired now: b goes (its own layer with it, the shared one stays), a is kept for its jobs
     done = lifecycle.expire(cfg, store, cache, store.get(cfg.system, "docker", "b:1"))
     assert done.removed == ["docker:b:1"] and done.files == [b] and not files(cfg, b)
+    # a launch by name finds no index entry for a removed image; a kept one keeps its entry
+    assert tagindex.read(cfg.image_dir, "docker", "b:1") is None
+    assert tagindex.read(cfg.image_dir, "docker", "a:1") == a
     done = lifecycle.expire(cfg, store, cache, store.get(cfg.system, "docker", "a:1"))
     assert done.removed == [] and done.kept == {"docker:a:1": ["41", "42"]} and files(cfg, a)
     blobs = {p.name for p in cache.root.iterdir()}
