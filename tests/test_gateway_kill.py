@@ -114,7 +114,7 @@ def test_killed_mid_conversion_leaves_nothing_and_next_pull_succeeds(instance):
     assert [p.name for p in images.iterdir()] == []
     body = client.pull(cfg, "test/killme:1", poll=0.1)
     assert body["status"] == "READY" and body["id"] == image_id
-    assert sorted(p.name for p in images.iterdir()) == [f"{image_id}.json", f"{image_id}.squashfs"]
+    assert sorted(p.name for p in images.iterdir()) == [f"{image_id}.json", f"{image_id}.squashfs", "tags"]
     entries = gt.squashfs_entries(images / f"{image_id}.squashfs")
     assert len([p for p in entries if p.startswith("data/")]) == 2500
 

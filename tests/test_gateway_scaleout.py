@@ -129,7 +129,7 @@ def test_twenty_concurrent_pulls_on_two_gateways_are_one_conversion(pair):
         assert body["status"] == "READY" and body["id"] == image_id, body
     assert conversions(ports["a"]) + conversions(ports["b"]) == 1
     images = top / "images"
-    assert sorted(p.name for p in images.iterdir()) == [f"{image_id}.json", f"{image_id}.squashfs"]
+    assert sorted(p.name for p in images.iterdir()) == [f"{image_id}.json", f"{image_id}.squashfs", "tags"]
 
 
 def test_a_gateway_killed_mid_pull_is_taken_over_by_the_other(pair):
@@ -151,7 +151,7 @@ def test_a_gateway_killed_mid_pull_is_taken_over_by_the_other(pair):
     assert body["status"] == "READY" and body["id"] == image_id, body
     images = top / "images"
     published = sorted(p.name for p in images.iterdir() if not p.name.startswith("."))
-    assert published == [f"{image_id}.json", f"{image_id}.squashfs"]
+    assert published == [f"{image_id}.json", f"{image_id}.squashfs", "tags"]
     entries = gt.squashfs_entries(images / f"{image_id}.squashfs")
     assert len([p for p in entries if p.startswith("data/")]) == 96
     log = (top / "gateway-b.log").read_text()

@@ -178,7 +178,7 @@ def failed_cleanly(cfg, cache, words: str) -> str:
 def published(cfg, cache, served) -> None:
     record = pull(cfg, cache)
     assert record.id == served.digest.split(":", 1)[1]
-    assert sorted(os.listdir(cfg.image_dir)) == [f"{record.id}.json", f"{record.id}.squashfs"]
+    assert sorted(os.listdir(cfg.image_dir)) == [f"{record.id}.json", f"{record.id}.squashfs", "tags"]  # tags: the name index
     for digest in served.layer_digests:   # every cached blob is the registry's
         assert ib.sha256(cache.path(digest).read_bytes()) == digest
 

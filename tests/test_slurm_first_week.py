@@ -176,8 +176,10 @@ srun shifter --workdir=/nonexistent true; echo "badworkdir=$?"
         assert f"{where}_w={outside['w']}" in output, output
         assert f"{where}_entry={outside['entry']}" in output, output
     assert f"step_entryarg={outside['entryarg']}" in output, output
-    verbose = jt.lines_with("verbose:shifter: step ", output)
+    times = jt.lines_with("verbose:shifter: step path (ms): ", output)  # -v also times the step path
+    verbose = [line for line in jt.lines_with("verbose:shifter: step ", output) if line not in times]
     assert len(verbose) == 1 and f"image {image}" in verbose[0], output
+    assert len(times) == 1 and "choose " in times[0], output
     assert "badworkdir=1" in output and "--workdir /nonexistent: No such file or directory in the container" in output
     assert "longer than the step's command line" not in output
     assert_clean(baseline)
