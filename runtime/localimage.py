@@ -81,3 +81,34 @@ def record(cfg, ref: str, image_id: str | None = None):
     return SimpleNamespace(id=found, system=cfg.system, itype="local", tag=path, digest="", env=[],
                            entrypoint=None, cmd=None, workdir="", user="", labels={}, user_acl=[],
                            group_acl=[], size=0, neutralised={}, last_pull=0.0)
+
+
+def mount_tree(path: str, target: str, privileged: bool) -> None:
+    """A local: image (runtime.localimage): the tree bound read-only, nosuid, nodev from the
+    fd its trust check opened (as root: nothing swapped in between). Rootless, the check
+    ran before the user namespace (where root's files show as nobody's) and binds nothing
+    the user could not bind anyway."""
+    from runtime import syscalls as sc
+    from runtime.errors import BuildError
+    from runtime.trusted import UntrustedPath, open_trusted
+
+    try:
+        fd = open_trusted(path) if privileged else os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except (UntrustedPath, OSError) as err:
+        raise BuildError(f"local image {path}: {getattr(err, 'strerror', None) or err}") from None
+    try:
+        if not stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise BuildError(f"local image {path} is not a directory")
+        tree = sc.clone_tree(fd)
+    finally:
+        os.close(fd)
+    try:
+        sc.mount_setattr("", sc.MOUNT_ATTR_RDONLY | sc.MOUNT_ATTR_NOSUID | sc.MOUNT_ATTR_NODEV,
+                         propagation=sc.MS_PRIVATE, dirfd=tree)
+        target_fd = os.open(target, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            sc.attach_tree(tree, target_fd)
+        finally:
+            os.close(target_fd)
+    finally:
+        os.close(tree)

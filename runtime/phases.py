@@ -17,6 +17,7 @@ import os
 import stat
 
 from runtime import binds, etcfiles, loop
+from runtime.gpuphases import gpu_dev, gpu_files
 from runtime import syscalls as sc
 from runtime.errors import BuildError
 from runtime.paths import STAGE, Walk
@@ -126,39 +127,11 @@ def mount_image_loop(squashfs: str, target: str) -> str:
 def mount_image(s: Setup, info: dict) -> None:
     if s.spec.local_root is not None:
         info["device"] = "local"
-        mount_local_tree(s.spec.local_root, s.image, s.privileged)
+        from runtime.localimage import mount_tree
+        mount_tree(s.spec.local_root, s.image, s.privileged)
         return  # image_dev stays -1: the tree's filesystem may be the host's /tmp's, walked as the user
     info["device"] = s.image_mounter(s.spec.squashfs, s.image)
     s.image_dev = os.stat(s.image).st_dev
-
-
-def mount_local_tree(path: str, target: str, privileged: bool) -> None:
-    """A local: image (runtime.localimage): the tree bound read-only, nosuid, nodev from the
-    fd its trust check opened (as root: nothing swapped in between). Rootless, the check
-    ran before the user namespace (where root's files show as nobody's) and binds nothing
-    the user could not bind anyway."""
-    from runtime.trusted import UntrustedPath, open_trusted
-
-    try:
-        fd = open_trusted(path) if privileged else os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    except (UntrustedPath, OSError) as err:
-        raise BuildError(f"local image {path}: {getattr(err, 'strerror', None) or err}") from None
-    try:
-        if not stat.S_ISDIR(os.fstat(fd).st_mode):
-            raise BuildError(f"local image {path} is not a directory")
-        tree = sc.clone_tree(fd)
-    finally:
-        os.close(fd)
-    try:
-        sc.mount_setattr("", sc.MOUNT_ATTR_RDONLY | sc.MOUNT_ATTR_NOSUID | sc.MOUNT_ATTR_NODEV,
-                         propagation=sc.MS_PRIVATE, dirfd=tree)
-        target_fd = os.open(target, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            sc.attach_tree(tree, target_fd)
-        finally:
-            os.close(target_fd)
-    finally:
-        os.close(tree)
 
 
 def image_entries(s: Setup, info: dict) -> None:
@@ -371,74 +344,6 @@ def seal(s: Setup, info: dict) -> None:
         sc.mount_setattr(os.path.join(s.root, "dev"), sc.MOUNT_ATTR_NOSUID, propagation=s.prop, recursive=True)
     os.chmod(s.root, 0o755)
     sc.mount_setattr(s.root, sc.MOUNT_ATTR_NOSUID | sc.MOUNT_ATTR_NODEV)
-
-
-# ---------------------------------------------------------------- the GPU module (runtime/gpu.py)
-
-
-def _bind_file(source: str, target: str) -> None:
-    os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644))
-    binds.bind(source, target)
-
-
-def gpu_files(s: Setup, info: dict) -> None:
-    """The node's driver libraries (its loader cache, the site's patterns) and tools under
-    /opt/udiImage/gpu (read-only with it at seal), each under its loader-cache name: a link
-    into the node's directory holding it, bound once (runtime.gpu.layout)."""
-    from runtime import gpu
-
-    plan = gpu.host_plan(s.spec.gpus, s.spec.gpu)
-    s.gpu_plan = plan
-    dirs, links = gpu.layout(plan.libraries, plan.tools)
-    for index, directory in enumerate(dirs):
-        target = os.path.join(s.root, gpu.CONTAINER_HOST_DIR.lstrip("/"), str(index))
-        os.makedirs(target, 0o755)
-        binds.bind(directory, target)
-    for directory in (gpu.CONTAINER_LIB_DIR, gpu.CONTAINER_BIN_DIR):
-        os.makedirs(os.path.join(s.root, directory.lstrip("/")), 0o755, exist_ok=True)
-    for link, target in links:
-        os.symlink(target, os.path.join(s.root, link.lstrip("/")))
-    info.update(gpus=list(plan.gpus), libraries=len(plan.libraries), tools=len(plan.tools), mounts=len(dirs))
-
-
-def gpu_dev(s: Setup, info: dict) -> None:
-    """After seal, as root: a /dev of the container's own (a nosuid tmpfs) holding the host's
-    /dev except the GPUs not allocated, which are absent inside. Device nodes are copied
-    (mknod, same numbers, mode and owner: no mount each), directories and mount points
-    (pts, shm, mqueue...) bound, links copied, other files (the /dev/log socket) bound."""
-    import stat
-
-    plan = s.gpu_plan
-    wanted = {os.path.basename(d) for d in plan.devices}
-    dev = os.path.join(s.root, "dev")
-    sc.mount("tmpfs", dev, "tmpfs", sc.MS_NOSUID, "mode=0755,size=64k")
-    hidden, binds_made = [], 0
-    umask = os.umask(0o022)
-    os.umask(umask)
-    for entry in os.scandir("/dev"):
-        name = entry.name
-        if name.startswith("nvidia") and name[6:].isdigit() and name not in wanted:
-            hidden.append(name)
-            continue
-        target = os.path.join(dev, name)
-        st = entry.stat(follow_symlinks=False)
-        if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
-            os.mknod(target, st.st_mode, st.st_rdev)
-            if st.st_uid or st.st_gid:  # most are root's: skip the syscalls
-                os.chown(target, st.st_uid, st.st_gid)
-            if st.st_mode & umask:
-                os.chmod(target, stat.S_IMODE(st.st_mode))
-        elif stat.S_ISLNK(st.st_mode):
-            os.symlink(os.readlink(entry.path), target)
-        elif stat.S_ISDIR(st.st_mode):
-            os.mkdir(target, stat.S_IMODE(st.st_mode))
-            binds.bind(entry.path, target, rec=True)
-            binds_made += 1
-        else:
-            _bind_file(entry.path, target)
-            binds_made += 1
-    sc.mount_setattr(dev, sc.MOUNT_ATTR_NOSUID, propagation=s.prop, recursive=True)
-    info.update(devices=sorted(wanted), hidden=sorted(hidden), binds=binds_made)
 
 
 PHASES: tuple[Phase, ...] = (

@@ -34,9 +34,9 @@ def make_spec(cfg, args_image_request: str, volume: str, module: str, image: str
     vols = tuple(rvolumes.parse(volume)) if volume else ()
     extra = {}
     if sshd_addrs is not None:
-        from shifter_wlm import sshd
-        extra["host_addrs"] = sshd.host_addrs(sshd_addrs)
-        extra["etc_files"] = ((sshd.SSH_CONFIG, sshd.ssh_config(job_id, sshd_addrs, sshd_port)),)
+        from shifter_wlm import sshplan
+        extra["host_addrs"] = sshplan.host_addrs(sshd_addrs)
+        extra["etc_files"] = ((sshplan.SSH_CONFIG, sshplan.ssh_config(job_id, sshd_addrs, sshd_port)),)
     spec = rspec.from_config(cfg, record, user, volumes=vols, module=module or None, hosts=hosts,
                              image_request=args_image_request, hostname=node, scope=scope, gpus=gpus, **extra)
     from runtime.modules import check_host_files

@@ -120,17 +120,17 @@ def _start(cfg, record, run_dir: str, job_id: int, node: str) -> tuple[int, str]
     that lost a race with a socket closing); (pid, listen address)."""
     from runtime.enter import environment
     from runtime.spec import Entering
-    from shifter_wlm import sshd
+    from shifter_wlm import sshd, sshplan
 
     entering = Entering.from_data(record.entering)
     addrs = dict(record.sshd_addrs or {})
     host = sshd.host_seed(cfg.sshd.host_key_secret, job_id, entering.user.uid)
-    listen = sshd.listen_address(node, addrs.get(node, node))
+    listen = sshplan.listen_address(node, addrs.get(node, node))
     for attempt in (1, 2):
         try:
             pid = sshd.start(os.path.join(run_dir, record.key, "ns"), entering.user, port=record.sshd_port,
                              listen=listen, host=host,
-                             hosts_text=sshd.known_hosts(addrs, record.sshd_port, host), env=environment(entering, {}))
+                             hosts_text=sshplan.known_hosts(addrs, record.sshd_port, host), env=environment(entering, {}))
             return pid, listen
         except sshd.SshdError as err:
             if attempt == 1 and err.exited and not err.held_by:

@@ -59,7 +59,7 @@ def job_gpus(cfg) -> tuple[int, ...] | None:
 def run(spank, args, options) -> None:
     from runtime import build
     from shifter_site import config, logs
-    from shifter_wlm import extern, jobs, leftovers, slurm, sshd
+    from shifter_wlm import extern, jobs, leftovers, slurm, sshd, sshplan
     from shifter_wlm.containers import hostsfile_entries, job_record, make_spec
 
     log = logs.get("prolog")
@@ -74,7 +74,7 @@ def run(spank, args, options) -> None:
     volume = os.environ.get("SPANK_SHIFTER_VOLUME", "")
     module = os.environ.get("SPANK_SHIFTER_MODULE", "")
     with_sshd = sshd.enabled(args, cfg)
-    port = sshd.job_port(cfg.sshd.port, cfg.sshd.port_count, job_id) if with_sshd else 0
+    port = sshplan.job_port(cfg.sshd.port, cfg.sshd.port_count, job_id) if with_sshd else 0
     spec = None
     key = ""
     image = ""

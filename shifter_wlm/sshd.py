@@ -22,7 +22,7 @@ tmpfs; the user can read, not change, what is the job's):
     /var/run/udiImage/ssh/client/.ssh/known_hosts   root 0644: every node of the job, as
                                             dbclient (`n2`) and OpenSSH (`[n2]:port`) look it up
 
-and, at build time, /etc/ssh/ssh_config (ssh_config below): the image's own OpenSSH client,
+and, at build time, /etc/ssh/ssh_config (shifter_wlm/sshplan.py): the image's own OpenSSH client,
 and every tool that runs it, reaches the job's sshds with these files.
     /var/run/udiImage/ssh/run/              user 0700: the sshd's pid file and its log
                                             (sshd.log, opened by the sshd as the user)
@@ -44,9 +44,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import os
-import re
 import shutil
 import signal
 import stat
@@ -64,8 +62,6 @@ DROPBEAR = "/opt/udiImage/bin/dropbear"    # in the container
 UDI_BIN = "/opt/udiImage/bin"
 KNOWN_HOSTS = f"{JOB_DIR}/client/.ssh/known_hosts"  # in the container: dbclient finds it as $HOME/.ssh/...
 OPENSSH_KEY = f"{JOB_DIR}/id_ed25519"               # in the container: the user's job key for OpenSSH
-SSH_CONFIG = "ssh/ssh_config"                       # below the container's /etc
-_HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
 START_TIMEOUT = 10.0
 LOG = "/var/run/udiImage/ssh/run/sshd.log"  # in the container: the sshd's own (the user's) file
 
@@ -168,80 +164,6 @@ def host_seed(secret_path: str, job_id: int, uid: int) -> bytes:
         raise SshdError(f"sshd.host_key_secret {secret_path} must be readable by its owner only and hold "
                         "at least 16 bytes")
     return hmac.new(secret, f"shifter-sshd-host-key\0{job_id}\0{uid}".encode(), hashlib.sha256).digest()
-
-
-def listen_address(node: str, node_addr: str) -> str:
-    """Where this node's sshd listens: Slurm's NodeAddr when it differs from the node's name
-    (several nodes on one host, or a dedicated network), else every address ("")."""
-    return "" if not node_addr or node_addr == node else node_addr
-
-
-def host_addrs(addrs: dict[str, str]) -> tuple[tuple[str, str], ...]:
-    """(name, address) for the container's /etc/hosts: the job's nodes whose NodeAddr is an
-    IP address other than their name (a NodeAddr that is a host name resolves by itself)."""
-    out = []
-    for name, addr in addrs.items():
-        if addr and addr != name:
-            try:
-                ipaddress.ip_address(addr)
-            except ValueError:
-                continue
-            out.append((name, addr))
-    return tuple(out)
-
-
-def job_port(first: int, count: int, job_id: int) -> int:
-    """The job's sshd port: the same on every node of the job (each prolog works it out
-    alone), and different for jobs sharing a node unless their ids differ by a multiple of
-    `count` (sshd.port_count)."""
-    return first + job_id % count
-
-
-def _spellings(addrs: dict[str, str]) -> list[str]:
-    """Each node's name and address, once each, in the job's order; only plain host names
-    and addresses (a Slurm name never holds ssh_config's pattern characters or spaces)."""
-    names: list[str] = []
-    for name, addr in addrs.items():
-        for spelling in (name, addr):
-            if spelling and _HOST.fullmatch(spelling) and spelling not in names:
-                names.append(spelling)
-    return names
-
-
-def known_hosts(addrs: dict[str, str], port: int, seed: bytes) -> str:
-    """Every node of the job (by name and by address) with the job's host key, once as
-    dropbear's client looks it up (the name as typed) and once as OpenSSH does for a port
-    other than 22 (`[name]:port`)."""
-    line = public_line(seed)
-    out = []
-    for spelling in _spellings(addrs):
-        out.append(f"{spelling} {line}\n")
-        out.append(f"[{spelling}]:{port} {line}\n")
-    return "".join(out)
-
-
-def ssh_config(job_id: int, addrs: dict[str, str], port: int) -> str:
-    """The container's /etc/ssh/ssh_config: OpenSSH's client (the image's own ssh, and what
-    pdsh, GNU parallel, mpirun, Spark or Dask start) reaches the job's sshd on each of the
-    job's nodes with the job's port, the user's job key and the job's host keys, checked
-    strictly. Other hosts keep the image's settings (its ssh_config.d)."""
-    hosts = " ".join(_spellings(addrs))
-    return (f"# written by shifter for job {job_id}: ssh to the job's nodes reaches the job's sshd\n"
-            f"# in each node's container; /opt/udiImage/bin/ssh (dropbear) uses the same port, key, known hosts\n"
-            f"Host {hosts}\n"
-            f"    Port {port}\n"
-            f"    IdentityFile {OPENSSH_KEY}\n"
-            f"    IdentitiesOnly yes\n"
-            f"    UserKnownHostsFile {KNOWN_HOSTS}\n"
-            f"    GlobalKnownHostsFile {KNOWN_HOSTS}\n"
-            f"    StrictHostKeyChecking yes\n"
-            f"    CheckHostIP no\n"
-            f"    BatchMode yes\n"
-            f"    PasswordAuthentication no\n"
-            f"    KbdInteractiveAuthentication no\n"
-            f"    LogLevel ERROR\n"
-            f"Host *\n"
-            f"Include /etc/ssh/ssh_config.d/*.conf\n")
 
 
 def _write(path: str, data: bytes, mode: int, uid: int = 0, gid: int = 0) -> None:

@@ -296,18 +296,18 @@ def test_two_users_jobs_on_one_node_each_get_their_own_sshd(image):
 
 
 def test_the_job_port_is_the_same_on_every_node_and_differs_between_neighbours():
-    from shifter_wlm import sshd
+    from shifter_wlm import sshplan
 
-    assert sshd.job_port(1204, 1000, 42) == 1246
-    assert sshd.job_port(1204, 1000, 1042) == 1246   # ids a multiple of port_count apart collide
-    assert len({sshd.job_port(1204, 1000, j) for j in range(500, 520)}) == 20
-    assert sshd.job_port(1204, 1, 99) == 1204         # port_count 1: the original's one port
+    assert sshplan.job_port(1204, 1000, 42) == 1246
+    assert sshplan.job_port(1204, 1000, 1042) == 1246   # ids a multiple of port_count apart collide
+    assert len({sshplan.job_port(1204, 1000, j) for j in range(500, 520)}) == 20
+    assert sshplan.job_port(1204, 1, 99) == 1204         # port_count 1: the original's one port
 
 
 def test_ssh_config_sends_only_the_jobs_nodes_to_the_jobs_sshd():
-    from shifter_wlm import sshd
+    from shifter_wlm import sshd, sshplan
 
-    text = sshd.ssh_config(7, {"n1": "127.0.0.1", "c2": "c2", "bad name": "a*b"}, 1211)
+    text = sshplan.ssh_config(7, {"n1": "127.0.0.1", "c2": "c2", "bad name": "a*b"}, 1211)
     lines = [line.strip() for line in text.splitlines()]
     assert "Host n1 127.0.0.1 c2" in lines               # names and addresses, nothing else
     assert lines.index("Host *") > lines.index("Port 1211")

@@ -300,19 +300,19 @@ def test_host_key_is_per_job_and_needs_a_private_secret(tmp_path):
 
 
 def test_addresses_here_and_on_a_usual_cluster():
-    from shifter_wlm import slurm, sshd
+    from shifter_wlm import slurm, sshd, sshplan
 
     text = ("NodeName=n1 Arch=x86_64 CoresPerSocket=1 NodeAddr=127.0.0.1 NodeHostName=vm Version=22.05\n"
             "NodeName=n2 Arch=x86_64 NodeAddr=127.0.0.2 NodeHostName=vm\n")
     assert slurm.parse_show_nodes(text) == {"n1": "127.0.0.1", "n2": "127.0.0.2"}
     # several slurmd on one host: listen on the node's address, map names in /etc/hosts
-    assert sshd.listen_address("n2", "127.0.0.2") == "127.0.0.2"
-    assert sshd.host_addrs({"n1": "127.0.0.1", "n2": "127.0.0.2"}) == (("n1", "127.0.0.1"), ("n2", "127.0.0.2"))
+    assert sshplan.listen_address("n2", "127.0.0.2") == "127.0.0.2"
+    assert sshplan.host_addrs({"n1": "127.0.0.1", "n2": "127.0.0.2"}) == (("n1", "127.0.0.1"), ("n2", "127.0.0.2"))
     # a usual cluster (NodeAddr = the name, or a host name): every address, nothing added
-    assert sshd.listen_address("nid001", "nid001") == ""
-    assert sshd.host_addrs({"nid001": "nid001", "nid002": "nid002-hsn"}) == ()
+    assert sshplan.listen_address("nid001", "nid001") == ""
+    assert sshplan.host_addrs({"nid001": "nid001", "nid002": "nid002-hsn"}) == ()
     seed = b"\1" * 32
-    hosts = sshd.known_hosts({"n1": "127.0.0.1", "c2": "c2"}, 1301, seed).splitlines()
+    hosts = sshplan.known_hosts({"n1": "127.0.0.1", "c2": "c2"}, 1301, seed).splitlines()
     # as dbclient looks a host up (the name as typed) and as OpenSSH does for a port not 22
     assert [h.split()[0] for h in hosts] == ["n1", "[n1]:1301", "127.0.0.1", "[127.0.0.1]:1301", "c2", "[c2]:1301"]
     assert all(h.split(None, 1)[1] == sshd.public_line(seed) for h in hosts)
