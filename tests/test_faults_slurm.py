@@ -66,10 +66,11 @@ def wait_until(what: str, check, timeout: float = 60):
 
 def submit(name: str, body: str) -> tuple[str, Path]:
     job = jt.write_job(USER, name, body)
-    result = run_as(USER, ["sbatch", "--parsable", "-o", f"{job.stem}-%j.out", str(job)], cwd=str(job.parent))
+    token = os.urandom(4).hex()  # job ids start again after a wipe: never an earlier run's output
+    result = run_as(USER, ["sbatch", "--parsable", "-o", f"{job.stem}-%j-{token}.out", str(job)], cwd=str(job.parent))
     assert result.returncode == 0, result.stderr
     job_id = result.stdout.strip()
-    return job_id, job.parent / f"{job.stem}-{job_id}.out"
+    return job_id, job.parent / f"{job.stem}-{job_id}-{token}.out"
 
 
 def node_states() -> dict[str, str]:

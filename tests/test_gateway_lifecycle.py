@@ -100,10 +100,11 @@ class HeldJob:
                 f"while [ ! -e {self.flag} ]; do sleep 0.2; done\n"
                 f"srun shifter cat /etc/unique >/dev/null && echo second-ok\n")
         self.script = jt.write_job(user, f"{name}.sh", body)
-        out = run_as(user, ["sbatch", "--parsable", "-o", f"{name}-%j.out", str(self.script)], cwd=home)
+        token = os.urandom(4).hex()  # job ids start again after a wipe: never an earlier run's output
+        out = run_as(user, ["sbatch", "--parsable", "-o", f"{name}-%j-{token}.out", str(self.script)], cwd=home)
         assert out.returncode == 0, out.stderr
         self.id = out.stdout.strip().split(";")[0]
-        self.out = home / f"{name}-{self.id}.out"
+        self.out = home / f"{name}-{self.id}-{token}.out"
 
     def wait_recorded(self, timeout: float = 120) -> dict:
         deadline = time.monotonic() + timeout

@@ -469,10 +469,13 @@ def _job_whose_epilog_never_ran() -> tuple[str, dict]:
     pinned there (its sshd went with the job's extern step, or goes with the collection)."""
     import json
     job = jt.write_job(USER, "leftover.sl", LEFTOVER)
-    result = run_as(USER, ["sbatch", "--parsable", "-o", f"{job.stem}-%j.out", str(job)], cwd=str(job.parent))
+    # a name of this run's own: job ids start again after the cluster's state is wiped, and an
+    # earlier run's output of the same job id must not count as this job's
+    token = os.urandom(4).hex()
+    result = run_as(USER, ["sbatch", "--parsable", "-o", f"{job.stem}-%j-{token}.out", str(job)], cwd=str(job.parent))
     assert result.returncode == 0, result.stderr
     job_id = result.stdout.strip().split(";")[0]
-    out = job.parent / f"{job.stem}-{job_id}.out"
+    out = job.parent / f"{job.stem}-{job_id}-{token}.out"
     deadline = time.monotonic() + 60
     while not (out.exists() and "started" in out.read_text()):
         assert time.monotonic() < deadline, "the job's step did not start"
