@@ -20,14 +20,12 @@ import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
 
 import httpx
 import msgspec
-import uvicorn
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -37,12 +35,12 @@ from imagegw import api, client, identity  # noqa: E402
 from imagegw import store as st  # noqa: E402
 from shifter_site import config, imagefiles  # noqa: E402
 
+sys.path.insert(0, str(REPO / "bench"))
+from bench_lookup_auth import NoAuth, serve  # noqa: E402  (munge is not what this measures)
+
 PUBLISHED = 20  # images with files: the lookups cycle through them
 
 
-class NoAuth(api.Gateway):
-    def caller(self, credential):  # munge is not what this measures
-        return identity.Caller(uid=0, gid=0, gids=frozenset({0}), admin=True)
 
 
 def site(image_dir: Path, port: int) -> config.Config:
@@ -73,14 +71,6 @@ def fill(where: str, system: str, count: int, image_dir: Path) -> list[str]:
                                                                        tag=row["key"], last_pull=now))
         refs.append(f"docker:{row['tag']}")
     return refs
-
-
-def serve(app, port: int) -> uvicorn.Server:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
-    return server
 
 
 def measure(backend: str, databases: dict[str, str], top: Path, rounds: int) -> dict[str, float]:
