@@ -124,3 +124,25 @@ def node_events(node: str) -> list[dict]:
             except ValueError:
                 continue
     return events
+
+
+def wait_for_file(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Wait until a held job (`sbatch --wait` in `proc`) makes `path`; fail if the job ends
+    first or the time runs out."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"the job ended before {path} appeared: {proc.communicate()}"
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.1)
+
+
+def release_held_job(proc: subprocess.Popen, done: Path, timeout: float = 180) -> None:
+    """Let a held job end (it waits for `done`) and wait for its `sbatch --wait`; kill it and
+    fail if it does not end in time."""
+    done.touch()
+    if proc.poll() is None:
+        try:
+            proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise

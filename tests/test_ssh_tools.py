@@ -97,14 +97,6 @@ def image(cluster):
     return "docker:sshtools/app:1"
 
 
-def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert proc.poll() is None, f"the job ended before {path} appeared: {proc.communicate()}"
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.1)
-
-
 def _record(node: str, job_id: str) -> dict:
     return json.loads((jt.run_dir() / node / "jobs" / f"{job_id}.json").read_text())
 
@@ -141,19 +133,13 @@ def tools_job(image):
                              str(job)], cwd=job.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     state: dict = {"done": done, "proc": proc, "job": job}
     try:
-        _wait_for(ready, proc)
+        jt.wait_for_file(ready, proc, timeout=180)
         job_id = jt.job_id_by_name(USER, job.name)
         state["job_id"] = job_id
         state["output"] = (job.parent / f"tools-{job_id}.out").read_text()
         yield state
     finally:
-        done.touch()
-        if proc.poll() is None:
-            try:
-                proc.communicate(timeout=180)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                raise
+        jt.release_held_job(proc, done)
 
 
 def test_the_images_own_openssh_reaches_each_nodes_container(tools_job):
@@ -252,7 +238,7 @@ def test_two_users_jobs_on_one_node_each_get_their_own_sshd(image):
                                        stderr=subprocess.PIPE, text=True)
     try:
         for user in (USER, OTHER):
-            _wait_for(files[user]["up"], procs[user])
+            jt.wait_for_file(files[user]["up"], procs[user], timeout=180)
         records = {user: _record("n2", jt.job_id_by_name(user, jobs[user].name)) for user in (USER, OTHER)}
         mine, theirs = records[USER], records[OTHER]
         assert mine["sshd_port"] != theirs["sshd_port"] and mine["sshd_pid"] and theirs["sshd_pid"], records

@@ -96,14 +96,6 @@ for i in $(seq 600); do [ -e {done} ] && break; sleep 0.1; done
 """
 
 
-def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert proc.poll() is None, f"the job ended before {path} appeared: {proc.communicate()}"
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.1)
-
-
 def _client(user: str, key: Path, login: str, addr: str, port: int, *extra: str) -> subprocess.CompletedProcess:
     """dropbear's client from the host, with no host key check (the refusals are the point)."""
     argv = [DBCLIENT, "-y", "-y", "-p", str(port), "-i", str(key), "-l", login, *extra, addr, "echo", "got-in"]
@@ -138,20 +130,14 @@ def ssh_job(image):
                              str(job)], cwd=job.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     state: dict = {"done": done, "proc": proc, "job": job}
     try:
-        _wait_for(ready, proc)
+        jt.wait_for_file(ready, proc, timeout=120)
         state["job_id"] = jt.job_id_by_name(USER, job.name)
         record = json.loads((jt.run_dir() / "n1" / "jobs" / f"{state['job_id']}.json").read_text())
         state["port"] = record["sshd_port"]
         assert state["port"] == jt.sshd_port(record["job_id"]), record
         yield state
     finally:
-        done.touch()
-        if proc.poll() is None:
-            try:
-                proc.communicate(timeout=180)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                raise
+        jt.release_held_job(proc, done)
 
 
 def test_submit_made_the_users_key_pair(ssh_job):
