@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pwd
 import re
+import secrets
 import subprocess
 import time
 from pathlib import Path
@@ -34,6 +35,20 @@ def sbatch_wait(user: str, job: Path, *args: str, check: bool = True) -> tuple[s
     job_id = result.stdout.strip().split(";")[0]
     out = job.parent / f"{job.stem}-{job_id}.out"
     return job_id, out.read_text() if job_id and out.exists() else "", result
+
+
+def refused_name() -> str:
+    """A job name no other test's job has, for a submission that must be refused."""
+    return f"refused-{secrets.token_hex(4)}"
+
+
+def assert_never_queued(name: str) -> None:
+    """No job called `name` exists in any state (pending, running, or recently ended).
+
+    Checked by name, not by comparing the whole queue: another test's job may be
+    completing while a refusal is tested."""
+    out = localcluster.slurm("squeue", "-h", "--states=all", "-n", name, "-o", "%i %T").stdout.strip()
+    assert out == "", f"a refused submission was queued: {out}"
 
 
 def wait_gone(job_id: str, timeout: float = 60) -> None:

@@ -99,13 +99,13 @@ def _user_dir(name: str, mode: int = 0o755, files: dict[str, str] | None = None)
 
 def _refused_at_submit(args: list[str], fragment: str, env: tuple[str, ...] = ()) -> str:
     """sbatch refuses with one line of ours naming `fragment`; nothing is queued."""
-    before = localcluster.slurm("squeue", "-h", "-o", "%i").stdout
-    result = run_as(USER, ["env", *env, "sbatch", "--parsable", *args, "--wrap", "true"], cwd="/tmp")
+    name = jt.refused_name()
+    result = run_as(USER, ["env", *env, "sbatch", "--parsable", "-J", name, *args, "--wrap", "true"], cwd="/tmp")
     assert result.returncode != 0 and result.stdout == ""
     ours = [line for line in result.stderr.splitlines() if line.startswith("sbatch: error: shifter: ")]
     assert len(ours) == 1 and fragment in ours[0], result.stderr
     assert "Traceback" not in result.stderr and "usage" not in result.stderr.lower()
-    assert localcluster.slurm("squeue", "-h", "-o", "%i").stdout == before
+    jt.assert_never_queued(name)
     return ours[0]
 
 

@@ -146,14 +146,14 @@ srun -N1 shifter cat /etc/app-release | sed 's/^/again:/'
     (["--image=docker:slurm/app:1", "--module=nosuchmodule"], "'nosuchmodule' is not a module here"),
 ])
 def test_bad_submissions_are_refused_before_queueing(image, args, message):
-    before = jt.localcluster.slurm("squeue", "-h", "-o", "%i").stdout
-    result = run_as(USER, ["sbatch", "--parsable", *args, "--wrap", "true"], cwd="/tmp")
+    name = jt.refused_name()
+    result = run_as(USER, ["sbatch", "--parsable", "-J", name, *args, "--wrap", "true"], cwd="/tmp")
     assert result.returncode != 0
     ours = [l for l in result.stderr.splitlines() if l.startswith("sbatch: error: shifter: ")]
     assert len(ours) == 1 and message in ours[0], result.stderr
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
-    assert jt.localcluster.slurm("squeue", "-h", "-o", "%i").stdout == before
+    jt.assert_never_queued(name)
 
 
 def test_srun_refuses_a_bad_step_image(image):
