@@ -13,6 +13,8 @@ with gzip layers and with zstd layers (--compression), against the baselines of 
                 at least 10x faster); gzip layers only: umoci 0.4 cannot unpack zstd layers
 
 usage (root, local cluster up):  /opt/shifter/bin/python bench/bench_pull.py [--runs 3] [--compression gzip,zstd]
+or against a registry of one's own (no cluster lock; its host listed in the config's registries.hosts):
+    bench/bench_pull.py --registry 127.0.0.1:5123 --config my-shifter.yaml [--cases ours,floor]
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--compression", default="gzip,zstd", help="layer compressions to measure, comma-separated")
+    ap.add_argument("--registry", default=gt.REGISTRY, help="registry HOST:PORT (default: the local cluster's)")
+    ap.add_argument("--config", default=str(gt.STATE / "etc/shifter.yaml"), help="site config (image_dir is replaced)")
+    ap.add_argument("--cases", default="", help="only these cases, comma-separated (default: all)")
     json_arg(ap)
     args = ap.parse_args()
     logs.configure(json=True, verbose=False, stream=open("/dev/null", "w"))
@@ -64,15 +69,15 @@ def main() -> int:
 
 def one(args, compression: str, res: Results) -> None:
     """Every case for the Debian image pushed with `compression` layers."""
-    cfg = config.load(str(gt.STATE / "etc/shifter.yaml"), privileged=False)
+    cfg = config.load(args.config, privileged=False)
     repo = f"bench/debian3{'' if compression == 'gzip' else compression}"
     image = gt.debian_image()
     image.compression = [compression] * len(image.layers)
-    digest = ib.push(gt.REGISTRY, repo, TAG, image)
+    digest = ib.push(args.registry, repo, TAG, image)
     unpack = {"gzip": "zcat", "zstd": "zstdcat"}[compression]
     work = Path(tempfile.mkdtemp(prefix="bench-pull-", dir="/var/tmp"))
-    ref = reference.parse(f"docker:{repo}:{TAG}")
-    client = registry.Client(f"http://{gt.REGISTRY}", repo)
+    ref = reference.parse(f"docker:{repo}:{TAG}" if args.registry == gt.REGISTRY else f"docker:{args.registry}/{repo}:{TAG}")
+    client = registry.Client(f"http://{args.registry}", repo)
     resolved = client.resolve(TAG)
     blobs = registry.fetch_layers(client, resolved.layers, registry.LayerCache(work / "blobs"))
     flat_tar = work / "flat.tar"
@@ -90,7 +95,7 @@ def one(args, compression: str, res: Results) -> None:
 
     def skopeo_ours(i: int) -> None:
         layout = work / f"skopeo-{i}"
-        subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{gt.REGISTRY}/{repo}:{TAG}",
+        subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{args.registry}/{repo}:{TAG}",
                         f"oci:{layout}:{TAG}"], check=True)
         paths = [layout / "blobs/sha256" / l.digest.split(":")[1] for l in resolved.layers]
         squash.convert(paths, work / f"skopeo-{i}.squashfs")
@@ -103,7 +108,7 @@ def one(args, compression: str, res: Results) -> None:
 
     def classic(i: int) -> None:
         layout, bundle = work / f"classic-{i}", work / f"classic-{i}-bundle"
-        subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{gt.REGISTRY}/{repo}:{TAG}",
+        subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{args.registry}/{repo}:{TAG}",
                         f"oci:{layout}:{TAG}"], check=True)
         subprocess.run(["umoci", "unpack", "--image", f"{layout}:{TAG}", str(bundle)], check=True,
                        stdout=subprocess.DEVNULL)
@@ -114,13 +119,15 @@ def one(args, compression: str, res: Results) -> None:
         registry.fetch_layers(client, resolved.layers, registry.LayerCache(work / f"direct-only-{i}"))
 
     def transport_skopeo(i: int) -> None:
-        subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{gt.REGISTRY}/{repo}:{TAG}",
+        subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{args.registry}/{repo}:{TAG}",
                         f"oci:{work / f'skopeo-only-{i}'}:{TAG}"], check=True)
 
     cases = {"ours": ours, "skopeo+ours": skopeo_ours, "floor (a)": floor, "classic (b)": classic,
              "fetch: direct": transport_direct, "fetch: skopeo": transport_skopeo}
     if compression != "gzip":  # umoci 0.4 refuses zstd layers ("blob is not correct mediatype")
         del cases["classic (b)"]
+    if args.cases:
+        cases = {k: v for k, v in cases.items() if k.split(" ")[0] in args.cases.split(",")}
     times: dict[str, list[float]] = {k: [] for k in cases}
     try:
         for i in range(args.runs):  # interleaved, so machine noise hits every case alike
@@ -138,17 +145,21 @@ def one(args, compression: str, res: Results) -> None:
                   f"classic {classic_size / 2**20:.1f} MiB (mksquashfs default gzip)")
             b = med["classic (b)"] / med["ours"]
             print(f"(b) classic / ours           = {b:.2f}x faster (target >= 10x: {'met' if b >= 10 else 'NOT met'})")
+        elif compression == "gzip":
+            print("(b) classic: not measured (--cases)")
         else:
             print(f"(b) classic: not measured for {compression} layers: umoci cannot unpack them")
-        print(f"transport: skopeo+ours / ours = {med['skopeo+ours'] / med['ours']:.2f}x;  "
-              f"fetch only: skopeo / direct = {med['fetch: skopeo'] / med['fetch: direct']:.2f}x")
+        if {"skopeo+ours", "fetch: skopeo", "fetch: direct"} <= set(med):
+            print(f"transport: skopeo+ours / ours = {med['skopeo+ours'] / med['ours']:.2f}x;  "
+                  f"fetch only: skopeo / direct = {med['fetch: skopeo'] / med['fetch: direct']:.2f}x")
         res.ratio(f"pull+convert, {compression} layers, vs floor ({unpack} + tar2sqfs)", med["ours"],
                   med["floor (a)"], f"{unpack}+tar2sqfs", "s", target="<= 1.1")
         if "classic (b)" in med:
             res.ratio(f"pull+convert, {compression} layers, vs skopeo+umoci+mksquashfs", med["ours"],
                       med["classic (b)"], "skopeo+umoci+mksquashfs", "s", target="<= 0.1")
-        res.ratio(f"pull+convert, {compression} layers, vs skopeo + our conversion", med["ours"], med["skopeo+ours"],
-                  "skopeo+ours", "s")
+        if "skopeo+ours" in med:
+            res.ratio(f"pull+convert, {compression} layers, vs skopeo + our conversion", med["ours"],
+                      med["skopeo+ours"], "skopeo+ours", "s")
     finally:
         client.close()
         shutil.rmtree(work, ignore_errors=True)

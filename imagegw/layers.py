@@ -68,11 +68,15 @@ class LayerError(ShifterError):
     """A layer cannot be read (corrupt, unknown compression); the message names it."""
 
 
-def open_layer(path: str | Path) -> BinaryIO:
-    """A layer blob as an uncompressed byte stream, chosen by magic bytes (gzip, zstd, tar)."""
-    f = open(path, "rb")
-    magic = f.read(4)
-    f.seek(0)
+def open_layer(path: str | Path, following=None) -> BinaryIO:
+    """A layer blob as an uncompressed byte stream, chosen by magic bytes (gzip, zstd, tar).
+    `following`: the blob read while it downloads (registry.Following) instead of `path`."""
+    if following is not None:
+        f, magic = following, following.head(4)
+    else:
+        f = open(path, "rb")
+        magic = f.read(4)
+        f.seek(0)
     if magic[:2] == b"\x1f\x8b":
         return _gzip.GzipFile(fileobj=f, mode="rb")
     if magic == b"\x28\xb5\x2f\xfd":
@@ -209,14 +213,21 @@ class Flattener:
         self._implied_here: set[str] = set()
 
     def add_layers(self, layers: list) -> None:
-        """Layers oldest first, as paths or futures of paths (waited for when their turn comes)."""
-        for index, path in enumerate(reversed(layers)):
-            if hasattr(path, "result"):
-                path = path.result()
+        """Layers oldest first, as paths, futures of paths (waited for when their turn comes) or
+        fetches still downloading (registry.Fetch: read as they arrive, then their download's
+        result is waited for, so a corrupt or broken download fails the merge)."""
+        for index, item in enumerate(reversed(layers)):
+            following = item.follow() if hasattr(item, "follow") else None
+            path = None if following is not None else (item.result() if hasattr(item, "result") else item)
             try:
-                with open_layer(path) as stream:
-                    self.add_layer(stream, reopen=lambda p=path: open_layer(p))
+                with open_layer(path, following) as stream:
+                    self.add_layer(stream, reopen=lambda i=item: open_layer(i.result() if hasattr(i, "result") else i))
+                if following is not None:
+                    following.close()  # (a gzip reader leaves its file open)
+                    path = item.result()
             except UNREADABLE as err:
+                if following is not None:
+                    path = item.result()  # a failed download (its own error) explains a cut layer
                 raise LayerError(f"layer {Path(path).name} (number {len(layers) - index}) cannot be read: {err}") from None
 
     def close(self) -> None:

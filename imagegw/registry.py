@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import os
 import re
@@ -336,10 +337,13 @@ class Client:
 
     # ------------------------------------------------------------ blobs
 
-    def fetch_blob(self, layer: Layer, cache: "LayerCache", progress: Callable[[int], None] | None = None) -> Path:
-        """The blob's path in the cache, downloading it (sha256 checked) if it is not there."""
+    def fetch_blob(self, layer: Layer, cache: "LayerCache", progress: Callable[[int], None] | None = None,
+                   arriving: "Arriving | None" = None) -> Path:
+        """The blob's path in the cache, downloading it (sha256 checked) if it is not there;
+        `arriving` is told of every byte written, for a reader following the download."""
         fetched = []
-        path = cache.get_or_fetch(layer.digest, lambda out: fetched.append(self._download(layer, out, progress)))
+        path = cache.get_or_fetch(layer.digest, lambda out: fetched.append(self._download(layer, out, progress)),
+                                  arriving)
         if not fetched and progress:
             progress(layer.size)  # already in the cache: count it as done
         return path
@@ -409,7 +413,7 @@ class LayerCache:
     def path(self, digest: str) -> Path:
         return self.root / _check_digest(digest).split(":", 1)[1]
 
-    def get_or_fetch(self, digest: str, download: Callable) -> Path:
+    def get_or_fetch(self, digest: str, download: Callable, arriving: "Arriving | None" = None) -> Path:
         target = self.path(digest)
         with self._guard:
             lock = self._locks.setdefault(digest, threading.Lock())
@@ -419,7 +423,11 @@ class LayerCache:
             fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{target.name}.", suffix=".part")
             try:
                 with os.fdopen(fd, "wb") as out:
-                    download(out)
+                    if arriving is not None:
+                        arriving.started(tmp)
+                        download(_Announcing(out, arriving))
+                    else:
+                        download(out)
                 os.replace(tmp, target)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
@@ -432,21 +440,156 @@ class LayerCache:
             part.unlink(missing_ok=True)
 
 
+class Arriving:
+    """A blob while it downloads into the cache, readable as it arrives, so that the merge
+    reads the base layer during its download instead of after it (issue 19). Bytes read this
+    way count only once the download's own checks (sha256, size) passed: a reader ends where
+    the download ended, and whoever reads must then wait for the download's result, which
+    raises when it failed (Fetch.result)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._part: str | None = None
+        self._size = 0
+        self._ended = False
+
+    def started(self, part: str) -> None:
+        with self._cond:
+            self._part = part
+            self._cond.notify_all()
+
+    def wrote(self, n: int) -> None:
+        with self._cond:
+            self._size += n
+            self._cond.notify_all()
+
+    def ended(self) -> None:
+        with self._cond:
+            self._ended = True
+            self._cond.notify_all()
+
+    def follow(self) -> "Following | None":
+        """The blob from its first byte, each read waiting for bytes still to come; None when
+        there is no download to follow (already in the cache, or it ended before starting)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._part is not None or self._ended)
+            if self._part is None:
+                return None
+            try:
+                return Following(open(self._part, "rb"), self)
+            except FileNotFoundError:  # already renamed into the cache (or removed): read that
+                return None
+
+    def _wait(self, pos: int, n: int) -> int:
+        """Bytes available from `pos` (up to n) once there are some or the download ended."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._size >= pos + n or self._ended)
+            return self._size - pos
+
+
+class Following(io.RawIOBase):
+    """The reading end of an Arriving blob (an open partial file: a rename or removal of it
+    does not matter)."""
+
+    def __init__(self, f, arriving: Arriving):
+        super().__init__()
+        self._f = f
+        self._arriving = arriving
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def head(self, n: int) -> bytes:
+        """The blob's first n bytes (fewer if it is shorter), without moving."""
+        available = self._arriving._wait(0, n)
+        return os.pread(self._f.fileno(), min(n, available), 0)
+
+    def readinto(self, buf) -> int:
+        available = self._arriving._wait(self._pos, 1)
+        if available <= 0:
+            return 0
+        n = os.preadv(self._f.fileno(), [memoryview(buf)[:min(len(buf), available)]], self._pos)
+        self._pos += n
+        return n
+
+    def seekable(self) -> bool:  # readers rewind over what they read too far (ISA-L's gzip)
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_END:
+            offset += self._arriving._wait(0, 1 << 62)  # the whole blob: once the download ended
+        elif whence == io.SEEK_CUR:
+            offset += self._pos
+        if offset < 0:
+            raise OSError(f"seek to {offset}: before the blob's start")
+        self._pos = offset
+        return offset
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
+
+
+class _Announcing:
+    """The download's output file, telling an Arriving of each chunk once it is in the file."""
+
+    def __init__(self, out, arriving: Arriving):
+        self._out = out
+        self._arriving = arriving
+
+    def write(self, data) -> int:
+        n = self._out.write(data)
+        self._out.flush()
+        self._arriving.wrote(len(data))
+        return n
+
+
+class Fetch:
+    """One layer being fetched: a future of its cache path (result, cancel, done) that can
+    also be read while it arrives (follow)."""
+
+    def __init__(self, future: Future, arriving: Arriving):
+        self.future = future
+        self._arriving = arriving
+        future.add_done_callback(lambda _: arriving.ended())  # also when cancelled before it ran
+
+    def result(self, timeout: float | None = None) -> Path:
+        return self.future.result(timeout)
+
+    def cancel(self) -> bool:
+        return self.future.cancel()
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def follow(self) -> Following | None:
+        return self._arriving.follow()
+
+
 def start_fetch(pool: ThreadPoolExecutor, client: Client, layers: list[Layer], cache: LayerCache,
                 progress: Callable[[int], None] | None = None,
-                on_done: Callable[[Layer], None] | None = None) -> list[Future]:
-    """Futures of the layers' cache paths (in manifest order), the newest submitted first: the
-    merge reads newest first, so it can start while the base layer is still downloading."""
-    def one(layer: Layer) -> Path:
-        path = client.fetch_blob(layer, cache, progress)
+                on_done: Callable[[Layer], None] | None = None) -> list[Fetch]:
+    """The layers' fetches (in manifest order), the newest submitted first: the merge reads
+    newest first, so it can start while the base layer is still downloading, and it reads a
+    layer while it downloads (Fetch.follow)."""
+    def one(layer: Layer, arriving: Arriving) -> Path:
+        try:
+            path = client.fetch_blob(layer, cache, progress, arriving)
+        finally:
+            arriving.ended()
         if on_done:
             on_done(layer)
         return path
 
-    futures: dict[int, Future] = {}
+    fetches: dict[int, Fetch] = {}
     for index in reversed(range(len(layers))):
-        futures[index] = pool.submit(one, layers[index])
-    return [futures[i] for i in range(len(layers))]
+        arriving = Arriving()
+        fetches[index] = Fetch(pool.submit(one, layers[index], arriving), arriving)
+    return [fetches[i] for i in range(len(layers))]
 
 
 def fetch_layers(client: Client, layers: list[Layer], cache: LayerCache, workers: int = 4,
