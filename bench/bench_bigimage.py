@@ -194,8 +194,10 @@ def main() -> int:
             same = (work / "ours-0.squashfs").read_bytes() == (work / "oursj-0.squashfs").read_bytes()
             print(f"{size} MiB, {files} files, {compressed / 2**20:.0f} MiB of gzip layers: "
                   + "  ".join(f"{k} {v:.2f} s" for k, v in med.items())
-                  + f"   peak RSS ours {o_rss:.0f} MiB; -j{args.jobs} output identical: {same}")
-            rows.append((size, files, med["ours"], med[f"ours -j{args.jobs}"], med["floor"], med["classic"], o_rss))
+                  + f"   peak RSS ours {o_rss:.0f} MiB, classic {max(rss['classic']):.0f} MiB; "
+                  f"-j{args.jobs} output identical: {same}")
+            rows.append((size, files, med["ours"], med[f"ours -j{args.jobs}"], med["floor"], med["classic"], o_rss,
+                         max(rss["classic"])))
             res.ratio(f"convert {size} MiB / {files} files vs floor", med["ours"], med["floor"], "zcat+tar2sqfs",
                       "s", target="<= 1.1")
             res.ratio(f"convert {size} MiB / {files} files vs umoci+mksquashfs", med["ours"], med["classic"],
@@ -208,7 +210,7 @@ def main() -> int:
             shutil.rmtree(work, ignore_errors=True)
     res.series("sizes", size_mib=[r[0] for r in rows], files=[r[1] for r in rows], ours_s=[r[2] for r in rows],
                ours_jobs_s=[r[3] for r in rows], floor_s=[r[4] for r in rows], classic_s=[r[5] for r in rows],
-               ours_rss_mib=[r[6] for r in rows])
+               ours_rss_mib=[r[6] for r in rows], classic_rss_mib=[r[7] for r in rows])
     res.write(args.json)
     return 0
 
