@@ -166,8 +166,8 @@ def main() -> int:
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     res = Results("bench_bigimage", f"python bench/bench_bigimage.py --sizes {args.sizes} --runs {args.runs}",
-                  f"generated images, {LAYERS} gzip layers, {FILES_PER_MIB} files/MiB (the issue's 2 GB / 60,000 "
-                  f"files scaled down to {args.sizes} MiB on this 2-core VM); peak RSS: merge process + tar2sqfs")
+                  f"generated images, {LAYERS} gzip layers, {FILES_PER_MIB} files/MiB (the issue's image: 2 GB / "
+                  f"60,000 files), {args.sizes} MiB on this 2-core VM; peak RSS: merge process + tar2sqfs")
     rows = []
     from imagegw import layers
     for size in sizes:
