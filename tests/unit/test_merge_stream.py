@@ -55,7 +55,8 @@ def _merged(items: list) -> bytes:
 
 def _fetch(pool, cache: registry.LayerCache, blob: bytes, fail_after: int | None = None) -> registry.Fetch:
     """A Fetch whose "download" writes `blob` into the cache in small pieces with pauses (so
-    the merge catches up with it and waits), or fails after `fail_after` bytes."""
+    the merge catches up with it and waits), or fails after `fail_after` bytes (after all of
+    them when fail_after is the blob's length: a digest that does not match)."""
     digest = "sha256:" + hashlib.sha256(blob).hexdigest()
     arriving = registry.Arriving()
 
@@ -65,6 +66,8 @@ def _fetch(pool, cache: registry.LayerCache, blob: bytes, fail_after: int | None
                 raise registry.RegistryError("the download broke off (test)")
             out.write(blob[start:start + 100_000])
             time.sleep(0.002)
+        if fail_after == len(blob):
+            raise registry.RegistryError("downloaded content hashes to something else (test)")
 
     def one() -> Path:
         try:
@@ -95,6 +98,18 @@ def test_a_download_that_fails_fails_the_merge_with_its_own_error(tmp_path: Path
         with pytest.raises(registry.RegistryError, match="broke off"):
             _merged([fetch])
     assert not list(cache.root.iterdir())  # nothing half-downloaded left in the cache
+
+
+def test_a_download_whose_digest_does_not_match_fails_the_merge_after_reading_it_all(tmp_path: Path) -> None:
+    """The whole layer merges fine while it arrives; its digest is checked at the end, and
+    the merge fails then (the image is not made from bytes the registry did not sign for)."""
+    blob = COMPRESS["zstd"](_layer())
+    cache = registry.LayerCache(tmp_path / "cache")
+    with ThreadPoolExecutor(1) as pool:
+        fetch = _fetch(pool, cache, blob, fail_after=len(blob))
+        with pytest.raises(registry.RegistryError, match="hashes to"):
+            _merged([fetch])
+    assert not list(cache.root.iterdir())
 
 
 def test_a_layer_already_in_the_cache_is_read_from_there(tmp_path: Path) -> None:
