@@ -16,7 +16,7 @@ import mpiimages  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 HOST_LIB = Path(mpiimages.LIBDIR) / "libmpich.so.12"
-pytestmark = pytest.mark.skipif(not HOST_LIB.exists() or not shutil.which("readelf"),
+pytestmark = pytest.mark.skipif(not HOST_LIB.exists() or not (shutil.which("readelf") and shutil.which("objdump")),
                                 reason="Debian's MPICH (make install) and binutils are needed")
 
 
