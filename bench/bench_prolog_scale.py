@@ -29,8 +29,8 @@ USER = "testuser"
 IMAGE = ("bench/prolog", "1")
 
 
-def prolog_ms(job_id: int, nodes: list[str]) -> list[tuple[float, float]]:
-    """(prolog steps in all, its build) in ms for each node that ran this job's prolog."""
+def prolog_ms(job_id: int, nodes: list[str]) -> list[dict[str, float]]:
+    """Each prolog step's ms, for each node that ran this job's prolog."""
     import jobtools as jt
 
     found = []
@@ -38,7 +38,7 @@ def prolog_ms(job_id: int, nodes: list[str]) -> list[tuple[float, float]]:
         events = [e for e in jt.node_events(node) if e.get("part") == "prolog" and e.get("job") == job_id
                   and e.get("event") in PROLOG_STEPS]
         if events:
-            found.append((sum(e["ms"] for e in events), sum(e["ms"] for e in events if e["event"] == "build")))
+            found.append({step: sum(e["ms"] for e in events if e["event"] == step) for step in PROLOG_STEPS})
     return found
 
 
@@ -58,7 +58,7 @@ def one(count: int, jobs: int) -> dict:
         script = jt.write_job(USER, "prolog-scale.sl", f"#!/bin/bash\n#SBATCH -N {count} -n {count} -t 5\n"
                               f"#SBATCH --image=docker:{IMAGE[0]}:{IMAGE[1]}\n"
                               "echo start=$(date +%s.%N)\nsrun shifter true\n")
-        per_node, builds, starts = [], [], []
+        per_node, starts = [], []
         for _ in range(jobs):
             submitted = time.time()
             job_id, output, _ = jt.sbatch_wait(USER, script)
@@ -67,12 +67,13 @@ def one(count: int, jobs: int) -> dict:
             found = prolog_ms(int(job_id), nodes)
             if len(found) != count:
                 raise SystemExit(f"job {job_id}: prolog events from {len(found)} of {count} nodes")
-            per_node += [total for total, _ in found]
-            builds += [build for _, build in found]
+            per_node += found
     finally:
         localcluster.down()
-    return {"nodes": count, "prolog_ms": statistics.median(per_node), "prolog_max_ms": max(per_node),
-            "build_ms": statistics.median(builds), "start_s": statistics.median(starts)}
+    totals = [sum(steps.values()) for steps in per_node]
+    return {"nodes": count, "prolog_ms": statistics.median(totals), "prolog_max_ms": max(totals),
+            "start_s": statistics.median(starts),
+            **{f"{step}_ms": statistics.median(steps[step] for steps in per_node) for step in PROLOG_STEPS}}
 
 
 def main() -> int:
@@ -94,8 +95,8 @@ def main() -> int:
         row = json.loads(proc.stdout.strip().splitlines()[-1])
         rows.append(row)
         print(f"{count:3} nodes: prolog per node {row['prolog_ms']:7.1f} ms (median; slowest {row['prolog_max_ms']:.0f}), "
-              f"of which the container build {row['build_ms']:6.1f} ms; submission to script start "
-              f"{row['start_s']:.2f} s", flush=True)
+              f"submission to script start {row['start_s']:.2f} s; medians per step: "
+              + ", ".join(f"{step} {row[step + '_ms']:.1f}" for step in PROLOG_STEPS), flush=True)
     sys.path.insert(0, str(REPO / "bench"))
     from results import Results
 
