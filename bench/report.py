@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-PLOTS = HERE / "plots"
+PLOTS = HERE / "plots"  # beside the report: main() sets it from the report's path
 
 
 # What the benchmarks themselves show about their misses (kept with the code they measure)
@@ -211,6 +211,8 @@ def main(argv: list[str]) -> int:
     if not results:
         print(f"no results in {argv[0]}: run the benchmarks with --json (make bench)", file=sys.stderr)
         return 1
+    global PLOTS
+    PLOTS = Path(argv[1]).resolve().parent / "plots"
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
