@@ -266,7 +266,13 @@ def main(argv: list[str]) -> int:
                 "(`shifter_wlm/prolog.py`). Every slurmd of the local cluster runs on the same 2-core VM, so "
                 "an N-node job's N prologs run at once on two cores and share one slurmctld and one gateway: "
                 "the growth with N here is that contention, not per-node work (on a real cluster each node "
-                "has its own cores; the image is one file open per node).", "",
+                "has its own cores; the image is one file open per node).", ""]
+        biggest = max(PROLOG_STEPS, key=lambda step: ps.get(step + "_ms", [0])[-1])
+        out += [f"At {ps['nodes'][-1]} nodes the largest step is `{biggest}` "
+                f"({ps[biggest + '_ms'][-1]:.0f} of {ps['prolog_ms'][-1]:.0f} ms; at {ps['nodes'][0]} nodes "
+                f"{ps[biggest + '_ms'][0]:.0f} of {ps['prolog_ms'][0]:.0f} ms). `use_record` asks the one gateway "
+                "to record the node's use of the image and `job_info` asks the one slurmctld, all nodes at "
+                "the same moment.", "",
                 "| nodes | prolog per node (median, ms) | slowest node (ms) | "
                 + " | ".join(PROLOG_STEPS) + " | submission to script start (s) |",
                 "|---|---|---|" + "---|" * len(PROLOG_STEPS) + "---|"]

@@ -46,6 +46,7 @@ def test_prolog_scale_and_mpi_sections(tmp_path):
     text = md.read_text()
     assert "## Prolog time per node vs node count" in text
     assert "| 16 | 700 | 900 | " + " | ".join(f"{i + 1:.1f}" for i in range(len(STEPS))) + " | 4.00 |" in text
+    assert f"At 16 nodes the largest step is `{STEPS[-1]}` ({len(STEPS)} of 700 ms" in text
     assert "| swap | 110.0 | 105.0 .. 116.0 |" in text and "| join | 0.05 | 0.07 |" in text
     assert "129 ms with `--module=mpich`" in text and "root hook" in text
     assert "**1.10** (-3.0 ms)" in text  # an overhead below the peer's, signed once
