@@ -199,7 +199,10 @@ def mpi_section(res: dict) -> list[str]:
         out += [f"Each node's prolog (its `build` event): {p['build_ms'][0]:.0f} ms without a module, "
                 f"{p['build_ms'][1]:.0f} ms with `--module=mpich`, of which the module's root hook (the "
                 f"MPICH/glibc compatibility check, `config/local-cluster/modules/mpich/check.sh`) "
-                f"{p['root_hooks_ms'][1]:.0f} ms: paid once per node and job, not per step.", ""]
+                f"{p['root_hooks_ms'][1]:.0f} ms: paid once per node and job, not per step"
+                + (f"; the next job with the same image {p['build_ms'][2]:.0f} ms (root hook "
+                   f"{p['root_hooks_ms'][2]:.0f} ms: the check's verdict is kept per image)" if len(p["job"]) > 2 else "")
+                + ".", ""]
     return out
 
 

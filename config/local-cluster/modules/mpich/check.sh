@@ -6,6 +6,14 @@
 dir=$(dirname "$0")
 mode=$(cat "$dir/compat" 2>/dev/null)
 case $mode in major|full|strict) ;; *) echo "mpich module: $dir/compat must say major, full or strict (it says '$mode'); ask the admins" >&2; exit 1 ;; esac
+# A passed check is remembered per image (node-local, root's, gone at reboot): the image id is
+# its content's digest, so only the rule and the host library can change the verdict, and
+# both are part of what is remembered. The next job with the image pays a stat, not the check.
+cache=${MPICH_CHECK_CACHE:-/run/shifter-hpc/mpich-check}
+facts="$mode $(stat -L -c '%s %Y %i' "$dir/lib/libmpich.so.12" 2>/dev/null)"
+key=
+case $SHIFTER_IMAGE in *[!0-9a-f]*|'') ;; *) [ ${#SHIFTER_IMAGE} -eq 64 ] && key=$cache/$SHIFTER_IMAGE ;; esac
+[ -n "$key" ] && [ "$(cat "$key" 2>/dev/null)" = "$facts" ] && exit 0
 # MPICH's version: the string at its symbol MPII_Version_string (read from the file, never
 # run); one readelf for the symbol and the segments that place it in the file (nm -D took
 # twice as long: a prolog pays this on every node of every job with the module)
@@ -46,4 +54,5 @@ have=$([ -n "$libc" ] && grep -a -o 'GLIBC_2\.[0-9]*' "$libc" | sort -V | tail -
 if [ -n "$need" ] && [ -n "$have" ] && [ "$(printf '%s\n%s\n' "$need" "$have" | sort -V | tail -1)" != "$have" ]; then
   echo "mpich module: the image's glibc ($have) is older than the host MPICH needs ($need); use an image with a newer glibc, or run without --module=mpich" >&2; exit 1
 fi
+[ -z "$key" ] || { mkdir -p "$cache" && printf '%s\n' "$facts" > "$key.$$" && mv "$key.$$" "$key"; } 2>/dev/null
 exit 0
