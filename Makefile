@@ -93,10 +93,12 @@ bench-tools: package plugin
 	mkdir -p $(BENCH_OUT)
 
 bench-cluster: bench-tools
+	$(PY) tools/localcluster.py down  # the prolog's scaling brings the cluster up at each node count itself
+	$(PY) bench/bench_prolog_scale.py --nodes 3,8,16 --jobs 3 --json $(BENCH_OUT)/prolog_scale.json
 	$(PY) tools/localcluster.py up
 	$(PY) bench/bench_launch.py -n 15 --json $(BENCH_OUT)/launch.json
 	$(PY) bench/bench_byname.py -n 15 --json $(BENCH_OUT)/byname.json
-	$(PY) bench/bench_mpi.py -n 5 --json $(BENCH_OUT)/mpi.json
+	$(PY) bench/bench_mpi.py -n 15 --json $(BENCH_OUT)/mpi.json
 	$(PY) bench/bench_srun.py -n 15 --json $(BENCH_OUT)/srun.json
 	ROUNDS=100 $(PY) bench/bench_lookup_auth.py --json $(BENCH_OUT)/lookup_auth.json
 	$(PY) bench/bench_pull.py --runs 3 --json $(BENCH_OUT)/pull.json

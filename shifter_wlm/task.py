@@ -192,8 +192,11 @@ def _prepare(spank, args, options, argv: list[str], ccm: bool) -> None:
         raise StepError("--ccm: the job's container was not built on this node; see the prolog's "
                         "events in slurmd's log")
     else:
-        key, spec, step_record = _build_step_container(spank, cfg or _config(args), run_dir, job_id, step_id, uid, image,
-                                                       request, volume, module, node, opts, gpus)
+        from shifter_wlm import stepbuild
+
+        key, record, step_record = stepbuild.build(cfg or _config(args), run_dir, job_id, step_id, uid, image,
+                                                   request, volume, module, node, gpus)
+        spec = _entering(record, opts)
     notes = ""
     if opts["verbose"]:
         how = ("the job's container" if step_record is None else
@@ -290,46 +293,6 @@ def _step_gpus(spank, snapshot, cfg, job) -> tuple[int, ...] | None:
         return said
     env = {name: spank.getenv(name) for name in gpu.SOURCES if spank.getenv(name) is not None}
     return gpu.allocated(env) or ()
-
-
-def _build_step_container(spank, cfg, run_dir, job_id, step_id, uid, image, request, volume, module, node, opts,
-                          gpus=None):
-    from runtime import build
-    from shifter_site import logs
-    from shifter_wlm import containers, jobs, slurm
-
-    log = logs.get("step")
-    name = f"{job_id}.{step_id}"
-    with logs.step(log, "step_container", job=job_id, step=step_id, node=node, image=image) as info:
-        hosts = containers.hostsfile_entries(slurm.job_info(job_id))
-        full = containers.make_spec(cfg, request, volume, module, image, uid, hosts, node, scope=f"step-{name}",
-                                    gpus=gpus)
-        _check_cache_per_job(cfg, run_dir, job_id, full)
-        key = full.build_key()
-        info["key"] = key
-        jobs.write(run_dir, name, containers.job_record(job_id, uid, full, key, "building", volume=volume, module=module))
-        try:
-            build.build(full, run_dir)  # tears down after itself when it fails
-        except BaseException:
-            jobs.remove(run_dir, name)  # no epilog may come (a job without --image)
-            raise
-        record = containers.job_record(job_id, uid, full, key, "ready", volume=volume, module=module)
-        jobs.write(run_dir, name, record)
-    return key, _entering(record, opts), name
-
-
-def _check_cache_per_job(cfg, run_dir: str, job_id: int, spec) -> None:
-    """The perNodeCache limit holds per job and node: this step's caches plus those the
-    job's other containers on this node still hold."""
-    from shifter_wlm import jobs
-
-    asked = sum(v.cache.size for v in spec.volumes if v.cache)
-    if not asked:
-        return
-    held, limit = jobs.cache_in_use(run_dir, job_id), cfg.per_node_cache.size_limit_bytes
-    if held + asked > limit:
-        raise StepError(f"perNodeCache: this step asks for {asked} bytes and job {job_id} already holds {held} "
-                        f"bytes on this node; the limit per job and node is {limit} bytes: ask for less")
 
 
 def _read_env_file(path: str, uid: int, gid: int) -> tuple[str, ...]:
