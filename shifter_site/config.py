@@ -186,6 +186,9 @@ class Registries(_Section):
     mirrors: dict[str, typing.Any] = {}
     docker_hub: bool = True
     platform: str = "linux/amd64"
+    # hosts besides a registry's own that its Bearer challenge may name as token service
+    # (`realm`); Docker Hub's auth.docker.io is known. Any other realm is refused.
+    auth_hosts: list[str] = []
 
     def __post_init__(self) -> None:
         _url("default", self.default)
@@ -206,6 +209,9 @@ class Registries(_Section):
             if registry_name(str(host)) in mirror_of:
                 raise _Invalid(f"hosts.{host}", f"is declared a mirror of {mirror_of[registry_name(str(host))]} "
                                                 "under mirrors (references naming it mean its upstream); remove it from hosts")
+        for i, host in enumerate(self.auth_hosts):
+            if not REGISTRY_HOST.fullmatch(host) or ":" in host:
+                raise _Invalid(f"auth_hosts[{i}]", f"{host!r} is not a host name (lowercase, no port), e.g. auth.example.org")
         if not re.fullmatch(r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?", self.platform):
             raise _Invalid("platform", f"{self.platform!r} is not os/arch[/variant], e.g. linux/amd64")
 
