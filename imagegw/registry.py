@@ -156,8 +156,11 @@ def realm_hosts(base_url: str, auth_hosts: tuple[str, ...] | list[str] = ()) -> 
 def check_realm(realm: str, base_url: str, where: str, auth_hosts: tuple[str, ...] | list[str] = ()) -> None:
     """RealmNotAllowed (one line) unless `realm` is an http(s) URL on an allowed host, and
     https when the registry itself is (credentials never leave TLS)."""
-    parts = urlsplit(realm)
-    host = (parts.hostname or "").lower() if parts.scheme in ("http", "https") else ""
+    try:
+        parts = urlsplit(realm)
+        host = (parts.hostname or "").lower() if parts.scheme in ("http", "https") else ""
+    except ValueError:  # not a URL at all ("http://[")
+        parts, host = urlsplit(""), ""
     if not host or host not in realm_hosts(base_url, auth_hosts):
         raise RealmNotAllowed(f"{where}: its token service {realm!r} is neither the registry's own host nor listed "
                               "in registries.auth_hosts; nothing was sent there (site admins: list the host in "
