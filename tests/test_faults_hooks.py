@@ -75,6 +75,21 @@ def fault(cluster):
         localcluster.slurm("scontrol", "update", "nodename=n[1-3]", "state=resume", check=False)
 
 
+@pytest.fixture
+def jobs():
+    """Submits like test_faults_slurm.submit; whatever a failed test leaves queued is cancelled."""
+    ids = []
+
+    def submit_job(name: str, body: str):
+        job_id, out = submit(name, body)
+        ids.append(job_id)
+        return job_id, out
+
+    yield submit_job
+    for job_id in ids:
+        localcluster.slurm("scancel", job_id, check=False)
+
+
 def drain_reason(node: str) -> str:
     """The node's drain reason ("" when it is not drained)."""
     out = localcluster.slurm("sinfo", "-h", "-R", "-n", node, "-o", "%E", check=False).stdout.strip()
@@ -100,9 +115,9 @@ def job_record(node: str, job_id: str) -> Path:
 
 
 @pytest.mark.parametrize("when,event", PROLOG, ids=[f"{w}-{e}" for w, e in PROLOG])
-def test_prolog_killed(image, fault, when, event):
+def test_prolog_killed(image, fault, jobs, when, event):
     fired = fault("prolog", when, event)
-    job_id, out = submit("killprolog.sl", JOB.format(node="n2"))
+    job_id, out = jobs("killprolog.sl", JOB.format(node="n2"))
     wait_until("the fault to fire", fired.exists, timeout=60)
     # Slurm's answer to a failed prolog: the job requeued and held (the user's one line in
     # squeue), the node drained with a reason
@@ -110,7 +125,9 @@ def test_prolog_killed(image, fault, when, event):
         "squeue", "-h", "-j", job_id, "-o", "%T|%r").stdout.strip() == "PENDING|launch failed requeued held", timeout=60)
     assert drain_reason("n2") == "Prolog error"
     resume("n2")
-    localcluster.slurm("scontrol", "release", job_id)   # the prolog runs again, untouched
+    # the prolog runs again, untouched (a requeued job may start 120 s later: now instead)
+    localcluster.slurm("scontrol", "release", job_id)
+    localcluster.slurm("scontrol", "update", f"jobid={job_id}", "starttime=now")
     jt.wait_gone(job_id, timeout=120)
     text = out.read_text()
     assert "slurm-app-1" in text and "step=0" in text, text
@@ -120,9 +137,9 @@ def test_prolog_killed(image, fault, when, event):
 
 
 @pytest.mark.parametrize("when,event", EPILOG, ids=[f"{w}-{e}" for w, e in EPILOG])
-def test_epilog_killed_the_next_prolog_completes_the_teardown(image, fault, when, event):
+def test_epilog_killed_the_next_prolog_completes_the_teardown(image, fault, jobs, when, event):
     fired = fault("epilog", when, event)
-    job_id, out = submit("killepilog.sl", JOB.format(node="n3"))
+    job_id, out = jobs("killepilog.sl", JOB.format(node="n3"))
     wait_until("the fault to fire", fired.exists, timeout=60)
     wait_until("the epilog error", lambda: drain_reason("n3") == "Epilog error", timeout=60)
     jt.wait_gone(job_id, timeout=60)
@@ -131,7 +148,7 @@ def test_epilog_killed_the_next_prolog_completes_the_teardown(image, fault, when
     assert job_record("n3", job_id).exists()   # kept: the record goes last, whatever was done
     resume("n3")
     # the next image job on the node: its prolog collects the dead job's leftovers
-    next_id, next_out = submit("afterkill.sl", JOB.format(node="n3"))
+    next_id, next_out = jobs("afterkill.sl", JOB.format(node="n3"))
     jt.wait_gone(next_id, timeout=120)
     assert "step=0" in next_out.read_text()
     collected = [e for e in jt.node_events("n3") if e.get("event") == "leftovers" and e.get("job") == int(next_id)]
