@@ -153,7 +153,7 @@ def cmd_login(cfg, args) -> int:
     logins.load()  # refuse an unsafe file before asking for anything
     username, password = _ask()
     check = registry.Client(url, "", registry.Credentials(username=username, password=password),
-                            retries=1, timeout=cfg.gateway.timeout, name=name)
+                            retries=1, timeout=cfg.gateway.timeout, name=name, auth_hosts=cfg.registries.auth_hosts)
     try:
         check.check_login()
     finally:

@@ -36,6 +36,24 @@ class NotFound(GatewayError):
     exit_code = 3
 
 
+_clients: dict[bool, httpx.Client] = {}
+
+
+def _http(url: str) -> httpx.Client:
+    """This process's HTTP client for a gateway URL, made once (a pull polls its status, a
+    prolog records a use after a lookup: connections are reused). An https gateway's client
+    loads the CA bundle; a plain-http one gets a TLS context that verifies and trusts nothing,
+    never used: loading the bundle (what `httpx.request` does on every call) was most of a
+    `shifterimg lookup` (bench/bench_client.py)."""
+    tls = url.startswith("https://")
+    http = _clients.get(tls)
+    if http is None:
+        import ssl
+
+        http = _clients[tls] = httpx.Client(verify=True if tls else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
+    return http
+
+
 def _request(cfg: Config, method: str, path: str, body=None, timeout: float | None = None) -> dict:
     """One call to the first gateway that answers, with a fresh munge credential (each is
     accepted once, so a retry against another gateway makes a new one)."""
@@ -55,9 +73,8 @@ def _request(cfg: Config, method: str, path: str, body=None, timeout: float | No
             headers["Content-Type"] = "application/octet-stream"
             body.seek(0)
         try:
-            resp = httpx.request(method, f"{url.rstrip('/')}{path}", timeout=timeout or cfg.gateway.timeout,
-                                 headers=headers,
-                                 content=body)
+            resp = _http(url).request(method, f"{url.rstrip('/')}{path}", timeout=timeout or cfg.gateway.timeout,
+                                      headers=headers, content=body)
         except httpx.HTTPError as err:
             errors.append(f"{url}: {err.__class__.__name__}")
             continue

@@ -94,7 +94,8 @@ def resolve(cfg: Config, ref: reference.Reference, auth_file: str | None,
     for index, base in enumerate(urls):
         credentials = user_credentials or (registry.credentials_for(urlsplit(base).netloc, auth_file)
                                            or registry.credentials_for(ref.host, auth_file))
-        client = registry.Client(base, ref.repository, credentials, timeout=cfg.gateway.timeout, name=ref.host)
+        client = registry.Client(base, ref.repository, credentials, timeout=cfg.gateway.timeout, name=ref.host,
+                                 auth_hosts=cfg.registries.auth_hosts)
         try:
             with logs.step(log, "resolve", ref=ref.key, endpoint=base) as info:
                 resolved = client.resolve(ref.manifest_ref, cfg.registries.platform)

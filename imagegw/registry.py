@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 import httpx
 import msgspec
 
+from imagegw.reference import HUB_API
 from shifter_site import logs
 from shifter_site.errors import ShifterError
 
@@ -135,13 +136,49 @@ def credentials_for(host: str, auth_file: str | None) -> Credentials | None:
     return Credentials(username=user, password=password)
 
 
+class RealmNotAllowed(RegistryError):
+    """A Bearer challenge names a token service the site does not trust: the gateway would
+    send the user's or the site's credentials (and its own requests) to any host the
+    registry's answer names."""
+
+
+DOCKER_HUB_API = urlsplit(HUB_API).hostname
+DOCKER_HUB_AUTH = "auth.docker.io"  # Docker Hub's token service, trusted for Docker Hub only
+
+
+def realm_hosts(base_url: str, auth_hosts: tuple[str, ...] | list[str] = ()) -> set[str]:
+    """The hosts a registry at `base_url` may send us to for a token: its own host (any
+    port), the site's `registries.auth_hosts`, and Docker Hub's token service for Docker Hub."""
+    own = (urlsplit(base_url).hostname or "").lower()
+    return {own, *(h.lower() for h in auth_hosts), *([DOCKER_HUB_AUTH] if own == DOCKER_HUB_API else [])}
+
+
+def check_realm(realm: str, base_url: str, where: str, auth_hosts: tuple[str, ...] | list[str] = ()) -> None:
+    """RealmNotAllowed (one line) unless `realm` is an http(s) URL on an allowed host, and
+    https when the registry itself is (credentials never leave TLS)."""
+    try:
+        parts = urlsplit(realm)
+        host = (parts.hostname or "").lower() if parts.scheme in ("http", "https") else ""
+    except ValueError:  # not a URL at all ("http://[")
+        parts, host = urlsplit(""), ""
+    if not host or host not in realm_hosts(base_url, auth_hosts):
+        raise RealmNotAllowed(f"{where}: its token service {realm!r} is neither the registry's own host nor listed "
+                              "in registries.auth_hosts; nothing was sent there (site admins: list the host in "
+                              "registries.auth_hosts if it is this registry's token service)")
+    if base_url.startswith("https://") and parts.scheme != "https":
+        raise RealmNotAllowed(f"{where}: its token service {realm!r} is plain http while the registry is https; "
+                              "nothing was sent there (the registry's auth config must give an https realm)")
+
+
 class Client:
     """One registry, one repository. Thread-safe for parallel blob downloads."""
 
     def __init__(self, base_url: str, repository: str, credentials: Credentials | None = None,
                  retries: int = 4, backoff: float = 0.5, timeout: float = 60.0,
-                 transport: httpx.BaseTransport | None = None, name: str | None = None):
+                 transport: httpx.BaseTransport | None = None, name: str | None = None,
+                 auth_hosts: tuple[str, ...] | list[str] = ()):
         self.base = base_url.rstrip("/")
+        self.auth_hosts = tuple(auth_hosts)
         # how messages name the registry: its name as the user wrote it (and the mirror used)
         own = urlsplit(self.base).netloc
         self.where = own if not name or name == own else f"{name} (at {own})"
@@ -174,6 +211,7 @@ class Client:
         fields = dict(re.findall(r'(\w+)="([^"]*)"', params))
         if "realm" not in fields:
             raise RegistryError(f"{self.where}: Bearer challenge without realm")
+        check_realm(fields["realm"], self.base, self.where, self.auth_hosts)
         query = {k: v for k, v in fields.items() if k in ("service", "scope")}
         query.setdefault("scope", f"repository:{self.repository}:pull")
         auth = (self.credentials.username, self.credentials.password) if self.credentials else None
@@ -197,6 +235,8 @@ class Client:
         if resp.status_code == 401 and "www-authenticate" in resp.headers:
             try:
                 self._authenticate(resp.headers["www-authenticate"])
+            except RealmNotAllowed:
+                raise
             except RegistryError:
                 raise RegistryError(f"{self.where} refused the user name and password; nothing stored") from None
             resp = self._send("GET", f"{self.base}/v2/")

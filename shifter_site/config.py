@@ -67,6 +67,13 @@ class _Section(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     """Base for every section: unknown keys are errors, values are read-only."""
 
 
+# Every duration a site sets is one of these: a finite number of seconds (YAML's .inf and
+# .nan are floats too, and comparisons with them pass every lower bound), at most ten years.
+MAX_SECONDS = 10 * 365 * 86400
+Seconds = typing.Annotated[float, msgspec.Meta(ge=0, le=MAX_SECONDS)]
+PositiveSeconds = typing.Annotated[float, msgspec.Meta(gt=0, le=MAX_SECONDS)]
+
+
 class SiteMount(_Section):
     """A host path the site mounts into every container (or a module's containers)."""
 
@@ -108,7 +115,7 @@ class Gateway(_Section):
     """Where clients find the image gateway; URLs are tried in random order."""
 
     urls: list[str]
-    timeout: float = msgspec.field(default=60.0)
+    timeout: PositiveSeconds = 60.0
     # pulls one user may have queued or running at once: a user cannot fill the workers alone
     max_pulls_per_user: typing.Annotated[int, msgspec.Meta(ge=1, le=1000)] = 4
     # conversion caps: a small layer may inflate to anything (a 1 MB layer of zeros -> 1 GiB)
@@ -116,14 +123,14 @@ class Gateway(_Section):
     max_image_files: int = 10_000_000  # entries in the merged image
     # a pull asked for within this many seconds of the last one (or while one runs) returns the
     # current record instead of asking the registry again (the original's PullUpdateTimeout)
-    repull_after: typing.Annotated[float, msgspec.Meta(ge=0)] = 300.0
+    repull_after: Seconds = 300.0
     # user and group names the gateway treats as admins (see every image, set any image's ACL)
     admins: list[str] = []
     # an image not looked up or used by a job for this many seconds expires (autoexpire
     # removes it once no job uses it); 0: images never expire
-    expire_after: typing.Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    expire_after: Seconds = 0.0
     # the service runs autoexpire this often (seconds; 0: only when an admin asks)
-    autoexpire_every: typing.Annotated[float, msgspec.Meta(ge=0)] = 3600.0
+    autoexpire_every: Seconds = 3600.0
     # accounts besides root whose credentials may record that a job uses an image (the
     # prolog/epilog run as root, or as Slurm's SlurmdUser/SlurmUser where a site sets one)
     use_recorders: list[str] = []
@@ -140,8 +147,6 @@ class Gateway(_Section):
             raise _Invalid("urls", "is empty; list at least one gateway URL")
         for i, url in enumerate(self.urls):
             _url(f"urls[{i}]", url)
-        if not self.timeout > 0:
-            raise _Invalid("timeout", f"{self.timeout} is not a positive number of seconds")
         try:
             if parse_size(self.max_image_size) == 0:
                 raise ValueError(f"{self.max_image_size!r} is 0; give a positive size, e.g. 64G")
@@ -181,6 +186,9 @@ class Registries(_Section):
     mirrors: dict[str, typing.Any] = {}
     docker_hub: bool = True
     platform: str = "linux/amd64"
+    # hosts besides a registry's own that its Bearer challenge may name as token service
+    # (`realm`); Docker Hub's auth.docker.io is known. Any other realm is refused.
+    auth_hosts: list[str] = []
 
     def __post_init__(self) -> None:
         _url("default", self.default)
@@ -201,6 +209,9 @@ class Registries(_Section):
             if registry_name(str(host)) in mirror_of:
                 raise _Invalid(f"hosts.{host}", f"is declared a mirror of {mirror_of[registry_name(str(host))]} "
                                                 "under mirrors (references naming it mean its upstream); remove it from hosts")
+        for i, host in enumerate(self.auth_hosts):
+            if not REGISTRY_HOST.fullmatch(host) or ":" in host:
+                raise _Invalid(f"auth_hosts[{i}]", f"{host!r} is not a host name (lowercase, no port), e.g. auth.example.org")
         if not re.fullmatch(r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?", self.platform):
             raise _Invalid("platform", f"{self.platform!r} is not os/arch[/variant], e.g. linux/amd64")
 
@@ -320,7 +331,7 @@ class Config(_Section):
     site_pre_mount_hook: str | None = None
     site_post_mount_hook: str | None = None
     # seconds a root script (site mount hooks, modules' root hooks) may take before it is killed
-    hook_timeout: typing.Annotated[float, msgspec.Meta(gt=0, le=3600)] = 60.0
+    hook_timeout: typing.Annotated[float, msgspec.Meta(gt=0, le=3600)] = 60.0  # finite: bounded above
     modules: dict[str, Module] = {}
     default_modules: list[str] = []
 
@@ -492,9 +503,25 @@ def _explain(raw: str, prefix: str = "") -> str:
         allowed = _literal_values(path)
         choice = f"; use one of {', '.join(allowed)}" if allowed else ""
         return f"{path or 'value'}: {enum.group(1)} is not allowed{choice}"
+    bound = re.match(r"^Expected `(int|float)` (>=|<=|>|<) \S+$", msg)
+    if bound:
+        return f"{path}: {_bounds(path, bound.group(1))}; fix the value"
     expected = re.sub(r"`([^`]+)`", _words, msg)
     expected = expected[0].lower() + expected[1:] if expected else expected
     return f"{path or 'top level'}: {expected}; fix the value"
+
+
+def _bounds(path: str, kind: str) -> str:
+    """'must be a number > 0 and <= 315360000' from the declared type's constraints."""
+    limits = {}
+    for meta in typing.get_args(_type_at(path))[1:]:
+        if isinstance(meta, msgspec.Meta):
+            for op, name in ((">=", "ge"), (">", "gt"), ("<=", "le"), ("<", "lt")):
+                value = getattr(meta, name)
+                if value is not None:
+                    limits[op[0]] = f"{op} {int(value) if float(value).is_integer() else value}"
+    what = "an integer" if kind == "int" else "a finite number (not .inf or .nan)"
+    return f"must be {what} " + " and ".join(limits[side] for side in (">", "<") if side in limits)
 
 
 def _type_at(path: str):

@@ -139,10 +139,11 @@ def cache_in_use(node_run_dir: str, job_id: int) -> int:
     return total
 
 
-def keys_in_use(node_run_dir: str) -> set[str]:
-    """Container keys some job or step on this node still records."""
+def keys_in_use(node_run_dir: str, excluding: set[str] | frozenset[str] = frozenset()) -> set[str]:
+    """Container keys some job or step on this node still records (records named in
+    `excluding` not counted: those being forgotten)."""
     keys = set()
-    for name in names(node_run_dir):
+    for name in set(names(node_run_dir)) - set(excluding):
         try:
             with open(_path(node_run_dir, name)) as handle:
                 keys.add(jsonread.load(handle)["key"])

@@ -24,9 +24,10 @@ def dead_jobs(run_dir: str, job_id: int) -> list[int]:
     return sorted(j for j in others if j not in states or states[j] in slurm.ENDED_STATES)
 
 
-def collect(run_dir: str, node: str, job_id: int, log) -> None:
+def collect(run_dir: str, node: str, job_id: int, log, cfg=None) -> None:
     """Collect what dead jobs left on this node, logged as one `leftovers` event (none when
-    the node holds no other job's record). Never raises: a failure is logged, and the job
+    the node holds no other job's record; `cfg` given: their image uses at the gateway end
+    too). Never raises: a failure is logged, and the job
     that is starting runs anyway."""
     from shifter_site import logs
     from shifter_site.errors import ShifterError
@@ -41,7 +42,7 @@ def collect(run_dir: str, node: str, job_id: int, log) -> None:
             failed = []
             for dead_job in dead:
                 try:
-                    done = epilog.forget(run_dir, dead_job, node)
+                    done = epilog.forget(run_dir, dead_job, node, cfg=cfg)
                 except (ShifterError, OSError, ValueError) as err:
                     failed.append(f"job {dead_job}: {err}")
                     continue

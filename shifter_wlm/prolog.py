@@ -83,7 +83,7 @@ def run(spank, args, options) -> None:
             job = slurm.job_info(job_id)
             info["nodes"] = len(job.nodes)
         # before anything of this job is made: a dead job's records would read as live
-        leftovers.collect(run_dir, node, job_id, log)
+        leftovers.collect(run_dir, node, job_id, log, cfg)
         addrs = None
         if with_sshd:
             with logs.step(log, "node_addresses", job=job_id, node=node) as info:

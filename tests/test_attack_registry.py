@@ -226,3 +226,73 @@ def test_pulls_per_user_are_bounded(cfg):
         wait_done([f"docker:{mine[limit]}"])
     finally:
         listener.close()
+
+
+# ---------------------------------------------------------------- token realms
+
+
+@pytest.fixture
+def token_registry(cluster, tmp_path):
+    """The real registry (Debian's docker-registry) with token auth on the listed host
+    LISTENED, its challenge's realm set by the test: `start(realm)` runs it."""
+    cert, key = tmp_path / "token.pem", tmp_path / "token.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=token-issuer", "-days", "1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    procs = []
+
+    def start(realm: str) -> None:
+        conf = tmp_path / "registry.yml"
+        conf.write_text(f"""version: 0.1
+log: {{level: warn}}
+storage: {{filesystem: {{rootdirectory: {tmp_path / 'data'}}}}}
+http: {{addr: "{LISTENED}"}}
+auth: {{token: {{realm: "{realm}", service: test-registry, issuer: token-issuer, rootcertbundle: {cert}}}}}
+""")
+        procs.append(subprocess.Popen(["docker-registry", "serve", str(conf)], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL))
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"http://{LISTENED}/v2/", timeout=2).status_code == 401:
+                    return
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the token-auth registry did not start"
+            time.sleep(0.1)
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_a_realm_on_an_unlisted_host_gets_no_request(token_registry):
+    """The real registry's challenge names a token service on a host the site does not list:
+    the pull fails with one line and the fake token endpoint sees no connection."""
+    token = Listener("127.0.0.9", 0, "answer")
+    try:
+        token_registry(f"http://127.0.0.9:{token.port}/token")
+        ref = f"docker:{LISTENED}/realm/app:{time.time_ns()}"
+        result = run_as("testuser", [SHIFTERIMG, "pull", ref])
+        assert result.returncode != 0 and result.stderr.count("\n") == 1, result.stderr
+        assert f"token service 'http://127.0.0.9:{token.port}/token' is neither the registry's own host" in result.stderr
+        assert "registries.auth_hosts" in result.stderr and "Traceback" not in result.stderr
+        time.sleep(0.5)
+        assert token.accepted == 0
+    finally:
+        token.close()
+
+
+def test_a_realm_on_the_registrys_own_host_is_asked(token_registry):
+    """The same registry with its token service on its own host (another port): the gateway
+    asks it (this fake one answers 404, so the pull fails, saying the token was refused)."""
+    addr = LISTENED.split(":")[0]
+    token = Listener(addr, 0, "answer")
+    try:
+        token_registry(f"http://{addr}:{token.port}/token")
+        ref = f"docker:{LISTENED}/realm/app:{time.time_ns()}"
+        result = run_as("testuser", [SHIFTERIMG, "pull", ref])
+        assert result.returncode != 0 and "token request refused (HTTP 404)" in result.stderr, result.stderr
+        assert token.accepted >= 1
+    finally:
+        token.close()

@@ -55,7 +55,8 @@ def test_bearer_token_from_challenge(tmp_path):
                                   'Bearer realm="https://auth.example/token",service="reg",scope="repository:org/app:pull"'})
         return serve(request)
 
-    c = Client("https://reg.example", "org/app", Credentials("u", "p"), transport=httpx.MockTransport(handler))
+    c = Client("https://reg.example", "org/app", Credentials("u", "p"), transport=httpx.MockTransport(handler),
+               auth_hosts=("auth.example",))
     resolved = c.resolve("1")
     assert resolved.digest == digest(MANIFEST) and resolved.config["config"]["Env"] == ["A=1"]
     path = c.fetch_blob(resolved.layers[0], LayerCache(tmp_path))
@@ -146,3 +147,59 @@ def test_schema1_manifest_is_refused_with_advice():
     c = Client("https://reg.example", "app", transport=httpx.MockTransport(v1))
     with pytest.raises(RegistryError, match="schema 1 is not supported"):
         c.resolve("1")
+
+
+def _challenging(realm: str, seen: list):
+    """A registry whose every request is answered with a Bearer challenge naming `realm`;
+    a token request is answered (and recorded) wherever it goes."""
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        if request.url.path == "/token":
+            return httpx.Response(200, json={"token": "T"})
+        if request.headers.get("authorization") == "Bearer T":
+            return serve(request)
+        return httpx.Response(401, headers={"www-authenticate": f'Bearer realm="{realm}",service="reg"'})
+    return handler
+
+
+@pytest.mark.parametrize("base,realm,auth_hosts", [
+    ("https://reg.example", "https://evil.example/token", ()),             # any other host
+    ("https://reg.example", "https://auth.example/token", ("other.example",)),
+    ("https://reg.example", "https://reg.example.evil.example/token", ()),  # a suffix is another host
+    ("https://reg.example", "https://auth.docker.io/token", ()),            # Docker Hub's, for another registry
+    ("https://reg.example", "http://reg.example/token", ()),               # TLS registry, plain-http realm
+    ("https://reg.example", "file:///etc/passwd", ()),
+    ("https://reg.example", "https://user@evil.example/token", ()),
+])
+def test_a_realm_outside_the_allowed_hosts_is_refused_before_any_request(base, realm, auth_hosts):
+    seen: list = []
+    c = Client(base, "org/app", Credentials("u", "p"), retries=0, transport=httpx.MockTransport(_challenging(realm, seen)),
+               auth_hosts=auth_hosts)
+    with pytest.raises(registry.RealmNotAllowed) as err:
+        c.resolve("1")
+    assert "\n" not in str(err.value) and "nothing was sent there" in str(err.value)
+    assert all(not url.endswith("/token") and "evil" not in url for url in seen), seen
+
+
+@pytest.mark.parametrize("base,realm,auth_hosts", [
+    ("https://reg.example", "https://reg.example:5001/token", ()),          # its own host, another port
+    ("https://reg.example", "https://auth.example/token", ("auth.example",)),
+    ("https://registry-1.docker.io", "https://auth.docker.io/token", ()),  # Docker Hub's token service
+    ("http://127.0.0.1:5000", "http://127.0.0.1:5001/token", ()),
+])
+def test_a_realm_on_an_allowed_host_gets_the_token_request(base, realm, auth_hosts):
+    seen: list = []
+    c = Client(base, "org/app", Credentials("u", "p"), retries=0, transport=httpx.MockTransport(_challenging(realm, seen)),
+               auth_hosts=auth_hosts)
+    assert c.resolve("1").digest == digest(MANIFEST)
+    assert any(url.startswith(realm) for url in seen), seen
+
+
+def test_login_to_a_registry_with_a_foreign_realm_says_so():
+    """Not 'refused the user name and password': the credentials were never sent."""
+    seen: list = []
+    c = Client("https://reg.example", "", Credentials("u", "p"), retries=0,
+               transport=httpx.MockTransport(_challenging("https://evil.example/token", seen)))
+    with pytest.raises(registry.RealmNotAllowed, match="evil.example"):
+        c.check_login()
+    assert not any("evil" in url for url in seen)

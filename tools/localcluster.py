@@ -413,9 +413,12 @@ def up() -> None:
             wait_for("gateway", gateway_ready)
         elif daemon.name == "slurmctld":
             wait_for("slurmctld", lambda: slurm("scontrol", "ping", check=False).stdout.count("UP") > 0)
-    wait_for(f"slurmd {NODE_RANGE}", nodes_ready, timeout=60 + 2 * len(NODES))
-    # nodes left DOWN/DRAIN by an earlier run are returned to service
+    # nodes left DOWN/DRAIN by an earlier run (a killed prolog drains its node) are returned to
+    # service as soon as their slurmd answer, before waiting for every node to be usable
+    wait_for(f"slurmd {NODE_RANGE} listening", lambda: all(listening(a, p) for a, p in NODES.values()),
+             timeout=60 + 2 * len(NODES))
     slurm("scontrol", "update", f"nodename={NODE_RANGE}", "state=resume", check=False)
+    wait_for(f"slurmd {NODE_RANGE}", nodes_ready, timeout=60 + 2 * len(NODES))
 
 
 def stop(daemon: Daemon, timeout: float = 15.0) -> None:

@@ -95,7 +95,7 @@ def test_any_auth_challenge_and_token_answer_authenticate_or_are_one_line(challe
         return httpx.Response(200, content=CONFIG_OK)
 
     client = registry.Client("https://reg.example", "app", registry.Credentials("u", "p"),
-                             transport=httpx.MockTransport(serve), backoff=0, retries=0)
+                             transport=httpx.MockTransport(serve), backoff=0, retries=0, auth_hosts=("auth.example",))
     try:
         client.resolve("1")
     except registry.RegistryError as err:
@@ -110,7 +110,8 @@ def test_a_token_answer_without_a_token_is_named_as_such():
             if request.url.host == "auth.example":
                 return httpx.Response(200, content=token)
             return httpx.Response(401, headers={"www-authenticate": 'Bearer realm="https://auth.example/token"'})
-        client = registry.Client("https://reg.example", "app", transport=httpx.MockTransport(serve), backoff=0, retries=0)
+        client = registry.Client("https://reg.example", "app", transport=httpx.MockTransport(serve), backoff=0, retries=0,
+                                 auth_hosts=("auth.example",))
         try:
             client.resolve("1")
         except registry.RegistryError as err:

@@ -6,6 +6,9 @@ tests/test_slurm_adapter.py and the collection itself in tests/test_slurm_jobs.p
 
 from __future__ import annotations
 
+import json
+import os
+
 import pytest
 from hypothesis import given, strategies as st
 
@@ -89,3 +92,48 @@ def test_collect_when_slurm_cannot_answer_logs_one_event_and_touches_nothing(tmp
     assert [(e["event"], e["ok"], e["job"], e["node"]) for e in events] == [("leftovers", False, 20, "n1")]
     assert "Unable to contact slurm controller" in events[0]["error"]
     assert sorted(p.name for p in (tmp_path / "jobs").iterdir()) == [".20.json.tmp", "5.json", "6.1.json"]
+
+
+def _forget_env(tmp_path, monkeypatch, fail_teardown: list | None = None):
+    """A node run dir with job 7's record and a step record (same container), and another
+    job's; teardown and the gateway recorded, not run (their own tests are root's)."""
+    from runtime import teardown
+    from shifter_wlm import epilog, extern, imageuse, jobs
+
+    run_dir = str(tmp_path)
+    os.makedirs(os.path.join(run_dir, "jobs"))
+    for name, key in (("7", "k7"), ("7.2", "k7"), ("8", "k8")):
+        with open(os.path.join(run_dir, "jobs", f"{name}.json"), "w") as f:
+            json.dump({"job_id": int(name.split(".")[0]), "key": key, "state": "ready"}, f)
+    monkeypatch.setattr(jobs, "read", lambda d, n: jobs.JobRecord(**json.load(open(os.path.join(d, "jobs", f"{n}.json")))))
+    monkeypatch.setattr(extern, "unmark", lambda job_id: None)
+    calls = []
+
+    def torn(d, key):
+        calls.append(("teardown", key, sorted(jobs.names(d))))
+        if fail_teardown:
+            fail_teardown.pop()
+            raise OSError("killed here")
+        return True
+    monkeypatch.setattr(teardown, "teardown", torn)
+    monkeypatch.setattr(imageuse, "ended", lambda cfg, job_id, node: calls.append(("ended", job_id, sorted(jobs.names(run_dir)))))
+    return run_dir, calls, epilog, jobs
+
+
+def test_forget_removes_the_jobs_records_last(tmp_path, monkeypatch):
+    """A hook killed at any step of forget leaves the job's records, so the next prolog on the
+    node finds the job dead and forgets it again (kill -9 on the real cluster:
+    tests/test_faults_hooks.py)."""
+    run_dir, calls, epilog, jobs = _forget_env(tmp_path, monkeypatch)
+    done = epilog.forget(run_dir, 7, "n1", cfg=object())
+    assert calls == [("teardown", "k7", ["7", "7.2", "8"]), ("ended", 7, ["7", "7.2", "8"])]
+    assert jobs.names(run_dir) == ["8"] and done["containers"] == ["k7"] and done["records"] == ["7", "7.2"]
+
+
+def test_forget_interrupted_keeps_the_records_and_completes_later(tmp_path, monkeypatch):
+    run_dir, calls, epilog, jobs = _forget_env(tmp_path, monkeypatch, fail_teardown=[True])
+    with pytest.raises(OSError):
+        epilog.forget(run_dir, 7, "n1", cfg=object())
+    assert jobs.names(run_dir) == ["7", "7.2", "8"]
+    epilog.forget(run_dir, 7, "n1")   # again, as the next prolog does (here without cfg: no gateway)
+    assert [c[0] for c in calls] == ["teardown", "teardown"] and jobs.names(run_dir) == ["8"]

@@ -84,3 +84,56 @@ def test_any_plain_system_name_is_accepted(name):
 def test_cache_size_limits_are_in_1024s(size, unit):
     cfg = config.parse(BASE + f"per_node_cache: {{size_limit: '{size}{unit}'}}\n")
     assert cfg.per_node_cache.size_limit_bytes == size * 1024 ** "_kmg".index(unit.lower() or "_")
+
+
+NUMBERS = """\
+system: unit
+image_dir: /images
+registries: {default: "http://127.0.0.1:5000"}
+"""
+# every number a site sets, as `section.key` (gateway.* in the gateway section)
+SECONDS = ["gateway.timeout", "gateway.repull_after", "gateway.expire_after", "gateway.autoexpire_every",
+           "hook_timeout"]
+
+
+def _with(key: str, value: str) -> str:
+    if key.startswith("gateway."):
+        return NUMBERS + f'gateway: {{urls: ["http://127.0.0.1:1"], {key.split(".")[1]}: {value}}}\n'
+    return NUMBERS + 'gateway: {urls: ["http://127.0.0.1:1"]}\n' + f"{key}: {value}\n"
+
+
+@pytest.mark.parametrize("key", SECONDS)
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan", "-1", "1.0e+12"])
+def test_a_duration_that_is_not_a_finite_number_of_seconds_is_refused(key, value):
+    """YAML's .inf and .nan are floats: `timeout: .inf` passed `> 0` and hung clients forever."""
+    message = refused(_with(key, value))
+    assert message.startswith(f"site.yaml: {key}: must be a finite number (not .inf or .nan)"), message
+    assert message.endswith("; fix the value"), message
+
+
+@pytest.mark.parametrize("key", ["gateway.timeout", "hook_timeout"])
+def test_a_timeout_of_zero_is_refused(key):
+    assert "must be a finite number (not .inf or .nan) > 0" in refused(_with(key, "0"))
+
+
+@pytest.mark.parametrize("key,value", [("gateway.expire_after", "0"), ("gateway.autoexpire_every", "0"),
+                                       ("gateway.timeout", "0.5"), ("gateway.repull_after", "315360000")])
+def test_durations_in_range_are_kept(key, value):
+    cfg = config.parse(_with(key, value))
+    section = cfg.gateway if key.startswith("gateway.") else cfg
+    assert getattr(section, key.split(".")[-1]) == float(value)
+
+
+@pytest.mark.parametrize("extra,words", [
+    ("sshd: {port: 0}\n", "sshd.port: must be an integer >= 1 and <= 65535; fix the value"),
+    ("sshd: {port_count: 70000}\n", "sshd.port_count: must be an integer >= 1 and <= 65535"),
+    ("max_group_count: -1\n", "max_group_count: must be an integer >= 0 and <= 65536"),
+])
+def test_integers_out_of_range_name_the_range(extra, words):
+    assert words in refused(NUMBERS + 'gateway: {urls: ["http://127.0.0.1:1"]}\n' + extra)
+
+
+def test_gateway_integers_out_of_range_name_the_range():
+    assert "gateway.max_pulls_per_user: must be an integer >= 1 and <= 1000" in refused(
+        NUMBERS + 'gateway: {urls: ["http://127.0.0.1:1"], max_pulls_per_user: 0}\n')
+    assert "gateway.max_image_files" in refused(NUMBERS + 'gateway: {urls: ["http://127.0.0.1:1"], max_image_files: 0}\n')
