@@ -82,8 +82,8 @@ def run_dir() -> Path:
 
 
 def leftovers() -> dict:
-    """What image jobs may leave on the nodes: container mounts, loop devices, run-dir state,
-    processes of the test users."""
+    """What image jobs may leave on the nodes: container mounts, loop devices, run-dir state
+    (job records, namespace pins), perNodeCache backing files, processes of the test users."""
     mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
               if "squashfs" in line or str(run_dir()) in line.split()[4]]
     loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout.strip().splitlines()
@@ -100,11 +100,33 @@ def leftovers() -> dict:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if entry.stat().st_uid in users:
+                if entry.stat().st_uid in users and not _command_of_a_login(int(entry.name)):
                     procs.append(f"{entry.name} {(entry / 'comm').read_text().strip()}")
             except OSError:
                 continue
-    return {"mounts": mounts, "loops": loops, "state": state, "processes": procs}
+    cache = localcluster.STATE / "cache"  # per_node_cache.dir: a backing file lives only until its loop holds it
+    caches = sorted(str(p) for p in cache.iterdir()) if cache.is_dir() else []
+    return {"mounts": mounts, "loops": loops, "state": state, "cache": caches, "processes": procs}
+
+
+def _command_of_a_login(pid: int) -> bool:
+    """A command someone runs as a test user with runuser/su, still running, outside any job
+    (e.g. another session's benchmark on this shared host): not something a job left. A job's
+    process descends from slurmstepd; one a job leaked is orphaned (its parent init)."""
+    seen = set()
+    while pid > 1 and pid not in seen:
+        seen.add(pid)
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        if comm.startswith("slurm"):
+            return False
+        if comm in ("runuser", "su", "sudo"):
+            return True
+        pid = int(stat[stat.rindex(")") + 2:].split()[1])
+    return False
 
 
 def assert_clean(timeout: float = 20) -> None:

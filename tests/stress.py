@@ -8,7 +8,9 @@ The mix, by job number i: users alternate (testuser, testuser2); three images in
 4th job spans two nodes, every 8th all of them; every 3rd has a perNodeCache it writes and
 reads; every 5th runs a step with another image (a step-level container); every 10th asks
 for an image that does not exist in a step (its right error: one `srun: error: shifter:`
-line); every 7th sleeps and is cancelled once running.
+line); every 7th sleeps and is cancelled once running. While they run, the queue is sampled:
+`shared` counts the nodes seen running both users' jobs at once, and each cancelled sleeper's
+mount namespace is read from its process (each job its own container, none the host's).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class Job:
     cancel: bool
     job_id: str = ""
     out: Path | None = None
+    namespace: str = ""   # a sleeper's mount namespace, read from its process once running
 
     def script(self) -> str:
         repo, tag, _ = self.image
@@ -98,6 +101,7 @@ class Report:
     leaks: dict = field(default_factory=dict)
     build_ms: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    shared: set[str] = field(default_factory=set)   # nodes seen running both users' jobs at once
     wide_start_s: float = 0.0
     wide_step_s: float = 0.0
     wide_build_ms: list[float] = field(default_factory=list)
@@ -109,12 +113,12 @@ class Report:
         wide = (f"{statistics.median(self.wide_build_ms):7.0f} {max(self.wide_build_ms):7.0f}" if self.wide_build_ms
                 else f"{'-':>7} {'-':>7}")
         return (f"{self.nodes:5d} {self.jobs:5d} {self.expected_failures:9d} {len(self.unexpected):10d} "
-                f"{self.faults:6d} {leaks:5d} {build} {self.wide_start_s:10.2f} {self.wide_step_s:9.2f} {wide} {self.seconds:7.0f}")
+                f"{self.faults:6d} {leaks:5d} {len(self.shared):6d} {build} {self.wide_start_s:10.2f} {self.wide_step_s:9.2f} {wide} {self.seconds:7.0f}")
 
 
-HEADER = (f"{'nodes':>5} {'jobs':>5} {'exp.fail':>9} {'unexpected':>10} {'faults':>6} {'leaks':>5} "
+HEADER = (f"{'nodes':>5} {'jobs':>5} {'exp.fail':>9} {'unexpected':>10} {'faults':>6} {'leaks':>5} {'shared':>6} "
           f"{'build_md':>8} {'build_mx':>8} {'wide_start':>10} {'wide_step':>9} {'wbld_md':>7} {'wbld_mx':>7} {'secs':>7}   (build: the prolog's "
-          "build ms per node, median and max; wide: an image job on every node, s from submission to its "
+          "build ms per node, median and max; shared: nodes seen running both users' jobs at once; wide: an image job on every node, s from submission to its "
           "script's start, s of its srun shifter true, its prolog's build ms per node)")
 
 
@@ -133,16 +137,47 @@ def submit(job: Job) -> None:
     job.out = path.parent / f"stress-{job.number}-{job.job_id}.out"
 
 
-def running_sleep(job: Job) -> bool:
+def running_sleep(job: Job) -> str:
+    """The mount namespace of the job's sleep once it runs (its container's), else ""."""
     uid = pwd.getpwnam(job.user).pw_uid
     for entry in Path("/proc").iterdir():
         try:
             if entry.name.isdigit() and entry.stat().st_uid == uid and \
                     f"sleep {600 + job.number}" in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode():
-                return True
+                return os.readlink(entry / "ns/mnt")
         except OSError:
             continue
-    return False
+    return ""
+
+
+def node_names(nodelist: str) -> list[str]:
+    """Slurm's compact node list (n[1-3,7],n9) as names."""
+    names = []
+    for prefix, ranges, single in re.findall(r"([a-z]+)\[([\d,-]+)\]|([a-z]+\d+)", nodelist):
+        if single:
+            names.append(single)
+            continue
+        for part in ranges.split(","):
+            low, _, high = part.partition("-")
+            names += [f"{prefix}{i}" for i in range(int(low), int(high or low) + 1)]
+    return names
+
+
+def sample_queue(jobs: list[Job], report: Report) -> set[str]:
+    """Our job ids still queued; notes the nodes running jobs of both users at this moment."""
+    ours = {j.job_id for j in jobs}
+    out = localcluster.slurm("squeue", "-h", "-o", "%i|%u|%T|%N", check=False).stdout
+    queued, users = set(), {}
+    for line in out.splitlines():
+        job_id, user, state, nodelist = line.split("|")
+        if job_id not in ours:
+            continue
+        queued.add(job_id)
+        if state == "RUNNING":
+            for node in node_names(nodelist):
+                users.setdefault(node, set()).add(user)
+    report.shared |= {node for node, who in users.items() if len(who) > 1}
+    return queued
 
 
 def prolog_builds(job_ids: set[int]) -> list[float]:
@@ -186,17 +221,23 @@ def run(count: int, nodes: int, timeout: float = 900) -> Report:
         submit(job)
     deadline = time.monotonic() + timeout
     for job in [j for j in jobs if j.cancel]:
-        while not running_sleep(job):
-            state = localcluster.slurm("squeue", "-h", "-j", job.job_id, "-o", "%T", check=False).stdout.strip()
-            if not state or time.monotonic() > deadline:
-                report.unexpected.append(f"job {job.number}: ended before it could be cancelled ({state})")
+        while not (namespace := running_sleep(job)):
+            if job.job_id not in sample_queue(jobs, report) or time.monotonic() > deadline:
+                report.unexpected.append(f"job {job.number}: ended before it could be cancelled")
                 break
             time.sleep(0.2)
         else:
+            job.namespace = namespace
             run_as(job.user, ["scancel", job.job_id])
             report.faults += 1
-    for job in jobs:
-        jt.wait_gone(job.job_id, timeout=max(30, deadline - time.monotonic()))
+    while (left := sample_queue(jobs, report)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if left:
+        report.unexpected.append(f"jobs still queued after {timeout:.0f} s: {sorted(left, key=int)}")
+    host = os.readlink("/proc/self/ns/mnt")
+    namespaces = [j.namespace for j in jobs if j.namespace]
+    if host in namespaces or len(set(namespaces)) != len(namespaces):
+        report.unexpected.append(f"sleepers not each in a container of its own (host {host}): {namespaces}")
     for job in jobs:
         report.jobs += 1
         text = job.out.read_text() if job.out and job.out.exists() else ""
