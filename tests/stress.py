@@ -137,17 +137,19 @@ def submit(job: Job) -> None:
     job.out = path.parent / f"stress-{job.number}-{job.job_id}.out"
 
 
-def running_sleep(job: Job) -> str:
-    """The mount namespace of the job's sleep once it runs (its container's), else ""."""
-    uid = pwd.getpwnam(job.user).pw_uid
+def running_sleeps() -> dict[tuple[int, int], str]:
+    """(uid, job number) -> mount namespace of each sleeper's `sleep` running (the process
+    itself, in its container: not the srun or shifter that asked for it)."""
+    found = {}
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and entry.stat().st_uid == uid and \
-                    f"sleep {600 + job.number}" in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode():
-                return os.readlink(entry / "ns/mnt")
+            if entry.name.isdigit() and (entry / "comm").read_text() == "sleep\n":
+                args = (entry / "cmdline").read_bytes().split(b"\0")
+                if len(args) >= 2 and args[1].isdigit() and 600 <= int(args[1]) < 1600:
+                    found[(entry.stat().st_uid, int(args[1]) - 600)] = os.readlink(entry / "ns/mnt")
         except OSError:
             continue
-    return ""
+    return found
 
 
 def node_names(nodelist: str) -> list[str]:
@@ -220,16 +222,21 @@ def run(count: int, nodes: int, timeout: float = 900) -> Report:
     for job in jobs:
         submit(job)
     deadline = time.monotonic() + timeout
-    for job in [j for j in jobs if j.cancel]:
-        while not (namespace := running_sleep(job)):
-            if job.job_id not in sample_queue(jobs, report) or time.monotonic() > deadline:
+    sleepers = [j for j in jobs if j.cancel]   # each cancelled once its sleep runs, in any order
+    while sleepers and time.monotonic() < deadline:
+        queued, running = sample_queue(jobs, report), running_sleeps()
+        for job in list(sleepers):
+            if namespace := running.get((pwd.getpwnam(job.user).pw_uid, job.number), ""):
+                job.namespace = namespace
+                run_as(job.user, ["scancel", job.job_id])
+                report.faults += 1
+                sleepers.remove(job)
+            elif job.job_id not in queued:
                 report.unexpected.append(f"job {job.number}: ended before it could be cancelled")
-                break
-            time.sleep(0.2)
-        else:
-            job.namespace = namespace
-            run_as(job.user, ["scancel", job.job_id])
-            report.faults += 1
+                sleepers.remove(job)
+        time.sleep(0.3)
+    for job in sleepers:
+        report.unexpected.append(f"job {job.number}: its sleep never ran in {timeout:.0f} s")
     while (left := sample_queue(jobs, report)) and time.monotonic() < deadline:
         time.sleep(0.5)
     if left:
