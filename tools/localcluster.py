@@ -505,8 +505,9 @@ def down() -> None:
     if os.geteuid() != 0:
         raise ClusterError("run as root")
     if any(d.pid() for d in daemons() if d.name == "slurmctld"):
+        for user in TEST_USERS:  # scancel takes one user (a list: "Invalid user name", nothing ended)
+            slurm("scancel", "--full", "--quiet", f"--user={user}", check=False)
         users = "--user=" + ",".join(TEST_USERS)
-        slurm("scancel", "--full", "--quiet", users, check=False)
         # until slurmctld has ended them: a job still in its saved state comes back at the next
         # up, on whatever nodes that cluster has (a 32-node run's jobs on a 3-node cluster)
         deadline = time.monotonic() + 30
