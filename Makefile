@@ -75,7 +75,7 @@ test: package plugin
 STRESS_NODES ?= 3 8 16 32
 STRESS_JOBS ?= 200
 stress: package plugin
-	CI=1 $(PY) -m pytest -q tests/test_faults_slurm.py tests/test_registry_faults.py tests/test_gateway_kill.py
+	CI=1 $(PY) -m pytest -q tests/test_faults_slurm.py tests/test_slow_prolog.py tests/test_registry_faults.py tests/test_gateway_kill.py
 	$(PY) tools/localcluster.py down
 	@first=--header; for n in $(STRESS_NODES); do \
 	  SHIFTER_CLUSTER_NODES=$$n $(PY) tests/stress.py --jobs $(STRESS_JOBS) $$first || status=1; first=; \
