@@ -100,13 +100,22 @@ def leftovers() -> dict:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if entry.stat().st_uid in users and not _command_of_a_login(int(entry.name)):
+                if proc_uid(entry) in users and not _command_of_a_login(int(entry.name)):
                     procs.append(f"{entry.name} {(entry / 'comm').read_text().strip()}")
             except OSError:
                 continue
     cache = localcluster.STATE / "cache"  # per_node_cache.dir: a backing file lives only until its loop holds it
     caches = sorted(str(p) for p in cache.iterdir()) if cache.is_dir() else []
     return {"mounts": mounts, "loops": loops, "state": state, "cache": caches, "processes": procs}
+
+
+def proc_uid(entry: Path) -> int:
+    """A process's real uid, from its status: not the owner of /proc/<pid>, which is root for
+    a process that is not dumpable (the runtime keeps some so across its uid change)."""
+    for line in (entry / "status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    raise OSError(f"{entry}: no Uid line")
 
 
 def _command_of_a_login(pid: int) -> bool:

@@ -146,7 +146,7 @@ def running_sleeps() -> dict[tuple[int, int], str]:
             if entry.name.isdigit() and (entry / "comm").read_text() == "sleep\n":
                 args = (entry / "cmdline").read_bytes().split(b"\0")
                 if len(args) >= 2 and args[1].isdigit() and 600 <= int(args[1]) < 1600:
-                    found[(entry.stat().st_uid, int(args[1]) - 600)] = os.readlink(entry / "ns/mnt")
+                    found[(jt.proc_uid(entry), int(args[1]) - 600)] = os.readlink(entry / "ns/mnt")
         except OSError:
             continue
     return found
