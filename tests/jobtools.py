@@ -82,8 +82,8 @@ def run_dir() -> Path:
 
 
 def leftovers() -> dict:
-    """What image jobs may leave on the nodes: container mounts, loop devices, run-dir state,
-    processes of the test users."""
+    """What image jobs may leave on the nodes: container mounts, loop devices, run-dir state
+    (job records, namespace pins), perNodeCache backing files, processes of the test users."""
     mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
               if "squashfs" in line or str(run_dir()) in line.split()[4]]
     loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout.strip().splitlines()
@@ -100,20 +100,55 @@ def leftovers() -> dict:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if entry.stat().st_uid in users:
+                if proc_uid(entry) in users and not _command_of_a_login(int(entry.name)):
                     procs.append(f"{entry.name} {(entry / 'comm').read_text().strip()}")
             except OSError:
                 continue
-    return {"mounts": mounts, "loops": loops, "state": state, "processes": procs}
+    cache = localcluster.STATE / "cache"  # per_node_cache.dir: a backing file lives only until its loop holds it
+    caches = sorted(str(p) for p in cache.iterdir()) if cache.is_dir() else []
+    return {"mounts": mounts, "loops": loops, "state": state, "cache": caches, "processes": procs}
 
 
-def assert_clean(timeout: float = 20) -> None:
-    """Nothing left; epilogs finish shortly after sbatch --wait returns, so allow a moment."""
+def proc_uid(entry: Path) -> int:
+    """A process's real uid, from its status: not the owner of /proc/<pid>, which is root for
+    a process that is not dumpable (the runtime keeps some so across its uid change)."""
+    for line in (entry / "status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    raise OSError(f"{entry}: no Uid line")
+
+
+def _command_of_a_login(pid: int) -> bool:
+    """A command someone runs as a test user with runuser/su, still running, outside any job
+    (e.g. another session's benchmark on this shared host): not something a job left. A job's
+    process descends from slurmstepd; one a job leaked is orphaned (its parent init)."""
+    seen = set()
+    while pid > 1 and pid not in seen:
+        seen.add(pid)
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        if comm.startswith("slurm"):
+            return False
+        if comm in ("runuser", "su", "sudo"):
+            return True
+        pid = int(stat[stat.rindex(")") + 2:].split()[1])
+    return False
+
+
+def assert_clean(timeout: float = 20, ignore: dict | None = None) -> None:
+    """Nothing left (but what `ignore` lists: there before); epilogs finish shortly after
+    sbatch --wait returns, so allow a moment."""
+    def new() -> dict:
+        return {kind: [x for x in found if x not in (ignore or {}).get(kind, [])] for kind, found in leftovers().items()}
+
     deadline = time.monotonic() + timeout
-    left = leftovers()
+    left = new()
     while any(left.values()) and time.monotonic() < deadline:
         time.sleep(0.2)
-        left = leftovers()
+        left = new()
     assert not any(left.values()), left
 
 

@@ -8,7 +8,9 @@ The mix, by job number i: users alternate (testuser, testuser2); three images in
 4th job spans two nodes, every 8th all of them; every 3rd has a perNodeCache it writes and
 reads; every 5th runs a step with another image (a step-level container); every 10th asks
 for an image that does not exist in a step (its right error: one `srun: error: shifter:`
-line); every 7th sleeps and is cancelled once running.
+line); every 7th sleeps and is cancelled once running. While they run, the queue is sampled:
+`shared` counts the nodes seen running both users' jobs at once, and each cancelled sleeper's
+mount namespace is read from its process (each job its own container, none the host's).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class Job:
     cancel: bool
     job_id: str = ""
     out: Path | None = None
+    namespace: str = ""   # a sleeper's mount namespace, read from its process once running
 
     def script(self) -> str:
         repo, tag, _ = self.image
@@ -98,6 +101,7 @@ class Report:
     leaks: dict = field(default_factory=dict)
     build_ms: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    shared: set[str] = field(default_factory=set)   # nodes seen running both users' jobs at once
     wide_start_s: float = 0.0
     wide_step_s: float = 0.0
     wide_build_ms: list[float] = field(default_factory=list)
@@ -109,12 +113,12 @@ class Report:
         wide = (f"{statistics.median(self.wide_build_ms):7.0f} {max(self.wide_build_ms):7.0f}" if self.wide_build_ms
                 else f"{'-':>7} {'-':>7}")
         return (f"{self.nodes:5d} {self.jobs:5d} {self.expected_failures:9d} {len(self.unexpected):10d} "
-                f"{self.faults:6d} {leaks:5d} {build} {self.wide_start_s:10.2f} {self.wide_step_s:9.2f} {wide} {self.seconds:7.0f}")
+                f"{self.faults:6d} {leaks:5d} {len(self.shared):6d} {build} {self.wide_start_s:10.2f} {self.wide_step_s:9.2f} {wide} {self.seconds:7.0f}")
 
 
-HEADER = (f"{'nodes':>5} {'jobs':>5} {'exp.fail':>9} {'unexpected':>10} {'faults':>6} {'leaks':>5} "
+HEADER = (f"{'nodes':>5} {'jobs':>5} {'exp.fail':>9} {'unexpected':>10} {'faults':>6} {'leaks':>5} {'shared':>6} "
           f"{'build_md':>8} {'build_mx':>8} {'wide_start':>10} {'wide_step':>9} {'wbld_md':>7} {'wbld_mx':>7} {'secs':>7}   (build: the prolog's "
-          "build ms per node, median and max; wide: an image job on every node, s from submission to its "
+          "build ms per node, median and max; shared: nodes seen running both users' jobs at once; wide: an image job on every node, s from submission to its "
           "script's start, s of its srun shifter true, its prolog's build ms per node)")
 
 
@@ -133,16 +137,52 @@ def submit(job: Job) -> None:
     job.out = path.parent / f"stress-{job.number}-{job.job_id}.out"
 
 
-def running_sleep(job: Job) -> bool:
-    uid = pwd.getpwnam(job.user).pw_uid
+def running_sleeps() -> dict[tuple[int, int], str]:
+    """(uid, job number) -> mount namespace of each sleeper's `sleep` running (the process
+    itself, in its container: not the srun or shifter that asked for it)."""
+    found = {}
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and entry.stat().st_uid == uid and \
-                    f"sleep {600 + job.number}" in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode():
-                return True
+            if entry.name.isdigit() and (entry / "comm").read_text() == "sleep\n":
+                args = (entry / "cmdline").read_bytes().split(b"\0")
+                if len(args) >= 2 and args[1].isdigit() and 600 <= int(args[1]) < 1600:
+                    found[(jt.proc_uid(entry), int(args[1]) - 600)] = os.readlink(entry / "ns/mnt")
         except OSError:
             continue
-    return False
+    return found
+
+
+def node_names(nodelist: str) -> list[str]:
+    """Slurm's compact node list (n[1-3,7],n9) as names."""
+    names = []
+    for prefix, ranges, single in re.findall(r"([a-z]+)\[([\d,-]+)\]|([a-z]+\d+)", nodelist):
+        if single:
+            names.append(single)
+            continue
+        for part in ranges.split(","):
+            low, _, high = part.partition("-")
+            names += [f"{prefix}{i}" for i in range(int(low), int(high or low) + 1)]
+    return names
+
+
+def sample_queue(jobs: list[Job], report: Report) -> set[str] | None:
+    """Our job ids still queued (None when squeue could not answer: slurmctld busy under the
+    load, not an empty queue); notes the nodes running jobs of both users at this moment."""
+    ours = {j.job_id for j in jobs}
+    result = localcluster.slurm("squeue", "-h", "-o", "%i|%u|%T|%N", check=False)
+    if result.returncode != 0:
+        return None
+    queued, users = set(), {}
+    for line in result.stdout.splitlines():
+        job_id, user, state, nodelist = line.split("|")
+        if job_id not in ours:
+            continue
+        queued.add(job_id)
+        if state == "RUNNING":
+            for node in node_names(nodelist):
+                users.setdefault(node, set()).add(user)
+    report.shared |= {node for node, who in users.items() if len(who) > 1}
+    return queued
 
 
 def prolog_builds(job_ids: set[int]) -> list[float]:
@@ -181,22 +221,43 @@ def run(count: int, nodes: int, timeout: float = 900) -> Report:
     output and the nodes. The cluster must be up with `nodes` nodes and the images pulled."""
     report = Report(nodes=nodes)
     start = time.monotonic()
+    before = jt.leftovers()   # another session's (e.g. a fault test's) are not this run's
+    if any(before.values()):
+        print(f"      left before the run (not counted): {before}", file=sys.stderr)
     jobs = mix(count, nodes)
     for job in jobs:
         submit(job)
     deadline = time.monotonic() + timeout
-    for job in [j for j in jobs if j.cancel]:
-        while not running_sleep(job):
-            state = localcluster.slurm("squeue", "-h", "-j", job.job_id, "-o", "%T", check=False).stdout.strip()
-            if not state or time.monotonic() > deadline:
-                report.unexpected.append(f"job {job.number}: ended before it could be cancelled ({state})")
-                break
-            time.sleep(0.2)
-        else:
-            run_as(job.user, ["scancel", job.job_id])
-            report.faults += 1
-    for job in jobs:
-        jt.wait_gone(job.job_id, timeout=max(30, deadline - time.monotonic()))
+    sleepers = [j for j in jobs if j.cancel]   # each cancelled once its sleep runs, in any order
+    host = os.readlink("/proc/self/ns/mnt")
+    while sleepers and time.monotonic() < deadline:
+        queued, running = sample_queue(jobs, report), running_sleeps()
+        if queued is None:
+            time.sleep(1)
+            continue
+        # the sleeps running at this moment: each in a container of its own, none the host's
+        # (namespace numbers are reused once a container is gone, so only at one moment)
+        seen = [ns for (uid, number), ns in running.items()
+                if number < len(jobs) and jobs[number].cancel and pwd.getpwnam(jobs[number].user).pw_uid == uid]
+        if host in seen or len(set(seen)) != len(seen):
+            report.unexpected.append(f"sleeps running together not each in a container of its own "
+                                     f"(host {host}): {seen}")
+        for job in list(sleepers):
+            if namespace := running.get((pwd.getpwnam(job.user).pw_uid, job.number), ""):
+                job.namespace = namespace
+                run_as(job.user, ["scancel", job.job_id])
+                report.faults += 1
+                sleepers.remove(job)
+            elif job.job_id not in queued:
+                report.unexpected.append(f"job {job.number}: ended before it could be cancelled")
+                sleepers.remove(job)
+        time.sleep(0.3)
+    for job in sleepers:
+        report.unexpected.append(f"job {job.number}: its sleep never ran in {timeout:.0f} s")
+    while (left := sample_queue(jobs, report)) != set() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if left:
+        report.unexpected.append(f"jobs still queued after {timeout:.0f} s: {sorted(left, key=int)}")
     for job in jobs:
         report.jobs += 1
         text = job.out.read_text() if job.out and job.out.exists() else ""
@@ -218,9 +279,9 @@ def run(count: int, nodes: int, timeout: float = 900) -> Report:
         if got != job.expected() or errors:
             report.unexpected.append(f"job {job.number} ({job.job_id}): expected {job.expected()}, got {lines}")
     try:
-        jt.assert_clean(timeout=60)
+        jt.assert_clean(timeout=60, ignore=before)
     except AssertionError:
-        report.leaks = jt.leftovers()
+        report.leaks = {kind: [x for x in found if x not in before[kind]] for kind, found in jt.leftovers().items()}
     report.build_ms = prolog_builds({int(j.job_id) for j in jobs})
     report.seconds = time.monotonic() - start
     return report

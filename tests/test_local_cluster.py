@@ -138,3 +138,19 @@ def test_down_leaves_nothing_and_up_restores(cluster):
     job = _write_job("testuser2", "again.sl", "#!/bin/bash\n#SBATCH -N3 -t 1\nsrun hostname >/dev/null; echo done\n")
     _, output = _sbatch_wait("testuser2", job)
     assert output.strip() == "done"
+
+
+def test_a_job_and_a_drained_node_of_an_earlier_run_do_not_survive_down_and_up(cluster):
+    """down ends the test users' jobs before slurmctld saves its state (a 32-node stress run
+    interrupted left 30 jobs that came back on the next 3-node cluster), and up returns a node
+    an earlier run left drained to service (it waited for every node to be usable first, so a
+    drained one failed every later up)."""
+    user = cluster.TEST_USERS[1]
+    job = _write_job(user, "pending.sl", "#!/bin/bash\n#SBATCH -N1 -w n2 -t 1 --begin=now+1hour\necho never\n")
+    submitted = run_as(user, ["sbatch", "--parsable", str(job)], cwd=str(job.parent))
+    assert submitted.returncode == 0, submitted.stderr
+    cluster.slurm("scontrol", "update", "nodename=n2", "state=drain", "reason=earlier run")
+    cluster.down()
+    cluster.up()
+    assert cluster.slurm("squeue", "-h", "-o", "%i", f"--user={user}").stdout.split() == []
+    assert cluster.node_states()["n2"] == "idle"

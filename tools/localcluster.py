@@ -382,12 +382,25 @@ def listening(addr: str, port: int) -> bool:
         return False
 
 
+def node_states() -> dict[str, str]:
+    out = slurm("sinfo", "-h", "-N", "-o", "%N %t", check=False).stdout.split("\n")
+    return dict(line.split() for line in out if line.strip())
+
+
+def nodes_registered() -> bool:
+    """Every slurmd answers on its own address and slurmctld hears it (no `*`), whatever its
+    state (drained or down by an earlier run included)."""
+    if not all(listening(addr, port) for addr, port in NODES.values()):
+        return False
+    states = node_states()
+    return set(states) == set(NODES) and not any(s.endswith("*") or s.startswith("unk") for s in states.values())
+
+
 def nodes_ready() -> bool:
     """Every slurmd answers on its own address, and slurmctld counts it as usable."""
     if not all(listening(addr, port) for addr, port in NODES.values()):
         return False
-    out = slurm("sinfo", "-h", "-N", "-o", "%N %t", check=False).stdout.split("\n")
-    states = dict(line.split() for line in out if line.strip())
+    states = node_states()
     return set(states) == set(NODES) and all(s in ("idle", "alloc", "mix") for s in states.values())
 
 
@@ -413,12 +426,12 @@ def up() -> None:
             wait_for("gateway", gateway_ready)
         elif daemon.name == "slurmctld":
             wait_for("slurmctld", lambda: slurm("scontrol", "ping", check=False).stdout.count("UP") > 0)
-    # nodes left DOWN/DRAIN by an earlier run (a killed prolog drains its node) are returned to
-    # service as soon as their slurmd answer, before waiting for every node to be usable
-    wait_for(f"slurmd {NODE_RANGE} listening", lambda: all(listening(a, p) for a, p in NODES.values()),
-             timeout=60 + 2 * len(NODES))
-    slurm("scontrol", "update", f"nodename={NODE_RANGE}", "state=resume", check=False)
-    wait_for(f"slurmd {NODE_RANGE}", nodes_ready, timeout=60 + 2 * len(NODES))
+    wait_for(f"slurmd {NODE_RANGE}", nodes_registered, timeout=60 + 2 * len(NODES))
+    # nodes left DOWN/DRAIN by an earlier run (slurmctld's saved state) are returned to service
+    # before waiting for them to be usable (waiting first, a drained node failed every up)
+    if not nodes_ready():
+        slurm("scontrol", "update", f"nodename={NODE_RANGE}", "state=resume", check=False)
+    wait_for(f"slurmd {NODE_RANGE} in service", nodes_ready, timeout=30)
 
 
 def stop(daemon: Daemon, timeout: float = 15.0) -> None:
@@ -492,7 +505,14 @@ def down() -> None:
     if os.geteuid() != 0:
         raise ClusterError("run as root")
     if any(d.pid() for d in daemons() if d.name == "slurmctld"):
-        slurm("scancel", "--full", "--quiet", "--user=" + ",".join(TEST_USERS), check=False)
+        for user in TEST_USERS:  # scancel takes one user (a list: "Invalid user name", nothing ended)
+            slurm("scancel", "--full", "--quiet", f"--user={user}", check=False)
+        users = "--user=" + ",".join(TEST_USERS)
+        # until slurmctld has ended them: a job still in its saved state comes back at the next
+        # up, on whatever nodes that cluster has (a 32-node run's jobs on a 3-node cluster)
+        deadline = time.monotonic() + 30
+        while slurm("squeue", "-h", users, check=False).stdout.strip() and time.monotonic() < deadline:
+            time.sleep(0.2)
     for daemon in reversed(daemons()):
         stop(daemon)
     # a step daemon whose slurmd is gone exits on its own; give it a moment, then insist
