@@ -20,8 +20,6 @@ code logs the traceback.
 
 from __future__ import annotations
 
-import importlib
-
 from shifter_site import logs
 from shifter_site.errors import ShifterError
 from shifter_wlm.options import Options, PluginArgs
@@ -81,7 +79,8 @@ def run(hook, sp, ac, av, options) -> int:
     route = ROUTES.get((context, name))
     if route is None:
         return 0
-    handler = getattr(importlib.import_module(route[0]), route[1])
+    # __import__, not importlib.import_module: importing importlib costs each step ~0.3 ms
+    handler = getattr(__import__(route[0], fromlist=(route[1],)), route[1])
     user_side = spank.context in ("allocator", "local")
     logs.configure(json=True, stream=SlurmLogStream(_lib, debug=user_side))
     try:

@@ -250,7 +250,7 @@ def test_the_plugins_python_starts_without_site_and_finds_the_hooks(tmp_path):
     need(build.SLURM_HEADER.exists() and shutil.which("cc") is not None, "needs libslurm-dev and a C compiler")
     modules = _embedded_modules(tmp_path)
     assert "shifter_wlm.dispatch" in modules and "_cffi_backend" in modules
-    assert {"site", "_distutils_hack", "sitecustomize"} & modules == set()
+    assert {"site", "_distutils_hack", "sitecustomize", "importlib"} & modules == set()  # importlib: dispatch
 
 
 def test_another_python_in_plugstack_starts_with_site(tmp_path):
