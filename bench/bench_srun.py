@@ -126,8 +126,8 @@ def breakdown(image_env: dict, n: int, overhead: float) -> None:
     path = f"import sys; sys.path.append({str(localcluster.PREFIX / 'lib/python3.11/site-packages')!r})"
     code = f"{path}; import " + ", ".join(STEP_MODULES)
     for _ in range(n):
-        # -I: isolated, as the embedded interpreter starts (pyentry.c), site included
-        for i, argv in enumerate(([python, "-I", "-c", path], [python, "-I", "-c", code])):
+        # -I -S: isolated and without site, as the embedded interpreter starts (pyentry.c)
+        for i, argv in enumerate(([python, "-I", "-S", "-c", path], [python, "-I", "-S", "-c", code])):
             t = time.perf_counter()
             subprocess.run(argv, check=True, cwd="/")
             runs[i].append((time.perf_counter() - t) * 1000)
@@ -140,7 +140,7 @@ def breakdown(image_env: dict, n: int, overhead: float) -> None:
         print(f"     step path, {name:12} {value:6.2f} ms")
     print(f"     step path in all       {own:6.2f} ms  (slurmstepd between the hooks, not counted: {between:.2f} ms)")
     print(f"     imports of the step path ~{imports:5.1f} ms  (a fresh interpreter importing {len(STEP_MODULES)} modules)")
-    print(f"     an interpreter's start ~{interpreter:5.1f} ms  (python -I -c pass, fork and exec included)")
+    print(f"     an interpreter's start ~{interpreter:5.1f} ms  (python -I -S -c pass, fork and exec included)")
     print(f"     the rest               {overhead - own - imports - interpreter:6.1f} ms  (the shim, Slurm's hook calls; "
           "negative: the embedded start costs less than a process's)")
     RESULTS.series("step_phases", phase=[*med, "imports", "interpreter start", "rest"],
