@@ -110,9 +110,11 @@ STEP_MODULES = ["shifter_wlm.dispatch", "shifter_wlm.task", "shifter_wlm.jobs", 
 
 def breakdown(image_env: dict, n: int, overhead: float) -> None:
     """Where the step's extra milliseconds go: the step path's own phases (the -v line of
-    shifter_wlm/task.py, medians over n steps), the Python imports of the step path and the
-    interpreter's start (timed here, in a fresh process each), and the rest (Slurm's
-    and the SPANK shim's work around the hooks)."""
+    shifter_wlm/task.py, medians over n steps; its first, "python", runs from the plugin's
+    start of the interpreter to the first hook, imports included), and the rest (Slurm's
+    and the SPANK shim's work around the hooks: loading the plugin's Python part, the task's
+    fork). A plugin without the "python" phase (older builds): the interpreter's start and
+    the step path's imports are estimated in a fresh process each, as before."""
     phases: dict[str, list[float]] = {}
     for _ in range(n):
         err = as_user(["srun", "-n1", "shifter", "-v", "/bin/true"], image_env).stderr
@@ -121,30 +123,32 @@ def breakdown(image_env: dict, n: int, overhead: float) -> None:
             if item.strip():
                 name, value = item.split()
                 phases.setdefault(name, []).append(float(value))
-    python = str(localcluster.PREFIX / "bin/python")
-    runs: tuple[list[float], list[float]] = ([], [])
-    path = f"import sys; sys.path.append({str(localcluster.PREFIX / 'lib/python3.11/site-packages')!r})"
-    code = f"{path}; import " + ", ".join(STEP_MODULES)
-    for _ in range(n):
-        # -I -S: isolated and without site, as the embedded interpreter starts (pyentry.c)
-        for i, argv in enumerate(([python, "-I", "-S", "-c", path], [python, "-I", "-S", "-c", code])):
-            t = time.perf_counter()
-            subprocess.run(argv, check=True, cwd="/")
-            runs[i].append((time.perf_counter() - t) * 1000)
     med = {k: median(v) for k, v in phases.items()}
     between = med.pop("task", 0.0)  # slurmstepd's own work between the two hooks: a plain step has it too
-    interpreter, imports = median(runs[0]), median(runs[1]) - median(runs[0])
+    extra: dict[str, float] = {}
+    if "python" not in med:
+        python = str(localcluster.PREFIX / "bin/python")
+        runs: tuple[list[float], list[float]] = ([], [])
+        path = f"import sys; sys.path.append({str(localcluster.PREFIX / 'lib/python3.11/site-packages')!r})"
+        code = f"{path}; import " + ", ".join(STEP_MODULES)
+        for _ in range(n):
+            # -I -S: isolated and without site, as the embedded interpreter starts (pyentry.c)
+            for i, argv in enumerate(([python, "-I", "-S", "-c", path], [python, "-I", "-S", "-c", code])):
+                t = time.perf_counter()
+                subprocess.run(argv, check=True, cwd="/")
+                runs[i].append((time.perf_counter() - t) * 1000)
+        extra = {"imports": median(runs[1]) - median(runs[0]), "interpreter start": median(runs[0])}
     own = sum(med.values())
+    rest = overhead - own - sum(extra.values())
     print(f"   where the {overhead:+.1f} ms go (medians):")
     for name, value in med.items():
         print(f"     step path, {name:12} {value:6.2f} ms")
     print(f"     step path in all       {own:6.2f} ms  (slurmstepd between the hooks, not counted: {between:.2f} ms)")
-    print(f"     imports of the step path ~{imports:5.1f} ms  (a fresh interpreter importing {len(STEP_MODULES)} modules)")
-    print(f"     an interpreter's start ~{interpreter:5.1f} ms  (python -I -S -c pass, fork and exec included)")
-    print(f"     the rest               {overhead - own - imports - interpreter:6.1f} ms  (the shim, Slurm's hook calls; "
-          "negative: the embedded start costs less than a process's)")
-    RESULTS.series("step_phases", phase=[*med, "imports", "interpreter start", "rest"],
-                   ms=[*med.values(), imports, interpreter, overhead - own - imports - interpreter])
+    for name, value in extra.items():
+        print(f"     {name:22} ~{value:5.1f} ms  (estimated in a fresh process: python -I -S)")
+    print(f"     the rest               {rest:6.1f} ms  (loading the plugin's Python part, Slurm's hook calls, "
+          "the task's fork; noise)")
+    RESULTS.series("step_phases", phase=[*med, *extra, "rest"], ms=[*med.values(), *extra.values(), rest])
 
 
 def main() -> int:

@@ -51,8 +51,20 @@ EXTERN_STEP = 0xFFFFFFFC  # Slurm's SLURM_EXTERN_CONT: the extern step's hooks h
 
 def bind(ffi, lib) -> None:
     """Called once by the embedding init code, with the process's cffi library."""
-    global _ffi, _lib
+    global _ffi, _lib, _python_t0
     _ffi, _lib = ffi, lib
+    _python_t0 = lib.shifter_py_t0 or None
+
+
+def python_started() -> float | None:
+    """When this process began starting Python (perf_counter's clock), once: the first
+    caller gets it (the step path's first phase, shifter -v), later ones None."""
+    global _python_t0
+    t0, _python_t0 = _python_t0, None
+    return t0
+
+
+_python_t0: float | None = None
 
 
 def _text(ptr) -> str | None:

@@ -47,6 +47,7 @@ CDEF = """
     #define ESPANK_SUCCESS ...
 
     extern int shifter_py_ready;
+    extern double shifter_py_t0;
     int shifter_get_argv(spank_t sp, int *argc, char ***argv);
     int shifter_get_env(spank_t sp, char ***env);
     int shifter_get_u32(spank_t sp, int item, uint32_t *v);

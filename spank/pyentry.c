@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/types.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef SHIFTER_DEFAULT_PYTHON
@@ -29,6 +30,8 @@
 static const char *const site_dirs[] = {SHIFTER_SITE_DIRS, NULL};
 
 int shifter_py_ready = 0;      /* set to 1 by the init code once shifter_wlm imported */
+double shifter_py_t0 = 0;      /* CLOCK_MONOTONIC (Python's perf_counter) before Python started:
+                                  the step path's first phase (shifter -v) starts here */
 static int python_failed = 0;
 
 int shifter_py_hook(const char *hook, void *sp, int ac, char **av, char **options);
@@ -171,6 +174,12 @@ int shifter_py_entry(const char *hook, void *sp, int ac, char **av, char **optio
 {
     int rc;
 
+    if (!Py_IsInitialized() && shifter_py_t0 == 0) {
+        struct timespec now;
+
+        if (clock_gettime(CLOCK_MONOTONIC, &now) == 0)
+            shifter_py_t0 = now.tv_sec + now.tv_nsec / 1e9;
+    }
     if (start_python(ac, av) < 0)
         return -1;
     rc = shifter_py_hook(hook, sp, ac, av, options);
