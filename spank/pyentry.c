@@ -116,6 +116,7 @@ static int start_python(int ac, char **av)
     PyStatus st;
     Dl_info info;
     const char *python = arg_value(ac, av, "python");
+    int no_site;
 
     if (python_failed)
         return -1;
@@ -138,7 +139,7 @@ static int start_python(int ac, char **av)
     PyConfig_InitIsolatedConfig(&config);
     config.install_signal_handlers = 0;
     config.safe_path = 1;
-    int no_site = site_dirs[0] != NULL && strcmp(python, SHIFTER_DEFAULT_PYTHON) == 0;
+    no_site = site_dirs[0] != NULL && strcmp(python, SHIFTER_DEFAULT_PYTHON) == 0;
     if (no_site)
         config.site_import = 0;
     st = PyConfig_SetBytesString(&config, &config.program_name, python);
