@@ -8,6 +8,8 @@ A. `srun -n1 /bin/true` with the plugin loaded but no image, vs no plugin at all
    Target: overhead <= 1 ms.
 B. `srun -n1 shifter /bin/true` in an image job vs `srun -n1 /bin/true` in a plain job,
    both steps of allocations that are already running. Target: overhead <= 10 ms (issue 19).
+   Beside it, the same shifter step with the plugin's Python started with `site` (what
+   starting without it buys), and where the step's milliseconds go (`srun shifter -v`).
 
 Runs are interleaved (A, B, A, B...) and medians compared, because the machine is shared.
 usage: bench_srun.py [-n 30] [--image docker:bench/srun:1]
@@ -184,12 +186,23 @@ def main() -> int:
 
         # ---- B: shifter step in an image job vs plain step in a plain job
         image_job, image_env = allocation(f"--image={args.image}")
-        shifter_steps, plain_steps = [], []
+        # the same step with the plugin's Python started with `site` (python= naming the venv's
+        # interpreter under another name than the default: spank/pyentry.c), what -S bought
+        with_site = ours.replace("shifter_spank.so", f"shifter_spank.so python={localcluster.PREFIX / 'bin/python'}", 1)
+        shifter_steps, plain_steps, site_steps = [], [], []
         for _ in range(args.n):
             shifter_steps.append(timed(["srun", "-n1", "shifter", "/bin/true"], image_env))
             plain_steps.append(timed(["srun", "-n1", "/bin/true"], plain_env))
+            plugstack.write_text(with_site)
+            site_steps.append(timed(["srun", "-n1", "shifter", "/bin/true"], image_env))
+            plugstack.write_text(ours)
         report(f"B. srun -n1 shifter /bin/true in an image job ({args.image}) vs srun -n1 /bin/true in a plain job",
                plain_steps, shifter_steps, 10.0)
+        diff = median(site_steps) - median(shifter_steps)
+        RESULTS.ratio("srun shifter step, plugin's Python with site vs without", median(site_steps),
+                      median(shifter_steps), "srun shifter (no site)")
+        print(f"B'. the same shifter step with the plugin's Python started with site: median {median(site_steps):.1f} ms; "
+              f"starting without it bought {diff:+.1f} ms ({median(site_steps) / median(shifter_steps):.3f}x)")
         breakdown(image_env, args.n, median(shifter_steps) - median(plain_steps))
         RESULTS.write(args.json)
     finally:
