@@ -27,7 +27,7 @@ WHY = {
                     "squashfuse_ll, reading the command before exec). No C front end, by design.",
     "bench_srun": "See the step table below: the plugin's start of the embedded interpreter and the "
                   "step path's imports (its \"python\" and \"imports\" phases) are most of it. The "
-                  "no-image rows are within a millisecond either way (noise).",
+                  "no-image rows (Python never starts there) are within about two milliseconds either way (noise).",
     "bench_pull": "With zstd layers the floor decompresses almost for free, and our one-pass merge in "
                   "Python becomes the bottleneck (the 1 MiB pipe to tar2sqfs took that from 2.33x to "
                   "1.76x the floor); with gzip the floor's zcat hides it. Against skopeo+umoci+mksquashfs, umoci cannot unpack zstd layers, so only "
