@@ -6,8 +6,8 @@
 Prints, run side by side (interleaved) in one process on the same squashfs:
   1. `/bin/true` through `shifter` as testuser (rootless) vs `ch-run` (charliecloud) as testuser,
      and what each start-up trim buys (issue 19): the same launch with Python's `site` (the
-     launcher without -S, runtime/launcher.py) and with high-level `squashfuse` instead of
-     `squashfuse_ll`;
+     launcher without -S, runtime/launcher.py), with high-level `squashfuse` instead of
+     `squashfuse_ll`, and without reading the command before exec (runtime/prefetch.py);
   2. as root, a launch while the image's loop device is already attached (warm) vs a cold one.
 Ratios, not absolute times, are the result: the machine is shared and noisy.
 """
@@ -31,14 +31,18 @@ from images import make_image, write_config  # noqa: E402
 from results import Results, json_arg  # noqa: E402
 
 SHIFTER = str(Path(sys.executable).with_name("shifter"))
-# the same launch without one of the trims: argv[1] "site" (Python's site on: no -S) and/or
-# "squashfuse" (the high-level squashfuse instead of squashfuse_ll)
+# the same launch without one of the trims: argv[1] "site" (Python's site on: no -S),
+# "squashfuse" (the high-level squashfuse instead of squashfuse_ll) and/or "prefetch" (exec
+# pages the command in through FUSE, nothing read before)
 VARIANT = """import sys
 undo = sys.argv.pop(1)
 sys.path.extend(%r)
 if "squashfuse" in undo:
     from runtime import rootless
     rootless.check_host = lambda: "/usr/bin/squashfuse"
+if "prefetch" in undo:
+    from runtime import prefetch
+    prefetch.warm = lambda path: None
 from shifter_wlm.batch import main
 sys.argv[0] = "shifter"
 sys.exit(main())
@@ -91,8 +95,10 @@ def main() -> None:
                             [f"SHIFTER_CONFIG={cfg}"])
         user_hl = as_user("testuser", [python, "-S", str(variant), "squashfuse", f"--image=id:{record.id}",
                                        "/bin/true"], [f"SHIFTER_CONFIG={cfg}"])
+        user_noprefetch = as_user("testuser", [python, "-S", str(variant), "prefetch", f"--image=id:{record.id}",
+                                               "/bin/true"], [f"SHIFTER_CONFIG={cfg}"])
         cases = {"shifter": user_shifter, "ch-run": user_chrun, "shifter with site": user_site,
-                 "shifter with squashfuse": user_hl}
+                 "shifter with squashfuse": user_hl, "shifter without prefetch": user_noprefetch}
         for argv in (*cases.values(), root_shifter):
             timed(argv, root_env if argv is root_shifter else None)  # warm the page cache
         times: dict[str, list[float]] = {k: [] for k in cases}
@@ -108,11 +114,18 @@ def main() -> None:
               f"({med['shifter with site'] / s:.3f}x)")
         print(f"squashfuse_ll bought:               {med['shifter with squashfuse'] - s:+.1f} ms "
               f"({med['shifter with squashfuse'] / s:.3f}x)")
+        print(f"reading the command first bought:   {med['shifter without prefetch'] - s:+.1f} ms "
+              f"({med['shifter without prefetch'] / s:.3f}x; without it vs ch-run: "
+              f"{med['shifter without prefetch'] / c:.2f})")
         res = Results("bench_launch", f"python bench/bench_launch.py -n {n} (root; cluster-run)",
                       "rootless /bin/true as testuser on a busybox image")
         res.ratio("rootless launch vs ch-run", s, c, "ch-run", target="<= 1.25")
         res.ratio("launch with Python's site (no -S) vs ours", med["shifter with site"], s, "shifter")
         res.ratio("launch with squashfuse (not _ll) vs ours", med["shifter with squashfuse"], s, "shifter")
+        res.ratio("launch without reading the command before exec vs ours", med["shifter without prefetch"], s,
+                  "shifter")
+        res.ratio("rootless launch without reading the command first vs ch-run", med["shifter without prefetch"], c,
+                  "ch-run")
         # root: cold (no loop device attached) vs warm (another container holds the image)
         from runtime import build, spec as specs, teardown
         from shifter_site import config, logs

@@ -8,6 +8,8 @@ A. `srun -n1 /bin/true` with the plugin loaded but no image, vs no plugin at all
    Target: overhead <= 1 ms.
 B. `srun -n1 shifter /bin/true` in an image job vs `srun -n1 /bin/true` in a plain job,
    both steps of allocations that are already running. Target: overhead <= 10 ms (issue 19).
+   Beside it, the same shifter step with the plugin's Python started with `site` (what
+   starting without it buys), and where the step's milliseconds go (`srun shifter -v`).
 
 Runs are interleaved (A, B, A, B...) and medians compared, because the machine is shared.
 usage: bench_srun.py [-n 30] [--image docker:bench/srun:1]
@@ -110,9 +112,11 @@ STEP_MODULES = ["shifter_wlm.dispatch", "shifter_wlm.task", "shifter_wlm.jobs", 
 
 def breakdown(image_env: dict, n: int, overhead: float) -> None:
     """Where the step's extra milliseconds go: the step path's own phases (the -v line of
-    shifter_wlm/task.py, medians over n steps), the Python imports of the step path and the
-    interpreter's start (timed here, in a fresh process each), and the rest (Slurm's
-    and the SPANK shim's work around the hooks)."""
+    shifter_wlm/task.py, medians over n steps; its first, "python", runs from the plugin's
+    start of the interpreter to the first hook, imports included), and the rest (Slurm's
+    and the SPANK shim's work around the hooks: loading the plugin's Python part, the task's
+    fork). A plugin without the "python" phase (older builds): the interpreter's start and
+    the step path's imports are estimated in a fresh process each, as before."""
     phases: dict[str, list[float]] = {}
     for _ in range(n):
         err = as_user(["srun", "-n1", "shifter", "-v", "/bin/true"], image_env).stderr
@@ -121,30 +125,32 @@ def breakdown(image_env: dict, n: int, overhead: float) -> None:
             if item.strip():
                 name, value = item.split()
                 phases.setdefault(name, []).append(float(value))
-    python = str(localcluster.PREFIX / "bin/python")
-    runs: tuple[list[float], list[float]] = ([], [])
-    path = f"import sys; sys.path.append({str(localcluster.PREFIX / 'lib/python3.11/site-packages')!r})"
-    code = f"{path}; import " + ", ".join(STEP_MODULES)
-    for _ in range(n):
-        # -I: isolated, as the embedded interpreter starts (pyentry.c), site included
-        for i, argv in enumerate(([python, "-I", "-c", path], [python, "-I", "-c", code])):
-            t = time.perf_counter()
-            subprocess.run(argv, check=True, cwd="/")
-            runs[i].append((time.perf_counter() - t) * 1000)
     med = {k: median(v) for k, v in phases.items()}
     between = med.pop("task", 0.0)  # slurmstepd's own work between the two hooks: a plain step has it too
-    interpreter, imports = median(runs[0]), median(runs[1]) - median(runs[0])
+    extra: dict[str, float] = {}
+    if "python" not in med:
+        python = str(localcluster.PREFIX / "bin/python")
+        runs: tuple[list[float], list[float]] = ([], [])
+        path = f"import sys; sys.path.append({str(localcluster.PREFIX / 'lib/python3.11/site-packages')!r})"
+        code = f"{path}; import " + ", ".join(STEP_MODULES)
+        for _ in range(n):
+            # -I -S: isolated and without site, as the embedded interpreter starts (pyentry.c)
+            for i, argv in enumerate(([python, "-I", "-S", "-c", path], [python, "-I", "-S", "-c", code])):
+                t = time.perf_counter()
+                subprocess.run(argv, check=True, cwd="/")
+                runs[i].append((time.perf_counter() - t) * 1000)
+        extra = {"imports": median(runs[1]) - median(runs[0]), "interpreter start": median(runs[0])}
     own = sum(med.values())
+    rest = overhead - own - sum(extra.values())
     print(f"   where the {overhead:+.1f} ms go (medians):")
     for name, value in med.items():
         print(f"     step path, {name:12} {value:6.2f} ms")
     print(f"     step path in all       {own:6.2f} ms  (slurmstepd between the hooks, not counted: {between:.2f} ms)")
-    print(f"     imports of the step path ~{imports:5.1f} ms  (a fresh interpreter importing {len(STEP_MODULES)} modules)")
-    print(f"     an interpreter's start ~{interpreter:5.1f} ms  (python -I -c pass, fork and exec included)")
-    print(f"     the rest               {overhead - own - imports - interpreter:6.1f} ms  (the shim, Slurm's hook calls; "
-          "negative: the embedded start costs less than a process's)")
-    RESULTS.series("step_phases", phase=[*med, "imports", "interpreter start", "rest"],
-                   ms=[*med.values(), imports, interpreter, overhead - own - imports - interpreter])
+    for name, value in extra.items():
+        print(f"     {name:22} ~{value:5.1f} ms  (estimated in a fresh process: python -I -S)")
+    print(f"     the rest               {rest:6.1f} ms  (loading the plugin's Python part, Slurm's hook calls, "
+          "the task's fork; noise)")
+    RESULTS.series("step_phases", phase=[*med, *extra, "rest"], ms=[*med.values(), *extra.values(), rest])
 
 
 def main() -> int:
@@ -180,12 +186,23 @@ def main() -> int:
 
         # ---- B: shifter step in an image job vs plain step in a plain job
         image_job, image_env = allocation(f"--image={args.image}")
-        shifter_steps, plain_steps = [], []
+        # the same step with the plugin's Python started with `site` (python= naming the venv's
+        # interpreter under another name than the default: spank/pyentry.c), what -S bought
+        with_site = ours.replace("shifter_spank.so", f"shifter_spank.so python={localcluster.PREFIX / 'bin/python'}", 1)
+        shifter_steps, plain_steps, site_steps = [], [], []
         for _ in range(args.n):
             shifter_steps.append(timed(["srun", "-n1", "shifter", "/bin/true"], image_env))
             plain_steps.append(timed(["srun", "-n1", "/bin/true"], plain_env))
+            plugstack.write_text(with_site)
+            site_steps.append(timed(["srun", "-n1", "shifter", "/bin/true"], image_env))
+            plugstack.write_text(ours)
         report(f"B. srun -n1 shifter /bin/true in an image job ({args.image}) vs srun -n1 /bin/true in a plain job",
                plain_steps, shifter_steps, 10.0)
+        diff = median(site_steps) - median(shifter_steps)
+        RESULTS.ratio("srun shifter step, plugin's Python with site vs without", median(site_steps),
+                      median(shifter_steps), "srun shifter (no site)")
+        print(f"B'. the same shifter step with the plugin's Python started with site: median {median(site_steps):.1f} ms; "
+              f"starting without it bought {diff:+.1f} ms ({median(site_steps) / median(shifter_steps):.3f}x)")
         breakdown(image_env, args.n, median(shifter_steps) - median(plain_steps))
         RESULTS.write(args.json)
     finally:

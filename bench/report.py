@@ -22,12 +22,12 @@ PLOTS = HERE / "plots"  # beside the report: main() sets it from the report's pa
 
 # What the benchmarks themselves show about their misses (kept with the code they measure)
 WHY = {
-    "bench_launch": "A rootless launch is a Python process: its interpreter start alone is about a third "
-                    "of ch-run's whole launch; the trims measured beside it (python -S, squashfuse_ll) "
-                    "bought a few percent each. No C front end, by design.",
-    "bench_srun": "See the step table below: the embedded interpreter's start and the step path's imports "
-                  "are most of it; the step path's own work is about 3 ms. The no-image rows are within "
-                  "a millisecond either way (noise).",
+    "bench_launch": "A rootless launch is a Python process: its interpreter start alone is about a fifth "
+                    "of ch-run's whole launch. What the trims bought is measured beside it (python -S, "
+                    "squashfuse_ll, reading the command before exec). No C front end, by design.",
+    "bench_srun": "See the step table below: the plugin's start of the embedded interpreter and the "
+                  "step path's imports (its \"python\" and \"imports\" phases) are most of it. The "
+                  "no-image rows (Python never starts there) are within about two milliseconds either way (noise).",
     "bench_pull": "A pull here is CPU-bound on 2 cores: for the Debian image tar2sqfs takes ~0.85 CPU-s "
                   "(it compresses on a thread per CPU), the gateway's process ~0.75 (merge ~0.5, download into "
                   "the layer cache ~0.15), besides the registry serving it; the floor pays no download and, "
@@ -260,9 +260,10 @@ def main(argv: list[str]) -> int:
         ph = by_name["bench_srun"]["series"]["step_phases"]
         out += ["## Where a `srun shifter` step's extra milliseconds go", "",
                 "Medians from `srun shifter -v /bin/true` (the step path's own phase marks, "
-                "`shifter_wlm/task.py`); *imports*: a fresh interpreter importing the step path's "
-                "modules; *rest*: the measured overhead minus both (the embedded interpreter's start, "
-                "the SPANK shim, Slurm's own work around the hooks).", "",
+                "`shifter_wlm/task.py`; *python*: from the plugin starting the embedded interpreter to "
+                "the first hook, the hook router's imports included); *rest*: the measured overhead "
+                "minus the phases (loading the plugin's Python part, Slurm's hook calls, the task's "
+                "fork, noise).", "",
                 "| phase | ms |", "|---|---|"] + [f"| {p} | {v:.2f} |" for p, v in zip(ph["phase"], ph["ms"])] + [""]
     if "prolog_scale" in by_name.get("bench_prolog_scale", {}).get("series", {}):
         res = by_name["bench_prolog_scale"]

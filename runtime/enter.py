@@ -209,8 +209,10 @@ def run_user_hook(module: str, hook: str, env: dict[str, str], user: User | None
 
 
 def exec_command(spec: ContainerSpec, argv: list[str], host_env: dict[str, str], cwd: str | None,
-                 set_groups: bool = True) -> None:
-    """Drop to the user inside the (already entered) container and exec; never returns."""
+                 set_groups: bool = True, warm=None) -> None:
+    """Drop to the user inside the (already entered) container and exec; never returns.
+    `warm(path)`: called with the file about to be exec'd, as the user (a rootless launch
+    reads it through its fresh squashfuse mount first, runtime/prefetch.py)."""
     env = environment(spec, host_env)
     full = command(spec, argv, env)
     drop_privileges(spec.user, set_groups=set_groups)
@@ -218,6 +220,8 @@ def exec_command(spec: ContainerSpec, argv: list[str], host_env: dict[str, str],
     for module, hook in spec.user_hooks:
         run_user_hook(module, hook, env)
     path = find_command(full[0], env)  # with the container's PATH, as the user
+    if warm is not None:
+        warm(path)
     try:
         os.execve(path, full, env)
     except OSError as err:

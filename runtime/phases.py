@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import stat
 
-from runtime import binds, etcfiles, loop
+from runtime import binds, etcfiles
 from runtime.gpuphases import gpu_dev, gpu_files
 from runtime import syscalls as sc
 from runtime.errors import BuildError
@@ -107,6 +107,8 @@ def make_root(s: Setup, info: dict) -> None:
 
 def mount_image_loop(squashfs: str, target: str) -> str:
     """Mount the squashfs ro,nosuid,nodev at target, reusing an attached loop device."""
+    from runtime import loop  # root only: a rootless launch does not pay for it (and struct, fcntl)
+
     for _ in range(3):
         device = loop.find_attached(squashfs)
         if device:

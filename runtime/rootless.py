@@ -171,6 +171,10 @@ def run(spec: ContainerSpec, run_dir: str, argv: list[str], host_env: dict[str, 
 def _run(spec, run_dir, squashfuse, holder, argv, host_env, cwd, log) -> None:
     from runtime.enter import exec_command
 
+    warm = None
+    if squashfuse:  # exec would page the command in through FUSE in small, costly reads
+        from runtime.prefetch import warm  # imported here: after pivot_root it cannot be found
+
     try:
         enter_namespace()
         # opened inside the namespace: FUSE refuses a device fd from another user namespace
@@ -187,4 +191,4 @@ def _run(spec, run_dir, squashfuse, holder, argv, host_env, cwd, log) -> None:
     finally:
         if holder[0] >= 0:
             os.close(holder[0])
-    exec_command(spec, argv, host_env, cwd, set_groups=False)
+    exec_command(spec, argv, host_env, cwd, set_groups=False, warm=warm)

@@ -15,7 +15,10 @@ from __future__ import annotations
 import os
 
 from runtime.frozen import Frozen, asdict
-from runtime.volumes import Volume
+
+TYPE_CHECKING = False  # a hot path: a step joining its container does not import runtime.volumes
+if TYPE_CHECKING:
+    from runtime.volumes import Volume
 
 
 class Account(Frozen):

@@ -7,7 +7,11 @@ step joining its container). Standard library only: both are hot paths.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+import sys
+
+# types.SimpleNamespace, which it is, without importing `types` (~0.2 ms of both hot paths,
+# docs/architecture.md decision 13)
+SimpleNamespace = type(sys.implementation)
 
 
 def _ns(data: dict, **changed) -> SimpleNamespace:

@@ -10,7 +10,6 @@ Standard library only, and cheap: this module exists to keep yaml/msgspec/re off
 from __future__ import annotations
 
 import os
-from types import SimpleNamespace
 
 from shifter_site import usercache
 
@@ -19,6 +18,7 @@ ENV_VAR = "SHIFTER_CONFIG"                    # = config.ENV_VAR
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _CONFIG_CODE = os.path.join(_HERE, "config.py")
 _RECORD_CODE = os.path.join(_HERE, "imagefiles.py")
+from shifter_site.configview import SimpleNamespace  # types', without importing it
 from shifter_site.configview import view as config_view  # the one Config-like shape
 from shifter_site.imageid import check_id
 

@@ -20,8 +20,6 @@ code logs the traceback.
 
 from __future__ import annotations
 
-import importlib
-
 from shifter_site import logs
 from shifter_site.errors import ShifterError
 from shifter_wlm.options import Options, PluginArgs
@@ -53,8 +51,20 @@ EXTERN_STEP = 0xFFFFFFFC  # Slurm's SLURM_EXTERN_CONT: the extern step's hooks h
 
 def bind(ffi, lib) -> None:
     """Called once by the embedding init code, with the process's cffi library."""
-    global _ffi, _lib
+    global _ffi, _lib, _python_t0
     _ffi, _lib = ffi, lib
+    _python_t0 = lib.shifter_py_t0 or None
+
+
+def python_started() -> float | None:
+    """When this process began starting Python (perf_counter's clock), once: the first
+    caller gets it (the step path's first phase, shifter -v), later ones None."""
+    global _python_t0
+    t0, _python_t0 = _python_t0, None
+    return t0
+
+
+_python_t0: float | None = None
 
 
 def _text(ptr) -> str | None:
@@ -81,7 +91,8 @@ def run(hook, sp, ac, av, options) -> int:
     route = ROUTES.get((context, name))
     if route is None:
         return 0
-    handler = getattr(importlib.import_module(route[0]), route[1])
+    # __import__, not importlib.import_module: importing importlib costs each step ~0.3 ms
+    handler = getattr(__import__(route[0], fromlist=(route[1],)), route[1])
     user_side = spank.context in ("allocator", "local")
     logs.configure(json=True, stream=SlurmLogStream(_lib, debug=user_side))
     try:

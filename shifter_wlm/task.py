@@ -132,8 +132,13 @@ def step_setup(spank, args, options) -> None:
     A problem is not raised here: Slurm would report only "Plugin initialization failed" to
     the user and srun would still exit 0. Each task reports it instead (enter)."""
     global _prepared
+    from shifter_wlm.dispatch import python_started  # imported already: it routed this hook
+
     _marks.clear()
-    _mark("start")
+    t0 = python_started()
+    if t0 is not None:  # "python": starting the interpreter and importing up to this hook
+        _marks.append(("python_start", t0))
+    _mark("python" if t0 is not None else "start")
     argv = spank.argv()
     # --ccm: the batch step's script itself runs in the job's container (first node)
     ccm = bool(options.ccm) and spank.step_id() == BATCH_STEP

@@ -47,6 +47,7 @@ CDEF = """
     #define ESPANK_SUCCESS ...
 
     extern int shifter_py_ready;
+    extern double shifter_py_t0;
     int shifter_get_argv(spank_t sp, int *argc, char ***argv);
     int shifter_get_env(spank_t sp, char ***env);
     int shifter_get_u32(spank_t sp, int item, uint32_t *v);
@@ -116,12 +117,24 @@ def build_shim(output: str) -> Path:
     return _place(tmp, out)
 
 
+def _c_string(text: str) -> str:
+    """A C string literal (a path may hold a quote or a backslash)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def build_python_part(output: str, python: str | None = None) -> Path:
     """Build the cffi embedding library; `python` is the interpreter it will start."""
     import cffi  # build-time only
 
     if not SLURM_HEADER.exists():
         raise BuildError(f"{SLURM_HEADER} is missing: install libslurm-dev")
+    macros = []
+    if python is None:  # this venv's Python: it starts without `site`, with its package dirs
+        import sysconfig
+
+        paths = sysconfig.get_paths()
+        dirs = dict.fromkeys([paths["purelib"], paths["platlib"]])
+        macros.append(("SHIFTER_SITE_DIRS", ", ".join(map(_c_string, dirs))))
     python = python or str(Path(sys.prefix) / "bin" / "python3")
     out = Path(output).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -129,7 +142,7 @@ def build_python_part(output: str, python: str | None = None) -> Path:
     ffi.embedding_api(EMBEDDING_API)
     ffi.cdef(CDEF)
     ffi.set_source("_shifter_spank", PY_SOURCE.read_text(),
-                   define_macros=[("SHIFTER_DEFAULT_PYTHON", f'"{python}"')],
+                   define_macros=[("SHIFTER_DEFAULT_PYTHON", _c_string(python)), *macros],
                    extra_compile_args=["-O2", "-Wall"], libraries=["dl"])
     ffi.embedding_init_code(INIT_CODE.read_text())
     with tempfile.TemporaryDirectory(prefix="shifter-spank-build-") as tmpdir:

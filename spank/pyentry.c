@@ -12,13 +12,26 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/types.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef SHIFTER_DEFAULT_PYTHON
 #define SHIFTER_DEFAULT_PYTHON "/opt/shifter/bin/python3"
 #endif
 
+/* The default Python's package directories (spank/build.py writes them from sysconfig, as
+   runtime/launcher.py does for `shifter`): with them, the default Python starts without
+   `site` (its .pth files and sitecustomize cost each `srun shifter` step ~2 ms, issue 19)
+   and gets these directories on sys.path, after the standard library, where `site` puts
+   them. Another python= in plugstack.conf starts with `site`, as before. */
+#ifndef SHIFTER_SITE_DIRS
+#define SHIFTER_SITE_DIRS NULL
+#endif
+static const char *const site_dirs[] = {SHIFTER_SITE_DIRS, NULL};
+
 int shifter_py_ready = 0;      /* set to 1 by the init code once shifter_wlm imported */
+double shifter_py_t0 = 0;      /* CLOCK_MONOTONIC (Python's perf_counter) before Python started:
+                                  the step path's first phase (shifter -v) starts here */
 static int python_failed = 0;
 
 int shifter_py_hook(const char *hook, void *sp, int ac, char **av, char **options);
@@ -75,12 +88,35 @@ static int importable(const char *python, const char *name)
     return 0;
 }
 
+/* sys.path += site_dirs (no `site`); -1 with the reason in Slurm's log. GIL held. */
+static int add_site_dirs(const char *python)
+{
+    PyObject *path = PySys_GetObject("path");  /* borrowed */
+
+    for (int i = 0; path && site_dirs[i]; i++) {
+        PyObject *dir = PyUnicode_DecodeFSDefault(site_dirs[i]);
+        int rc = dir ? PyList_Append(path, dir) : -1;
+
+        Py_XDECREF(dir);
+        if (rc < 0) {
+            PyErr_Clear();
+            path = NULL;
+        }
+    }
+    if (!path) {
+        slurm_error("shifter: cannot set up Python's sys.path (%s) for the container hooks", python);
+        return -1;
+    }
+    return 0;
+}
+
 static int start_python(int ac, char **av)
 {
     PyConfig config;
     PyStatus st;
     Dl_info info;
     const char *python = arg_value(ac, av, "python");
+    int no_site;
 
     if (python_failed)
         return -1;
@@ -103,6 +139,9 @@ static int start_python(int ac, char **av)
     PyConfig_InitIsolatedConfig(&config);
     config.install_signal_handlers = 0;
     config.safe_path = 1;
+    no_site = site_dirs[0] != NULL && strcmp(python, SHIFTER_DEFAULT_PYTHON) == 0;
+    if (no_site)
+        config.site_import = 0;
     st = PyConfig_SetBytesString(&config, &config.program_name, python);
     if (PyStatus_Exception(st))
         goto fail;
@@ -113,6 +152,10 @@ static int start_python(int ac, char **av)
     if (PyStatus_Exception(st))
         goto fail;
     PyConfig_Clear(&config);
+    if (no_site && add_site_dirs(python) < 0) {
+        PyEval_SaveThread();
+        return -1;
+    }
     if (!importable(python, "_cffi_backend") || !importable(python, "shifter_wlm")) {
         PyEval_SaveThread();
         return -1;  /* python_failed stays set: no hook enters Python in this process */
@@ -132,6 +175,12 @@ int shifter_py_entry(const char *hook, void *sp, int ac, char **av, char **optio
 {
     int rc;
 
+    if (!Py_IsInitialized() && shifter_py_t0 == 0) {
+        struct timespec now;
+
+        if (clock_gettime(CLOCK_MONOTONIC, &now) == 0)
+            shifter_py_t0 = now.tv_sec + now.tv_nsec / 1e9;
+    }
     if (start_python(ac, av) < 0)
         return -1;
     rc = shifter_py_hook(hook, sp, ac, av, options);

@@ -196,3 +196,71 @@ def test_a_new_row_in_the_option_table_is_a_new_option_of_the_built_shim(tmp_pat
     ffi.cdef(CDEF)
     lib = ffi.dlopen(str(path), ffi.RTLD_LAZY | ffi.RTLD_LOCAL)
     assert _table(ffi, lib.spank_options)[-1] == ("wdir", "DIR", "Working directory in the container (needs --image)", 1)
+
+
+# ---------------------------------------------------------------- the embedded Python's start
+
+# A stand-in for slurmstepd: Slurm's API as stubs (exported with -rdynamic, as slurmstepd
+# exports them), the plugin's Python part loaded as the shim loads it, one hook called (in
+# the slurmd context, which routes nothing), then what the started interpreter has imported.
+HOST_C = r"""
+#include <dlfcn.h>
+#include <stdio.h>
+#include <slurm/spank.h>
+spank_err_t spank_get_item(spank_t sp, spank_item_t item, ...) { (void)sp; (void)item; return ESPANK_ERROR; }
+spank_context_t spank_context(void) { return S_CTX_SLURMD; }
+int spank_remote(spank_t sp) { (void)sp; return 0; }
+spank_err_t spank_getenv(spank_t sp, const char *v, char *b, int l) { (void)sp; (void)v; (void)b; (void)l; return ESPANK_ENV_NOEXIST; }
+spank_err_t spank_setenv(spank_t sp, const char *v, const char *x, int o) { (void)sp; (void)v; (void)x; (void)o; return ESPANK_ERROR; }
+spank_err_t spank_unsetenv(spank_t sp, const char *v) { (void)sp; (void)v; return ESPANK_ERROR; }
+spank_err_t spank_job_control_setenv(spank_t sp, const char *n, const char *v, int o) { (void)sp; (void)n; (void)v; (void)o; return ESPANK_ERROR; }
+const char *spank_strerror(spank_err_t e) { (void)e; return "error"; }
+void slurm_error(const char *fmt, ...) { fprintf(stderr, "slurm_error: %s\n", fmt); }
+void slurm_info(const char *fmt, ...) { (void)fmt; }
+void slurm_debug(const char *fmt, ...) { (void)fmt; }
+int main(int argc, char **argv)
+{
+    char *none[] = {NULL};
+    void *py = dlopen(argv[1], RTLD_NOW | RTLD_GLOBAL);
+    if (!py) { fprintf(stderr, "%s\n", dlerror()); return 2; }
+    int (*entry)(const char *, void *, int, char **, char **) = dlsym(py, "shifter_py_entry");
+    int rc = entry("slurm_spank_job_prolog", NULL, argc - 2, argv + 2, none);
+    int (*ensure)(void) = dlsym(RTLD_DEFAULT, "PyGILState_Ensure");
+    int (*run)(const char *) = dlsym(RTLD_DEFAULT, "PyRun_SimpleString");
+    ensure();
+    run("import sys; print(' '.join(sorted(sys.modules)), flush=True)");
+    return rc;
+}
+"""
+
+
+def _embedded_modules(tmp_path, plugin_args=()) -> set[str]:
+    py = build.build_python_part(str(tmp_path / "shifter_spank_py.so"))
+    host = tmp_path / "host"
+    (tmp_path / "host.c").write_text(HOST_C)
+    subprocess.run(["cc", "-rdynamic", "-o", str(host), str(tmp_path / "host.c"), "-ldl"], check=True)
+    proc = subprocess.run([str(host), str(py), *plugin_args], capture_output=True, text=True, timeout=60, cwd="/")
+    assert proc.returncode == 0, proc.stderr
+    return set(proc.stdout.split())
+
+
+def test_the_plugins_python_starts_without_site_and_finds_the_hooks(tmp_path):
+    """Issue 19: `site` (the venv's .pth files, sitecustomize) cost each `srun shifter` step
+    ~2 ms; the default Python starts without it and still imports the hooks."""
+    need(build.SLURM_HEADER.exists() and shutil.which("cc") is not None, "needs libslurm-dev and a C compiler")
+    modules = _embedded_modules(tmp_path)
+    assert "shifter_wlm.dispatch" in modules and "_cffi_backend" in modules
+    assert {"site", "_distutils_hack", "sitecustomize", "importlib"} & modules == set()  # importlib: dispatch
+
+
+def test_another_python_in_plugstack_starts_with_site(tmp_path):
+    """python= naming another interpreter: its package directories are not known at build,
+    so it starts with `site`, as before."""
+    need(build.SLURM_HEADER.exists() and shutil.which("cc") is not None, "needs libslurm-dev and a C compiler")
+    import sys
+    from pathlib import Path
+
+    other = Path(sys.prefix) / "bin" / "python"  # the same venv under another name than the default
+    assert str(other) != str(Path(sys.prefix) / "bin" / "python3") and other.exists()
+    modules = _embedded_modules(tmp_path, [f"python={other}"])
+    assert "site" in modules and "shifter_wlm.dispatch" in modules
