@@ -17,8 +17,10 @@ next prolog on the node (shifter_wlm/leftovers.py).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -61,6 +63,16 @@ def fault(cluster):
     module, pth = Path(purelib) / "_shifter_test_hookfault.py", Path(purelib) / "_shifter_test_hookfault.pth"
     shutil.copyfile(HERE / "hookfault.py", module)
     pth.write_text(f"import _shifter_test_hookfault; _shifter_test_hookfault.install({str(control)!r})\n")
+    # The plugin's default Python starts without `site` (issue 19), so .pth files are not read
+    # there; for these tests only, plugstack.conf names the same venv's interpreter by another
+    # path, which starts with `site` (test_spank_build checks both starts).
+    plugstack = localcluster.STATE / "etc" / "plugstack.conf"
+    original = plugstack.read_text()
+    with_site = Path(sys.prefix) / "bin" / "python"
+    assert f"python={with_site}" not in original
+    plugstack.write_text(re.sub(r"^(required .*shifter_spank\.so.*)$", rf"\1 python={with_site}", original,
+                                count=1, flags=re.M))
+    assert plugstack.read_text() != original, "plugstack.conf has no shifter_spank.so line"
 
     def arm(hook: str, when: str, event: str) -> Path:
         fired.unlink(missing_ok=True)
@@ -70,6 +82,7 @@ def fault(cluster):
     try:
         yield arm
     finally:
+        plugstack.write_text(original)
         for path in (pth, module, control, fired):
             path.unlink(missing_ok=True)
         localcluster.slurm("scontrol", "update", "nodename=n[1-3]", "state=resume", check=False)

@@ -246,12 +246,33 @@ def remove_fake_gpus() -> None:
     made.unlink()
 
 
+def forget_slurmd_state() -> None:
+    """slurmd's spool (outside STATE, see SPOOL) goes when the controller's state went: with a
+    new StateSaveLocation job ids start again at 1, and a slurmd that kept its saved
+    credentials takes a new job 17 for the old one and skips its prolog. The two are tied by a
+    token written in both."""
+    token_file = STATE / "slurm" / "spool-token"
+    if not token_file.exists():
+        token_file.write_text(os.urandom(8).hex() + "\n")
+    token = token_file.read_text()
+    mark = SPOOL / "controller-token"
+    if mark.exists() and mark.read_text() == token:
+        return
+    if SPOOL.exists():
+        for entry in SPOOL.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+    SPOOL.mkdir(parents=True, exist_ok=True)
+    mark.write_text(token)
+
+
 def prepare() -> bool:
     """Directories, keys, users and config files; True when a Slurm config file changed."""
     for sub in ("etc", "run", "log", "munge", "slurm/state", "registry/data", "images", "cache", "nodes"):
         (STATE / sub).mkdir(parents=True, exist_ok=True)
     for path in [STATE, *(STATE / d for d in ("etc", "run", "log", "slurm", "nodes"))]:
         os.chmod(path, 0o755)
+    forget_slurmd_state()
     for node in NODES:
         (SPOOL / node).mkdir(parents=True, exist_ok=True)
         (TMPFS / node).mkdir(parents=True, exist_ok=True)
