@@ -213,7 +213,7 @@ def test_cli_reports_bad_config_as_one_line_without_traceback(tmp_path):
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1
     assert "Traceback" not in result.stderr
-    assert f"{bad}: sshd.port: expected an integer >= 1" in result.stderr
+    assert f"{bad}: sshd.port: must be an integer >= 1 and <= 65535; fix the value" in result.stderr
 
 
 def test_cli_accepts_good_config_and_prints_it_as_json(tmp_path):
