@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
-import warnings  # noqa: F401 - os.execvpe imports it lazily: after pivot_root it could not be found
+import warnings  # noqa: F401 - os.get_exec_path imports it lazily: after pivot_root it could not be found
 
 from runtime import syscalls as sc
 from shifter_site.errors import ShifterError

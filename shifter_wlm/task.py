@@ -23,7 +23,7 @@ from shifter_wlm import stepscripts  # imported before entering: used inside the
 from shifter_wlm.procfds import own_step_socket
 
 # No dataclasses on this path: a `srun shifter` step pays for every import
-# (target: <= 25 ms per step in all; docs/architecture.md, decision 13). What entering
+# (issue 19's target: <= +10 ms over a plain step; docs/architecture.md, decision 13). What entering
 # needs comes from the job record.
 
 
