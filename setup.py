@@ -25,7 +25,8 @@ setup(
     # runtime/_syscalls: compiled cffi module (API mode: no cdef parsing at launch)
     setup_requires=["cffi>=1.15"],
     cffi_modules=["runtime/syscalls_build.py:ffi"],
-    extras_require={"test": ["pytest>=7", "pytest-mock>=3", "hypothesis>=6"],
+    # matplotlib in test too: tests/unit/test_bench_report.py renders the report's plots
+    extras_require={"test": ["pytest>=7", "pytest-mock>=3", "hypothesis>=6", "matplotlib>=3.6"],
                     # make bench: the simulated shared filesystem (bench/slowfs.py) and the report's plots
                     "bench": ["mfusepy>=3", "matplotlib>=3.6"]},
     entry_points={
