@@ -21,7 +21,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -103,20 +102,6 @@ def jobs():
         localcluster.slurm("scancel", job_id, check=False)
 
 
-def assert_nothing_new(before: dict, timeout: float = 20) -> None:
-    """jobtools.assert_clean, relative to what was there before this test (the run directory
-    is shared with other sessions' clusters, e.g. a 32-node one's nodes this one lacks)."""
-    def new() -> dict:
-        now = jt.leftovers()
-        return {k: sorted(set(now[k]) - set(before[k])) for k in now}
-    deadline = time.monotonic() + timeout
-    left = new()
-    while any(left.values()) and time.monotonic() < deadline:
-        time.sleep(0.2)
-        left = new()
-    assert not any(left.values()), left
-
-
 def drain_reason(node: str) -> str:
     """The node's drain reason ("" when it is not drained)."""
     out = localcluster.slurm("sinfo", "-h", "-R", "-n", node, "-o", "%E", check=False).stdout.strip()
@@ -159,7 +144,7 @@ def test_prolog_killed(image, fault, jobs, when, event):
     jt.wait_gone(job_id, timeout=120)
     text = out.read_text()
     assert "slurm-app-1" in text and "step=0" in text, text
-    assert_nothing_new(before)
+    jt.assert_clean(ignore=before)  # the run directory is shared with other sessions' clusters
     assert open_uses(job_id) == []
     assert drain_reason("n2") == ""
 
@@ -182,6 +167,6 @@ def test_epilog_killed_the_next_prolog_completes_the_teardown(image, fault, jobs
     assert "step=0" in next_out.read_text()
     collected = [e for e in jt.node_events("n3") if e.get("event") == "leftovers" and e.get("job") == int(next_id)]
     assert collected and int(job_id) in collected[-1]["jobs"], collected
-    assert_nothing_new(before)
+    jt.assert_clean(ignore=before)  # the run directory is shared with other sessions' clusters
     assert open_uses(job_id) == []
     assert drain_reason("n3") == ""

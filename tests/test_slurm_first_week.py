@@ -13,7 +13,6 @@ import shutil
 import stat
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -49,18 +48,6 @@ def baseline(cluster):
     yield jt.leftovers()
     for path in MADE:
         shutil.rmtree(path, ignore_errors=True)
-
-
-def assert_clean(baseline: dict, timeout: float = 20) -> None:
-    """Nothing left by this test (epilogs finish shortly after sbatch --wait returns)."""
-    def new():
-        return {k: [v for v in vs if v not in baseline[k]] for k, vs in jt.leftovers().items()}
-    deadline = time.monotonic() + timeout
-    left = new()
-    while any(left.values()) and time.monotonic() < deadline:
-        time.sleep(0.2)
-        left = new()
-    assert not any(left.values()), left
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +131,7 @@ shifter sh -c 'echo "typed release=$(cat /etc/app-release) data=$(cat /data/mark
     assert "srunnone release=week-app-1 data=from-the-volume" in output, output
     assert "srunenv release=week-app-1 data=from-the-volume" in output, output
     assert "typed release=week-app-1 data=from-the-volume" in output, output
-    assert_clean(baseline)
+    jt.assert_clean(ignore=baseline)
 
 
 # -- 2. every shifter flag means the same in every context
@@ -182,7 +169,7 @@ srun shifter --workdir=/nonexistent true; echo "badworkdir=$?"
     assert len(times) == 1 and "choose " in times[0], output
     assert "badworkdir=1" in output and "--workdir /nonexistent: No such file or directory in the container" in output
     assert "longer than the step's command line" not in output
-    assert_clean(baseline)
+    jt.assert_clean(ignore=baseline)
 
 
 # -- 3. small perNodeCache
@@ -211,7 +198,7 @@ srun --volume=/y:/small:perNodeCache=size=64M shifter true; echo "srun_small=$?"
     assert "srun_small=1" in output
     assert re.search(r"srun: error: shifter: .*too small for xfs", output), output
     assert "Usage" not in output and "mkfs" not in output
-    assert_clean(baseline)
+    jt.assert_clean(ignore=baseline)
 
 
 # -- 5. several --volume options accumulate, everywhere
@@ -236,7 +223,7 @@ shifter -V {dirs[3]}:/v4 sh -c '{show}' | sed 's/^/typed=/'; echo
     assert "both=v1,v2,v3,v4," in output, output
     assert "none=v1,v2,v3,-," in output, output
     assert "typed=v1,v2,-,v4," in output, output
-    assert_clean(baseline)
+    jt.assert_clean(ignore=baseline)
 
 
 def test_two_volumes_on_one_target_are_refused_at_submit(image, baseline):
@@ -285,7 +272,7 @@ shifter pythn3; echo "typed_missing=$?"
                                            cwd="/tmp", timeout=120)
     assert as_root.returncode == 127, as_root.stderr
     assert "command not found in the container (PATH=/usr/bin:/bin)" in as_root.stderr
-    assert_clean(baseline)
+    jt.assert_clean(ignore=baseline)
 
 
 # -- 8. Slurm's own noise
@@ -299,7 +286,7 @@ shifter cat /etc/app-release
 """)
     _, output, _ = jt.sbatch_wait(USER, job)
     assert output == "week-app-1\nweek-app-1\n", output
-    assert_clean(baseline)
+    jt.assert_clean(ignore=baseline)
 
 
 # -- 9. shifter in an salloc shell
@@ -310,7 +297,7 @@ def test_shifter_in_an_salloc_shell_says_it_runs_here_rootless(image, baseline):
     assert result.stdout == "week-app-1\n"
     notes = [line for line in result.stderr.splitlines() if line.startswith("shifter:")]
     assert len(notes) == 1 and "not on its nodes: running here, rootless" in notes[0], result.stderr
-    assert_clean(baseline)
+    jt.assert_clean(ignore=baseline)
 
 
 # -- 11. short image ids
@@ -332,4 +319,4 @@ srun shifter -i id:{short} cat /etc/app-release | sed 's/^/step=/'
     missing = run_as(USER, [SHIFTER, "-i", "id:0123456789ab", "true"], cwd="/tmp")
     assert missing.returncode != 0
     assert missing.stderr == "shifter: no image on this system has an id starting with 0123456789ab (see shifterimg images)\n"
-    assert_clean(baseline)
+    jt.assert_clean(ignore=baseline)
