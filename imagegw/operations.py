@@ -24,7 +24,7 @@ from imagegw import identity, importer, lifecycle, reference
 from imagegw.store import Row, Use
 
 if TYPE_CHECKING:
-    from imagegw.api import Gateway
+    from imagegw.gateway import Gateway
 
 log = logs.get("gateway.api")
 

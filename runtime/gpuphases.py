@@ -1,6 +1,6 @@
 """The GPU module's two build phases (runtime/gpu.py decides what; these make it): the
 node's driver files under /opt/udiImage/gpu, and, after seal, a /dev of the container's own
-without the GPUs not allocated. Rows of runtime.phases.PHASES."""
+without the GPUs not allocated. Rows of runtime.phases.PHASES (which imports this module)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,7 @@ import os
 
 from runtime import binds
 from runtime import syscalls as sc
-
-TYPE_CHECKING = False  # a hot path: no `typing` import (docs/architecture.md, decision 13)
-if TYPE_CHECKING:
-    from runtime.phases import Setup
+from runtime.setupstate import Setup
 
 
 def _bind_file(source: str, target: str) -> None:

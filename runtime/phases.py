@@ -20,7 +20,8 @@ from runtime import binds, etcfiles
 from runtime.gpuphases import gpu_dev, gpu_files
 from runtime import syscalls as sc
 from runtime.errors import BuildError
-from runtime.paths import STAGE, Walk
+from runtime.paths import STAGE
+from runtime.setupstate import Setup
 
 TYPE_CHECKING = False  # a hot path: no `typing` import (docs/architecture.md, decision 13)
 if TYPE_CHECKING:  # annotations only: a rootless launch imports no more than it runs (typing ~7 ms)
@@ -34,30 +35,6 @@ SPECIAL_TOP = {"etc", "proc", "sys", "dev", "tmp", "opt", "var"}
 SPECIAL_VAR = {"tmp", "spool", "run", "empty", "hostsfile", "shifterConfig.json"}
 SHIFTER_CONFIG_JSON = "var/shifterConfig.json"  # the original's record of what was built, for scripts
 UDI = "opt/udiImage"
-
-
-class Setup:
-    """What the phases of one build share: the request, and what earlier phases made."""
-
-    def __init__(self, spec: ContainerSpec, root: str, key: str, privileged: bool,
-                 image_mounter: Callable[[str, str], str] | None, source_fds: list[int]):
-        self.spec, self.root, self.key, self.privileged = spec, root, key, privileged
-        self.image_mounter = image_mounter or mount_image_loop
-        self.source_fds = source_fds
-        self.prop = sc.MS_SLAVE if spec.mount_propagation == "slave" else sc.MS_PRIVATE
-        stage = os.path.join(root, STAGE)
-        self.stage, self.image, self.gen = stage, os.path.join(stage, "image"), os.path.join(stage, "etc")
-        self.image_dev = -1
-        self.root_fd = -1
-        self.udi_mounted = False
-        self.gpu_plan = None  # runtime.gpu.GpuPlan, made by the gpu phase
-        # a GPU container built as root gets a /dev of its own (gpu_dev) instead of the host's
-        self.own_dev = privileged and bool(spec.gpus)
-
-    def user_walk(self) -> Walk:
-        """User targets: root walks only the container's own tmpfs and the image (paths.Walk)."""
-        return Walk(self.root_fd, {os.fstat(self.root_fd).st_dev, self.image_dev},
-                    self.spec.user if self.privileged else None)
 
 
 def needs_privilege(spec: ContainerSpec) -> str | None:
@@ -379,7 +356,7 @@ def populate(spec: ContainerSpec, root: str, steps: Steps, *, key: str, privileg
     refusal = None if privileged else needs_privilege(spec)
     if refusal:
         raise BuildError(refusal)
-    s = Setup(spec, root, key, privileged, image_mounter, source_fds or [])
+    s = Setup(spec, root, key, privileged, image_mounter or mount_image_loop, source_fds or [])
     try:
         for phase in PHASES:
             if phase.when(s):

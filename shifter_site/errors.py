@@ -20,3 +20,9 @@ class ConfigError(ShifterError):
 
 class ImageError(ShifterError):
     """An image file is missing or unusable; the message says which and what to do."""
+
+
+class StepError(ShifterError):
+    """This shifter step cannot run; the message says why. Raised by shifter_wlm.task and by
+    shifter_wlm.stepbuild (here, not in task.py, so the step-level builder and the step's
+    fast path need not import each other)."""

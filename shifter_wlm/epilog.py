@@ -63,12 +63,11 @@ def forget(run_dir: str, job_id: int, node: str, log=None, cfg=None) -> dict:
 def run(spank, args, options) -> None:
     from shifter_site import config, logs
     from shifter_wlm import jobs
-    from shifter_wlm.prolog import node_name
 
     log = logs.get("epilog")
     job_id = spank.job_id()
     try:
-        node = node_name()
+        node = jobs.node_name()
         cfg = config.load(args.shifter_config, privileged=True)
         forget(jobs.node_dir(cfg.run_dir, node), job_id, node, log, cfg)
     except Exception as err:  # noqa: BLE001 - logged, never drains the node

@@ -68,6 +68,15 @@ def updated(record: JobRecord, **changes) -> JobRecord:
     return JobRecord(**{**record.to_dict(), **changes})
 
 
+def node_name() -> str:
+    """This node, as slurmd names it in the prolog's and epilog's environment (spank_getenv
+    answers only in remote context, so the environment is the one source there)."""
+    name = os.environ.get("SLURMD_NODENAME")
+    if not name:
+        raise JobStateError("SLURMD_NODENAME is not set in the prolog or epilog environment")
+    return name
+
+
 def node_dir(run_dir: str, node: str) -> str:
     if not node or "/" in node or node in (".", "..") or node.startswith("."):
         raise JobStateError(f"node name {node!r} cannot name a directory")

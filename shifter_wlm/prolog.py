@@ -20,15 +20,6 @@ class PrologError(ShifterError):
     """The job's container cannot be built; the message goes to the job's shifter steps."""
 
 
-def node_name() -> str:
-    """This node, as slurmd names it in the prolog's environment (spank_getenv answers only
-    in remote context, so the environment is the one source here)."""
-    name = os.environ.get("SLURMD_NODENAME")
-    if not name:
-        raise PrologError("SLURMD_NODENAME is not set in the prolog environment")
-    return name
-
-
 def image_id(request: str, cfg) -> str:
     """The id the submit side resolved (SPANK_SHIFTER_IMAGE), checked; or resolve again."""
     from shifter_site import imagefiles
@@ -65,7 +56,7 @@ def run(spank, args, options) -> None:
     log = logs.get("prolog")
     job_id = spank.job_id()
     uid = spank.uid()
-    node = node_name()
+    node = jobs.node_name()
     with logs.step(log, "load_config", job=job_id, node=node):
         cfg = config.load(args.shifter_config, privileged=True)
     run_dir = jobs.node_dir(cfg.run_dir, node)

@@ -6,7 +6,7 @@ loads this module or the builder."""
 
 from __future__ import annotations
 
-from shifter_wlm.task import StepError
+from shifter_site.errors import StepError
 
 
 def build(cfg, run_dir: str, job_id: int, step_id: int, uid: int, image: str, request: str, volume: str,

@@ -18,17 +18,13 @@ from __future__ import annotations
 import os
 import time
 
-from shifter_site.errors import ShifterError
+from shifter_site.errors import ShifterError, StepError
 from shifter_wlm import stepscripts  # imported before entering: used inside the container
 from shifter_wlm.procfds import own_step_socket
 
 # No dataclasses on this path: a `srun shifter` step pays for every import
 # (issue 19's target: <= +10 ms over a plain step; docs/architecture.md, decision 13). What entering
 # needs comes from the job record.
-
-
-class StepError(ShifterError):
-    """This shifter step cannot run; the message says why."""
 
 
 BATCH_STEP = 0xFFFFFFFB  # Slurm's SLURM_BATCH_SCRIPT step id
