@@ -2,18 +2,28 @@
 
 Hypothesis keeps no example database (the checkout is root-owned and read-only to the
 non-root user `make unit` runs as) and has no deadline (a loaded 2-core CI machine).
+Profiles: "full" (the default: `make test`, and any plain pytest run) tries 150 examples of
+each property, the hostile-input files their own counts; "unit" (`make unit`, which sets
+SHIFTER_TEST_PROFILE=unit: the fast layer, under 30 s on a 2-core machine) tries
+UNIT_EXAMPLES of each, the same properties and assertions. FUZZ_EXAMPLES=N overrides the
+hostile-input files' counts in either.
 """
 
 from __future__ import annotations
+
+import os
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 from shifter_site import config
 
-settings.register_profile("unit", database=None, deadline=None, max_examples=150,
+UNIT_EXAMPLES = 25
+
+settings.register_profile("full", database=None, deadline=None, max_examples=150,
                           suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile("unit")
+settings.register_profile("unit", settings.get_profile("full"), max_examples=UNIT_EXAMPLES)
+settings.load_profile(os.environ.get("SHIFTER_TEST_PROFILE", "full"))
 
 SITE = """\
 system: unit

@@ -25,8 +25,10 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from imagegw import api, identity
 from shifter_site import config
 
-FUZZ = settings(derandomize=True, max_examples=int(__import__("os").environ.get("FUZZ_EXAMPLES", "150")), suppress_health_check=[HealthCheck.too_slow,
-                                                                          HealthCheck.function_scoped_fixture])
+# the profile's count (tests/unit/conftest.py: fewer in `make unit`), at most 150; FUZZ_EXAMPLES=N for more
+EXAMPLES = int(__import__("os").environ.get("FUZZ_EXAMPLES") or min(150, settings.default.max_examples))
+FUZZ = settings(derandomize=True, max_examples=EXAMPLES,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 USERS = sorted({p.pw_uid for p in pwd.getpwall()})[:3]
 SITE = """\
 system: fuzz

@@ -23,7 +23,9 @@ from shifter_site import config, sizes
 from shifter_site.errors import ShifterError
 from shifter_wlm.dispatch import PluginArgs
 
-FUZZ = settings(derandomize=True, max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+# the profile's count (tests/unit/conftest.py: fewer in `make unit`), at most 100; FUZZ_EXAMPLES=N for more
+EXAMPLES = int(__import__("os").environ.get("FUZZ_EXAMPLES") or min(100, settings.default.max_examples))
+FUZZ = settings(derandomize=True, max_examples=EXAMPLES, suppress_health_check=[HealthCheck.too_slow])
 
 # text that looks like what is parsed (its separators and keywords), plus anything
 SEPARATORS = [":", "/", "@", ".", "-", "_", "=", ",", ";", "[", "]", "..", "//", "sha256:", "docker:", "id:",

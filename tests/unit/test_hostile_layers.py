@@ -28,7 +28,9 @@ from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from imagegw.layers import LayerError, flatten
 
-FUZZ = settings(derandomize=True, max_examples=int(__import__("os").environ.get("FUZZ_EXAMPLES", "80")), suppress_health_check=[HealthCheck.too_slow])
+# the profile's count (tests/unit/conftest.py: fewer in `make unit`), at most 80; FUZZ_EXAMPLES=N for more
+EXAMPLES = int(__import__("os").environ.get("FUZZ_EXAMPLES") or min(80, settings.default.max_examples))
+FUZZ = settings(derandomize=True, max_examples=EXAMPLES, suppress_health_check=[HealthCheck.too_slow])
 
 # ---------------------------------------------------------------- generated layers
 

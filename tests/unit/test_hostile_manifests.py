@@ -13,7 +13,9 @@ from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from imagegw import pull, registry
 
-FUZZ = settings(derandomize=True, max_examples=int(__import__("os").environ.get("FUZZ_EXAMPLES", "150")), suppress_health_check=[HealthCheck.too_slow])
+# the profile's count (tests/unit/conftest.py: fewer in `make unit`), at most 150; FUZZ_EXAMPLES=N for more
+EXAMPLES = int(__import__("os").environ.get("FUZZ_EXAMPLES") or min(150, settings.default.max_examples))
+FUZZ = settings(derandomize=True, max_examples=EXAMPLES, suppress_health_check=[HealthCheck.too_slow])
 
 
 def digest(data: bytes) -> str:
