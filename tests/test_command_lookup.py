@@ -5,6 +5,7 @@ which note. Pure parts, with files made here."""
 from __future__ import annotations
 
 import os
+import pwd
 
 import pytest
 
@@ -56,7 +57,7 @@ def test_cpu_bind_none_only_where_slurm_binds_tasks(tmp_path, plugin, binds):
 
 def test_salloc_shell_note_only_outside_the_nodes():
     env = {"SLURM_JOB_ID": "7"}
-    user = os.geteuid() or 1000
+    user = os.geteuid() or pwd.getpwnam("nobody").pw_uid  # a user's uid, from the system
     assert "this shell of job 7 is not on its nodes: running here, rootless" in batch.outside_the_nodes(env, user)
     assert batch.outside_the_nodes(env, 0) is None                                   # root: privileged, no job's
     assert batch.outside_the_nodes({**env, "SLURMD_NODENAME": "n1"}, user) is None  # a batch script: a step

@@ -4,6 +4,7 @@ names the file, the offending key and the fix; root code refuses files users cou
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import subprocess
 import sys
@@ -14,6 +15,8 @@ from conftest import REPO, need
 from shifter_site import config
 from shifter_site.errors import ConfigError
 from shifter_site.sizes import parse_size
+
+NOT_ROOT = pwd.getpwnam("nobody").pw_uid  # an owner other than root, from the system
 
 BASE = """\
 system: local
@@ -179,8 +182,8 @@ def test_privileged_load_refuses_group_or_world_writable_file(root_dir, mode):
 
 
 def test_privileged_load_refuses_user_owned_file(root_dir):
-    os.chown(root_dir, 1000, 1000)
-    with pytest.raises(ConfigError, match=r"owner uid 1000.*chown root"):
+    os.chown(root_dir, NOT_ROOT, NOT_ROOT)
+    with pytest.raises(ConfigError, match=rf"owner uid {NOT_ROOT}.*chown root"):
         config.load(str(root_dir), privileged=True)
 
 
@@ -193,10 +196,10 @@ def test_privileged_load_refuses_writable_directory(root_dir):
 def test_privileged_load_follows_symlinks_to_check_the_real_file(root_dir, tmp_path):
     target = tmp_path / "user.yaml"
     target.write_text(BASE)
-    os.chown(target, 1000, 1000)
+    os.chown(target, NOT_ROOT, NOT_ROOT)
     link = root_dir.parent / "link.yaml"
     link.symlink_to(target)
-    with pytest.raises(ConfigError, match="owner uid 1000"):
+    with pytest.raises(ConfigError, match=f"owner uid {NOT_ROOT}"):
         config.load(str(link), privileged=True)
 
 
