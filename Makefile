@@ -9,7 +9,7 @@ export SHIFTER_CLUSTER_STATE := $(STATE)
 APT_PACKAGES := slurmctld slurmd slurm-client munge libslurm-dev \
 	squashfs-tools squashfs-tools-ng squashfuse xfsprogs e2fsprogs busybox-static debootstrap \
 	docker-registry skopeo umoci python3.11 python3.11-venv python3.11-dev python3-venv python3-dev \
-	build-essential libffi-dev util-linux procps psmisc curl ca-certificates acl apache2-utils \
+	build-essential libffi-dev util-linux procps psmisc curl ca-certificates openssl acl apache2-utils \
 	mpich libmpich-dev openmpi-bin libopenmpi-dev \
 	libcurl4-openssl-dev libjson-c-dev libmunge-dev charliecloud fuse3 musl-tools dpkg-dev patch iproute2 openssh-client buildah \
 	postgresql libpq5
