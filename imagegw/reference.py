@@ -14,6 +14,7 @@ import msgspec
 
 from shifter_site.config import DOCKER_HUB
 from shifter_site.errors import ShifterError
+from shifter_site.imageid import is_id
 
 TYPES = ("docker", "id", "local", "custom")
 # Distribution spec grammar (reference/regexp.go), anchored.
@@ -88,7 +89,7 @@ def parse(text: str, default_type: str = "docker") -> Reference:
         return _docker(text, tag)
     if itype == "id":
         tag_id = tag.removeprefix("sha256:")
-        if not re.fullmatch(r"[0-9a-f]{64}", tag_id):
+        if not is_id(tag_id):  # the one id rule (shifter_site.imageid)
             raise ReferenceError(f"{text!r}: an id reference is id:<64 lowercase hex digits>")
         return Reference(itype="id", tag=tag)
     if itype == "custom":
