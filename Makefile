@@ -43,7 +43,7 @@ package: venv
 	$(PY) -m pip install -q cffi  # first: without it, --no-build-isolation skips building runtime._syscalls
 	$(PY) -m pip install -q --no-build-isolation '.[test]'
 	$(PY) -m runtime.syscalls_build --inplace >/dev/null  # for tests run from the checkout
-	$(PY) -m runtime.launcher $(PREFIX)/bin/shifter  # pip's launcher, run with python -S (issue 19)
+	$(PY) -m runtime.launcher $(PREFIX)/bin/shifter  # pip's launcher, run with python -S (docs/architecture.md, decision 13)
 	chmod -R a+rX $(PREFIX)
 
 plugin: venv

@@ -1,4 +1,4 @@
-"""The gateway's operation routes (issue 15; docs/operations.md), beside the original API of
+"""The gateway's operation routes (docs/operations.md), beside the original API of
 imagegw.api: use records from the prolog and epilog (root or gateway.use_recorders only),
 running jobs' images (`shifterimg jobs`), usage, the admins' removals (rm, expire,
 autoexpire) and import. Each refusal is one line."""

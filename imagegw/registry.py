@@ -481,7 +481,7 @@ class LayerCache:
 
 class Arriving:
     """A blob while it downloads into the cache, readable as it arrives, so that the merge
-    reads the base layer during its download instead of after it (issue 19). Bytes read this
+    reads the base layer during its download instead of after it (docs/architecture.md, decision 11). Bytes read this
     way count only once the download's own checks (sha256, size) passed: a reader ends where
     the download ended, and whoever reads must then wait for the download's result, which
     raises when it failed (Fetch.result)."""

@@ -1,6 +1,6 @@
 """The merged tar piped into `tar2sqfs` (squashfs-tools-ng): one squashfs, nothing extracted.
 
-zstd level 3 by default (DESIGN decision 11: ~15x faster than gzip-9 for ~4% more size, and
+zstd level 3 by default (docs/architecture.md, decision 11: ~15x faster than gzip-9 for ~4% more size, and
 fast to start). The output goes to a temporary name chosen by the caller; on any failure it
 is removed, so a half-made image is never left behind. tar2sqfs is killed with its parent,
 so a gateway killed mid-conversion leaves no writer behind either.
@@ -41,7 +41,7 @@ PIPE_SIZE = 1 << 20  # Linux's default pipe-max-size
 
 def _widen(pipe) -> None:
     """A 1 MiB pipe to tar2sqfs instead of 64 KiB: the merge and tar2sqfs then hand over 16x
-    fewer times; a conversion took ~25% less time (issue 19; bench/bench_pull.py). Best effort."""
+    fewer times; a conversion took ~25% less time (bench/bench_pull.py). Best effort."""
     try:
         import fcntl
 

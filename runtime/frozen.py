@@ -3,7 +3,7 @@ data (specs, volumes, users), without importing dataclasses on the launch path.
 
 Why: `import dataclasses` pulls in inspect, ast, re and enum (~5 ms), and each decorated class
 is compiled with exec (~0.3 ms); a `shifter` launch of /bin/true pays for every millisecond
-(issue 4: no slower than ch-run). Fields are the class's annotations, in order; a class
+(a rootless launch no slower than ch-run's: docs/architecture.md, decision 13). Fields are the class's annotations, in order; a class
 attribute of the same name is the field's default. Positional and keyword construction,
 equality, hashing, repr and `asdict` behave as the dataclass versions did.
 """

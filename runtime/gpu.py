@@ -1,5 +1,5 @@
-"""The GPU module (issue 16): which GPUs a container gets, and what of the node's NVIDIA
-driver comes with them.
+"""The GPU module (docs/architecture.md, "Data flow": Spec and Build): which GPUs a
+container gets, and what of the node's NVIDIA driver comes with them.
 
 A site makes one module the GPU module by giving it a `gpu:` section (shifter_site.config.Gpu):
 it is on by itself when the step has GPUs (Slurm's `--gres=gpu:N`) or when asked for with
@@ -21,7 +21,7 @@ import os
 from runtime.frozen import Frozen
 from shifter_site.errors import ShifterError
 
-TYPE_CHECKING = False  # imported by a launch that names the module: no `typing` (decision 13)
+TYPE_CHECKING = False  # imported by a launch that names the module: no `typing` (docs/architecture.md, decision 13)
 if TYPE_CHECKING:
     from typing import Iterable, Mapping
 

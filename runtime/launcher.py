@@ -1,8 +1,8 @@
 """Writes the `shifter` command: the launcher pip would write, started with `python -S`.
 
 Why: every launch pays for Python's `site` (the venv's site-packages scan and its `.pth`
-files, e.g. setuptools' `_distutils_hack`), about 2 ms of a rootless launch (issue 19,
-bench/bench_launch.py --variants). `-S` skips it and the launcher puts this install's
+files, e.g. setuptools' `_distutils_hack`), about 2 ms of a rootless launch
+(docs/architecture.md, decision 13; bench/bench_launch.py --variants). `-S` skips it and the launcher puts this install's
 site-packages on sys.path itself, after the standard library, where `site` puts it.
 
     python -m runtime.launcher /opt/shifter/bin/shifter      (make package runs this)

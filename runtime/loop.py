@@ -3,7 +3,7 @@
 Devices are attached with AUTOCLEAR: the kernel detaches them when the last mount (or open)
 goes, so a crashed builder or a dropped namespace never leaves a device behind. A device
 that is still attached for the same file (another container of the same image on this node)
-is reused: a warm superblock saves ~15 ms per launch (DESIGN decision 12).
+is reused: a warm superblock saves ~15 ms per launch (docs/architecture.md, decision 12).
 """
 
 from __future__ import annotations

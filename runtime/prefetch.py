@@ -4,7 +4,7 @@ a rootless exec, so that exec finds it in the page cache of the fresh squashfuse
 Why: without it, exec page-faults the binary in through FUSE one 128 KiB read-around window
 at a time, and each window, not aligned to the image's compressed blocks, makes squashfuse
 decompress two of them: `/bin/true` from a busybox image cost ~20 ms that way and ~2 ms
-after one sequential read of ~10 ms (bench/bench_launch.py; issue 19). squashfuse keeps the
+after one sequential read of ~10 ms (bench/bench_launch.py; docs/architecture.md, decision 13). squashfuse keeps the
 cache across opens (images are read-only), and the mount is new at every launch, so the cache
 is always cold without this.
 

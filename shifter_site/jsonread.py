@@ -1,7 +1,7 @@
 """Reading JSON on the step path without the `json` package, whose decoder imports `re`,
-`enum` and more (~4 ms of every `srun shifter` step, issue 19). This is the scanner `json`
-itself uses: CPython's C accelerator `_json`, with json.loads's defaults. Errors are
-ValueError, as json.loads's JSONDecodeError is. Writers keep using `json`."""
+`enum` and more (~4 ms of every `srun shifter` step; docs/architecture.md, decision 13).
+This is the scanner `json` itself uses: CPython's C accelerator `_json`, with json.loads's
+defaults. Errors are ValueError, as json.loads's JSONDecodeError is. Writers keep using `json`."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The tag index: which image a name means, published by the gateway beside the images, so a
 node resolves `shifter --image=docker:NAME` by reading one small file, as it reads the image
-record, instead of asking the gateway over HTTP on every launch (issue 19: 5.4x the launch by
-id before).
+record, instead of asking the gateway over HTTP on every launch (docs/architecture.md, decision
+14: 5.4x the launch by id before).
 
     <image_dir>/tags/<itype>/<canonical key, '%' and '/' escaped>    ->  "<64 hex id>\\n"
 

@@ -1,7 +1,7 @@
 """A plain user's own cache of the site config and image records, for `shifter`'s launch path.
 
 Why: parsing and validating the YAML config and a JSON image record imports yaml, msgspec,
-typing, re... (~20 ms), more than the whole rest of a rootless launch (issue 4: no slower
+typing, re... (~20 ms), more than the whole rest of a rootless launch (docs/architecture.md, decision 13: no slower
 than ch-run). The first launch does the full, validated load and stores the validated result
 here; later launches reuse it while the source file is unchanged.
 

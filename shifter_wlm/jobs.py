@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import stat
 
-from shifter_site import jsonread  # not json: its decoder imports re, ~4 ms a step (issue 19)
+from shifter_site import jsonread  # not json: its decoder imports re, ~4 ms a step (docs/architecture.md, decision 13)
 from shifter_site.errors import ShifterError
 
 

@@ -1,4 +1,4 @@
-"""The per-job sshd inside the container, for non-MPI parallel jobs (DESIGN decision 10).
+"""The per-job sshd inside the container, for non-MPI parallel jobs (docs/architecture.md, decision 10).
 
     submit (the user)   ~/.udiRoot/id_dropbear (+ .pub): the user's key pair, made if missing
     prolog (root)       on every node: the job's files under /var/run/udiImage/ssh in the

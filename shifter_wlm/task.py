@@ -23,7 +23,7 @@ from shifter_wlm import stepscripts  # imported before entering: used inside the
 from shifter_wlm.procfds import own_step_socket
 
 # No dataclasses on this path: a `srun shifter` step pays for every import
-# (issue 19's target: <= +10 ms over a plain step; docs/architecture.md, decision 13). What entering
+# (the target: <= +10 ms over a plain step, bench/bench_srun.py; docs/architecture.md, decision 13). What entering
 # needs comes from the job record.
 
 
@@ -108,7 +108,7 @@ class Refused:
         self.message = message
 
 
-# Where a step's time goes (issue 19): (phase, perf_counter) marks along the step path, shown
+# Where a step's time goes (bench/bench_srun.py): (phase, perf_counter) marks along the step path, shown
 # with -v (`srun shifter -v ...`, one line per task) as the prolog's events show the job's.
 _marks: list[tuple[str, float]] = []
 

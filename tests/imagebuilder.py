@@ -1,6 +1,6 @@
 """Build OCI/Docker images in memory and push them to a real registry (standard library only).
 
-Tests build every image they use (DESIGN decision 9): layers are tars made here, from a
+Tests build every image they use (docs/architecture.md, decision 9): layers are tars made here, from a
 directory (busybox-static, a debootstrap tree) or from a list of entries (whiteouts, hostile
 names...). Reusable by any test file:
 

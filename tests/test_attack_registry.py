@@ -1,5 +1,5 @@
 """Attack class: the gateway as a request forger and port scanner, and one user starving the
-pull workers (issue 9, item 5). Played as a plain user against the local cluster's gateway,
+pull workers. Played as a plain user against the local cluster's gateway,
 with loopback addresses only: a host the site does not list is refused before any connection
 (a socket we listen on sees none), a listening and a closed port give the same text, and each
 user has a bounded number of pulls queued or running."""

@@ -62,7 +62,7 @@ def fault(cluster):
     module, pth = Path(purelib) / "_shifter_test_hookfault.py", Path(purelib) / "_shifter_test_hookfault.pth"
     shutil.copyfile(HERE / "hookfault.py", module)
     pth.write_text(f"import _shifter_test_hookfault; _shifter_test_hookfault.install({str(control)!r})\n")
-    # The plugin's default Python starts without `site` (issue 19), so .pth files are not read
+    # The plugin's default Python starts without `site`, so .pth files are not read
     # there; for these tests only, plugstack.conf names the same venv's interpreter by another
     # path, which starts with `site` (test_spank_build checks both starts).
     plugstack = localcluster.STATE / "etc" / "plugstack.conf"

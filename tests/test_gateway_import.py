@@ -1,4 +1,4 @@
-"""`shifterimg import PATH NAME` (issue 15): a prebuilt squashfs, a `docker save` archive or an
+"""`shifterimg import PATH NAME`: a prebuilt squashfs, a `docker save` archive or an
 OCI layout becomes `custom:NAME` through the pull's own conversion (same caps, same
 neutralisation); corrupt and hostile archives are refused with one line and leave nothing.
 The first part drives imagegw.importer directly (no cluster); the last part the real

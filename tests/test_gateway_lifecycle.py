@@ -1,4 +1,4 @@
-"""Image lifecycle and use records on the local cluster (issue 15; issue 12's `shifterimg
+"""Image lifecycle and use records on the local cluster (`shifterimg
 jobs`): real jobs' prologs record which image they use on which node, `shifterimg jobs` shows
 it (private images to their users only), an image a running job uses is never removed (rm is
 refused naming the job, expire waits for it), and once the job has ended autoexpire removes
@@ -131,7 +131,7 @@ def test_a_running_jobs_image_is_shown_kept_and_removed_once_the_job_ends(cfg):
     job = HeldJob(USER, ref, "life-held")
     try:
         seen = job.wait_recorded()
-        # issue 12: the job's image from outside the job, for anyone (a public image)
+        # the job's image from outside the job, for anyone (a public image)
         view = jobs_view(OTHER, job.id)
         assert [(r["job"], r["user"], r["id"], r["image"]) for r in view] == [
             (job.id, USER, image_id, f"docker:{ref}")]

@@ -72,7 +72,7 @@ def rows_like(pattern: str) -> list[tuple]:
         db.close()
 
 
-# ---------------------------------------------------------------- one image, one name (issue 12.4)
+# ---------------------------------------------------------------- one image, one name
 
 
 def test_every_spelling_is_one_image_also_after_a_repush(cfg):
@@ -117,7 +117,7 @@ def test_digest_reference_pulls_and_then_looks_up(cfg):
     assert rows_like(f"%demo/pinned@{digest}") == [(f"docker.io/demo/pinned@{digest}", "READY")]  # one record
 
 
-# ---------------------------------------------------------------- registries (issue 12.10)
+# ---------------------------------------------------------------- registries
 
 
 def registry_log_mentions(text: str) -> bool:
@@ -199,7 +199,7 @@ def test_mirrors_are_tried_in_order(cfg):
     assert empty.accepted >= 1 and used.base == f"http://{gt.REGISTRY}" and resolved.digest == digest
 
 
-# ---------------------------------------------------------------- Ctrl-C (issue 12.11)
+# ---------------------------------------------------------------- Ctrl-C
 
 
 def test_ctrl_c_during_pull_says_the_pull_goes_on(cfg):

@@ -1,4 +1,4 @@
-"""Two gateway processes on one PostgreSQL database (issue 15): 20 concurrent pulls of one
+"""Two gateway processes on one PostgreSQL database: 20 concurrent pulls of one
 image spread over both become one conversion; a gateway killed (-9) in the middle of a pull
 leaves no stuck or half-published image: the other one takes the pull over and finishes it.
 The gateways run as the service account on ports of their own, with a scratch image

@@ -1,4 +1,4 @@
-"""Gateway trust (issue 14) on the local cluster: the original Shifter client's requests
+"""Gateway trust on the local cluster: the original Shifter client's requests
 replayed byte for byte (its `authentication:MUNGE:` header, its comma-separated ACL body, its
 polling by repeated POST), images available during re-pulls, munge identity on every call,
 and private images through the real `shifterimg`, files and jobs. Two test users and an

@@ -1,4 +1,4 @@
-"""The GPU module end to end on the local cluster (issue 16), with real `--gres=gpu:N` jobs.
+"""The GPU module end to end on the local cluster, with real `--gres=gpu:N` jobs.
 
 The cluster's nodes have two fake GPUs each (tools/localcluster.py fake_gpus: /dev/nvidia0-1
 made with mknod and NVIDIA's major 195, nvidiactl, nvidia-uvm, nvidia-modeset; gres.conf),

@@ -1,4 +1,4 @@
-"""MPI in containers on the local 3-node cluster (issue 16): an image carrying its own MPICH
+"""MPI in containers on the local 3-node cluster: an image carrying its own MPICH
 launched with `srun --mpi=pmi2`, and the `mpich` site module swapping in the host's MPICH;
 OpenMPI in an image launched with `srun --mpi=pmix` (the `pmix` site module shows the PMIx
 server's directory in SlurmdSpoolDir), with and without the `openmpi` module swapping in the

@@ -217,7 +217,7 @@ def test_rootless_impossible_names_the_cause(site):
 LAUNCH_MUST_NOT_IMPORT = {"typing", "json", "subprocess", "structlog", "msgspec", "yaml", "dataclasses",
                           "shutil", "hashlib", "logging", "inspect", "asyncio",
                           "site", "_distutils_hack",  # the launcher runs python -S (runtime/launcher.py)
-                          "types", "runtime.loop", "struct"}  # issue 19: configview's SimpleNamespace; root's loop
+                          "types", "runtime.loop", "struct"}  # configview's SimpleNamespace; root's loop
 
 
 def test_a_rootless_launch_imports_only_what_it_runs(site):
@@ -227,5 +227,5 @@ def test_a_rootless_launch_imports_only_what_it_runs(site):
     assert proc.returncode == 0, proc.stderr
     imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     assert "runtime.rootless" in imported and "runtime.phases" in imported  # the trace is of the launch
-    assert "runtime.prefetch" in imported  # the command is read before exec (issue 19)
+    assert "runtime.prefetch" in imported  # the command is read before exec
     assert imported & LAUNCH_MUST_NOT_IMPORT == set()

@@ -1,4 +1,4 @@
-"""A site coming from the original Shifter (issue 17), with real builds as root and rootless:
+"""A site coming from the original Shifter, with real builds as root and rootless:
 the site's mount hooks (root, cwd the container root, a clean environment, a timeout), site
 mounts below /etc, etc_mode: site, /var/shifterConfig.json, and local: images. Bad input:
 one line, non-zero, nothing left (no mount, loop device, run-dir entry or process)."""

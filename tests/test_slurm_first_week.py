@@ -1,4 +1,4 @@
-"""What a new user hits in a first week on the local cluster (issue 12), as that user:
+"""What a new user hits in a first week on the local cluster, as that user:
 --export=NONE, shifter's flags in steps, small perNodeCaches, several --volume options,
 volume sources checked at submit, exit codes of a bad command, Slurm's own noise, `shifter`
 in an salloc shell, short image ids.

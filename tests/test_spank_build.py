@@ -245,7 +245,7 @@ def _embedded_modules(tmp_path, plugin_args=()) -> set[str]:
 
 
 def test_the_plugins_python_starts_without_site_and_finds_the_hooks(tmp_path):
-    """Issue 19: `site` (the venv's .pth files, sitecustomize) cost each `srun shifter` step
+    """`site` (the venv's .pth files, sitecustomize) cost each `srun shifter` step
     ~2 ms; the default Python starts without it and still imports the hooks."""
     need(build.SLURM_HEADER.exists() and shutil.which("cc") is not None, "needs libslurm-dev and a C compiler")
     modules = _embedded_modules(tmp_path)

@@ -164,7 +164,7 @@ def test_production_config_translates(tmp_path):
 
 def test_hooks_and_site_etc_files_translate(tmp_path):
     """sitePreMountHook/sitePostMountHook and populateEtcDynamically=0 (passwd/group from
-    etcPath): translated, not refused (issue 17)."""
+    etcPath): translated, not refused."""
     proc = run_import(tmp_path, "system=a\nimagePath=/i\nimageGateway=http://g:1\netcPath=/etc/site\n"
                                 "populateEtcDynamically=0\nsitePreMountHook=/etc/pre.sh\nsitePostMountHook=/etc/post.sh\n")
     assert proc.returncode == 0, proc.stderr

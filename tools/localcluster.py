@@ -57,7 +57,7 @@ LINKS = {"/etc/slurm/slurm.conf": "etc/slurm.conf", "/etc/shifter/shifter.yaml":
 # The two Slurm directories a job's tasks use live where real sites keep them (Slurm's
 # defaults are /var/spool/slurmd and /tmp), not under STATE: a container can then show them
 # at the same paths (its /var/spool is its own, /tmp is the host's), which srun --mpi=pmix
-# needs (the PMIx server's directory in the spool, the clients' in TmpFS; issue 16).
+# needs (the PMIx server's directory in the spool, the clients' in TmpFS; tests/test_mpi.py).
 SPOOL = Path(os.environ.get("SHIFTER_CLUSTER_SPOOL", "/var/spool/shifter-cluster"))
 TMPFS = Path(os.environ.get("SHIFTER_CLUSTER_TMPFS", "/tmp/shifter-cluster"))
 
@@ -156,7 +156,7 @@ GLIBC = ("libc.so", "libm.so", "libpthread.so", "libdl.so", "librt.so", "ld-linu
 
 
 def host_library(module: str, soname: str) -> None:
-    """A swap module's host library (issue 16): Debian's `soname` and its non-glibc libraries,
+    """A swap module's host library (tests/test_mpi.py): Debian's `soname` and its non-glibc libraries,
     copied where the module binds them (never glibc)."""
     lib, source = STATE / "modules" / module / "lib", Path("/usr/lib/x86_64-linux-gnu") / soname
     if not source.exists():
@@ -178,7 +178,7 @@ def host_mpich() -> None:
         shutil.copytree(ucx, lib / "ucx")
 
 
-# Fake GPUs (issue 16): what a GPU node's /dev shows, with NVIDIA's major number 195 (the
+# Fake GPUs (tests/test_gpu_module.py): what a GPU node's /dev shows, with NVIDIA's major number 195 (the
 # nvidia-uvm major is dynamic on real nodes); no driver answers them, nothing opens them.
 FAKE_DEVICES = {"nvidia0": (195, 0), "nvidia1": (195, 1), "nvidiactl": (195, 255),
                 "nvidia-modeset": (195, 254), "nvidia-uvm": (511, 0)}

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Build the container's static sshd, ssh client, scp and dropbearkey from Debian's own
-# dropbear source package with musl (DESIGN decision 10) and install them into DEST/bin
+# dropbear source package with musl (docs/architecture.md, decision 10) and install them into DEST/bin
 # (the site's /opt/udiImage content). Root; re-running it is harmless: a build of the same
 # source and options is kept.
 #   build_dropbear.sh DEST [WORKDIR]

@@ -1,5 +1,5 @@
-"""bench/report.py turns the benchmarks' JSON into bench/report.md: the sections of issue 19
-(prolog time per node vs node count) and issue 16 (MPI: each kind of step, the step path per
+"""bench/report.py turns the benchmarks' JSON into bench/report.md: the sections on
+the prolog's time per node vs node count and on MPI (each kind of step, the step path per
 task, the swap module's prolog cost) come from the series the benchmarks write."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The `shifter` launcher (runtime/launcher.py): pip's entry-point script, run with
-`python -S` so a launch does not pay for `site` (issue 19), with the install's packages put
+`python -S` so a launch does not pay for `site`, with the install's packages put
 on sys.path by hand."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """`local:/path` images and `--ccm` without --image: which requests are refused, before
-anything is built, with one line (issue 17).
+anything is built, with one line.
 
 Covers runtime/localimage.py (path rules, the site's permission, the trust walk of
 runtime/trusted.py on the host's own root-owned paths), runtime.spec.from_config for a local

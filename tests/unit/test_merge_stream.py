@@ -1,4 +1,4 @@
-"""The merge's streaming paths (issue 19): a layer read while it still downloads into the
+"""The merge's streaming paths: a layer read while it still downloads into the
 layer cache (registry.Arriving / Fetch.follow) merges to the same bytes as the finished blob,
 and a download that fails fails the merge with the download's own error; a regular file's
 content copied straight from the layer's stream (layers._copy) keeps GNU sparse files whole.

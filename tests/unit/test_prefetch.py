@@ -1,4 +1,4 @@
-"""runtime/prefetch.py: what a rootless launch reads before exec (issue 19): the command's
+"""runtime/prefetch.py: what a rootless launch reads before exec: the command's
 file and the interpreter it names, regular files only, never blocking, never failing."""
 
 from __future__ import annotations

@@ -104,7 +104,7 @@ def test_volume_checks_include_the_site_cache_limits(site, tmp_path):
         submit.check_volumes(f"{tmp_path}/missing:/b", site)
 
 
-# ---------------------------------------------------------------- the original's habits (issue 17)
+# ---------------------------------------------------------------- the original's habits
 
 
 @pytest.mark.parametrize("argv", [["--entry", "x"], ["--entry=/ep", "x"]])

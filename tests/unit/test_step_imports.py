@@ -18,10 +18,10 @@ STEP_PATH = ["shifter_wlm.dispatch", "shifter_wlm.options", "shifter_wlm.task", 
              "runtime.gpu", "shifter_site.jsonread", "shifter_site.logs"]  # runtime.gpu: on a site with a GPU module
 STEP_MUST_NOT_IMPORT = ["typing", "subprocess", "structlog", "msgspec", "yaml", "dataclasses", "shutil",
                         "hashlib", "logging", "inspect", "runtime.build", "runtime.phases",
-                        # issue 19: json's decoder (re, enum) and contextlib (collections,
+                        # json's decoder (re, enum) and contextlib (collections,
                         # functools) cost a step ~7 ms; records are read with shifter_site.jsonread
                         "json", "re", "enum", "contextlib", "collections", "functools",
-                        # issue 19: the hook router imports its routes with __import__
+                        # the hook router imports its routes with __import__
                         "importlib", "types",
                         # a step with the job's volumes does not parse volumes (task._choose_volume)
                         "runtime.volumes"]  # types: configview's SimpleNamespace is type(sys.implementation)

@@ -12,7 +12,7 @@ def test_each_phase_is_the_time_since_the_mark_before(monkeypatch):
 
 
 def test_the_first_phase_is_the_plugins_start_of_python(monkeypatch):
-    """Issue 19: the interpreter's start in slurmstepd is timed too, from the plugin's clock
+    """The interpreter's start in slurmstepd is timed too, from the plugin's clock
     (pyentry.c, CLOCK_MONOTONIC = perf_counter's), once per process."""
     import time
 

@@ -1,4 +1,4 @@
-/* The local cluster's fake NVIDIA driver library (issue 16): built by tools/localcluster.py
+/* The local cluster's fake NVIDIA driver library (tests/test_gpu_module.py): built by tools/localcluster.py
  * twice, as libcuda.so.1 and as libnvidia-ml.so.1 (their real sonames), so the GPU module's
  * loader-cache search, binds and loader path are tested on a machine without a GPU.
  * FAKE_TOKEN is random per cluster: a program that prints it proves which copy it loaded. */

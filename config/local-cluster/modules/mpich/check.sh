@@ -1,4 +1,4 @@
-# root hook of the local cluster's module `mpich` (issue 16): the host's MPICH (lib/, filled by
+# root hook of the local cluster's module `mpich` (tests/test_mpi.py): the host's MPICH (lib/, filled by
 # tools/localcluster.py: libmpich.so.12 and its non-glibc libraries) is swapped in through
 # LD_LIBRARY_PATH; this refuses, in one line, an image whose MPICH is newer than the host's
 # (by the site's rule in ./compat: major | full | strict, as Sarus) or whose glibc is older
