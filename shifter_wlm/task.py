@@ -22,9 +22,9 @@ from shifter_site.errors import ShifterError, StepError
 from shifter_wlm import stepscripts  # imported before entering: used inside the container
 from shifter_wlm.procfds import own_step_socket
 
-# No dataclasses on this path: a `srun shifter` step pays for every import
-# (the target: <= +10 ms over a plain step, bench/bench_srun.py; docs/architecture.md, decision 13). What entering
-# needs comes from the job record.
+# No dataclasses on this path: a `srun shifter` step pays for every import (the target:
+# <= +10 ms over a plain step, bench/bench_srun.py; docs/architecture.md, decision 13). What
+# entering needs comes from the job record.
 
 
 BATCH_STEP = 0xFFFFFFFB  # Slurm's SLURM_BATCH_SCRIPT step id
