@@ -46,6 +46,8 @@ import zstandard
 
 from shifter_site.errors import ShifterError
 
+from imagegw.tarheaders import FastTarInfo, gnu_header
+
 try:  # ISA-L decompresses gzip several times faster than zlib (DESIGN decision 11)
     from isal import igzip as _gzip
     from isal.isal_zlib import error as _isal_error
@@ -118,8 +120,8 @@ class _Forward(io.RawIOBase):
 def _open_tar(stream: BinaryIO) -> tarfile.TarFile:
     # "r:" (forward seeks only, done by reading) is about twice as fast as stream mode "r|"
     if getattr(stream, "seekable", lambda: False)():
-        return tarfile.open(fileobj=stream, mode="r:")
-    return tarfile.open(fileobj=stream, mode="r|", bufsize=BUF)
+        return tarfile.open(fileobj=stream, mode="r:", tarinfo=FastTarInfo)
+    return tarfile.open(fileobj=stream, mode="r|", bufsize=BUF, tarinfo=FastTarInfo)
 
 
 def _normalise(name: str) -> tuple[str | None, str | None]:
@@ -352,7 +354,7 @@ class Flattener:
             finally:
                 self.tar.format = tarfile.GNU_FORMAT
         else:
-            header = info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
+            header = gnu_header(info)
             self._out.write(header)
             self.tar.offset += len(header)
             if member is not None:
