@@ -15,8 +15,6 @@ import struct
 import tarfile
 
 _FIELDS = struct.Struct("100s8s8s8s12s12s8sc100s8s32s32s8s8s155s12x")  # one 512-byte header block
-_BASE256 = (0o200, 0o377)
-_NUMBERS = (100, 108, 116, 124, 136, 148, 329, 337)  # offsets of the number fields
 _ENCODING, _ERRORS = "utf-8", "surrogateescape"
 _OCTAL7, _OCTAL11 = 8 ** 7, 8 ** 11
 
@@ -26,9 +24,9 @@ def _text(field: bytes, encoding: str, errors: str) -> str:
 
 
 def _octal(field: bytes) -> int:
-    """tarfile.nti for an octal field (ValueError where nti raises, base-256 excluded)."""
-    digits = field.partition(b"\0")[0]
-    return int(digits, 8) if digits.strip() else 0
+    """tarfile.nti of an octal field, or ValueError (also for base-256 fields and blanks
+    that nti reads as 0: the caller then leaves the block to tarfile)."""
+    return int(field.partition(b"\0")[0] or b"0", 8)
 
 
 class FastTarInfo(tarfile.TarInfo):
@@ -36,8 +34,7 @@ class FastTarInfo(tarfile.TarInfo):
 
     @classmethod
     def _frombuf(cls, buf, encoding, errors, *, dircheck=True):
-        if len(buf) != tarfile.BLOCKSIZE or not buf[0] or buf[156:157] == tarfile.GNUTYPE_SPARSE \
-                or any(buf[i] in _BASE256 for i in _NUMBERS):
+        if len(buf) != tarfile.BLOCKSIZE or not buf[0] or buf[156:157] == tarfile.GNUTYPE_SPARSE:
             return super()._frombuf(buf, encoding, errors, dircheck=dircheck)
         (name, mode, uid, gid, size, mtime, chksum, type_, linkname, _magic, uname, gname, devmajor,
          devminor, prefix) = _FIELDS.unpack(buf)
@@ -45,7 +42,7 @@ class FastTarInfo(tarfile.TarInfo):
             chksum = _octal(chksum)
             values = (_octal(mode), _octal(uid), _octal(gid), _octal(size), _octal(mtime),
                       _octal(devmajor), _octal(devminor))
-        except ValueError:  # tarfile's own error for it
+        except ValueError:  # base-256, blank or invalid: tarfile's own reading of it
             return super()._frombuf(buf, encoding, errors, dircheck=dircheck)
         if chksum != 256 + sum(buf) - sum(buf[148:156]):  # a signed checksum or a bad one
             return super()._frombuf(buf, encoding, errors, dircheck=dircheck)
