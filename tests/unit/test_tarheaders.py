@@ -13,7 +13,10 @@ import tarfile
 
 from hypothesis import example, given, settings, strategies as st
 
+from imagegw import layers as merge
 from imagegw.tarheaders import FastTarInfo, gnu_header
+
+from . import test_hostile_layers as hostile
 
 EXACT = settings(derandomize=True, max_examples=400)
 FIELDS = ("name", "mode", "uid", "gid", "size", "mtime", "chksum", "type", "linkname", "uname", "gname",
@@ -145,3 +148,24 @@ def test_a_written_header_is_the_bytes_tarfile_writes(name, type_, linkname, uid
     except ValueError as err:
         got = err
     assert got == expected if isinstance(expected, bytes) else (type(got), str(got)) == (type(expected), str(expected))
+
+
+
+@settings(derandomize=True, max_examples=300)
+@given(layers=hostile.layers_st)
+def test_the_merge_gives_what_it_gave_with_tarfiles_header_code(layers):
+    """The hostile layers of test_hostile_layers, merged with the fast header code and with
+    tarfile's own (the merge before it): the same bytes, counts and errors."""
+    def summary(result):
+        data, error, flat = result
+        return data, error, flat and (dict(flat.neutralised), flat.entries, flat.bytes, flat.relinked)
+
+    fast = summary(hostile.run_flatten(layers))
+    saved = merge.FastTarInfo, merge.gnu_header
+    merge.FastTarInfo = tarfile.TarInfo
+    merge.gnu_header = lambda info: info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
+    try:
+        slow = summary(hostile.run_flatten(layers))
+    finally:
+        merge.FastTarInfo, merge.gnu_header = saved
+    assert fast == slow
