@@ -46,6 +46,8 @@ import zstandard
 
 from shifter_site.errors import ShifterError
 
+from imagegw.tarheaders import FastTarInfo, gnu_header
+
 try:  # ISA-L decompresses gzip several times faster than zlib (DESIGN decision 11)
     from isal import igzip as _gzip
     from isal.isal_zlib import error as _isal_error
@@ -118,8 +120,8 @@ class _Forward(io.RawIOBase):
 def _open_tar(stream: BinaryIO) -> tarfile.TarFile:
     # "r:" (forward seeks only, done by reading) is about twice as fast as stream mode "r|"
     if getattr(stream, "seekable", lambda: False)():
-        return tarfile.open(fileobj=stream, mode="r:")
-    return tarfile.open(fileobj=stream, mode="r|", bufsize=BUF)
+        return tarfile.open(fileobj=stream, mode="r:", tarinfo=FastTarInfo)
+    return tarfile.open(fileobj=stream, mode="r|", bufsize=BUF, tarinfo=FastTarInfo)
 
 
 def _normalise(name: str) -> tuple[str | None, str | None]:
@@ -254,7 +256,7 @@ class Flattener:
                 parent, base = posixpath.split(path)
                 if base.startswith(WHITEOUT):
                     if not self._hidden(path, here):  # its directory exists in this layer
-                        self._implied_here.update(_ancestors(path))
+                        self._imply(path)
                     if base == OPAQUE:
                         opaque.add(parent)
                         continue
@@ -270,7 +272,7 @@ class Flattener:
                     # (the first entry of a name in a layer counts, as for written entries)
                     here.setdefault(path, member.isdir() or path in self._implied_here)
                     if not any(here.get(a) is False for a in _ancestors(path)):  # in this layer, it exists
-                        self._implied_here.update(_ancestors(path))
+                        self._imply(path)
                     if member.isreg():
                         first.setdefault(path, path)
                     elif member.islnk():
@@ -344,7 +346,7 @@ class Flattener:
         one tarfile.addfile writes; the content is copied straight from the layer's stream:
         no file object per entry, no copy of the TarInfo, no list of every entry written
         (about a third of the merge's time and memory per entry went there; issue 19)."""
-        self._implied_here.update(_ancestors(info.name))
+        self._imply(info.name)
         if info.pax_headers:  # kept extended attributes need a pax header: tarfile's own path
             self.tar.format = tarfile.PAX_FORMAT
             try:
@@ -352,7 +354,7 @@ class Flattener:
             finally:
                 self.tar.format = tarfile.GNU_FORMAT
         else:
-            header = info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
+            header = gnu_header(info)
             self._out.write(header)
             self.tar.offset += len(header)
             if member is not None:
@@ -370,6 +372,13 @@ class Flattener:
         self.entries += 1
         if self.progress and self.entries % 512 == 0:
             self.progress(self.entries, self.bytes)
+
+    def _imply(self, path: str) -> None:
+        """`path`'s directories are implied in this layer. The set holds whole chains (each
+        ancestor of a member is a member), so a parent already in it leaves nothing to add."""
+        parent = path.rpartition("/")[0]
+        if parent and parent not in self._implied_here:
+            self._implied_here.update(_ancestors(path))
 
     def _hidden(self, path: str, here: dict[str, bool]) -> bool:
         if path in self._upper or path in self._deleted:
