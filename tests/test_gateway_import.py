@@ -163,6 +163,44 @@ def test_corrupt_and_hostile_archives_are_refused_and_leave_nothing(where):
         assert [p.name for p in cache.root.iterdir() if p.name.startswith(".")] == [], label
 
 
+def test_a_squashfs_that_unpacks_past_the_caps_stops_at_them(where):
+    """A squashfs of a few KB holding a sparse 1 GiB file: refused at the site's size cap while
+    it streams, before the layer cache holds more than the cap (a pull's layers inflate under
+    the same cap)."""
+    cfg, cache, tmp = where
+    cfg = msgspec.structs.replace(cfg, gateway=msgspec.structs.replace(cfg.gateway, max_image_size="64M"))
+    tree = tmp / "sparse"
+    tree.mkdir()
+    with open(tree / "zeros", "wb") as f:
+        f.truncate(1 << 30)
+    bomb = tmp / "bomb.sqfs"
+    subprocess.run(["gensquashfs", "--quiet", "--pack-dir", str(tree), str(bomb)], check=True)
+    assert bomb.stat().st_size < 1 << 20
+    seen = []
+    real = importer.subprocess.Popen
+
+    def watched(*args, **kwargs):  # the cache's size whenever sqfs2tar is started and reaped
+        proc = real(*args, **kwargs)
+        wait = proc.wait
+
+        def wait_and_measure(timeout=None):
+            seen.append(sum(p.stat().st_size for p in cache.root.iterdir()))
+            return wait(timeout=timeout)
+        proc.wait = wait_and_measure
+        return proc
+
+    importer.subprocess.Popen = watched
+    try:
+        with pytest.raises(importer.ArchiveError) as err:
+            importer.publish(cfg, cache, bomb, "bomb:1")
+    finally:
+        importer.subprocess.Popen = real
+    assert "unpacks to more than this site's limits" in str(err.value) and "\n" not in str(err.value)
+    assert seen and max(seen) <= cfg.gateway.max_image_size_bytes + (2 << 20), seen
+    assert list(Path(cfg.image_dir).iterdir()) == []
+    assert list(cache.root.iterdir()) == []
+
+
 # ------------------------------------------------------------------ the real shifterimg on the cluster
 
 
