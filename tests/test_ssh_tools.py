@@ -3,7 +3,8 @@ plain user: an image's own OpenSSH client, pdsh, GNU parallel `--sshloginfile /v
 MPICH's `mpirun -launcher ssh`, Spark standalone's launcher loop and a small Python tool reach
 every node's container through the container's /etc/ssh/ssh_config (the job's port, key and
 host keys) with nothing changed; Dask's SSHCluster (asyncssh, which reads only ~/.ssh/config)
-does with that file named in its connect_options. The sshd and
+does with that file named in its connect_options, or unchanged with ~/.ssh/config ending in
+`Include /etc/ssh/ssh_config`. The sshd and
 what its sessions leave running belong to the job's extern step. Two jobs sharing a node
 each get their own sshd, and one user's key does not open the other's.
 
@@ -58,8 +59,12 @@ for h in $(sed 's/#.*$//;/^$/d' /var/hostsfile | sort -u); do
   ssh $SPARK_SSH_OPTS "$h" 'echo "spark-worker container=$(cat /cache/marker)"' 2>&1 | sed "s/^/$h: /" &
 done
 wait
-python3 /opt/tools/dask_ssh.py 2>/tmp/dask-ssh.$$.err || { echo "dask-failed"; tail -20 /tmp/dask-ssh.$$.err; }
-rm -f /tmp/dask-ssh.$$.err
+python3 /opt/tools/dask_ssh.py named 2>/tmp/dask-ssh.$$.err || { echo "dask-failed"; tail -20 /tmp/dask-ssh.$$.err; }
+# the same script with no connect_options: a ~/.ssh/config that ends with the README's
+# one line (a scratch HOME here, so the test user's real one is left alone)
+home=$(mktemp -d) && mkdir "$home/.ssh" && echo "Include /etc/ssh/ssh_config" > "$home/.ssh/config"
+HOME=$home python3 /opt/tools/dask_ssh.py unchanged 2>/tmp/dask-ssh.$$.err || { echo "dask-unchanged-failed"; tail -20 /tmp/dask-ssh.$$.err; }
+rm -rf /tmp/dask-ssh.$$.err "$home"
 # a session that leaves a process running: it stays with the job (the extern step)
 ssh n2 'sleep 600 >/dev/null 2>&1 </dev/null & echo "left-behind=$!"'
 """
@@ -91,15 +96,17 @@ import sys
 
 from dask.distributed import Client, SSHCluster
 
+how = sys.argv[1]  # "named": the file in connect_options; "unchanged": none (~/.ssh/config includes it)
 hosts = sorted(set(open("/var/hostsfile").read().split()))
-cluster = SSHCluster([hosts[0]] + hosts, connect_options={"config": ["/etc/ssh/ssh_config"]},
+options = {"config": ["/etc/ssh/ssh_config"]} if how == "named" else {}
+cluster = SSHCluster([hosts[0]] + hosts, connect_options=options,
                      worker_options={"nthreads": 1}, scheduler_options={"port": 0, "dashboard_address": ":0"},
                      remote_python=sys.executable)
 try:
     with Client(cluster) as client:
         client.wait_for_workers(len(hosts), timeout=120)
         for where in sorted(client.run(lambda: open("/cache/marker").read().strip()).values()):
-            print(f"dask worker container={where}")
+            print(f"dask-{how} worker container={where}")
 finally:
     cluster.close()
 '''
@@ -124,13 +131,13 @@ def image(cluster):
         ib.File("opt/tools/fanout.py", FANOUT_PY.encode(), mode=0o644),
         ib.File("opt/tools/dask_ssh.py", DASK_SSH_PY.encode(), mode=0o644),
     ])
-    ib.push("127.0.0.1:5000", "sshtools/app", "2", ib.Image(
+    ib.push("127.0.0.1:5000", "sshtools/app", "3", ib.Image(
         [ib.layer_from_dir(tree, SKIP), tools], compression=["none", "none"],
         config={"Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8"], "Cmd": ["/bin/bash"]}))
-    pulled = run_as(USER, [str(localcluster.PREFIX / "bin/shifterimg"), "pull", "docker:sshtools/app:2"],
+    pulled = run_as(USER, [str(localcluster.PREFIX / "bin/shifterimg"), "pull", "docker:sshtools/app:3"],
                     timeout=600)
     assert pulled.returncode == 0, pulled.stderr
-    return "docker:sshtools/app:2"
+    return "docker:sshtools/app:3"
 
 
 def _record(node: str, job_id: str) -> dict:
@@ -230,7 +237,16 @@ def test_dasks_ssh_cluster_across_the_nodes(tools_job):
     node's container."""
     output = tools_job["output"]
     assert "dask-failed" not in output, output
-    lines = jt.lines_with("dask worker container=", output)
+    lines = jt.lines_with("dask-named worker container=", output)
+    assert [jt.field("container", line) for line in lines] == list(ADDRS), output
+
+
+def test_dasks_ssh_cluster_unchanged_with_the_readmes_line_in_ssh_config(tools_job):
+    """The same SSHCluster call with no connect_options, where ~/.ssh/config ends with
+    `Include /etc/ssh/ssh_config` (asyncssh follows it to the container's file)."""
+    output = tools_job["output"]
+    assert "dask-unchanged-failed" not in output, output
+    lines = jt.lines_with("dask-unchanged worker container=", output)
     assert [jt.field("container", line) for line in lines] == list(ADDRS), output
 
 
