@@ -34,6 +34,23 @@ _MODULE_LISTS = {"siteEnv": "set", "siteEnvAppend": "append", "siteEnvPrepend": 
 _ACCUMULATING = {"siteFs", "imageGateway", "usersToImport", "perNodeCacheAllowedFsType", *_MODULE_LISTS}
 
 
+def decode(data: bytes) -> str:
+    """The file as text. Comment lines may be in any encoding (the original's parser never
+    reads them: a Latin-1 comment is common in old files); a key line must be UTF-8, and one
+    that is not is named (ValueError)."""
+    lines = data.split(b"\n")
+    for number, raw in enumerate(lines, start=1):
+        if raw.startswith(b"#"):
+            lines[number - 1] = b"#"
+            continue
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"line {number} is not UTF-8 text (byte {raw[err.start]:#04x} at column "
+                             f"{err.start + 1}); write it in UTF-8") from None
+    return b"\n".join(lines).decode("utf-8")
+
+
 def read_pairs(text: str) -> tuple[list[tuple[int, str, str]], list[str]]:
     """(line, key, value) as the original's parser reads them, and notes on lines it skipped."""
     pairs: list[tuple[int, str, str]] = []

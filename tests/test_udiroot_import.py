@@ -265,3 +265,18 @@ def test_keys_given_twice_add_up_as_in_the_original_or_are_named():
         "remove the other line",
         "line 12: module_m_userhook: given again (first on line 11): the last value is used, as the original "
         "does; remove the other line"], got.notes
+
+
+def test_a_latin1_comment_is_read_and_a_latin1_key_line_is_named(tmp_path):
+    """The original's parser never reads comments: an old file's Latin-1 comment imports; a
+    key line that is not UTF-8 is one line naming it."""
+    path = tmp_path / "udiRoot.conf"
+    path.write_bytes(b"# r\xe9glages du site\nsystem=a\nimagePath=/i\nimageGateway=http://g:1\n")
+    proc = subprocess.run([sys.executable, "-m", "shifter_site.cli", "import", str(path)],
+                          capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 0 and config.parse(proc.stdout).system == "a", proc.stderr
+    path.write_bytes(b"system=a\nimagePath=/i\nimageGateway=http://g:1\nsiteEnv=SITE=caf\xe9\n")
+    proc = subprocess.run([sys.executable, "-m", "shifter_site.cli", "import", str(path)],
+                          capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 65 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and "line 4 is not UTF-8 text (byte 0xe9 at column 17)" in proc.stderr
