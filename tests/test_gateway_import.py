@@ -234,3 +234,30 @@ def test_shifterimg_import_publishes_for_jobs_and_refuses_users(cluster, tmp_pat
     assert shifterimg("root", "lookup", "custom:lab/bad:1").returncode == 3
     wrong = shifterimg("root", "import", str(archive), "Lab/UPPER")
     assert wrong.returncode == 2 and "custom image name" in one_line_error(wrong)
+
+
+def test_an_upload_over_the_size_cap_is_refused_while_it_streams(cluster, tmp_path):
+    """The admin's archive body is counted as it arrives: past gateway.max_image_size the
+    gateway answers 413 in one line and keeps nothing of it (a gateway in this process, with
+    the cluster's munge for root's credential)."""
+    from fastapi.testclient import TestClient
+
+    import test_gateway_trust as tt
+    from imagegw import api
+
+    base = config.load(str(gt.STATE / "etc/shifter.yaml"), privileged=False)
+    (tmp_path / "images").mkdir()
+    site_cfg = msgspec.structs.replace(base, image_dir=str(tmp_path / "images"), gateway=msgspec.structs.replace(
+        base.gateway, max_image_size="1M", autoexpire_every=0))
+    gateway = api.Gateway(site_cfg, tmp_path / "state")
+    try:
+        web = TestClient(api.create_app(gateway))
+        answer = web.post(f"/api/import/{site_cfg.system}/big:1", content=os.urandom(2 << 20),
+                          headers={"authentication": tt.credential("root")})
+        assert answer.status_code == 413, answer.text
+        assert "larger than gateway.max_image_size (1M)" in answer.json()["error"]
+        assert "\n" not in answer.json()["error"]
+        assert list((tmp_path / "state/uploads").iterdir()) == []
+        assert list((tmp_path / "images").iterdir()) == []
+    finally:
+        gateway.close()
