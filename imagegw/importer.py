@@ -178,19 +178,58 @@ def _oci(tar: tarfile.TarFile, cache: registry.LayerCache, platform: str) -> tup
     return digests, config if isinstance(config, dict) else {}
 
 
-def _squashfs(path: Path, cache: registry.LayerCache) -> tuple[list[str], dict]:
-    """The squashfs as one tar layer (sqfs2tar streams it; nothing is mounted or unpacked)."""
+class _Tee:
+    """A read-only stream that copies what is read from `source` into `out` (tarfile's stream
+    mode reads the tar through it, so the headers are seen before each file's bytes land)."""
+
+    def __init__(self, source, out) -> None:
+        self.source, self.out = source, out
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.source.read(size)
+        self.out.write(data)
+        return data
+
+
+def _squashfs(path: Path, cache: registry.LayerCache, max_bytes: int, max_files: int) -> tuple[list[str], dict]:
+    """The squashfs as one tar layer (sqfs2tar streams it; nothing is mounted or unpacked).
+    The stream is read as a tar on the way and stopped at the site's caps, before a file's
+    bytes reach the cache: a squashfs of a few KB (sparse files) can unpack to any size."""
     exe = shutil.which("sqfs2tar")
     if not exe:
         raise ArchiveError("sqfs2tar is not installed on the gateway host; install squashfs-tools-ng")
     fd, tmp = tempfile.mkstemp(dir=cache.root, prefix=".import.", suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as out:
-            proc = subprocess.run([exe, "--no-skip", str(path)], stdout=out, stderr=subprocess.PIPE, timeout=3600)
-        if proc.returncode != 0:
-            why = proc.stderr.decode(errors="replace").strip().splitlines()
-            raise ArchiveError(f"the squashfs cannot be read ({why[-1] if why else f'exit {proc.returncode}'}); "
+        with os.fdopen(fd, "wb") as out, tempfile.TemporaryFile() as errors:
+            proc = subprocess.Popen([exe, "--no-skip", str(path)], stdout=subprocess.PIPE, stderr=errors)
+            unreadable, finished = None, False
+            try:
+                tee, entries, size = _Tee(proc.stdout, out), 0, 0
+                with tarfile.open(fileobj=tee, mode="r|") as tar:
+                    for member in tar:
+                        entries, size = entries + 1, size + (member.size if member.isreg() else 0)
+                        if entries > max_files or size > max_bytes:
+                            raise ArchiveError(
+                                f"the squashfs unpacks to more than this site's limits (gateway.max_image_size "
+                                f"{max_bytes} bytes, gateway.max_image_files {max_files}); make the image "
+                                f"smaller or ask the admins")
+                while tee.read(1 << 20):  # the end-of-archive blocks
+                    pass
+                finished = True
+            except tarfile.TarError as err:
+                unreadable = err
+            finally:
+                if not finished and proc.poll() is None:
+                    proc.kill()  # stopped at a cap, or the tar was unreadable
+                proc.stdout.close()
+                code = proc.wait(timeout=3600)
+            errors.seek(0)
+            why = errors.read().decode(errors="replace").strip().splitlines()
+        if code != 0:
+            raise ArchiveError(f"the squashfs cannot be read ({why[-1] if why else f'exit {code}'}); "
                                f"it is corrupt or not a squashfs")
+        if unreadable is not None:
+            raise unreadable
         digest = f"sha256:{sha256_file(Path(tmp))}"
         os.replace(tmp, cache.path(digest))
         return [digest], {}
@@ -214,7 +253,7 @@ def _publish(cfg: Config, cache: registry.LayerCache, upload: Path, name: str, c
     what = kind(upload)
     with logs.step(log, "import", name=name, id=image_id, kind=what) as info:
         if what == "squashfs":
-            digests, config = _squashfs(upload, cache)
+            digests, config = _squashfs(upload, cache, cfg.gateway.max_image_size_bytes, cfg.gateway.max_image_files)
         else:
             with tarfile.open(upload, "r:") as tar:
                 _members(tar)

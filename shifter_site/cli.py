@@ -24,12 +24,17 @@ def import_udiroot(argv: list[str]) -> int:
     parser.add_argument("path", help="the original's udiRoot.conf")
     args = parser.parse_args(argv)
     try:
-        with open(args.path, encoding="utf-8") as handle:
-            text = handle.read()
-    except (OSError, UnicodeDecodeError) as err:
-        print(f"shifter-config: {args.path}: cannot read it ({getattr(err, 'strerror', None) or err}); "
+        with open(args.path, "rb") as handle:
+            data = handle.read()
+    except OSError as err:
+        print(f"shifter-config: {args.path}: cannot read it ({err.strerror or err}); "
               "give the path of a readable udiRoot.conf", file=sys.stderr)
         return 66  # EX_NOINPUT
+    try:
+        text = udiroot.decode(data)
+    except ValueError as err:
+        print(f"shifter-config: {args.path}: {err}", file=sys.stderr)
+        return 65  # EX_DATAERR
     result = udiroot.translate(text)
     out = (f"# Site configuration translated by `shifter-config import` from {args.path}.\n"
            "# Review it against config/shifter.yaml.example before deploying it.\n"

@@ -29,6 +29,26 @@ _TOOL_PATHS = {"modprobePath", "insmodPath", "cpPath", "mvPath", "chmodPath", "d
 _MODULE_KEY = re.compile(r"^module_([^_]+)_(.+)$")
 _MODULE_LISTS = {"siteEnv": "set", "siteEnvAppend": "append", "siteEnvPrepend": "prepend",
                  "siteEnvUnset": "unset"}
+# keys whose lines add up in the original's parser (each line's words appended to a list);
+# every other key given twice keeps its last value there, which the import names
+_ACCUMULATING = {"siteFs", "imageGateway", "usersToImport", "perNodeCacheAllowedFsType", *_MODULE_LISTS}
+
+
+def decode(data: bytes) -> str:
+    """The file as text. Comment lines may be in any encoding (the original's parser never
+    reads them: a Latin-1 comment is common in old files); a key line must be UTF-8, and one
+    that is not is named (ValueError)."""
+    lines = data.split(b"\n")
+    for number, raw in enumerate(lines, start=1):
+        if raw.startswith(b"#"):
+            lines[number - 1] = b"#"
+            continue
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"line {number} is not UTF-8 text (byte {raw[err.start]:#04x} at column "
+                             f"{err.start + 1}); write it in UTF-8") from None
+    return b"\n".join(lines).decode("utf-8")
 
 
 def read_pairs(text: str) -> tuple[list[tuple[int, str, str]], list[str]]:
@@ -56,6 +76,14 @@ def read_pairs(text: str) -> tuple[list[tuple[int, str, str]], list[str]]:
     if pending is not None:
         pairs.append(pending)
     return pairs, notes
+
+
+def _accumulates(key: str) -> bool:
+    """Whether the original adds each line of this key to a list (else the last line wins)."""
+    module = _MODULE_KEY.match(key)
+    if module:
+        return module.group(2) in (*_MODULE_LISTS, "conflict", "siteFs")
+    return key in _ACCUMULATING
 
 
 def _flag(value: str) -> bool:
@@ -122,14 +150,19 @@ def translate(text: str) -> Translation:
     def needless(line: int, key: str, why: str) -> None:
         t.notes.append(f"line {line}: {key}: not needed: {why}")
 
+    first_seen: dict[str, int] = {}
     for line, key, value in pairs:
         where = f"line {line}: {key}"
+        if key in first_seen and not _accumulates(key):
+            t.notes.append(f"{where}: given again (first on line {first_seen[key]}): the last value is used, "
+                           "as the original does; remove the other line")
+        first_seen.setdefault(key, line)
         if key == "system":
             d["system"] = value
         elif key == "imagePath":
             d["image_dir"] = value
         elif key == "imageGateway":
-            d.setdefault("gateway", {})["urls"] = value.split()
+            d.setdefault("gateway", {}).setdefault("urls", []).extend(value.split())
         elif key == "gatewayTimeout":
             d.setdefault("gateway", {})["timeout"] = float(int(value)) if value.isascii() and value.isdigit() else value
         elif key == "defaultImageType":
@@ -142,7 +175,7 @@ def translate(text: str) -> Translation:
             kind = _MODULE_LISTS[key]
             _merge_env(d.setdefault("site_env", {}), kind, _env(value, kind, where, t.notes))
         elif key == "usersToImport":
-            d["import_accounts"] = value.split()
+            d.setdefault("import_accounts", []).extend(value.split())
         elif key == "maxGroupCount":
             d["max_group_count"] = int(value) if value.isascii() and value.isdigit() else value
         elif key == "mountPropagationStyle":
@@ -152,7 +185,7 @@ def translate(text: str) -> Translation:
         elif key == "perNodeCacheSizeLimit":
             d.setdefault("per_node_cache", {})["size_limit"] = value  # same syntax; checked with the rest
         elif key == "perNodeCacheAllowedFsType":
-            d.setdefault("per_node_cache", {})["allowed_fs"] = value.split()
+            d.setdefault("per_node_cache", {}).setdefault("allowed_fs", []).extend(value.split())
         elif key == "optUdiImage":
             d["opt_udi_image"] = value
         elif key == "etcPath":
@@ -219,7 +252,7 @@ def _module_key(module: dict, name: str, sub: str, value: str, line: int, key: s
         kind = _MODULE_LISTS[sub]
         _merge_env(module.setdefault("env", {}), kind, _env(value, kind, where, notes))
     elif sub == "conflict":
-        module["conflict"] = value.split()
+        module.setdefault("conflict", []).extend(value.split())
     elif sub == "siteFs":
         module.setdefault("site_mounts", []).extend(_site_mounts(value, where, notes))
     elif sub == "copyPath":

@@ -291,12 +291,3 @@ def debian_tree(include: tuple[str, ...] = ()) -> Path:
     work.rename(target)
     done.touch()
     return target
-    CACHE.mkdir(parents=True, exist_ok=True)
-    work = CACHE / "debian-minbase.work"
-    shutil.rmtree(work, ignore_errors=True)
-    subprocess.run(["debootstrap", "--variant=minbase", "bookworm", str(work), DEBIAN_MIRROR],
-                   check=True, capture_output=True, timeout=1200)
-    shutil.rmtree(target, ignore_errors=True)
-    work.rename(target)
-    done.touch()
-    return target

@@ -163,6 +163,44 @@ def test_corrupt_and_hostile_archives_are_refused_and_leave_nothing(where):
         assert [p.name for p in cache.root.iterdir() if p.name.startswith(".")] == [], label
 
 
+def test_a_squashfs_that_unpacks_past_the_caps_stops_at_them(where):
+    """A squashfs of a few KB holding a sparse 1 GiB file: refused at the site's size cap while
+    it streams, before the layer cache holds more than the cap (a pull's layers inflate under
+    the same cap)."""
+    cfg, cache, tmp = where
+    cfg = msgspec.structs.replace(cfg, gateway=msgspec.structs.replace(cfg.gateway, max_image_size="64M"))
+    tree = tmp / "sparse"
+    tree.mkdir()
+    with open(tree / "zeros", "wb") as f:
+        f.truncate(1 << 30)
+    bomb = tmp / "bomb.sqfs"
+    subprocess.run(["gensquashfs", "--quiet", "--pack-dir", str(tree), str(bomb)], check=True)
+    assert bomb.stat().st_size < 1 << 20
+    seen = []
+    real = importer.subprocess.Popen
+
+    def watched(*args, **kwargs):  # the cache's size whenever sqfs2tar is started and reaped
+        proc = real(*args, **kwargs)
+        wait = proc.wait
+
+        def wait_and_measure(timeout=None):
+            seen.append(sum(p.stat().st_size for p in cache.root.iterdir()))
+            return wait(timeout=timeout)
+        proc.wait = wait_and_measure
+        return proc
+
+    importer.subprocess.Popen = watched
+    try:
+        with pytest.raises(importer.ArchiveError) as err:
+            importer.publish(cfg, cache, bomb, "bomb:1")
+    finally:
+        importer.subprocess.Popen = real
+    assert "unpacks to more than this site's limits" in str(err.value) and "\n" not in str(err.value)
+    assert seen and max(seen) <= cfg.gateway.max_image_size_bytes + (2 << 20), seen
+    assert list(Path(cfg.image_dir).iterdir()) == []
+    assert list(cache.root.iterdir()) == []
+
+
 # ------------------------------------------------------------------ the real shifterimg on the cluster
 
 
@@ -196,3 +234,30 @@ def test_shifterimg_import_publishes_for_jobs_and_refuses_users(cluster, tmp_pat
     assert shifterimg("root", "lookup", "custom:lab/bad:1").returncode == 3
     wrong = shifterimg("root", "import", str(archive), "Lab/UPPER")
     assert wrong.returncode == 2 and "custom image name" in one_line_error(wrong)
+
+
+def test_an_upload_over_the_size_cap_is_refused_while_it_streams(cluster, tmp_path):
+    """The admin's archive body is counted as it arrives: past gateway.max_image_size the
+    gateway answers 413 in one line and keeps nothing of it (a gateway in this process, with
+    the cluster's munge for root's credential)."""
+    from fastapi.testclient import TestClient
+
+    import test_gateway_trust as tt
+    from imagegw import api
+
+    base = config.load(str(gt.STATE / "etc/shifter.yaml"), privileged=False)
+    (tmp_path / "images").mkdir()
+    site_cfg = msgspec.structs.replace(base, image_dir=str(tmp_path / "images"), gateway=msgspec.structs.replace(
+        base.gateway, max_image_size="1M", autoexpire_every=0))
+    gateway = api.Gateway(site_cfg, tmp_path / "state")
+    try:
+        web = TestClient(api.create_app(gateway))
+        answer = web.post(f"/api/import/{site_cfg.system}/big:1", content=os.urandom(2 << 20),
+                          headers={"authentication": tt.credential("root")})
+        assert answer.status_code == 413, answer.text
+        assert "larger than gateway.max_image_size (1M)" in answer.json()["error"]
+        assert "\n" not in answer.json()["error"]
+        assert list((tmp_path / "state/uploads").iterdir()) == []
+        assert list((tmp_path / "images").iterdir()) == []
+    finally:
+        gateway.close()

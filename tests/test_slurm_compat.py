@@ -160,6 +160,22 @@ def test_ccm_without_image_runs_the_batch_script_in_the_sites_ccm_tree(site):
     jt.assert_clean()
 
 
+def test_ccm_with_a_local_image_acts_in_place_of_ccm(site):
+    """sbatch --ccm --image=local:/tree (the original's "acts in place of CCM if the image
+    points to the /dsl tree"): the batch script runs in that tree where the site allows
+    local images."""
+    with cluster_config(allow_local_images=True):
+        job = jt.write_job(USER, "compat-ccm-local.sl",
+                           CCM_JOB.replace("#SBATCH --ccm\n", f"#SBATCH --ccm\n#SBATCH --image=local:{site['tree']}\n"))
+        _, output, result = jt.sbatch_wait(USER, job, check=False)
+    assert result.returncode == 0, (result.stderr, output)
+    [line] = jt.lines_with("ccm ", output)
+    assert jt.field("release", line) == "NAME=shifter-test" and jt.field("user", line) == USER, line
+    assert jt.field("script", line) == "/var/run/udiImage/ccm/job-script"
+    assert jt.field("cfg", line).startswith('{"identifier":"%s","user":"%s"' % (site["tree"], USER)), line
+    jt.assert_clean()
+
+
 def test_failing_site_hook_fails_the_jobs_steps_with_its_message(site):
     with cluster_config(allow_local_images=True, site_pre_mount_hook=str(site["hooks"] / "fail.sh")):
         job = jt.write_job(USER, "compat-fail.sl", "#!/bin/bash\n#SBATCH -N 1 -t 5\n"

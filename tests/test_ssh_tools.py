@@ -1,12 +1,16 @@
 """Users' own ssh-based tools inside the job's container, on the local 3-node cluster as a
 plain user: an image's own OpenSSH client, pdsh, GNU parallel `--sshloginfile /var/hostsfile`,
-MPICH's `mpirun -launcher ssh` and a small Python tool reach every node's container through the container's
-/etc/ssh/ssh_config (the job's port, key and host keys) with nothing changed. The sshd and
+MPICH's `mpirun -launcher ssh`, Spark standalone's launcher loop and a small Python tool reach
+every node's container through the container's /etc/ssh/ssh_config (the job's port, key and
+host keys) with nothing changed; Dask's SSHCluster (asyncssh, which reads only ~/.ssh/config)
+does with that file named in its connect_options, or unchanged with ~/.ssh/config ending in
+`Include /etc/ssh/ssh_config`. The sshd and
 what its sessions leave running belong to the job's extern step. Two jobs sharing a node
 each get their own sshd, and one user's key does not open the other's.
 
-The image is built here: a debootstrap Debian with openssh-client, pdsh, parallel, python3
-and MPICH (tests/imagebuilder.py debian_tree), plus the two scripts below.
+The image is built here: a debootstrap Debian with openssh-client, pdsh, parallel, python3,
+MPICH and Dask's distributed with asyncssh (tests/imagebuilder.py debian_tree), plus the
+three scripts below.
 """
 
 from __future__ import annotations
@@ -28,7 +32,10 @@ pytestmark = pytest.mark.cluster
 USER, OTHER = "testuser", "testuser2"
 ADDRS = {"n1": "127.0.0.1", "n2": "127.0.0.2", "n3": "127.0.0.3"}
 DBCLIENT = str(localcluster.PREFIX / "udiImage/bin/dbclient")
-PACKAGES = ("mpich", "openssh-client", "pdsh", "parallel", "python3")
+# python3-cffi-backend: named because debootstrap does not resolve the virtual package
+# python3-cryptography (asyncssh's) needs
+PACKAGES = ("mpich", "openssh-client", "pdsh", "parallel", "python3", "python3-asyncssh", "python3-cffi-backend",
+            "python3-distributed")
 SKIP = ("usr/share/doc", "usr/share/man", "usr/share/locale", "usr/share/info", "var/cache/apt",
         "var/lib/apt/lists")
 
@@ -45,6 +52,19 @@ pdsh -R ssh -w ^/var/hostsfile 'echo "pdsh container=$(cat /cache/marker)"' | so
 parallel --will-cite --sshloginfile /var/hostsfile --nonall 'echo "parallel container=$(cat /cache/marker)"' | sort
 python3 /opt/tools/fanout.py
 mpirun -launcher ssh -f /var/hostsfile -n 3 sh -c 'echo "mpi rank=$PMI_RANK container=$(cat /cache/marker)"' | sort
+# Spark standalone's launcher (sbin/workers.sh): the `ssh` binary with $SPARK_SSH_OPTS (by
+# default -o StrictHostKeyChecking=no) to each host of the workers file, in the background
+SPARK_SSH_OPTS="-o StrictHostKeyChecking=no"
+for h in $(sed 's/#.*$//;/^$/d' /var/hostsfile | sort -u); do
+  ssh $SPARK_SSH_OPTS "$h" 'echo "spark-worker container=$(cat /cache/marker)"' 2>&1 | sed "s/^/$h: /" &
+done
+wait
+python3 /opt/tools/dask_ssh.py named 2>/tmp/dask-ssh.$$.err || { echo "dask-failed"; tail -20 /tmp/dask-ssh.$$.err; }
+# the same script with no connect_options: a ~/.ssh/config that ends with the README's
+# one line (a scratch HOME here, so the test user's real one is left alone)
+home=$(mktemp -d) && mkdir "$home/.ssh" && echo "Include /etc/ssh/ssh_config" > "$home/.ssh/config"
+HOME=$home python3 /opt/tools/dask_ssh.py unchanged 2>/tmp/dask-ssh.$$.err || { echo "dask-unchanged-failed"; tail -20 /tmp/dask-ssh.$$.err; }
+rm -rf /tmp/dask-ssh.$$.err "$home"
 # a session that leaves a process running: it stays with the job (the extern step)
 ssh n2 'sleep 600 >/dev/null 2>&1 </dev/null & echo "left-behind=$!"'
 """
@@ -69,6 +89,28 @@ with concurrent.futures.ThreadPoolExecutor(len(hosts)) as pool:
               f"server={got[2] if got else ''} err={err!r}")
 '''
 
+DASK_SSH_PY = r'''"""Dask's SSHCluster over the job's nodes: the scheduler on the first node, a worker on each.
+asyncssh (what SSHCluster connects with) reads only ~/.ssh/config, so the container's
+/etc/ssh/ssh_config is named in connect_options, as the README says."""
+import sys
+
+from dask.distributed import Client, SSHCluster
+
+how = sys.argv[1]  # "named": the file in connect_options; "unchanged": none (~/.ssh/config includes it)
+hosts = sorted(set(open("/var/hostsfile").read().split()))
+options = {"config": ["/etc/ssh/ssh_config"]} if how == "named" else {}
+cluster = SSHCluster([hosts[0]] + hosts, connect_options=options,
+                     worker_options={"nthreads": 1}, scheduler_options={"port": 0, "dashboard_address": ":0"},
+                     remote_python=sys.executable)
+try:
+    with Client(cluster) as client:
+        client.wait_for_workers(len(hosts), timeout=120)
+        for where in sorted(client.run(lambda: open("/cache/marker").read().strip()).values()):
+            print(f"dask-{how} worker container={where}")
+finally:
+    cluster.close()
+'''
+
 TOOLS_JOB = """#!/bin/bash
 #SBATCH -N 3 -n 3 -t 5
 #SBATCH --image={image}
@@ -87,14 +129,15 @@ def image(cluster):
         ib.Dir("opt"), ib.Dir("opt/tools"),
         ib.File("opt/tools/check.sh", CHECK_SH.encode(), mode=0o755),
         ib.File("opt/tools/fanout.py", FANOUT_PY.encode(), mode=0o644),
+        ib.File("opt/tools/dask_ssh.py", DASK_SSH_PY.encode(), mode=0o644),
     ])
-    ib.push("127.0.0.1:5000", "sshtools/app", "1", ib.Image(
+    ib.push("127.0.0.1:5000", "sshtools/app", "3", ib.Image(
         [ib.layer_from_dir(tree, SKIP), tools], compression=["none", "none"],
         config={"Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8"], "Cmd": ["/bin/bash"]}))
-    pulled = run_as(USER, [str(localcluster.PREFIX / "bin/shifterimg"), "pull", "docker:sshtools/app:1"],
+    pulled = run_as(USER, [str(localcluster.PREFIX / "bin/shifterimg"), "pull", "docker:sshtools/app:3"],
                     timeout=600)
     assert pulled.returncode == 0, pulled.stderr
-    return "docker:sshtools/app:1"
+    return "docker:sshtools/app:3"
 
 
 def _record(node: str, job_id: str) -> dict:
@@ -180,6 +223,31 @@ def test_mpirun_with_the_ssh_launcher(tools_job):
     """MPICH's hydra starts its proxies over ssh (the image's client), one rank per node."""
     lines = sorted(line for line in tools_job["output"].splitlines() if line.startswith("mpi rank="))
     assert lines == [f"mpi rank={i} container={n}" for i, n in enumerate(ADDRS)], tools_job["output"]
+
+
+def test_spark_standalones_launcher_reaches_each_nodes_container(tools_job):
+    """Spark's sbin/workers.sh starts each worker with `ssh $SPARK_SSH_OPTS host command`
+    over the workers file: the image's OpenSSH, the container's ssh_config, one per node."""
+    lines = sorted(line for line in tools_job["output"].splitlines() if "spark-worker container=" in line)
+    assert lines == [f"{n}: spark-worker container={n}" for n in ADDRS], tools_job["output"]
+
+
+def test_dasks_ssh_cluster_across_the_nodes(tools_job):
+    """Dask's SSHCluster (asyncssh) with the container's ssh_config named: a worker in each
+    node's container."""
+    output = tools_job["output"]
+    assert "dask-failed" not in output, output
+    lines = jt.lines_with("dask-named worker container=", output)
+    assert [jt.field("container", line) for line in lines] == list(ADDRS), output
+
+
+def test_dasks_ssh_cluster_unchanged_with_the_readmes_line_in_ssh_config(tools_job):
+    """The same SSHCluster call with no connect_options, where ~/.ssh/config ends with
+    `Include /etc/ssh/ssh_config` (asyncssh follows it to the container's file)."""
+    output = tools_job["output"]
+    assert "dask-unchanged-failed" not in output, output
+    lines = jt.lines_with("dask-unchanged worker container=", output)
+    assert [jt.field("container", line) for line in lines] == list(ADDRS), output
 
 
 def test_the_sshd_and_what_sessions_leave_belong_to_the_extern_step(tools_job):

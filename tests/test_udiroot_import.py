@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from shifter_site import config
+from shifter_site import config, udiroot
 
 # The keys and values of the original's documented example (udiRoot.conf.example, as its
 # configure substitutes it), without its comments.
@@ -214,3 +214,69 @@ def test_unreadable_file_is_one_line(tmp_path):
                           capture_output=True, text=True, cwd=REPO, timeout=60)
     assert proc.returncode == 66 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "cannot read it" in proc.stderr
+
+
+# Every key the original's parser knows (src/UdiRootConfig.c _assign, NERSC/shifter master),
+# with a value it accepts: each must come out translated or named with the reason.
+ORIGINAL_KEYS = {
+    "udiMount": "/var/udiMount", "loopMount": "/var/udiLoopMount", "imagePath": "/images",
+    "udiRootPath": "/opt/shifter", "perNodeCachePath": "/tmp", "perNodeCacheSizeLimit": "100G",
+    "perNodeCacheAllowedFsType": "xfs", "usersToImport": "sshd", "sitePreMountHook": "/etc/pre.sh",
+    "sitePostMountHook": "/etc/post.sh", "optUdiImage": "/opt/udiImage", "etcPath": "/etc/site",
+    "allowLocalChroot": "1", "allowLibcPwdCalls": "0", "optionalSshdAsRoot": "1",
+    "populateEtcDynamically": "1", "autoLoadKernelModule": "1", "mountPropagationStyle": "private",
+    "mountUdiRootWritable": "1", "maxGroupCount": "31", "modprobePath": "/sbin/modprobe",
+    "insmodPath": "/sbin/insmod", "cpPath": "/bin/cp", "mvPath": "/bin/mv", "chmodPath": "/bin/chmod",
+    "ddPath": "/bin/dd", "mkfsXfsPath": "/sbin/mkfs.xfs", "rootfsType": "ramfs", "gatewayTimeout": "30",
+    "kmodBasePath": "/lib/modules", "kmodCacheFile": "/tmp/kmod", "siteFs": "/a:/b",
+    "siteEnv": "A=1", "siteEnvAppend": "PATH=/x", "siteEnvPrepend": "PATH=/y", "siteEnvUnset": "B",
+    "imageGateway": "http://g:1", "batchType": "slurm", "system": "a", "defaultImageType": "docker",
+    "nodeContextPrefix": "x", "defaultModules": "m", "module_m_userhook": "/u.sh",
+    "module_m_roothook": "/r.sh", "module_m_siteEnv": "A=1", "module_m_siteEnvPrepend": "P=/p",
+    "module_m_siteEnvAppend": "P=/q", "module_m_siteEnvUnset": "C", "module_m_conflict": "n",
+    "module_m_siteFs": "/c:/d", "module_m_copyPath": "/opt/m", "module_m_enabled": "1",
+}
+
+
+@pytest.mark.parametrize("key", sorted(ORIGINAL_KEYS))
+def test_every_key_the_original_parser_knows_is_translated_or_named(key):
+    base = udiroot.translate("")
+    got = udiroot.translate(f"{key}={ORIGINAL_KEYS[key]}\n")
+    named = [n for n in got.notes if f": {key}: not supported: " in n or f": {key}: not needed: " in n]
+    assert got.data != base.data or named, (key, got)
+    assert not [n for n in got.notes if "unknown key" in n], got.notes
+
+
+def test_keys_given_twice_add_up_as_in_the_original_or_are_named():
+    """The original appends each line of list keys (imageGateway, siteFs, usersToImport, ...)
+    and keeps the last value of the others: the import does the same and names the latter."""
+    got = udiroot.translate("imageGateway=http://g1:1\nimageGateway=http://g2:1 http://g3:1\n"
+                            "usersToImport=sshd\nusersToImport=nobody\nsiteFs=/a:/a\nsiteFs=/b:/b\n"
+                            "system=a\nsystem=b\nmodule_m_conflict=x\nmodule_m_conflict=y\n"
+                            "module_m_userhook=/1.sh\nmodule_m_userhook=/2.sh\n")
+    assert got.data["gateway"]["urls"] == ["http://g1:1", "http://g2:1", "http://g3:1"]
+    assert got.data["import_accounts"] == ["sshd", "nobody"]
+    assert [m["to"] for m in got.data["site_mounts"]] == ["/a", "/b"]
+    assert got.data["modules"]["m"]["conflict"] == ["x", "y"]
+    assert got.data["system"] == "b" and got.data["modules"]["m"]["user_hook"] == "/2.sh"
+    again = [n for n in got.notes if "given again" in n]
+    assert again == [
+        "line 8: system: given again (first on line 7): the last value is used, as the original does; "
+        "remove the other line",
+        "line 12: module_m_userhook: given again (first on line 11): the last value is used, as the original "
+        "does; remove the other line"], got.notes
+
+
+def test_a_latin1_comment_is_read_and_a_latin1_key_line_is_named(tmp_path):
+    """The original's parser never reads comments: an old file's Latin-1 comment imports; a
+    key line that is not UTF-8 is one line naming it."""
+    path = tmp_path / "udiRoot.conf"
+    path.write_bytes(b"# r\xe9glages du site\nsystem=a\nimagePath=/i\nimageGateway=http://g:1\n")
+    proc = subprocess.run([sys.executable, "-m", "shifter_site.cli", "import", str(path)],
+                          capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 0 and config.parse(proc.stdout).system == "a", proc.stderr
+    path.write_bytes(b"system=a\nimagePath=/i\nimageGateway=http://g:1\nsiteEnv=SITE=caf\xe9\n")
+    proc = subprocess.run([sys.executable, "-m", "shifter_site.cli", "import", str(path)],
+                          capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 65 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and "line 4 is not UTF-8 text (byte 0xe9 at column 17)" in proc.stderr
