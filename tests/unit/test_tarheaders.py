@@ -92,6 +92,26 @@ def test_the_fast_path_is_taken_for_an_ordinary_header():
         tarfile.TarInfo._frombuf = original
 
 
+def test_tarfile_reading_an_archive_goes_through_the_fast_path():
+    """The override is of tarfile's private _frombuf: if a later Python stopped calling it,
+    the merge would silently fall back to the slow path (the test above calls it directly)."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name in ("etc", "etc/hosts", "usr/bin/env"):
+            tar.addfile(tarfile.TarInfo(name))
+    decoded = []
+
+    class Counting(FastTarInfo):
+        @classmethod
+        def _frombuf(cls, buf, encoding, errors, *, dircheck=True):
+            decoded.append(buf[:1])
+            return super()._frombuf(buf, encoding, errors, dircheck=dircheck)
+
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue()), tarinfo=Counting) as tar:
+        assert tar.getnames() == ["etc", "etc/hosts", "usr/bin/env"]
+    assert len([b for b in decoded if b != b"\0"]) == 3
+
+
 @st.composite
 def archives(draw) -> bytes:
     out = io.BytesIO()
