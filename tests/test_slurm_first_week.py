@@ -179,7 +179,12 @@ srun shifter --workdir=/nonexistent true; echo "badworkdir=$?"
     assert len(times) == 1 and "choose " in times[0], output
     typed = jt.lines_with("typedverbose:shifter: step ", output)  # the same -v typed in the script
     assert len(typed) == 2 and f"image {image}" in typed[0] and "step path (ms): " in typed[1], output
-    assert "badworkdir=1" in output and "--workdir /nonexistent: No such file or directory in the container" in output
+    # a --workdir the container lacks: the one line and exit code of `shifter` outside Slurm
+    bad = run_as(USER, [SHIFTER, f"--image={IMAGE}", "--workdir=/nonexistent", "true"], cwd="/tmp")
+    assert bad.stderr == "shifter: --workdir /nonexistent: No such file or directory in the container\n"
+    assert f"badworkdir={bad.returncode}" in output, output
+    assert [line for line in output.splitlines() if "/nonexistent" in line or "spank" in line] == [
+        bad.stderr.strip()], output
     assert "longer than the step's command line" not in output
     jt.assert_clean(ignore=baseline)
 
