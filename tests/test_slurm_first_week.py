@@ -278,10 +278,13 @@ def test_bad_commands_exit_127_and_126_everywhere(image, baseline):
 srun shifter pythn3; echo "step_missing=$?"
 srun shifter /etc/app-release; echo "step_noexec=$?"
 shifter pythn3; echo "typed_missing=$?"
+shifter /etc/app-release; echo "typed_noexec=$?"
 """)
     _, output, _ = jt.sbatch_wait(USER, job)
     assert "step_missing=127" in output and "typed_missing=127" in output, output
-    assert "step_noexec=126" in output, output
+    assert "step_noexec=126" in output and "typed_noexec=126" in output, output
+    # srun's own exit-code lines: for the two srun lines typed, none for the typed `shifter`s
+    assert len([line for line in output.splitlines() if ": Exited with exit code " in line]) == 2, output
     assert re.search(r"^shifter: pythn3: command not found in the container \(PATH=/usr/bin:/bin[:/\w]*\)$",
                      output, re.M), output
     assert "shifter: /etc/app-release: cannot run it in the container: /etc/app-release is not executable" in output
@@ -306,9 +309,10 @@ def test_shifter_typed_in_a_batch_script_adds_no_slurm_noise(image, baseline):
 #SBATCH --image={IMAGE}
 shifter cat /etc/app-release
 shifter cat /etc/app-release
+shifter sh -c 'exit 3'; echo "typed_exit=$?"
 """)
     _, output, _ = jt.sbatch_wait(USER, job)
-    assert output == "week-app-1\nweek-app-1\n", output
+    assert output == "week-app-1\nweek-app-1\ntyped_exit=3\n", output  # no srun line about the exit code
     jt.assert_clean(ignore=baseline)
 
 
