@@ -15,7 +15,7 @@ from urllib.parse import quote
 import httpx
 import msgspec
 
-from shifter_site import imagefiles
+from shifter_site import imagefiles, imageid
 from shifter_site.config import Config
 from shifter_site.errors import ShifterError
 
@@ -113,8 +113,16 @@ def status(cfg: Config, ref: str | reference.Reference) -> dict:
 def lookup(cfg: Config, ref: str | reference.Reference) -> imagefiles.ImageRecord:
     """The published record of a READY image; NotFound (one line, how to fix) otherwise.
 
-    `id:<64 hex>` is answered from the image directory without the gateway.
+    An id (`id:` and an id's first 12 or more digits, as `shifterimg images` shows it) is
+    answered from the image directory without the gateway, as `shifter -i` answers it.
     """
+    if isinstance(ref, str):
+        try:
+            found = imageid.local_id(cfg.image_dir, ref)
+        except imageid.UnknownId as err:
+            raise NotFound(str(err)) from None
+        if found:
+            ref = f"id:{found}"
     parsed = parse(cfg, ref)
     if parsed.itype == "id":
         try:

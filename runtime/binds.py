@@ -103,8 +103,8 @@ def resolve_sources(volumes: list[Volume]) -> list[int]:
                 raise BuildError(f"volume {volume.text()!r}: source {volume.source} is under /proc, which cannot "
                                  "be a volume source; give a directory or file of yours")
             if not os.access(fdpath(fd), need):
-                raise BuildError(f"volume {volume.text()!r}: source {volume.source} (resolved to "
-                                 f"{resolved}) is not readable by you")
+                where = f" (resolved to {resolved})" if resolved != volume.source else ""
+                raise BuildError(f"volume {volume.text()!r}: source {volume.source}{where} is not readable by you")
         return fds
     except BaseException:
         for fd in fds:

@@ -119,22 +119,6 @@ def _store(opts: dict, key: str, value: str) -> None:
         opts[key] = value
 
 
-def find_short_id(image_dir: str, prefix: str) -> str | None:
-    """The one image on this system whose id starts with `prefix` (as `shifterimg images`
-    shows it), None when none does; ambiguous prefixes are refused."""
-    from shifter_site.errors import ShifterError
-
-    try:
-        names = os.listdir(image_dir)
-    except OSError:
-        return None
-    found = sorted({n[:-5] for n in names if n.endswith(".json") and n.startswith(prefix) and len(n) == 69})
-    if len(found) > 1:
-        raise ShifterError(f"image id {prefix} is ambiguous: {len(found)} images start with it "
-                           "(see shifterimg images); give more digits")
-    return found[0] if found else None
-
-
 def resolve_image(cfg, ref: str, config_path: str | None = None, full_config=None) -> str:
     """The image id for a reference: `id:<64 hex>` or an id's first 12+ digits, as
     `shifterimg images` shows it (`id:` optional), locally; a name the gateway published in
@@ -143,23 +127,16 @@ def resolve_image(cfg, ref: str, config_path: str | None = None, full_config=Non
     `config_path`: the site config `cfg` came from, to remember (per user) which index entry
     a name means; `full_config`: makes the full Config for a gateway request when `cfg` is
     the quick view (shifter_site.quickload)."""
-    from shifter_site.imageid import check_id, is_id, is_short_id
+    from shifter_site.imageid import check_id, local_id
 
     if ref.startswith("local:"):
         from runtime import localimage
         return localimage.local_id(localimage.check(cfg, ref))
-    text = ref[3:] if ref.startswith("id:") else ref
-    if is_id(text):
-        return text  # a whole id (the launch path: no directory listing)
-    if is_short_id(text):
-        found = find_short_id(cfg.image_dir, text)
-        if found:
-            return found
+    found = local_id(cfg.image_dir, ref)
+    if found:
+        return found
     if ref.startswith("id:"):
-        if is_short_id(text):
-            from shifter_site.errors import ShifterError
-            raise ShifterError(f"no image on this system has an id starting with {text} (see shifterimg images)")
-        return check_id(text)
+        return check_id(ref[3:])
     try:
         found = indexed_id(cfg, ref, config_path)
         if found:

@@ -5,7 +5,8 @@ namespace only root can join, and the batch script itself must stay on the host 
 srun, reads host files). So `shifter ARGS` there becomes a one-task step on this node,
 `srun -N1 -n1 -w <this node> --overlap shifter ARGS`: the step hook puts it into the job's
 container exactly as for `srun shifter`. stdin, stdout, stderr and the exit code pass
-through srun. Standard library only: the `shifter` command calls this first.
+through srun; srun's own line about a task's non-zero exit is left out (the user typed
+`shifter`, and gets the exit code). Standard library only: the `shifter` command calls this first.
 
 In an salloc shell (on the login node, no SLURMD_NODENAME) `shifter` runs right there,
 rootless, as outside any job: it says so in one line on stderr.
@@ -55,6 +56,60 @@ def step_argv(argv: list[str], env: dict[str, str]) -> list[str] | None:
     return [srun, *STEP_OPTIONS, *binding, f"--nodelist={node}", "shifter", *argv]
 
 
+EXIT_NOTE = "srun: error: "  # srun's "srun: error: NODE: task 0: Exited with exit code N"
+FORWARDED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
+
+
+def is_exit_note(line: bytes) -> bool:
+    """srun's own line for a task that exited non-zero ("srun: error: n1: task 0: Exited with
+    exit code 1"): the user typed `shifter CMD`, not srun, and gets CMD's exit code anyway."""
+    text = line.rstrip(b"\n").decode(errors="replace")
+    if not text.startswith(EXIT_NOTE):
+        return False
+    _node, sep, rest = text[len(EXIT_NOTE):].partition(": task ")
+    task, sep2, code = rest.partition(": Exited with exit code ")
+    return bool(sep and sep2) and task.isdigit() and code.isdigit()
+
+
+def run_step(srun: list[str]) -> int:
+    """Run the step, with stdin and stdout its own and its stderr relayed as it comes, less
+    srun's line about the task's exit code (which becomes ours). Signals the batch script's
+    `shifter` gets go to srun, as if it were srun."""
+    import signal
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        os.dup2(write_end, 2)
+        os.close(write_end)
+        try:
+            os.execv(srun[0], srun)
+        except OSError as err:
+            os.write(2, f"shifter: cannot run {srun[0]}: {err.strerror}\n".encode(errors="replace"))
+        os._exit(127)
+    os.close(write_end)
+    for name in FORWARDED:
+        signal.signal(getattr(signal, name), lambda signum, _frame: os.kill(pid, signum))
+    held = b""
+    while True:
+        chunk = os.read(read_end, 65536)
+        if not chunk:
+            break
+        *lines, held = (held + chunk).split(b"\n")
+        out = b"".join(line + b"\n" for line in lines if not is_exit_note(line + b"\n"))
+        if held and not (held.startswith(EXIT_NOTE.encode()) or EXIT_NOTE.encode().startswith(held)):
+            out, held = out + held, b""  # a partial line that is not srun's: shown now
+        if out:
+            os.write(2, out)
+    if held and not is_exit_note(held):
+        os.write(2, held)
+    os.close(read_end)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    return code if code >= 0 else 128 - code
+
+
 def outside_the_nodes(env: dict[str, str], euid: int | None = None) -> str | None:
     """One line for `shifter` typed in an salloc shell: it runs here, rootless, not on the
     allocated nodes in the job's container (None: not such a shell)."""
@@ -73,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ)
     srun = step_argv(args, env)
     if srun is not None:
-        os.execv(srun[0], srun)
+        return run_step(srun)
     note = outside_the_nodes(env)
     if note and "-h" not in args[:1] and "--help" not in args[:1]:
         sys.stderr.write(note + "\n")

@@ -376,13 +376,13 @@ def user_hooks(spank, args, options) -> None:
     if prepared.notes:
         os.write(2, (prepared.notes + f"shifter: step path (ms): {phase_times()}\n").encode(errors="replace"))
     spec = prepared.spec
-    if spec.workdir is not None:
-        renter.enter_workdir(spec)
     try:
+        if spec.workdir is not None:
+            renter.enter_workdir(spec)
         renter.find_command(_command[0], _hook_env)
     except renter.EnterError as err:
         os.write(2, f"shifter: {err}\n".encode(errors="replace"))
-        os._exit(err.exit_code)  # the task's exit code, as a shell's
+        os._exit(err.exit_code)  # the task's exit code, as a shell's (and `shifter` outside Slurm)
     for module, hook in prepared.spec.user_hooks:
         renter.run_user_hook(module, hook, _hook_env)
 

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import os
 import pwd
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -63,3 +66,32 @@ def test_salloc_shell_note_only_outside_the_nodes():
     assert batch.outside_the_nodes({**env, "SLURMD_NODENAME": "n1"}, user) is None  # a batch script: a step
     assert batch.outside_the_nodes({**env, "SLURM_STEP_ID": "0"}, user) is None     # already in a step
     assert batch.outside_the_nodes({}, user) is None
+
+
+def test_typed_shifter_relays_the_steps_stderr_less_sruns_exit_note(tmp_path):
+    """`shifter` typed in a batch script runs srun: its stderr comes through as it is (a
+    partial last line too), less srun's own "task 0: Exited with exit code N" line; the exit
+    code is the step's. A stand-in for srun (a shell script) plays the step."""
+    fake = tmp_path / "srun"
+    fake.write_text("#!/bin/sh\n"
+                    "echo 'out line'\n"
+                    "echo 'srun: error: looks like it but is not' >&2\n"
+                    "echo 'shifter: pythn3: command not found in the container (PATH=/bin)' >&2\n"
+                    "echo 'srun: error: n1: task 0: Exited with exit code 127' >&2\n"
+                    "printf 'no newline at the end' >&2\n"
+                    "exit 127\n")
+    fake.chmod(0o755)
+    proc = subprocess.run([sys.executable, "-c", f"import sys; from shifter_wlm import batch; "
+                           f"sys.exit(batch.run_step([{str(fake)!r}]))"],
+                          capture_output=True, text=True, timeout=30, cwd=Path(__file__).parent.parent)
+    assert proc.returncode == 127
+    assert proc.stdout == "out line\n"
+    assert proc.stderr == ("srun: error: looks like it but is not\n"
+                           "shifter: pythn3: command not found in the container (PATH=/bin)\n"
+                           "no newline at the end")
+    assert batch.is_exit_note(b"srun: error: n2: task 3: Exited with exit code 1\n")
+    assert not batch.is_exit_note(b"srun: error: n1: task 0: Killed\n")
+    missing = subprocess.run([sys.executable, "-c", "import sys; from shifter_wlm import batch; "
+                              f"sys.exit(batch.run_step([{str(tmp_path / 'nosrun')!r}]))"],
+                             capture_output=True, text=True, timeout=30, cwd=Path(__file__).parent.parent)
+    assert missing.returncode == 127 and missing.stderr.startswith("shifter: cannot run ")

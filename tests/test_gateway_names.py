@@ -117,6 +117,32 @@ def test_digest_reference_pulls_and_then_looks_up(cfg):
     assert rows_like(f"%demo/pinned@{digest}") == [(f"docker.io/demo/pinned@{digest}", "READY")]  # one record
 
 
+def test_digest_reference_of_a_private_image_is_its_users_only(cfg):
+    """A digest reference finds a private image (pulled by name) for its user, in a job too;
+    another user is told it is not there, and its content is never shown to them."""
+    name = f"demo/private{uuid.uuid4().hex[:8]}"
+    digest = ib.push(gt.REGISTRY, name, "1", image_with({"etc/private": b"only-mine\n"}))
+    image_id = digest.split(":", 1)[1]
+    pulled = run_as(USER, [SHIFTERIMG, "pull", "-u", USER, f"{name}:1"])
+    assert pulled.returncode == 0 and image_id in pulled.stdout, pulled.stderr
+    assert lookup(USER, f"{name}@{digest}").stdout == image_id + "\n"
+    assert lookup(USER, f"docker:127.0.0.1:5000/{name}:1@{digest}").stdout == image_id + "\n"
+    other_user = "testuser2"
+    other = lookup(other_user, f"{name}@{digest}")
+    assert other.returncode == 3 and other.stdout == "" and other.stderr.count("\n") == 1, other.stderr
+    assert f"docker:{name}@{digest} is not on system local" in other.stderr
+    home = pwd.getpwnam(USER).pw_dir
+    step = run_as(USER, ["srun", "-N1", "-t", "2", f"--image={name}@{digest}", "shifter", "cat", "/etc/private"],
+                  cwd=home, timeout=120)
+    assert (step.returncode, step.stdout) == (0, "only-mine\n"), step.stderr
+    refused = run_as(other_user, ["srun", "-N1", "-t", "2", f"--image={name}@{digest}", "shifter", "cat",
+                                  "/etc/private"], cwd=pwd.getpwnam(other_user).pw_dir, timeout=120)
+    assert refused.returncode != 0 and "only-mine" not in refused.stdout, refused.stdout
+    ours = [line for line in refused.stderr.splitlines() if "shifter:" in line]
+    assert len(ours) == 1 and "is not on system local" in ours[0], refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
 # ---------------------------------------------------------------- registries
 
 

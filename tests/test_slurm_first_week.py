@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+import gatewaytools as gt
 import imagebuilder as ib
 import images
 import jobtools as jt
@@ -26,6 +27,7 @@ pytestmark = pytest.mark.cluster
 USER = "testuser"
 IMAGE = "docker:week/app:1"
 SHIFTER = str(localcluster.PREFIX / "bin/shifter")
+SHIFTERIMG = str(localcluster.PREFIX / "bin/shifterimg")
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +66,7 @@ def image(cluster, baseline, rootless):
     config = {"Env": ["PATH=/usr/bin:/bin"], "WorkingDir": "/srv", "Entrypoint": ["/bin/echo", "entry"],
               "Cmd": ["from-cmd"]}
     digest = ib.push("127.0.0.1:5000", "week/app", "1", ib.Image([layer], config=config))
+    gt.age_rows("docker.io/week/app:1")  # a pull minutes ago (an earlier run) is not reused
     pulled = run_as(USER, [str(localcluster.PREFIX / "bin/shifterimg"), "pull", IMAGE])
     assert pulled.returncode == 0, pulled.stderr
     return digest.split(":", 1)[1]
@@ -101,6 +104,7 @@ def _refused_at_submit(args: list[str], fragment: str, env: tuple[str, ...] = ()
 @pytest.mark.parametrize("how", ["--export=NONE", "SBATCH_EXPORT=NONE"])
 def test_export_none_keeps_the_jobs_image_volumes_and_modules(image, baseline, how):
     data = _user_dir("exportdata", files={"marker": "from-the-volume\n"})
+    more = _user_dir("exportmore", files={"marker": "from-srun\n"})
     job = jt.write_job(USER, "exportnone.sl", f"""#!/bin/bash
 #SBATCH -N 2 -t 5
 #SBATCH --image={IMAGE}
@@ -111,6 +115,8 @@ srun -N2 shifter sh -c 'echo "step on=$SLURMD_NODENAME release=$(cat /etc/app-re
 module=$HELLO_MODULE image=$SHIFTER_IMAGE"'
 srun -N1 --export=NONE shifter sh -c 'echo "srunnone release=$(cat /etc/app-release) data=$(cat /data/marker)"'
 SLURM_EXPORT_ENV=NONE srun -N1 shifter sh -c 'echo "srunenv release=$(cat /etc/app-release) data=$(cat /data/marker)"'
+srun -N1 --export=NONE --volume={more}:/more --module=hello shifter sh -c \
+  'echo "srunadds data=$(cat /data/marker) more=$(cat /more/marker) module=$HELLO_MODULE"'
 shifter sh -c 'echo "typed release=$(cat /etc/app-release) data=$(cat /data/marker)"'
 """)
     args, env = ([how], ()) if how.startswith("--") else ([], (how,))
@@ -130,6 +136,7 @@ shifter sh -c 'echo "typed release=$(cat /etc/app-release) data=$(cat /data/mark
         assert jt.field("image", line) == image
     assert "srunnone release=week-app-1 data=from-the-volume" in output, output
     assert "srunenv release=week-app-1 data=from-the-volume" in output, output
+    assert "srunadds data=from-the-volume more=from-srun module=loaded" in output, output
     assert "typed release=week-app-1 data=from-the-volume" in output, output
     jt.assert_clean(ignore=baseline)
 
@@ -154,7 +161,9 @@ srun shifter --entrypoint given | sed 's/^/step_entryarg=/'
 shifter --workdir=/tmp pwd | sed 's/^/typed_workdir=/'
 shifter -w pwd | sed 's/^/typed_w=/'
 shifter --entrypoint | sed 's/^/typed_entry=/'
+shifter --entrypoint given | sed 's/^/typed_entryarg=/'
 srun shifter -v true 2>&1 | sed 's/^/verbose:/'
+shifter -v true 2>&1 | sed 's/^/typedverbose:/'
 srun shifter --workdir=/nonexistent true; echo "badworkdir=$?"
 """)
     _, output, _ = jt.sbatch_wait(USER, job)
@@ -163,11 +172,19 @@ srun shifter --workdir=/nonexistent true; echo "badworkdir=$?"
         assert f"{where}_w={outside['w']}" in output, output
         assert f"{where}_entry={outside['entry']}" in output, output
     assert f"step_entryarg={outside['entryarg']}" in output, output
+    assert f"typed_entryarg={outside['entryarg']}" in output, output
     times = jt.lines_with("verbose:shifter: step path (ms): ", output)  # -v also times the step path
     verbose = [line for line in jt.lines_with("verbose:shifter: step ", output) if line not in times]
     assert len(verbose) == 1 and f"image {image}" in verbose[0], output
     assert len(times) == 1 and "choose " in times[0], output
-    assert "badworkdir=1" in output and "--workdir /nonexistent: No such file or directory in the container" in output
+    typed = jt.lines_with("typedverbose:shifter: step ", output)  # the same -v typed in the script
+    assert len(typed) == 2 and f"image {image}" in typed[0] and "step path (ms): " in typed[1], output
+    # a --workdir the container lacks: the one line and exit code of `shifter` outside Slurm
+    bad = run_as(USER, [SHIFTER, f"--image={IMAGE}", "--workdir=/nonexistent", "true"], cwd="/tmp")
+    assert bad.stderr == "shifter: --workdir /nonexistent: No such file or directory in the container\n"
+    assert f"badworkdir={bad.returncode}" in output, output
+    assert [line for line in output.splitlines() if "/nonexistent" in line or "spank" in line] == [
+        bad.stderr.strip()], output
     assert "longer than the step's command line" not in output
     jt.assert_clean(ignore=baseline)
 
@@ -205,6 +222,7 @@ srun --volume=/y:/small:perNodeCache=size=64M shifter true; echo "srun_small=$?"
 
 def test_volumes_accumulate_in_every_context(image, baseline):
     dirs = [_user_dir(f"vol{i}", files={"name": f"v{i}\n"}) for i in range(1, 5)]
+    locked = _user_dir("vollocked", mode=0o000)
     show = "for d in /v1 /v2 /v3 /v4; do cat $d/name 2>/dev/null || echo -; done | tr \"\\n\" ,"
     job = jt.write_job(USER, "volumes.sl", f"""#!/bin/bash
 #SBATCH -N 1 -t 5
@@ -216,6 +234,7 @@ srun --volume={dirs[2]}:/v3 shifter sh -c '{show}' | sed 's/^/srun=/'; echo
 srun --volume={dirs[2]}:/v3 shifter -V {dirs[3]}:/v4 sh -c '{show}' | sed 's/^/both=/'; echo
 srun --export=NONE --volume={dirs[2]}:/v3 shifter sh -c '{show}' | sed 's/^/none=/'; echo
 shifter -V {dirs[3]}:/v4 sh -c '{show}' | sed 's/^/typed=/'; echo
+srun --volume={locked}:/locked shifter true; echo "srun_locked=$?"
 """)
     _, output, _ = jt.sbatch_wait(USER, job)
     assert "job=v1,v2,-,-," in output, output
@@ -223,6 +242,10 @@ shifter -V {dirs[3]}:/v4 sh -c '{show}' | sed 's/^/typed=/'; echo
     assert "both=v1,v2,v3,v4," in output, output
     assert "none=v1,v2,v3,-," in output, output
     assert "typed=v1,v2,-,v4," in output, output
+    # a step's volume source is checked when srun is typed, as the user, before any node acts
+    assert "srun_locked=1" in output, output
+    ours = [line for line in output.splitlines() if line.startswith("srun: error: shifter: ")]
+    assert ours == [f"srun: error: shifter: volume '{locked}:/locked': source {locked} is not readable by you"], output
     jt.assert_clean(ignore=baseline)
 
 
@@ -255,10 +278,13 @@ def test_bad_commands_exit_127_and_126_everywhere(image, baseline):
 srun shifter pythn3; echo "step_missing=$?"
 srun shifter /etc/app-release; echo "step_noexec=$?"
 shifter pythn3; echo "typed_missing=$?"
+shifter /etc/app-release; echo "typed_noexec=$?"
 """)
     _, output, _ = jt.sbatch_wait(USER, job)
     assert "step_missing=127" in output and "typed_missing=127" in output, output
-    assert "step_noexec=126" in output, output
+    assert "step_noexec=126" in output and "typed_noexec=126" in output, output
+    # srun's own exit-code lines: for the two srun lines typed, none for the typed `shifter`s
+    assert len([line for line in output.splitlines() if ": Exited with exit code " in line]) == 2, output
     assert re.search(r"^shifter: pythn3: command not found in the container \(PATH=/usr/bin:/bin[:/\w]*\)$",
                      output, re.M), output
     assert "shifter: /etc/app-release: cannot run it in the container: /etc/app-release is not executable" in output
@@ -283,9 +309,10 @@ def test_shifter_typed_in_a_batch_script_adds_no_slurm_noise(image, baseline):
 #SBATCH --image={IMAGE}
 shifter cat /etc/app-release
 shifter cat /etc/app-release
+shifter sh -c 'exit 3'; echo "typed_exit=$?"
 """)
     _, output, _ = jt.sbatch_wait(USER, job)
-    assert output == "week-app-1\nweek-app-1\n", output
+    assert output == "week-app-1\nweek-app-1\ntyped_exit=3\n", output  # no srun line about the exit code
     jt.assert_clean(ignore=baseline)
 
 
@@ -303,7 +330,7 @@ def test_shifter_in_an_salloc_shell_says_it_runs_here_rootless(image, baseline):
 # -- 11. short image ids
 
 def test_short_image_id_as_images_shows_it_works_everywhere(image, baseline):
-    listing = run_as(USER, [str(localcluster.PREFIX / "bin/shifterimg"), "images"])
+    listing = run_as(USER, [SHIFTERIMG, "images"])
     short = image[:12]
     assert short in listing.stdout.split(), listing.stdout
     proc = run_as(USER, [SHIFTER, "-i", short, "cat", "/etc/app-release"], cwd="/tmp")
@@ -319,4 +346,11 @@ srun shifter -i id:{short} cat /etc/app-release | sed 's/^/step=/'
     missing = run_as(USER, [SHIFTER, "-i", "id:0123456789ab", "true"], cwd="/tmp")
     assert missing.returncode != 0
     assert missing.stderr == "shifter: no image on this system has an id starting with 0123456789ab (see shifterimg images)\n"
+    for ref in (short, f"id:{short}"):  # shifterimg lookup reads the short id as shifter does
+        found = run_as(USER, [SHIFTERIMG, "lookup", ref])
+        assert (found.returncode, found.stdout, found.stderr) == (0, image + "\n", ""), ref
+    missing = run_as(USER, [SHIFTERIMG, "lookup", "id:0123456789ab"])
+    assert (missing.returncode, missing.stdout) == (3, "")
+    assert missing.stderr == ("shifterimg: no image on this system has an id starting with 0123456789ab "
+                              "(see shifterimg images)\n")
     jt.assert_clean(ignore=baseline)
