@@ -12,7 +12,7 @@ B. `srun -n1 shifter /bin/true` in an image job vs `srun -n1 /bin/true` in a pla
    starting without it buys), and where the step's milliseconds go (`srun shifter -v`).
 
 Runs are interleaved (A, B, A, B...) and medians compared, because the machine is shared.
-usage: bench_srun.py [-n 30] [--image docker:bench/srun:1]
+usage: bench_srun.py [-n 30] [--image docker:bench/srun:1] [--step-only]
 """
 
 from __future__ import annotations
@@ -158,6 +158,8 @@ def main() -> int:
     parser.add_argument("-n", type=int, default=30)
     parser.add_argument("--image", default="docker:bench/srun:1",
                         help="the image job's image (default: a busybox image this bench pushes and pulls)")
+    parser.add_argument("--step-only", action="store_true",
+                        help="only B (the shifter step and where its milliseconds go): a shorter run")
     json_arg(parser)
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -173,16 +175,17 @@ def main() -> int:
         # ---- A: plugin loaded, no image, vs no plugin
         plain_job, plain_env = allocation()
         new_with, new_without, step_with, step_without = [], [], [], []
-        for _ in range(args.n):
+        for _ in range(0 if args.step_only else args.n):
             for text, new_list, step_list in ((ours, new_with, step_with), (empty, new_without, step_without)):
                 plugstack.write_text(text)
                 new_list.append(timed(["srun", "-n1", "/bin/true"]))
                 step_list.append(timed(["srun", "-n1", "/bin/true"], plain_env))
         plugstack.write_text(ours)
-        report("A1. srun -n1 /bin/true, new allocation each time: plugin loaded (no image) vs no plugin",
-               new_without, new_with, 1.0, "srun, no plugin")
-        report("A2. srun -n1 /bin/true, step in a running job: plugin loaded (no image) vs no plugin",
-               step_without, step_with, 1.0, "srun, no plugin")
+        if not args.step_only:
+            report("A1. srun -n1 /bin/true, new allocation each time: plugin loaded (no image) vs no plugin",
+                   new_without, new_with, 1.0, "srun, no plugin")
+            report("A2. srun -n1 /bin/true, step in a running job: plugin loaded (no image) vs no plugin",
+                   step_without, step_with, 1.0, "srun, no plugin")
 
         # ---- B: shifter step in an image job vs plain step in a plain job
         image_job, image_env = allocation(f"--image={args.image}")
