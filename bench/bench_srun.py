@@ -158,6 +158,10 @@ def main() -> int:
     parser.add_argument("-n", type=int, default=30)
     parser.add_argument("--image", default="docker:bench/srun:1",
                         help="the image job's image (default: a busybox image this bench pushes and pulls)")
+    parser.add_argument("--versus-plugin", metavar="DIR",
+                        help="another build of the plugin (DIR/shifter_spank.so and shifter_spank_py.so, e.g. "
+                             "`python -m spank.build DIR` at an older commit): its shifter step is interleaved "
+                             "with ours (what a change to the plugin bought, in the same run)")
     parser.add_argument("--step-only", action="store_true",
                         help="only B (the shifter step and where its milliseconds go): a shorter run")
     json_arg(parser)
@@ -192,12 +196,18 @@ def main() -> int:
         # the same step with the plugin's Python started with `site` (python= naming the venv's
         # interpreter under another name than the default: spank/pyentry.c), what -S bought
         with_site = ours.replace("shifter_spank.so", f"shifter_spank.so python={localcluster.PREFIX / 'bin/python'}", 1)
-        shifter_steps, plain_steps, site_steps = [], [], []
+        other = (ours.replace(str(localcluster.PREFIX / "lib/shifter_spank.so"),
+                              str(Path(args.versus_plugin).resolve() / "shifter_spank.so"), 1)
+                 if args.versus_plugin else None)
+        shifter_steps, plain_steps, site_steps, other_steps = [], [], [], []
         for _ in range(args.n):
             shifter_steps.append(timed(["srun", "-n1", "shifter", "/bin/true"], image_env))
             plain_steps.append(timed(["srun", "-n1", "/bin/true"], plain_env))
             plugstack.write_text(with_site)
             site_steps.append(timed(["srun", "-n1", "shifter", "/bin/true"], image_env))
+            if other:
+                plugstack.write_text(other)
+                other_steps.append(timed(["srun", "-n1", "shifter", "/bin/true"], image_env))
             plugstack.write_text(ours)
         report(f"B. srun -n1 shifter /bin/true in an image job ({args.image}) vs srun -n1 /bin/true in a plain job",
                plain_steps, shifter_steps, 10.0)
@@ -206,6 +216,13 @@ def main() -> int:
                       median(shifter_steps), "srun shifter (no site)")
         print(f"B'. the same shifter step with the plugin's Python started with site: median {median(site_steps):.1f} ms; "
               f"starting without it bought {diff:+.1f} ms ({median(site_steps) / median(shifter_steps):.3f}x)")
+        if other:
+            RESULTS.ratio("srun shifter step, this plugin vs another build", median(shifter_steps),
+                          median(other_steps), f"srun shifter ({args.versus_plugin})")
+            print(f"B''. the same shifter step with the plugin in {args.versus_plugin}: median "
+                  f"{median(other_steps):.1f} ms (overhead {median(other_steps) - median(plain_steps):+.1f} ms); "
+                  f"this one {median(shifter_steps) - median(other_steps):+.1f} ms "
+                  f"({median(shifter_steps) / median(other_steps):.3f}x)")
         breakdown(image_env, args.n, median(shifter_steps) - median(plain_steps))
         RESULTS.write(args.json)
     finally:
