@@ -126,6 +126,8 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("-n", type=int, default=40)
     parser.add_argument("--plugin", default="/opt/shifter/lib", help="the directory of shifter_spank_py.so")
+    parser.add_argument("--versus-plugin", metavar="DIR",
+                        help="another build of the plugin (e.g. an older commit's): its `plugin` row, interleaved")
     json_arg(parser)
     args = parser.parse_args()
     plugin = Path(args.plugin) / "shifter_spank_py.so"
@@ -142,13 +144,16 @@ def main() -> int:
         (Path(tmp) / "host.c").write_text(HOST_C)
         subprocess.run(["cc", "-O2", "-rdynamic", f"-I{sysconfig.get_path('include')}", "-o", str(host),
                         str(Path(tmp) / "host.c"), "-ldl"], check=True)
-        times: dict[str, list[float]] = {v: [] for v in VARIANTS}
+        runs = [(v, v, plugin) for v in VARIANTS]
+        if args.versus_plugin:
+            runs.append(("plugin (other)", "plugin", Path(args.versus_plugin) / "shifter_spank_py.so"))
+        times: dict[str, list[float]] = {name: [] for name, _, _ in runs}
         for _ in range(args.n):
-            for variant in VARIANTS:
-                argv = [str(host), variant, libpython, str(plugin), search, home, ", ".join(STEP_MODULES)]
+            for name, variant, so in runs:
+                argv = [str(host), variant, libpython, str(so), search, home, ", ".join(STEP_MODULES)]
                 start = time.perf_counter()
                 proc = subprocess.run(argv, capture_output=True, text=True, cwd="/")
-                times[variant].append((time.perf_counter() - start) * 1000)
+                times[name].append((time.perf_counter() - start) * 1000)
                 if proc.returncode != 0:
                     raise SystemExit(f"{variant}: exit {proc.returncode}: {proc.stderr.strip()}")
     med = {v: statistics.median(t) for v, t in times.items()}
@@ -160,6 +165,11 @@ def main() -> int:
         delta = "" if before is None else f"  (+{med[variant] - med[before]:5.2f} over {before})"
         print(f"  {variant:13} {med[variant]:6.2f}{delta}")
         before = variant
+    if args.versus_plugin:
+        other = med["plugin (other)"]
+        print(f"  plugin in {args.versus_plugin}: {other:6.2f}  (this one {med['plugin'] - other:+.2f}, "
+              f"{med['plugin'] / other:.3f}x)")
+        results.ratio("plugin's Python part, this build vs another", med["plugin"], other, args.versus_plugin)
     results.ratio("embedded interpreter (plugin's config) vs nothing", med["interpreter"], med["nothing"],
                   "host process, nothing loaded")
     results.ratio("plugin's Python part, one unrouted hook vs bare interpreter", med["plugin"], med["interpreter"],
