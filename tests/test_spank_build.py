@@ -293,3 +293,29 @@ def test_another_python_in_plugstack_starts_with_site(tmp_path):
     assert str(other) != str(Path(sys.prefix) / "bin" / "python3") and other.exists()
     modules = _embedded_modules(tmp_path, [f"python={other}"])
     assert "site" in modules and "shifter_wlm.dispatch" in modules
+
+
+def test_the_installed_step_path_has_current_bytecode():
+    """The plugin's Python writes no bytecode (root's slurmstepd), so a step would compile any
+    step-path module whose .pyc is missing or stale, at every step: `make install` (pip)
+    writes them, current."""
+    import importlib.util
+    import struct
+    import sysconfig
+    from pathlib import Path
+
+    # the modules a step joining its container imports (tests/unit/test_step_imports.py)
+    step_path = ["shifter_wlm", "shifter_site", "runtime", "shifter_wlm.dispatch", "shifter_wlm.options",
+                 "shifter_wlm.spank_api", "shifter_wlm.task", "shifter_wlm.procfds", "shifter_wlm.jobs",
+                 "shifter_site.errors", "shifter_site.logs", "shifter_site.configcache", "shifter_site.jsonread",
+                 "runtime.spec", "runtime.frozen", "runtime.cli", "runtime.enter", "runtime.syscalls"]
+    site = Path(sysconfig.get_paths()["purelib"])
+    need((site / "shifter_wlm" / "task.py").exists(), f"needs the installed package in {site} (make install)")
+    for module in step_path:
+        source = site.joinpath(*module.split("."))
+        source = source / "__init__.py" if source.is_dir() else source.with_suffix(".py")
+        pyc = Path(importlib.util.cache_from_source(str(source)))
+        assert pyc.exists(), f"{pyc} is missing"
+        flags, mtime, size = struct.unpack("<III", pyc.read_bytes()[4:16])
+        stat = source.stat()
+        assert flags == 0 and (mtime, size) == (int(stat.st_mtime) & 0xFFFFFFFF, stat.st_size & 0xFFFFFFFF), pyc
