@@ -2,8 +2,9 @@
  * C part of shifter_spank_py.so, the cffi embedding-mode library the SPANK shim loads on
  * first need. It starts Python itself (DESIGN.md decision 2): re-open libpython
  * RTLD_GLOBAL so C extension modules link, an isolated PyConfig (no PYTHON* from the
- * environment, no signal handlers: srun's and slurmstepd's stay theirs), executable = the
- * venv's python so its site-packages are used. Then the cffi-generated shifter_py_hook runs
+ * environment, no signal handlers: srun's and slurmstepd's stay theirs) in UTF-8 mode,
+ * executable = the venv's python, and for that default python the search path written in at
+ * build (below). Then the cffi-generated shifter_py_hook runs
  * the Python hooks. If Python or the init code did not come up, every hook returns -1.
  */
 #include <slurm/spank.h>
