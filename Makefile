@@ -111,6 +111,7 @@ bench-local: bench-tools
 	$(PY) bench/bench_layers.py --runs 3 --json $(BENCH_OUT)/layers.json
 	$(PY) bench/bench_bigimage.py --sizes 64,256 --json $(BENCH_OUT)/bigimage.json
 	$(PY) bench/bench_sharedfs.py --json $(BENCH_OUT)/sharedfs.json
+	$(PY) bench/bench_step_floor.py -n 40 --json $(BENCH_OUT)/step_floor.json
 
 bench-report:
 	$(PY) bench/report.py $(BENCH_OUT) bench/report.md

@@ -12,7 +12,7 @@ B. `srun -n1 shifter /bin/true` in an image job vs `srun -n1 /bin/true` in a pla
    starting without it buys), and where the step's milliseconds go (`srun shifter -v`).
 
 Runs are interleaved (A, B, A, B...) and medians compared, because the machine is shared.
-usage: bench_srun.py [-n 30] [--image docker:bench/srun:1]
+usage: bench_srun.py [-n 30] [--image docker:bench/srun:1] [--step-only]
 """
 
 from __future__ import annotations
@@ -158,6 +158,12 @@ def main() -> int:
     parser.add_argument("-n", type=int, default=30)
     parser.add_argument("--image", default="docker:bench/srun:1",
                         help="the image job's image (default: a busybox image this bench pushes and pulls)")
+    parser.add_argument("--versus-plugin", metavar="DIR",
+                        help="another build of the plugin (DIR/shifter_spank.so and shifter_spank_py.so, e.g. "
+                             "`python -m spank.build DIR` at an older commit): its shifter step is interleaved "
+                             "with ours (what a change to the plugin bought, in the same run)")
+    parser.add_argument("--step-only", action="store_true",
+                        help="only B (the shifter step and where its milliseconds go): a shorter run")
     json_arg(parser)
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -173,28 +179,35 @@ def main() -> int:
         # ---- A: plugin loaded, no image, vs no plugin
         plain_job, plain_env = allocation()
         new_with, new_without, step_with, step_without = [], [], [], []
-        for _ in range(args.n):
+        for _ in range(0 if args.step_only else args.n):
             for text, new_list, step_list in ((ours, new_with, step_with), (empty, new_without, step_without)):
                 plugstack.write_text(text)
                 new_list.append(timed(["srun", "-n1", "/bin/true"]))
                 step_list.append(timed(["srun", "-n1", "/bin/true"], plain_env))
         plugstack.write_text(ours)
-        report("A1. srun -n1 /bin/true, new allocation each time: plugin loaded (no image) vs no plugin",
-               new_without, new_with, 1.0, "srun, no plugin")
-        report("A2. srun -n1 /bin/true, step in a running job: plugin loaded (no image) vs no plugin",
-               step_without, step_with, 1.0, "srun, no plugin")
+        if not args.step_only:
+            report("A1. srun -n1 /bin/true, new allocation each time: plugin loaded (no image) vs no plugin",
+                   new_without, new_with, 1.0, "srun, no plugin")
+            report("A2. srun -n1 /bin/true, step in a running job: plugin loaded (no image) vs no plugin",
+                   step_without, step_with, 1.0, "srun, no plugin")
 
         # ---- B: shifter step in an image job vs plain step in a plain job
         image_job, image_env = allocation(f"--image={args.image}")
         # the same step with the plugin's Python started with `site` (python= naming the venv's
         # interpreter under another name than the default: spank/pyentry.c), what -S bought
         with_site = ours.replace("shifter_spank.so", f"shifter_spank.so python={localcluster.PREFIX / 'bin/python'}", 1)
-        shifter_steps, plain_steps, site_steps = [], [], []
+        other = (ours.replace(str(localcluster.PREFIX / "lib/shifter_spank.so"),
+                              str(Path(args.versus_plugin).resolve() / "shifter_spank.so"), 1)
+                 if args.versus_plugin else None)
+        shifter_steps, plain_steps, site_steps, other_steps = [], [], [], []
         for _ in range(args.n):
             shifter_steps.append(timed(["srun", "-n1", "shifter", "/bin/true"], image_env))
             plain_steps.append(timed(["srun", "-n1", "/bin/true"], plain_env))
             plugstack.write_text(with_site)
             site_steps.append(timed(["srun", "-n1", "shifter", "/bin/true"], image_env))
+            if other:
+                plugstack.write_text(other)
+                other_steps.append(timed(["srun", "-n1", "shifter", "/bin/true"], image_env))
             plugstack.write_text(ours)
         report(f"B. srun -n1 shifter /bin/true in an image job ({args.image}) vs srun -n1 /bin/true in a plain job",
                plain_steps, shifter_steps, 10.0)
@@ -203,6 +216,13 @@ def main() -> int:
                       median(shifter_steps), "srun shifter (no site)")
         print(f"B'. the same shifter step with the plugin's Python started with site: median {median(site_steps):.1f} ms; "
               f"starting without it bought {diff:+.1f} ms ({median(site_steps) / median(shifter_steps):.3f}x)")
+        if other:
+            RESULTS.ratio("srun shifter step, this plugin vs another build", median(shifter_steps),
+                          median(other_steps), f"srun shifter ({args.versus_plugin})")
+            print(f"B''. the same shifter step with the plugin in {args.versus_plugin}: median "
+                  f"{median(other_steps):.1f} ms (overhead {median(other_steps) - median(plain_steps):+.1f} ms); "
+                  f"this one {median(shifter_steps) - median(other_steps):+.1f} ms "
+                  f"({median(shifter_steps) / median(other_steps):.3f}x)")
         breakdown(image_env, args.n, median(shifter_steps) - median(plain_steps))
         RESULTS.write(args.json)
     finally:

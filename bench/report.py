@@ -272,6 +272,17 @@ def main(argv: list[str]) -> int:
                 "minus the phases (loading the plugin's Python part, Slurm's hook calls, the task's "
                 "fork, noise).", "",
                 "| phase | ms |", "|---|---|"] + [f"| {p} | {v:.2f} |" for p, v in zip(ph["phase"], ph["ms"])] + [""]
+    if "step_floor" in by_name.get("bench_step_floor", {}).get("series", {}):
+        fl = by_name["bench_step_floor"]["series"]["step_floor"]
+        out += ["## The floor under a step's milliseconds", "",
+                "What an embedded Python costs before any of our work, on this machine: tiny C host "
+                "processes outside Slurm (`bench/bench_step_floor.py`), interleaved, medians of their wall "
+                "time; each row adds one layer to the one above (*interpreter*: a bare "
+                "`Py_InitializeFromConfig` as the plugin configures it; *plugin*: the plugin's Python part, "
+                "one hook that routes nothing; *step_imports*: what a step joining its container imports "
+                "besides).", "",
+                "| layer | ms | over the row above |", "|---|---|---|"]
+        out += [f"| {v} | {ms:.2f} | {d:+.2f} |" for v, ms, d in zip(fl["variant"], fl["ms"], fl["over_previous"])] + [""]
     if "prolog_scale" in by_name.get("bench_prolog_scale", {}).get("series", {}):
         res = by_name["bench_prolog_scale"]
         ps = res["series"]["prolog_scale"]

@@ -1,7 +1,7 @@
 """Scripts a `shifter` step places in its container (its own tmpfs, gone with the job): the
 batch script for --ccm, and a one-line script for a command longer than the step's command
 line. Used inside the container, where nothing of the host's Python can be imported any more:
-shifter_wlm.task imports this module before it enters."""
+shifter_wlm.task imports this module before it enters (only for such a step)."""
 
 from __future__ import annotations
 

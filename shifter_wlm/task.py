@@ -19,13 +19,10 @@ import os
 import time
 
 from shifter_site.errors import ShifterError, StepError
-from shifter_wlm import stepscripts  # imported before entering: used inside the container
 from shifter_wlm.procfds import own_step_socket
 
-# No dataclasses on this path: a `srun shifter` step pays for every import (the target:
-# <= +10 ms over a plain step, bench/bench_srun.py; docs/architecture.md, decision 13). What
-# entering needs comes from the job record.
-
+# No dataclasses on this path: a `srun shifter` step pays for every import (bench/bench_srun.py;
+# docs/architecture.md, decision 13). What entering needs comes from the job record.
 
 BATCH_STEP = 0xFFFFFFFB  # Slurm's SLURM_BATCH_SCRIPT step id
 
@@ -334,6 +331,9 @@ def enter(spank, args, options) -> None:
     task_env = spank.env()
     env = renter.environment(spec, task_env)
     command = renter.command(spec, prepared.command, env)
+    grows = len(command) > len(spank.argv())  # Slurm's argv cannot grow: see below
+    if prepared.ccm_script or grows:
+        from shifter_wlm import stepscripts  # before entering (the host's modules); not for a plain step
     script = stepscripts.read_script(prepared.ccm_script) if prepared.ccm_script else None
     _mark("environment")
     renter.join(prepared.ns_path)
@@ -350,7 +350,7 @@ def enter(spank, args, options) -> None:
     for name, value in env.items():
         if task_env.get(name) != value:
             spank.setenv(name, value)
-    if len(command) > len(spank.argv()):
+    if grows:
         # Slurm's argv cannot grow (e.g. --entrypoint adds the image's words): the task
         # runs a script that execs the command instead
         command = ["/bin/sh", stepscripts.place_exec_script(command, spec.user.uid, spec.user.gid)]

@@ -122,6 +122,20 @@ def _c_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _stdlib_path(python: str) -> tuple[list[str], str]:
+    """The standard library directories `python -I -S` searches (those that exist: a missing
+    python3X.zip would be probed by every step) and its home (sys.base_prefix), baked into the
+    plugin so that its Python starts without searching for them (issue 19)."""
+    code = "import json, sys; print(json.dumps([sys.path, sys.base_prefix]))"
+    result = subprocess.run([python, "-I", "-S", "-c", code], capture_output=True, text=True, cwd="/")
+    if result.returncode != 0:
+        raise BuildError(f"{python} -I -S did not run: {result.stderr.strip()}")
+    import json
+
+    path, home = json.loads(result.stdout)
+    return [entry for entry in path if os.path.isdir(entry)], home
+
+
 def build_python_part(output: str, python: str | None = None) -> Path:
     """Build the cffi embedding library; `python` is the interpreter it will start."""
     import cffi  # build-time only
@@ -129,13 +143,14 @@ def build_python_part(output: str, python: str | None = None) -> Path:
     if not SLURM_HEADER.exists():
         raise BuildError(f"{SLURM_HEADER} is missing: install libslurm-dev")
     macros = []
-    if python is None:  # this venv's Python: it starts without `site`, with its package dirs
+    if python is None:  # this venv's Python: it starts without `site`, with a fixed search path
+        python = str(Path(sys.prefix) / "bin" / "python3")
+        stdlib, home = _stdlib_path(python)
         import sysconfig
 
         paths = sysconfig.get_paths()
-        dirs = dict.fromkeys([paths["purelib"], paths["platlib"]])
-        macros.append(("SHIFTER_SITE_DIRS", ", ".join(map(_c_string, dirs))))
-    python = python or str(Path(sys.prefix) / "bin" / "python3")
+        dirs = dict.fromkeys([*stdlib, paths["purelib"], paths["platlib"]])
+        macros += [("SHIFTER_SEARCH_PATH", ", ".join(map(_c_string, dirs))), ("SHIFTER_PYTHON_HOME", _c_string(home))]
     out = Path(output).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     ffi = cffi.FFI()

@@ -2,8 +2,9 @@
  * C part of shifter_spank_py.so, the cffi embedding-mode library the SPANK shim loads on
  * first need. It starts Python itself (DESIGN.md decision 2): re-open libpython
  * RTLD_GLOBAL so C extension modules link, an isolated PyConfig (no PYTHON* from the
- * environment, no signal handlers: srun's and slurmstepd's stay theirs), executable = the
- * venv's python so its site-packages are used. Then the cffi-generated shifter_py_hook runs
+ * environment, no signal handlers: srun's and slurmstepd's stay theirs) in UTF-8 mode,
+ * executable = the venv's python, and for that default python the search path written in at
+ * build (below). Then the cffi-generated shifter_py_hook runs
  * the Python hooks. If Python or the init code did not come up, every hook returns -1.
  */
 #include <slurm/spank.h>
@@ -19,15 +20,21 @@
 #define SHIFTER_DEFAULT_PYTHON "/opt/shifter/bin/python3"
 #endif
 
-/* The default Python's package directories (spank/build.py writes them from sysconfig, as
-   runtime/launcher.py does for `shifter`): with them, the default Python starts without
-   `site` (its .pth files and sitecustomize cost each `srun shifter` step ~2 ms, issue 19)
-   and gets these directories on sys.path, after the standard library, where `site` puts
-   them. Another python= in plugstack.conf starts with `site`, as before. */
-#ifndef SHIFTER_SITE_DIRS
-#define SHIFTER_SITE_DIRS NULL
+/* The default Python's module search path, written by spank/build.py (from that Python's own
+   `-I -S` sys.path, existing directories only, then its package directories from sysconfig,
+   as runtime/launcher.py does for `shifter`), and its home: with them, the default Python
+   starts without `site` (its .pth files and sitecustomize cost each `srun shifter` step
+   ~2 ms, issue 19) and without getpath's search for its prefix and landmarks (~0.2 ms): the
+   standard library first, then the package directories, where `site` puts them. Another
+   python= in plugstack.conf starts with `site` and its own search, as before. */
+#ifndef SHIFTER_SEARCH_PATH
+#define SHIFTER_SEARCH_PATH NULL
 #endif
-static const char *const site_dirs[] = {SHIFTER_SITE_DIRS, NULL};
+#ifndef SHIFTER_PYTHON_HOME
+#define SHIFTER_PYTHON_HOME NULL
+#endif
+static const char *const search_path[] = {SHIFTER_SEARCH_PATH, NULL};
+static const char *const python_home = SHIFTER_PYTHON_HOME;
 
 int shifter_py_ready = 0;      /* set to 1 by the init code once shifter_wlm imported */
 double shifter_py_t0 = 0;      /* CLOCK_MONOTONIC (Python's perf_counter) before Python started:
@@ -88,30 +95,9 @@ static int importable(const char *python, const char *name)
     return 0;
 }
 
-/* sys.path += site_dirs (no `site`); -1 with the reason in Slurm's log. GIL held. */
-static int add_site_dirs(const char *python)
-{
-    PyObject *path = PySys_GetObject("path");  /* borrowed */
-
-    for (int i = 0; path && site_dirs[i]; i++) {
-        PyObject *dir = PyUnicode_DecodeFSDefault(site_dirs[i]);
-        int rc = dir ? PyList_Append(path, dir) : -1;
-
-        Py_XDECREF(dir);
-        if (rc < 0) {
-            PyErr_Clear();
-            path = NULL;
-        }
-    }
-    if (!path) {
-        slurm_error("shifter: cannot set up Python's sys.path (%s) for the container hooks", python);
-        return -1;
-    }
-    return 0;
-}
-
 static int start_python(int ac, char **av)
 {
+    PyPreConfig preconfig;
     PyConfig config;
     PyStatus st;
     Dl_info info;
@@ -136,12 +122,37 @@ static int start_python(int ac, char **av)
     if (dladdr((void *)&Py_IsInitialized, &info) && info.dli_fname)
         if (!dlopen(info.dli_fname, RTLD_NOW | RTLD_GLOBAL | RTLD_NOLOAD))
             slurm_error("shifter: re-opening %s RTLD_GLOBAL failed: %s", info.dli_fname, dlerror());
+    /* UTF-8 mode, as `shifter` itself runs (an isolated start would otherwise keep the C
+       locale's ASCII for file names and skip nothing): paths and values decoded as UTF-8
+       with surrogateescape go back to the kernel unchanged; it also spares encodings.ascii */
+    PyPreConfig_InitIsolatedConfig(&preconfig);
+    preconfig.utf8_mode = 1;
+    st = Py_PreInitialize(&preconfig);
+    if (PyStatus_Exception(st))
+        goto fail_early;
     PyConfig_InitIsolatedConfig(&config);
     config.install_signal_handlers = 0;
     config.safe_path = 1;
-    no_site = site_dirs[0] != NULL && strcmp(python, SHIFTER_DEFAULT_PYTHON) == 0;
-    if (no_site)
+    config.write_bytecode = 0;  /* root's slurmstepd never writes into the installation */
+    no_site = search_path[0] != NULL && strcmp(python, SHIFTER_DEFAULT_PYTHON) == 0;
+    if (no_site) {
         config.site_import = 0;
+        config.module_search_paths_set = 1;
+        for (int i = 0; search_path[i]; i++) {
+            wchar_t *dir = Py_DecodeLocale(search_path[i], NULL);
+
+            st = dir ? PyWideStringList_Append(&config.module_search_paths, dir)
+                     : PyStatus_Error("cannot decode a directory of the module search path");
+            PyMem_RawFree(dir);
+            if (PyStatus_Exception(st))
+                goto fail;
+        }
+        if (python_home) {
+            st = PyConfig_SetBytesString(&config, &config.home, python_home);
+            if (PyStatus_Exception(st))
+                goto fail;
+        }
+    }
     st = PyConfig_SetBytesString(&config, &config.program_name, python);
     if (PyStatus_Exception(st))
         goto fail;
@@ -152,10 +163,6 @@ static int start_python(int ac, char **av)
     if (PyStatus_Exception(st))
         goto fail;
     PyConfig_Clear(&config);
-    if (no_site && add_site_dirs(python) < 0) {
-        PyEval_SaveThread();
-        return -1;
-    }
     if (!importable(python, "_cffi_backend") || !importable(python, "shifter_wlm")) {
         PyEval_SaveThread();
         return -1;  /* python_failed stays set: no hook enters Python in this process */
@@ -164,9 +171,10 @@ static int start_python(int ac, char **av)
     python_failed = 0;
     return 0;
 fail:
+    PyConfig_Clear(&config);
+fail_early:
     slurm_error("shifter: cannot start Python (%s) for the container hooks: %s", python,
                 st.err_msg ? st.err_msg : "unknown error");
-    PyConfig_Clear(&config);
     return -1;
 }
 

@@ -165,8 +165,14 @@ shifter --entrypoint given | sed 's/^/typed_entryarg=/'
 srun shifter -v true 2>&1 | sed 's/^/verbose:/'
 shifter -v true 2>&1 | sed 's/^/typedverbose:/'
 srun shifter --workdir=/nonexistent true; echo "badworkdir=$?"
+srun shifter --workdir=/srv/d\u00e4t\u00e4 true; echo "utf8workdir=$?"
 """)
     _, output, _ = jt.sbatch_wait(USER, job)
+    # a name beyond ASCII reaches the kernel (the plugin's Python encodes file names as UTF-8,
+    # as `shifter` does; with ASCII, an isolated start's C locale, os.chdir raised an encoding
+    # error: an internal error instead of this line)
+    assert "utf8workdir=1" in output and "--workdir /srv/d\u00e4t\u00e4: No such file or directory in the container" in output
+    assert "internal error" not in output
     for where in ("step", "typed"):
         assert f"{where}_workdir={outside['workdir']}" in output, output
         assert f"{where}_w={outside['w']}" in output, output

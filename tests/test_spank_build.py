@@ -6,6 +6,7 @@ out of a nested srun) decides as srun's Python did."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -206,6 +207,7 @@ def test_a_new_row_in_the_option_table_is_a_new_option_of_the_built_shim(tmp_pat
 HOST_C = r"""
 #include <dlfcn.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <slurm/spank.h>
 spank_err_t spank_get_item(spank_t sp, spank_item_t item, ...) { (void)sp; (void)item; return ESPANK_ERROR; }
 spank_context_t spank_context(void) { return S_CTX_SLURMD; }
@@ -228,20 +230,27 @@ int main(int argc, char **argv)
     int (*ensure)(void) = dlsym(RTLD_DEFAULT, "PyGILState_Ensure");
     int (*run)(const char *) = dlsym(RTLD_DEFAULT, "PyRun_SimpleString");
     ensure();
-    run("import sys; print(' '.join(sorted(sys.modules)), flush=True)");
+    run(getenv("HOST_CODE") ? getenv("HOST_CODE") : "import sys; print(' '.join(sorted(sys.modules)), flush=True)");
     return rc;
 }
 """
 
 
-def _embedded_modules(tmp_path, plugin_args=()) -> set[str]:
+def _embedded(tmp_path, plugin_args=(), code: str | None = None) -> str:
+    """What `code` prints in the plugin's started Python (default: its modules)."""
     py = build.build_python_part(str(tmp_path / "shifter_spank_py.so"))
     host = tmp_path / "host"
     (tmp_path / "host.c").write_text(HOST_C)
     subprocess.run(["cc", "-rdynamic", "-o", str(host), str(tmp_path / "host.c"), "-ldl"], check=True)
-    proc = subprocess.run([str(host), str(py), *plugin_args], capture_output=True, text=True, timeout=60, cwd="/")
+    env = {k: v for k, v in os.environ.items() if k != "HOST_CODE"} | ({"HOST_CODE": code} if code else {})
+    proc = subprocess.run([str(host), str(py), *plugin_args], capture_output=True, text=True, timeout=60, cwd="/",
+                          env=env)
     assert proc.returncode == 0, proc.stderr
-    return set(proc.stdout.split())
+    return proc.stdout
+
+
+def _embedded_modules(tmp_path, plugin_args=()) -> set[str]:
+    return set(_embedded(tmp_path, plugin_args).split())
 
 
 def test_the_plugins_python_starts_without_site_and_finds_the_hooks(tmp_path):
@@ -251,6 +260,26 @@ def test_the_plugins_python_starts_without_site_and_finds_the_hooks(tmp_path):
     modules = _embedded_modules(tmp_path)
     assert "shifter_wlm.dispatch" in modules and "_cffi_backend" in modules
     assert {"site", "_distutils_hack", "sitecustomize", "importlib"} & modules == set()  # importlib: dispatch
+
+
+def test_the_plugins_python_starts_with_a_fixed_search_path_in_utf8_mode(tmp_path):
+    """Issue 19: the default Python's search path is baked in at build (no search for its
+    prefix or a missing zip at each step), it runs in UTF-8 mode (file names as `shifter`
+    decodes them; no encodings.ascii) and never writes bytecode (root's slurmstepd)."""
+    need(build.SLURM_HEADER.exists() and shutil.which("cc") is not None, "needs libslurm-dev and a C compiler")
+    import json
+    import sys
+    import sysconfig
+
+    code = ("import sys, json; print(json.dumps([sys.path, sys.flags.utf8_mode, sys.getfilesystemencoding(), "
+            "sys.dont_write_bytecode, 'encodings.ascii' in sys.modules]), flush=True)")
+    path, utf8, fs_encoding, no_bytecode, ascii_codec = json.loads(_embedded(tmp_path, code=code))
+    stdlib = subprocess.run([sys.executable, "-I", "-S", "-c", "import sys; print('\\n'.join(sys.path))"],
+                            capture_output=True, text=True, check=True, cwd="/").stdout.split("\n")
+    packages = sysconfig.get_paths()
+    assert path == list(dict.fromkeys([*[d for d in stdlib if os.path.isdir(d)], packages["purelib"], packages["platlib"]]))
+    assert all(os.path.isdir(entry) for entry in path)
+    assert (utf8, fs_encoding, no_bytecode, ascii_codec) == (1, "utf-8", True, False)
 
 
 def test_another_python_in_plugstack_starts_with_site(tmp_path):
@@ -264,3 +293,34 @@ def test_another_python_in_plugstack_starts_with_site(tmp_path):
     assert str(other) != str(Path(sys.prefix) / "bin" / "python3") and other.exists()
     modules = _embedded_modules(tmp_path, [f"python={other}"])
     assert "site" in modules and "shifter_wlm.dispatch" in modules
+
+
+def test_the_installed_step_path_has_current_bytecode():
+    """The plugin's Python writes no bytecode (root's slurmstepd), so a step would compile any
+    step-path module whose .pyc is missing or stale, at every step: `make install` (pip)
+    writes them, current."""
+    import importlib.util
+    import struct
+    import sysconfig
+    from pathlib import Path
+
+    # the modules a step joining its container imports (tests/unit/test_step_imports.py)
+    step_path = ["shifter_wlm", "shifter_site", "runtime", "shifter_wlm.dispatch", "shifter_wlm.options",
+                 "shifter_wlm.spank_api", "shifter_wlm.task", "shifter_wlm.procfds", "shifter_wlm.jobs",
+                 "shifter_site.errors", "shifter_site.logs", "shifter_site.configcache", "shifter_site.jsonread",
+                 "runtime.spec", "runtime.frozen", "runtime.cli", "runtime.enter", "runtime.syscalls"]
+    site = Path(sysconfig.get_paths()["purelib"])
+    need((site / "shifter_wlm" / "task.py").exists(), f"needs the installed package in {site} (make install)")
+    for module in step_path:
+        source = site.joinpath(*module.split("."))
+        source = source / "__init__.py" if source.is_dir() else source.with_suffix(".py")
+        pyc = Path(importlib.util.cache_from_source(str(source)))
+        assert pyc.exists(), f"{pyc} is missing"
+        header = pyc.read_bytes()[:16]
+        (flags,) = struct.unpack("<I", header[4:8])
+        if flags & 1:  # hash-based (pip under SOURCE_DATE_EPOCH)
+            assert header[8:16] == importlib.util.source_hash(source.read_bytes()), f"{pyc} is stale"
+        else:
+            stat = source.stat()
+            assert struct.unpack("<II", header[8:16]) == (int(stat.st_mtime) & 0xFFFFFFFF,
+                                                          stat.st_size & 0xFFFFFFFF), f"{pyc} is stale"

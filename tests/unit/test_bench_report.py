@@ -51,3 +51,16 @@ def test_prolog_scale_and_mpi_sections(tmp_path):
     assert "129 ms with `--module=mpich`" in text and "root hook" in text
     assert "**1.10** (-3.0 ms)" in text  # an overhead below the peer's, signed once
     assert (tmp_path / "plots/prolog_scale.png").stat().st_size > 0 and (tmp_path / "plots/ratios.png").exists()
+
+
+def test_the_step_floor_section(tmp_path):
+    """bench_step_floor's layers (issue 19: where a step's milliseconds go below our code)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    _write(out, "bench_step_floor", {"series": {"step_floor": {
+        "variant": ["nothing", "libpython", "interpreter"], "ms": [0.7, 1.8, 6.1], "over_previous": [0.0, 1.1, 4.3]}}})
+    md = tmp_path / "report.md"
+    assert report.main([str(out), str(md)]) == 0
+    text = md.read_text()
+    assert "## The floor under a step's milliseconds" in text
+    assert "| libpython | 1.80 | +1.10 |" in text and "| interpreter | 6.10 | +4.30 |" in text

@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parent.parent.parent
 
 # what slurmstepd's Python imports for a step that joins the job's container: the hook
 # router, the step module, the job records, the config cache, option parsing and entering
-STEP_PATH = ["shifter_wlm.dispatch", "shifter_wlm.options", "shifter_wlm.task", "shifter_wlm.stepscripts", "shifter_wlm.procfds", "shifter_wlm.jobs",
+STEP_PATH = ["shifter_wlm.dispatch", "shifter_wlm.options", "shifter_wlm.task", "shifter_wlm.procfds", "shifter_wlm.jobs",
              "runtime.spec", "shifter_site.configcache", "shifter_site.configview", "shifter_site.imageid", "runtime.cli", "runtime.enter", "runtime.modules",
              "runtime.gpu", "shifter_site.jsonread", "shifter_site.logs"]  # runtime.gpu: on a site with a GPU module
 STEP_MUST_NOT_IMPORT = ["typing", "subprocess", "structlog", "msgspec", "yaml", "dataclasses", "shutil",
@@ -24,7 +24,9 @@ STEP_MUST_NOT_IMPORT = ["typing", "subprocess", "structlog", "msgspec", "yaml", 
                         # the hook router imports its routes with __import__
                         "importlib", "types",
                         # a step with the job's volumes does not parse volumes (task._choose_volume)
-                        "runtime.volumes"]  # types: configview's SimpleNamespace is type(sys.implementation)
+                        "runtime.volumes",
+                        # issue 19: only a --ccm step or a command longer than Slurm's argv needs it
+                        "shifter_wlm.stepscripts"]  # types: configview's SimpleNamespace is type(sys.implementation)
 
 
 def test_joining_a_container_imports_only_what_it_runs():
