@@ -59,7 +59,7 @@ def not_run(bench: str, res: dict | None, run: dict | None, directory: Path) -> 
     """Why `bench` has no ratios in the report, in one line; None when it has them."""
     if res is not None and res.get("skipped"):
         return f"not run: {res['skipped']}"
-    if res is not None and res["ratios"]:
+    if res is not None and (res["ratios"] or res.get("series")):
         return None
     if run is not None and run["rc"] != 0:
         last = run["tail"][-1] if run["tail"] else "no output"
@@ -290,7 +290,7 @@ def main(argv: list[str]) -> int:
     by_name_all = {r["bench"]: r for r in every}
     missing = {b: why for b in sorted(set(expected()) | set(by_name_all) | set(runs))
                if (why := not_run(b, by_name_all.get(b), runs.get(b), directory))}
-    results = [r for r in every if r["ratios"] and not r.get("skipped")]
+    results = [r for r in every if not r.get("skipped")]
     global PLOTS
     PLOTS = Path(argv[1]).resolve().parent / "plots"
     import matplotlib
@@ -300,7 +300,7 @@ def main(argv: list[str]) -> int:
     PLOTS.mkdir(exist_ok=True)
     by_name = {r["bench"]: r for r in results}
     out = header(every, runs)
-    if results:
+    if any(r["ratios"] for r in results):
         out += ["![ours vs peers](plots/" + plot_ratios(results, plt) + ")", ""]
     out += ["## Ratios", ""] + table(results, missing) + [""]
     if "bench_sharedfs" in by_name:
