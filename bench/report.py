@@ -14,6 +14,7 @@ import json
 import math
 import platform
 import sys
+from datetime import datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -242,7 +243,8 @@ def header(results: list[dict], runs: dict[str, dict]) -> list[str]:
     """Where and when: the one run's time span (from bench/timed.py's records when there are any)."""
     if runs:
         start, end = min(r["start"] for r in runs.values()), max(r["end"] for r in runs.values())
-        span = f"one `make bench` run from {start} to {end}"
+        minutes = (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds() / 60
+        span = f"one `make bench` run from {start} to {end} ({minutes:.0f} minutes)"
     else:
         span = (f"the runs of {min(r['when'] for r in results)} to {max(r['when'] for r in results)} "
                 "(no run records: not one `make bench`)")

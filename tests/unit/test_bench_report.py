@@ -83,7 +83,7 @@ def test_client_lookup_scale_and_gpu_rows_durations_and_span(tmp_path):
     md = tmp_path / "report.md"
     assert report.main([str(out), str(md)]) == 1  # bench_lookup_scale exited 1: the report names it, make fails
     text = md.read_text()
-    assert "one `make bench` run from 2026-11-30 05:00:00 to 2026-11-30 05:22:01" in text
+    assert "one `make bench` run from 2026-11-30 05:00:00 to 2026-11-30 05:22:01 (22 minutes)" in text
     assert "| bench_client | shifterimg lookup (a process), one HTTP client per process vs a client per call | " \
            "80.0 ms | 100.0 ms (client per call (httpx.request)) | **0.80** |" in text
     assert "| bench_lookup_scale | lookup at 10000 images (sqlite) vs the 10 ms budget | 2.5 ms | " in text
