@@ -244,7 +244,7 @@ def header(results: list[dict], runs: dict[str, dict]) -> list[str]:
     if runs:
         start, end = min(r["start"] for r in runs.values()), max(r["end"] for r in runs.values())
         minutes = (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds() / 60
-        span = f"one `make bench` run from {start} to {end} ({minutes:.0f} minutes)"
+        span = f"one `make bench` run from {start} to {end} ({minutes:.0f} minute{'' if round(minutes) == 1 else 's'})"
     else:
         span = (f"the runs of {min(r['when'] for r in results)} to {max(r['when'] for r in results)} "
                 "(no run records: not one `make bench`)")
