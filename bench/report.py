@@ -82,7 +82,7 @@ def table(results: list[dict], missing: dict[str, str]) -> list[str]:
     lines = ["| benchmark | what (ours vs peer) | ours | peer | ratio ours/peer | target | met |",
              "|---|---|---|---|---|---|---|"]
     for bench, why in missing.items():
-        lines.append(f"| {bench} | **{why}** | | | | | |")
+        lines.append(f"| {bench} | **{why.replace('|', '/')}** | | | | | |")
     for res in results:
         for r in res["ratios"]:
             met = {True: "yes", False: "**no**", None: ""}[r["met"]]
@@ -273,6 +273,8 @@ def commands(results: list[dict], runs: dict[str, dict], missing: dict[str, str]
             line += f" — {res['note']}"
         if name in missing:
             line += f" — **{missing[name]}**"
+        elif run and run["rc"] != 0:
+            line += f" — **exited {run['rc']}** (its last line: {run['tail'][-1] if run['tail'] else 'none'})"
         if run:
             line += f"; `make bench` ran `{run['command']}`"
         out.append(line)

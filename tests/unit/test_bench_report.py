@@ -93,6 +93,7 @@ def test_client_lookup_scale_and_gpu_rows_durations_and_span(tmp_path):
     commands = text.split("## Commands", 1)[1]
     assert "- `bench_client` (31 s): `python bench/bench_client.py`" in commands
     assert "- `bench_lookup_scale` (64 s): " in commands and "- `bench_gpu_stream` (0 s): " in commands
+    assert "**exited 1** (its last line: OVER the 10 ms target)" in commands  # it wrote its ratios, then failed
     assert "together 1.6 minutes of benchmarks" in commands  # 31 + 64 + 0.4 s
 
 
@@ -102,12 +103,12 @@ def test_a_benchmark_without_json_is_a_not_run_line(tmp_path):
     out.mkdir()
     _write(out, "bench_client", {"ratios": [_ratio("lookup", 80.0, 100.0, "before")]})
     _run(out, "bench_srun", 1, 12.0, "2026-11-30 05:00:00", "2026-11-30 05:00:12",
-         ["Traceback (most recent call last):", "RuntimeError: srun failed"])
+         ["Traceback (most recent call last):", "RuntimeError: srun | failed"])
     _run(out, "bench_layers", 0, 5.0, "2026-11-30 05:00:12", "2026-11-30 05:00:17", ["done"])
     md = tmp_path / "report.md"
     assert report.main([str(out), str(md)]) == 1
     text = md.read_text()
-    assert "| bench_srun | **failed (exit 1 after 12 s): RuntimeError: srun failed** |" in text
+    assert "| bench_srun | **failed (exit 1 after 12 s): RuntimeError: srun / failed** |" in text  # one cell
     assert f"| bench_layers | **ran (exit 0 in 5 s) but wrote no JSON to {out}** |" in text
     others = sorted(p.stem for p in (REPO / "bench").glob("bench_*.py")
                     if p.stem not in ("bench_client", "bench_srun", "bench_layers"))
