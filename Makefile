@@ -87,9 +87,10 @@ stress: package plugin
 
 # every benchmark in bench/, once, then bench/report.md and bench/plots/*.png from their results
 # (BENCH_OUT/*.json): ratios of ours against each peer measured in the same run (bench/README.md).
-# Root; starts the local cluster and takes it down at the end. About 25 minutes on the 2-core
+# Root; starts the local cluster and takes it down at the end. About 12-15 minutes on the 2-core
 # development VM (each benchmark's duration is in the report). bench/timed.py times each one and
-# goes on when one fails; bench-report then names the failure and exits non-zero. Each part can
+# goes on when one fails or stops one still running after BENCH_TIMEOUT s (900); bench-report then
+# names the failure and exits non-zero. Each part can
 # run alone, e.g. under cluster-run: bench-cluster (needs the local cluster), bench-local (CPU
 # and mounts, no cluster), bench-report.
 BENCH_OUT ?= bench/out

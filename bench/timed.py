@@ -7,6 +7,9 @@ each benchmark's duration and say why one has no results instead of leaving it o
 Writes BENCH_OUT/runs/NAME.json: the command, its start and end, seconds, exit status and
 its last output lines. Exits 0 even when the benchmark fails (the report names the failure
 and `bench/report.py` exits non-zero), so one failing benchmark does not lose the others.
+A benchmark still running after $BENCH_TIMEOUT seconds (default 900; the longest takes about
+200 s) is interrupted (SIGINT: its own clean-up runs), then killed 60 s later; its exit
+status is then 124.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ import collections
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -31,15 +36,33 @@ def main(argv: list[str]) -> int:
     tail: collections.deque[str] = collections.deque(maxlen=5)
     start_wall, start = time.time(), time.perf_counter()
     print(f"=== {name}: {shlex.join(command)} ({time.strftime('%H:%M:%S')})", flush=True)
+    limit = float(os.environ.get("BENCH_TIMEOUT", "900"))
+    timed_out = threading.Event()
     try:
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 errors="replace")
+
+        def stop() -> None:  # a hung benchmark must not hold `make bench` (and the cluster) forever
+            timed_out.set()
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+        timer = threading.Timer(limit, stop)
+        timer.daemon = True
+        timer.start()
         for line in proc.stdout:  # type: ignore[union-attr]
             sys.stdout.write(line)
             sys.stdout.flush()
             if line.strip():
                 tail.append(line.rstrip())
         rc = proc.wait()
+        timer.cancel()
+        if timed_out.is_set():
+            rc = 124
+            tail.append(f"stopped after {limit:.0f} s (BENCH_TIMEOUT)")
     except OSError as e:
         rc, tail = 127, collections.deque([f"cannot run {command[0]}: {e.strerror}"])
     seconds = time.perf_counter() - start
