@@ -94,6 +94,7 @@ stress: package plugin
 # run alone, e.g. under cluster-run: bench-cluster (needs the local cluster), bench-local (CPU
 # and mounts, no cluster), bench-report.
 BENCH_OUT ?= bench/out
+BENCH_REPORT ?= bench/report.md
 BENCH_RUN = $(PY) bench/timed.py $(BENCH_OUT)
 bench: bench-tools bench-fresh bench-cluster bench-local bench-report
 
@@ -128,7 +129,7 @@ bench-local: bench-tools
 	$(BENCH_RUN) bench_gpu_stream $(PY) bench/bench_gpu_stream.py --json $(BENCH_OUT)/gpu_stream.json  # records "no GPU" where there is none
 
 bench-report:
-	$(PY) bench/report.py $(BENCH_OUT) bench/report.md
+	$(PY) bench/report.py $(BENCH_OUT) $(BENCH_REPORT)
 
 # the pure-logic layer (tests/unit) in seconds, no cluster, no mounts, nothing written in the
 # checkout: run by root, as UNIT_USER (the checkout must be readable by that user); run by
