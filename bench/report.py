@@ -5,7 +5,9 @@
 
 Every figure in the report is a ratio of two things measured side by side in one run on the
 machine named in its header, with the command that reproduces it; absolute times are shown
-for scale only.
+for scale only. RESULTS_DIR/runs/*.json (bench/timed.py, `make bench`) give the run's span and
+each benchmark's duration; every bench/bench_*.py without results gets a line saying why.
+Exits 1 when a benchmark of the run failed (after writing the report).
 """
 
 from __future__ import annotations
