@@ -98,7 +98,7 @@ def table(results: list[dict], missing: dict[str, str]) -> list[str]:
 def plot_ratios(results: list[dict], plt) -> str:
     rows = [(f"{res['bench']}: {r['what']}", r["ratio"], r["target"], r["met"]) for res in results
             for r in res["ratios"]]
-    fig, ax = plt.subplots(figsize=(11, 0.32 * len(rows) + 1.4))
+    fig, ax = plt.subplots(figsize=(15, 0.32 * len(rows) + 1.6))
     ys = range(len(rows))
     colors = {True: "#55a868", False: "#dd8452", None: "#8c8c8c"}
     ax.barh(list(ys), [r[1] for r in rows], color=[colors[r[3]] for r in rows])
@@ -114,9 +114,10 @@ def plot_ratios(results: list[dict], plt) -> str:
     from matplotlib.ticker import FuncFormatter
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
-    ax.set_xlabel("ours / peer, same run (log scale; < 1: ours is faster; black tick: target; "
-                  "green: target met, orange: missed, grey: no target)")
-    ax.set_title("Each benchmark: ours against its peer, measured side by side")
+    ax.set_xlabel("ours / peer, same run (log scale; < 1: ours is faster)\n"
+                  "black tick: target; green: target met, orange: missed, grey: no target")
+    ax.set_title("Each benchmark: ours against its peer,\nmeasured side by side")
+    ax.set_xlim(right=max(r[1] for r in rows) * 3)  # room for the largest ratio's label
     fig.tight_layout()
     path = PLOTS / "ratios.png"
     fig.savefig(path, dpi=110)
