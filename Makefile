@@ -15,7 +15,7 @@ APT_PACKAGES := slurmctld slurmd slurm-client munge libslurm-dev \
 	postgresql libpq5
 
 .PHONY: install apt venv package plugin udiimage links cluster-up cluster-down cluster-status demo test unit stress fresh-check clean \
-	bench bench-tools bench-cluster bench-local bench-report
+	bench bench-tools bench-fresh bench-cluster bench-local bench-report
 
 install: apt package plugin udiimage links
 
@@ -85,36 +85,52 @@ stress: package plugin
 	  SHIFTER_CLUSTER_NODES=$$n $(PY) tests/stress.py --jobs $$jobs $$first || status=1; first=; \
 	done; exit $${status:-0}
 
-# every benchmark, then bench/report.md and bench/plots/*.png from their results (bench/out/*.json):
-# ratios of ours against each peer measured in the same run (bench/README.md). Root; starts the
-# local cluster. Short runs (a shared machine); each part can run alone, e.g. under cluster-run.
+# every benchmark in bench/, once, then bench/report.md and bench/plots/*.png from their results
+# (BENCH_OUT/*.json): ratios of ours against each peer measured in the same run (bench/README.md).
+# Root; starts the local cluster and takes it down at the end. About 12-15 minutes on the 2-core
+# development VM (each benchmark's duration is in the report). bench/timed.py times each one and
+# goes on when one fails or stops one still running after BENCH_TIMEOUT s (900); bench-report then
+# names the failure and exits non-zero. Each part can
+# run alone, e.g. under cluster-run: bench-cluster (needs the local cluster), bench-local (CPU
+# and mounts, no cluster), bench-report.
 BENCH_OUT ?= bench/out
-bench: bench-cluster bench-local bench-report
+BENCH_REPORT ?= bench/report.md
+BENCH_RUN = $(PY) bench/timed.py $(BENCH_OUT)
+bench: bench-tools bench-fresh bench-cluster bench-local bench-report
 
 bench-tools: package plugin
 	$(PY) -m pip install -q '.[bench]'
 	$(PY) -m runtime.launcher $(PREFIX)/bin/shifter  # pip wrote its own launcher again
 	mkdir -p $(BENCH_OUT)
 
+# results of one run only: no JSON left from an earlier one
+bench-fresh:
+	rm -rf $(BENCH_OUT)/runs
+	rm -f $(BENCH_OUT)/*.json
+
 bench-cluster: bench-tools
 	$(PY) tools/localcluster.py down  # the prolog's scaling brings the cluster up at each node count itself
-	$(PY) bench/bench_prolog_scale.py --nodes 3,8,16 --jobs 3 --json $(BENCH_OUT)/prolog_scale.json
-	$(PY) tools/localcluster.py up
-	$(PY) bench/bench_launch.py -n 15 --json $(BENCH_OUT)/launch.json
-	$(PY) bench/bench_byname.py -n 15 --json $(BENCH_OUT)/byname.json
-	$(PY) bench/bench_mpi.py -n 15 --json $(BENCH_OUT)/mpi.json
-	$(PY) bench/bench_srun.py -n 15 --json $(BENCH_OUT)/srun.json
-	ROUNDS=100 $(PY) bench/bench_lookup_auth.py --json $(BENCH_OUT)/lookup_auth.json
-	$(PY) bench/bench_pull.py --runs 3 --json $(BENCH_OUT)/pull.json
+	$(BENCH_RUN) bench_prolog_scale $(PY) bench/bench_prolog_scale.py --nodes 3,8,16 --jobs 3 --json $(BENCH_OUT)/prolog_scale.json
+	$(PY) tools/localcluster.py up || { $(PY) tools/localcluster.py down; exit 1; }
+	$(BENCH_RUN) bench_launch $(PY) bench/bench_launch.py -n 15 --json $(BENCH_OUT)/launch.json
+	$(BENCH_RUN) bench_byname $(PY) bench/bench_byname.py -n 15 --json $(BENCH_OUT)/byname.json
+	$(BENCH_RUN) bench_mpi $(PY) bench/bench_mpi.py -n 15 --json $(BENCH_OUT)/mpi.json
+	$(BENCH_RUN) bench_srun $(PY) bench/bench_srun.py -n 15 --json $(BENCH_OUT)/srun.json
+	$(BENCH_RUN) bench_lookup_auth env ROUNDS=100 $(PY) bench/bench_lookup_auth.py --json $(BENCH_OUT)/lookup_auth.json
+	$(BENCH_RUN) bench_client env ROUNDS=20 $(PY) bench/bench_client.py --json $(BENCH_OUT)/client.json  # after the pulls above
+	$(BENCH_RUN) bench_pull $(PY) bench/bench_pull.py --runs 3 --json $(BENCH_OUT)/pull.json
+	$(PY) tools/localcluster.py down
 
 bench-local: bench-tools
-	$(PY) bench/bench_layers.py --runs 3 --json $(BENCH_OUT)/layers.json
-	$(PY) bench/bench_bigimage.py --sizes 64,256 --json $(BENCH_OUT)/bigimage.json
-	$(PY) bench/bench_sharedfs.py --json $(BENCH_OUT)/sharedfs.json
-	$(PY) bench/bench_step_floor.py -n 40 --json $(BENCH_OUT)/step_floor.json
+	$(BENCH_RUN) bench_layers $(PY) bench/bench_layers.py --runs 3 --json $(BENCH_OUT)/layers.json
+	$(BENCH_RUN) bench_bigimage $(PY) bench/bench_bigimage.py --sizes 256,1024,2048 --runs 1 --json $(BENCH_OUT)/bigimage.json
+	$(BENCH_RUN) bench_sharedfs $(PY) bench/bench_sharedfs.py --json $(BENCH_OUT)/sharedfs.json
+	$(BENCH_RUN) bench_lookup_scale $(PY) bench/bench_lookup_scale.py --rounds 300 --images 10000 --json $(BENCH_OUT)/lookup_scale.json
+	$(BENCH_RUN) bench_gpu_stream $(PY) bench/bench_gpu_stream.py --json $(BENCH_OUT)/gpu_stream.json  # records "no GPU" where there is none
+	$(BENCH_RUN) bench_step_floor $(PY) bench/bench_step_floor.py -n 40 --json $(BENCH_OUT)/step_floor.json
 
 bench-report:
-	$(PY) bench/report.py $(BENCH_OUT) bench/report.md
+	$(PY) bench/report.py $(BENCH_OUT) $(BENCH_REPORT)
 
 # the pure-logic layer (tests/unit) in seconds (< 30 s on 2 cores), no cluster, no mounts,
 # nothing written in the checkout; hypothesis's "unit" profile: fewer examples of the same

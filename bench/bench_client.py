@@ -8,11 +8,14 @@ local cluster's gateway, interleaved, N rounds; the "before" process only swaps 
 a fresh default `httpx.Client()` per call, as `httpx.request` did. Prints the medians and the
 ratio. Needs the local cluster with one pulled image:
 
-    /work/coord/cluster-run /work/wt-YOURS /opt/shifter/bin/python bench/bench_client.py
+    /work/coord/cluster-run /work/wt-YOURS /opt/shifter/bin/python bench/bench_client.py [--json FILE]
+
+(ROUNDS=N sets the rounds; `make bench` runs it after the benchmarks that pull images.)
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import subprocess
@@ -25,6 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from imagegw import client  # noqa: E402
 from shifter_site import config  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results import Results, json_arg  # noqa: E402
+
 STATE = Path(os.environ.get("SHIFTER_CLUSTER_STATE", "/var/lib/shifter-cluster"))
 ROUNDS = int(os.environ.get("ROUNDS", "20"))
 PYTHON = "/opt/shifter/bin/python"
@@ -33,6 +39,9 @@ BEFORE = "; import httpx; from imagegw import client; client._http = lambda url:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    json_arg(parser)
+    args = parser.parse_args()
     cfg_path = str(STATE / "etc/shifter.yaml")
     cfg = config.load(cfg_path, privileged=False)
     ready = client.images(cfg)
@@ -64,6 +73,13 @@ def main() -> int:
         client._http = saved
     print(f"client.lookup x{ROUNDS} in one process: before {calls['before'] * 1000:.1f} ms/call, "
           f"after {calls['after'] * 1000:.1f} ms/call, ratio {calls['before'] / calls['after']:.2f}")
+    res = Results("bench_client", f"ROUNDS={ROUNDS} python bench/bench_client.py (root, cluster up, an image pulled; "
+                  "cluster-run)", f"shifterimg lookup {ref} against the local cluster's gateway, {ROUNDS} rounds")
+    res.ratio("shifterimg lookup (a process), one HTTP client per process vs a client per call", after * 1000,
+              before * 1000, "client per call (httpx.request)")
+    res.ratio("client.lookup in one process, one HTTP client vs a client per call", calls["after"] * 1000,
+              calls["before"] * 1000, "client per call (httpx.request)")
+    res.write(args.json)
     return 0
 
 

@@ -7,7 +7,8 @@
 holds the same binary at /app/stream (bench/gpu/device.sh makes both, the image and a site
 config in $SHIFTER_CONFIG). Runs native and container alternately n times each and prints the
 median bandwidth of each kernel and the container/native ratio. Where there is no NVIDIA GPU it
-prints `SKIP: <reason>` and exits 0.
+prints `SKIP: <reason>` and exits 0 (with `--json`, the JSON says so: the report shows the row
+as not run, with the reason).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
+from results import Results, json_arg  # noqa: E402
 LINE = re.compile(r"stream kernel=(\w+) .*best_gbs=([0-9.]+)")
 
 
@@ -28,10 +31,10 @@ def no_gpu_reason() -> str | None:
     """Why this machine cannot run the benchmark, or None. The driver must be loaded
     (/proc/driver/nvidia/version): the local cluster's fake GPUs are device files only."""
     if not os.path.exists("/proc/driver/nvidia/version"):
-        return "no NVIDIA driver loaded here (/proc/driver/nvidia/version is missing)"
+        return "no NVIDIA driver loaded here: /proc/driver/nvidia/version is missing"
     for dev in ("/dev/nvidiactl", "/dev/nvidia0"):
         if not os.path.exists(dev):
-            return f"no NVIDIA GPU here ({dev} is missing)"
+            return f"no NVIDIA GPU here: {dev} is missing"
     return None
 
 
@@ -50,10 +53,16 @@ def main() -> int:
     parser.add_argument("--image", help="id:<image id> holding /app/stream (required with a GPU)")
     parser.add_argument("--module", default="gpu")
     parser.add_argument("-n", type=int, default=5)
+    json_arg(parser)
     args = parser.parse_args()
+    res = Results("bench_gpu_stream", f"python bench/bench_gpu_stream.py --app APP --image IMAGE -n {args.n} "
+                  "(bench/gpu/device.sh makes APP and IMAGE)",
+                  f"STREAM natively and in the container (--module={args.module}), {args.n} alternating runs")
     reason = no_gpu_reason()
     if reason:
         print(f"SKIP: {reason}")
+        res.skipped(f"no GPU ({reason})")
+        res.write(args.json)
         return 0
     if not args.app or not args.image:
         parser.error("--app and --image are needed where there is a GPU (bench/gpu/device.sh makes both)")
@@ -69,6 +78,9 @@ def main() -> int:
         n, c = statistics.median(native[kernel]), statistics.median(container.get(kernel, [0.0]))
         print(f"RATIO kernel={kernel} native_gbs={n:.1f} container_gbs={c:.1f} container/native={c / n:.4f} "
               f"runs={len(native[kernel])}+{len(container.get(kernel, []))}")
+        res.ratio(f"STREAM {kernel} bandwidth, container vs native", c, n, "native", unit="GB/s",
+                  target=">= 0.99", lower_is_better=False)
+    res.write(args.json)
     return 0
 
 

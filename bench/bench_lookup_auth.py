@@ -12,6 +12,7 @@ the difference in ms and the ratio. Needs the local cluster (munged):
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import statistics
 import sys
@@ -48,6 +49,13 @@ def serve(app, port: int) -> uvicorn.Server:
 def main() -> int:
     cfg = config.load(str(STATE / "etc/shifter.yaml"), privileged=False)
     state = tempfile.mkdtemp(prefix="bench-auth-")
+    try:
+        return measure(cfg, state)
+    finally:
+        shutil.rmtree(state, ignore_errors=True)  # a copy of the image database: nothing to keep
+
+
+def measure(cfg: config.Config, state: str) -> int:
     with sqlite3.connect(STATE / "gateway/images.db") as src, sqlite3.connect(Path(state) / "images.db") as dst:
         src.backup(dst)
     gateway = api.Gateway(cfg, state)

@@ -9,7 +9,10 @@ scratch image directory) interleaved, N rounds. Munge is left out on both sides
 this run's own (tests/pgcluster.py: initdb/pg_ctl as the system's postgres account), so run
 it as root; the local Slurm cluster is not needed:
 
-    /opt/shifter/bin/python bench/bench_lookup_scale.py [--rounds 300] [--images 10000]
+    /opt/shifter/bin/python bench/bench_lookup_scale.py [--rounds 300] [--images 10000] [--json FILE]
+
+Exits 1 when a backend's lookup is over the target (after measuring both); with --json
+(`make bench`) it exits 0 and the report marks the miss.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from shifter_site import config, imagefiles  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
 from bench_lookup_auth import NoAuth, serve  # noqa: E402  (munge is not what this measures)
+from results import Results, json_arg  # noqa: E402
 
 PUBLISHED = 20  # images with files: the lookups cycle through them
 
@@ -110,7 +114,12 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=300)
     p.add_argument("--images", type=int, default=10_000)
     p.add_argument("--baseline", type=int, default=10)
+    json_arg(p)
     args = p.parse_args()
+    res = Results("bench_lookup_scale", f"python bench/bench_lookup_scale.py --rounds {args.rounds} --images "
+                  f"{args.images} (root: PostgreSQL runs as the postgres account; no cluster)",
+                  f"gateway lookup over HTTP (one kept connection, no munge), {args.images} vs {args.baseline} "
+                  f"images in the store, {args.rounds} interleaved rounds, SQLite and PostgreSQL")
     import logging
 
     from shifter_site import logs
@@ -136,10 +145,15 @@ def main() -> int:
             print(f"{backend:10} lookup, median of {args.rounds}: {sizes[1]} images {big * 1000:.2f} ms, "
                   f"{sizes[0]} images {base * 1000:.2f} ms, ratio {big / base:.2f} "
                   f"({'within' if ok else 'OVER'} the 10 ms target)", flush=True)
+            res.ratio(f"lookup at {args.images} images vs {args.baseline} images ({backend})", big * 1000,
+                      base * 1000, f"{args.baseline} images")
+            res.ratio(f"lookup at {args.images} images ({backend}) vs the 10 ms budget", big * 1000, 10.0,
+                      "budget", target="<= 1")
+        res.write(args.json)
     finally:
         server.stop()
         shutil.rmtree(top, ignore_errors=True)
-    return 1 if failed else 0
+    return 1 if failed and not args.json else 0
 
 
 if __name__ == "__main__":

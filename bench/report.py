@@ -5,7 +5,9 @@
 
 Every figure in the report is a ratio of two things measured side by side in one run on the
 machine named in its header, with the command that reproduces it; absolute times are shown
-for scale only.
+for scale only. RESULTS_DIR/runs/*.json (bench/timed.py, `make bench`) give the run's span and
+each benchmark's duration; every bench/bench_*.py without results gets a line saying why.
+Exits 1 when a benchmark of the run failed (after writing the report).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import math
 import platform
 import sys
+from datetime import datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -52,15 +55,43 @@ def load(directory: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))]
 
 
+def load_runs(directory: Path) -> dict[str, dict]:
+    """How each benchmark's run went (bench/timed.py, `make bench`): command, duration, exit."""
+    return {r["bench"]: r for r in load(directory / "runs")} if (directory / "runs").is_dir() else {}
+
+
+def expected() -> list[str]:
+    """Every benchmark in bench/: the report names each one, results or not."""
+    return sorted(p.stem for p in HERE.glob("bench_*.py"))
+
+
+def not_run(bench: str, res: dict | None, run: dict | None, directory: Path) -> str | None:
+    """Why `bench` has no ratios in the report, in one line; None when it has them."""
+    if res is not None and res.get("skipped"):
+        return f"not run: {res['skipped']}"
+    if res is not None and (res["ratios"] or res.get("series")):
+        return None
+    if run is not None and run["rc"] != 0:
+        last = run["tail"][-1] if run["tail"] else "no output"
+        return f"failed (exit {run['rc']} after {run['seconds']:.0f} s): {last}"
+    if res is not None:
+        return "ran but recorded no ratio"
+    if run is not None:
+        return f"ran (exit 0 in {run['seconds']:.0f} s) but wrote no JSON to {directory}"
+    return f"not run: no results in {directory} (`make bench` runs it)"
+
+
 def fmt(value: float, unit: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return f"{value:.3g} s" if unit == "s" else f"{value:.1f} {unit}"
 
 
-def table(results: list[dict]) -> list[str]:
+def table(results: list[dict], missing: dict[str, str]) -> list[str]:
     lines = ["| benchmark | what (ours vs peer) | ours | peer | ratio ours/peer | target | met |",
              "|---|---|---|---|---|---|---|"]
+    for bench, why in missing.items():
+        lines.append(f"| {bench} | **{why.replace('|', '/')}** | | | | | |")
     for res in results:
         for r in res["ratios"]:
             met = {True: "yes", False: "**no**", None: ""}[r["met"]]
@@ -74,7 +105,7 @@ def table(results: list[dict]) -> list[str]:
 def plot_ratios(results: list[dict], plt) -> str:
     rows = [(f"{res['bench']}: {r['what']}", r["ratio"], r["target"], r["met"]) for res in results
             for r in res["ratios"]]
-    fig, ax = plt.subplots(figsize=(11, 0.32 * len(rows) + 1.4))
+    fig, ax = plt.subplots(figsize=(15, 0.32 * len(rows) + 1.6))
     ys = range(len(rows))
     colors = {True: "#55a868", False: "#dd8452", None: "#8c8c8c"}
     ax.barh(list(ys), [r[1] for r in rows], color=[colors[r[3]] for r in rows])
@@ -90,9 +121,10 @@ def plot_ratios(results: list[dict], plt) -> str:
     from matplotlib.ticker import FuncFormatter
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
-    ax.set_xlabel("ours / peer, same run (log scale; < 1: ours is faster; black tick: target; "
-                  "green: target met, orange: missed, grey: no target)")
-    ax.set_title("Each benchmark: ours against its peer, measured side by side")
+    ax.set_xlabel("ours / peer, same run (log scale; < 1: ours is faster)\n"
+                  "black tick: target; green: target met, orange: missed, grey: no target")
+    ax.set_title("Each benchmark: ours against its peer,\nmeasured side by side")
+    ax.set_xlim(right=max(r[1] for r in rows) * 3)  # room for the largest ratio's label
     fig.tight_layout()
     path = PLOTS / "ratios.png"
     fig.savefig(path, dpi=110)
@@ -217,14 +249,62 @@ def mpi_section(res: dict) -> list[str]:
     return out
 
 
+def header(results: list[dict], runs: dict[str, dict]) -> list[str]:
+    """Where and when: the one run's time span (from bench/timed.py's records when there are any)."""
+    if runs:
+        start, end = min(r["start"] for r in runs.values()), max(r["end"] for r in runs.values())
+        minutes = (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds() / 60
+        span = f"one `make bench` run from {start} to {end} ({minutes:.0f} minute{'' if round(minutes) == 1 else 's'})"
+    else:
+        span = (f"the runs of {min(r['when'] for r in results)} to {max(r['when'] for r in results)} "
+                "(no run records: not one `make bench`)")
+    return ["# Benchmark report", "",
+            f"Written by bench/report.py from {span} on this project's development machine: "
+            f"**a shared 2-core VM** ({platform.machine()}, Linux {platform.release()}) on which other work could run "
+            "at the same time. Absolute times there are noisy and only shown for scale; **every result is a ratio "
+            "of ours against a peer measured side by side in the same run** (interleaved, medians), with the "
+            "command that reproduces it.", ""]
+
+
+def commands(results: list[dict], runs: dict[str, dict], missing: dict[str, str]) -> list[str]:
+    """Each benchmark's command, what it measured and how long it took in this run."""
+    by_name = {r["bench"]: r for r in results}
+    out = ["## Commands", ""]
+    if runs:
+        total = sum(r["seconds"] for r in runs.values())
+        out += [f"Each benchmark ran once, in this order, as `make bench` ran it (bench/timed.py: its "
+                f"duration, start to end); together {total / 60:.1f} minutes of benchmarks.", ""]
+    names = sorted(set(by_name) | set(runs) | set(missing), key=lambda n: (runs.get(n, {}).get("start", "~"), n))
+    for name in names:
+        run, res = runs.get(name), by_name.get(name)
+        took = f" ({run['seconds']:.0f} s)" if run else ""
+        line = f"- `{name}`{took}: `{res['command']}`" if res else f"- `{name}`{took}"
+        if res and res.get("note"):
+            line += f" — {res['note']}"
+        if name in missing:
+            line += f" — **{missing[name]}**"
+        elif run and run["rc"] != 0:
+            line += f" — **exited {run['rc']}** (its last line: {run['tail'][-1] if run['tail'] else 'none'})"
+        if run:
+            line += f"; `make bench` ran `{run['command']}`"
+        out.append(line)
+    return out + [""]
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print("usage: report.py RESULTS_DIR REPORT.md", file=sys.stderr)
         return 2
-    results = load(Path(argv[0]))
-    if not results:
+    directory = Path(argv[0])
+    every = load(directory) if directory.is_dir() else []
+    runs = load_runs(directory) if directory.is_dir() else {}
+    if not every and not runs:
         print(f"no results in {argv[0]}: run the benchmarks with --json (make bench)", file=sys.stderr)
         return 1
+    by_name_all = {r["bench"]: r for r in every}
+    missing = {b: why for b in sorted(set(expected()) | set(by_name_all) | set(runs))
+               if (why := not_run(b, by_name_all.get(b), runs.get(b), directory))}
+    results = [r for r in every if not r.get("skipped")]
     global PLOTS
     PLOTS = Path(argv[1]).resolve().parent / "plots"
     import matplotlib
@@ -233,15 +313,10 @@ def main(argv: list[str]) -> int:
 
     PLOTS.mkdir(exist_ok=True)
     by_name = {r["bench"]: r for r in results}
-    out = ["# Benchmark report", "",
-           f"Generated by `make bench` (bench/report.py) from the runs of {min(r['when'] for r in results)} to "
-           f"{max(r['when'] for r in results)} on this project's development machine: **a shared 2-core VM** "
-           f"({platform.machine()}, Linux {platform.release()}) on which other work ran at the same time. "
-           "Absolute times there are noisy and only shown for scale; **every result is a ratio of ours against a "
-           "peer measured side by side in the same run** (interleaved, medians), with the command that "
-           "reproduces it.", ""]
-    out += ["![ours vs peers](plots/" + plot_ratios(results, plt) + ")", ""]
-    out += ["## Ratios", ""] + table(results) + [""]
+    out = header(every, runs)
+    if any(r["ratios"] for r in results):
+        out += ["![ours vs peers](plots/" + plot_ratios(results, plt) + ")", ""]
+    out += ["## Ratios", ""] + table(results, missing) + [""]
     if "bench_sharedfs" in by_name:
         res = by_name["bench_sharedfs"]
         out += ["## Start-up on a shared filesystem", "",
@@ -323,9 +398,13 @@ def main(argv: list[str]) -> int:
                              if b == bench)
             out.append(f"- **{bench}** — {rows}. {WHY.get(bench, '')}")
         out.append("")
-    out += ["## Commands", ""] + [f"- `{r['bench']}`: `{r['command']}` — {r['note']}" for r in results] + [""]
+    out += commands(every, runs, missing)
     Path(argv[1]).write_text("\n".join(out))
     print(f"wrote {argv[1]} and {PLOTS}/*.png")
+    failed = sorted(b for b, r in runs.items() if r["rc"] != 0)
+    if failed:
+        print(f"benchmarks that failed in this run (see the report): {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -29,6 +29,10 @@ class Results:
                                     "unit": unit, "ratio": value, "target": target, "met": met})
         return value
 
+    def skipped(self, reason: str) -> None:
+        """This machine cannot run the benchmark (e.g. no GPU): the report says so and why."""
+        self.data["skipped"] = reason
+
     def series(self, name: str, **columns: list) -> None:
         """A table to plot (e.g. nodes -> seconds)."""
         self.data["series"][name] = columns

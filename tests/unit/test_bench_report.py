@@ -64,3 +64,73 @@ def test_the_step_floor_section(tmp_path):
     text = md.read_text()
     assert "## The floor under a step's milliseconds" in text
     assert "| libpython | 1.80 | +1.10 |" in text and "| interpreter | 6.10 | +4.30 |" in text
+
+
+def _ratio(what: str, ours: float, peer: float, peer_name: str, target: str = "", met=None) -> dict:
+    return {"what": what, "ours": ours, "peer": peer, "peer_name": peer_name, "unit": "ms", "ratio": ours / peer,
+            "target": target, "met": met}
+
+
+def _run(directory: Path, name: str, rc: int, seconds: float, start: str, end: str, tail: list[str]) -> None:
+    runs = directory / "runs"
+    runs.mkdir(exist_ok=True)
+    (runs / f"{name}.json").write_text(json.dumps({"bench": name, "command": f"python bench/{name}.py --json x",
+                                                    "rc": rc, "seconds": seconds, "start": start, "end": end,
+                                                    "tail": tail}))
+
+
+def test_client_lookup_scale_and_gpu_rows_durations_and_span(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    _write(out, "bench_client", {"ratios": [
+        _ratio("shifterimg lookup (a process), one HTTP client per process vs a client per call", 80.0, 100.0,
+               "client per call (httpx.request)")]})
+    _write(out, "bench_lookup_scale", {"ratios": [
+        _ratio(f"lookup at 10000 images ({b}) vs the 10 ms budget", ms, 10.0, "budget", "<= 1", ms <= 10)
+        for b, ms in (("sqlite", 2.5), ("postgresql", 12.0))]})
+    _write(out, "bench_gpu_stream", {"skipped": "no GPU (no NVIDIA driver loaded here: /proc/driver/nvidia/version "
+                                                "is missing)"})
+    _run(out, "bench_client", 0, 31.0, "2026-11-30 05:00:00", "2026-11-30 05:00:31", ["ratio 1.25"])
+    _run(out, "bench_lookup_scale", 1, 64.0, "2026-11-30 05:01:00", "2026-11-30 05:02:04", ["OVER the 10 ms target"])
+    _run(out, "bench_gpu_stream", 0, 0.4, "2026-11-30 05:22:00", "2026-11-30 05:22:01", ["SKIP: no NVIDIA driver"])
+    md = tmp_path / "report.md"
+    assert report.main([str(out), str(md)]) == 1  # bench_lookup_scale exited 1: the report names it, make fails
+    text = md.read_text()
+    assert "one `make bench` run from 2026-11-30 05:00:00 to 2026-11-30 05:22:01 (22 minutes)" in text
+    assert "| bench_client | shifterimg lookup (a process), one HTTP client per process vs a client per call | " \
+           "80.0 ms | 100.0 ms (client per call (httpx.request)) | **0.80** |" in text
+    assert "| bench_lookup_scale | lookup at 10000 images (sqlite) vs the 10 ms budget | 2.5 ms | " in text
+    assert "| bench_lookup_scale | lookup at 10000 images (postgresql) vs the 10 ms budget | 12.0 ms | " in text
+    assert "| bench_gpu_stream | **not run: no GPU (no NVIDIA driver loaded here: /proc/driver/nvidia/version " \
+           "is missing)** |" in text
+    commands = text.split("## Commands", 1)[1]
+    assert "- `bench_client` (31 s): `python bench/bench_client.py`" in commands
+    assert "- `bench_lookup_scale` (64 s): " in commands and "- `bench_gpu_stream` (0 s): " in commands
+    assert "**exited 1** (its last line: OVER the 10 ms target)" in commands  # it wrote its ratios, then failed
+    assert "together 1.6 minutes of benchmarks" in commands  # 31 + 64 + 0.4 s
+
+
+def test_a_benchmark_without_json_is_a_not_run_line(tmp_path):
+    """Every bench/bench_*.py has a line: a missing JSON or a crash says so, the report is still written."""
+    out = tmp_path / "out"
+    out.mkdir()
+    _write(out, "bench_client", {"ratios": [_ratio("lookup", 80.0, 100.0, "before")]})
+    _run(out, "bench_srun", 1, 12.0, "2026-11-30 05:00:00", "2026-11-30 05:00:12",
+         ["Traceback (most recent call last):", "RuntimeError: srun | failed"])
+    _run(out, "bench_layers", 0, 5.0, "2026-11-30 05:00:12", "2026-11-30 05:00:17", ["done"])
+    md = tmp_path / "report.md"
+    assert report.main([str(out), str(md)]) == 1
+    text = md.read_text()
+    assert "| bench_srun | **failed (exit 1 after 12 s): RuntimeError: srun / failed** |" in text  # one cell
+    assert f"| bench_layers | **ran (exit 0 in 5 s) but wrote no JSON to {out}** |" in text
+    others = sorted(p.stem for p in (REPO / "bench").glob("bench_*.py")
+                    if p.stem not in ("bench_client", "bench_srun", "bench_layers"))
+    assert others and all(f"| {name} | **not run: no results in {out} (`make bench` runs it)** |" in text
+                          for name in others)
+
+
+def test_no_results_at_all_is_one_line(tmp_path, capsys):
+    assert report.main([str(tmp_path / "nothing"), str(tmp_path / "report.md")]) == 1
+    assert capsys.readouterr().err.strip() == (f"no results in {tmp_path / 'nothing'}: run the benchmarks with "
+                                               "--json (make bench)")
+    assert not (tmp_path / "report.md").exists()
