@@ -1,5 +1,6 @@
 #!/opt/shifter/bin/python
-"""Big images: conversion time and peak memory against image size (issue 19).
+"""Big images: conversion time and peak memory against image size (targets: >= 5x faster than
+skopeo+umoci+mksquashfs, peak RSS under 256 MiB whatever the size).
 
 For each size, a generated image (8 gzip layers, ~30 files per MiB as in the issue's 2 GB /
 60,000-file image, later layers deleting and rewriting some earlier files) in an OCI layout

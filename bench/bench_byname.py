@@ -9,11 +9,11 @@ the same launch by id, on the local cluster (root; the cluster up):
                  bench removed: the gateway's HTTP lookup, i.e. every launch by name before
                  the tag index (and, today, a private image's)
 
-Runs are interleaved and medians compared (the machine is shared). Target (issue 19):
+Runs are interleaved and medians compared (the machine is shared). Target:
 by name <= 1.2x by id.
 
-usage:  /work/coord/cluster-run WT sh -c '/opt/shifter/bin/python tools/localcluster.py up && \
-            /opt/shifter/bin/python bench/bench_byname.py -n 15'
+usage (root):  /opt/shifter/bin/python tools/localcluster.py up && \
+                  /opt/shifter/bin/python bench/bench_byname.py -n 15
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def main() -> int:
     json_arg(parser)
     args = parser.parse_args()
     if os.geteuid() != 0:
-        raise SystemExit("run as root on the local cluster (cluster-run), see --help")
+        raise SystemExit("run as root on the local cluster (tools/localcluster.py up), see --help")
     root = Path(tempfile.mkdtemp())
     try:
         images.make_root(root)
@@ -105,8 +105,8 @@ def main() -> int:
     med = {k: statistics.median(v) for k, v in times.items()}
     for name, value in med.items():
         print(f"{name:18} median {value:6.1f} ms")
-    res = Results("bench_byname", "cluster-run WT sh -c 'python tools/localcluster.py up && "
-                  f"python bench/bench_byname.py -n {args.n}'", "rootless launch of /bin/true as testuser")
+    res = Results("bench_byname", f"python bench/bench_byname.py -n {args.n} (root, cluster up)",
+                  "rootless launch of /bin/true as testuser")
     r1 = res.ratio("launch by name (tag index) vs by id", med["by name (index)"], med["by id"], "shifter by id",
                    target="<= 1.2")
     r2 = res.ratio("launch by name via the gateway (before) vs by id", med["by name (gateway)"], med["by id"],

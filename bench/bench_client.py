@@ -1,4 +1,4 @@
-"""What the gateway client's HTTP client costs a `shifterimg lookup` (issue 18, item 4).
+"""What the gateway client's HTTP client costs a `shifterimg lookup` (one client per process, not one per call).
 
 Before: `imagegw.client._request` called `httpx.request`, which builds a new `httpx.Client`
 per call, loading the CA bundle each time even for an http:// gateway. After: one client per
@@ -8,7 +8,7 @@ local cluster's gateway, interleaved, N rounds; the "before" process only swaps 
 a fresh default `httpx.Client()` per call, as `httpx.request` did. Prints the medians and the
 ratio. Needs the local cluster with one pulled image:
 
-    /work/coord/cluster-run /work/wt-YOURS /opt/shifter/bin/python bench/bench_client.py [--json FILE]
+    /opt/shifter/bin/python bench/bench_client.py [--json FILE]   (root, cluster up)
 
 (ROUNDS=N sets the rounds; `make bench` runs it after the benchmarks that pull images.)
 """
@@ -73,8 +73,8 @@ def main() -> int:
         client._http = saved
     print(f"client.lookup x{ROUNDS} in one process: before {calls['before'] * 1000:.1f} ms/call, "
           f"after {calls['after'] * 1000:.1f} ms/call, ratio {calls['before'] / calls['after']:.2f}")
-    res = Results("bench_client", f"ROUNDS={ROUNDS} python bench/bench_client.py (root, cluster up, an image pulled; "
-                  "cluster-run)", f"shifterimg lookup {ref} against the local cluster's gateway, {ROUNDS} rounds")
+    res = Results("bench_client", f"ROUNDS={ROUNDS} python bench/bench_client.py (root, cluster up, an image pulled)",
+                  f"shifterimg lookup {ref} against the local cluster's gateway, {ROUNDS} rounds")
     res.ratio("shifterimg lookup (a process), one HTTP client per process vs a client per call", after * 1000,
               before * 1000, "client per call (httpx.request)")
     res.ratio("client.lookup in one process, one HTTP client vs a client per call", calls["after"] * 1000,

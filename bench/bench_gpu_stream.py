@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""GPU STREAM bandwidth natively vs inside a shifter container (issue 16: within 1%).
+"""GPU STREAM bandwidth natively vs inside a shifter container (target: within 1%).
 
     python bench/bench_gpu_stream.py --app /path/stream --image id:<64 hex> [--module gpu] [-n 5]
 

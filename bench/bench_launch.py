@@ -5,7 +5,7 @@
 
 Prints, run side by side (interleaved) in one process on the same squashfs:
   1. `/bin/true` through `shifter` as testuser (rootless) vs `ch-run` (charliecloud) as testuser,
-     and what each start-up trim buys (issue 19): the same launch with Python's `site` (the
+     and what each start-up trim buys: the same launch with Python's `site` (the
      launcher without -S, runtime/launcher.py), with high-level `squashfuse` instead of
      `squashfuse_ll`, and without reading the command before exec (runtime/prefetch.py);
   2. as root, a launch while the image's loop device is already attached (warm) vs a cold one.
@@ -117,7 +117,7 @@ def main() -> None:
         print(f"reading the command first bought:   {med['shifter without prefetch'] - s:+.1f} ms "
               f"({med['shifter without prefetch'] / s:.3f}x; without it vs ch-run: "
               f"{med['shifter without prefetch'] / c:.2f})")
-        res = Results("bench_launch", f"python bench/bench_launch.py -n {n} (root; cluster-run)",
+        res = Results("bench_launch", f"python bench/bench_launch.py -n {n} (root)",
                       "rootless /bin/true as testuser on a busybox image")
         res.ratio("rootless launch vs ch-run", s, c, "ch-run", target="<= 1.25")
         res.ratio("launch with Python's site (no -S) vs ours", med["shifter with site"], s, "shifter")

@@ -1,4 +1,4 @@
-"""What munge authentication adds to one lookup (issue 14: at most 2 ms).
+"""What munge authentication adds to one lookup (target: at most 2 ms).
 
 Two gateways in this process on one copy of the local cluster's image database: one as
 shipped (every call carries a munge credential that the gateway decodes), one whose caller
@@ -6,7 +6,7 @@ check is replaced by a fixed admin and whose client sends a dummy credential (no
 either side). `imagegw.client.lookup` against each, interleaved, N rounds; prints the medians,
 the difference in ms and the ratio. Needs the local cluster (munged):
 
-    /work/coord/cluster-run /work/wt-YOURS /opt/shifter/bin/python bench/bench_lookup_auth.py
+    /opt/shifter/bin/python tools/localcluster.py up && /opt/shifter/bin/python bench/bench_lookup_auth.py
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def measure(cfg: config.Config, state: str) -> int:
     if "--json" in sys.argv:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from results import Results
-        res = Results("bench_lookup_auth", "python bench/bench_lookup_auth.py (root, cluster up; cluster-run)",
+        res = Results("bench_lookup_auth", "python bench/bench_lookup_auth.py (root, cluster up)",
                       "gateway lookup over HTTP with and without munge")
         res.ratio("gateway lookup with munge vs without", auth * 1000, none * 1000, "lookup without munge")
         res.write(sys.argv[sys.argv.index("--json") + 1])

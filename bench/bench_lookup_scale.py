@@ -1,4 +1,4 @@
-"""A lookup at 10,000 images in the store, on SQLite and on PostgreSQL (issue 15: at most
+"""A lookup at 10,000 images in the store, on SQLite and on PostgreSQL (target: at most
 10 ms), against the same lookup with 10 images in the store, measured in the same run.
 
 For each backend, two gateways in this process (uvicorn on loopback, real HTTP on one kept

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """MPI hello `-N3 -n6` in a container vs native, with and without the swap module, on the
-local cluster (issue 16; run as root with the cluster up, e.g. `tools/localcluster.py up`, or
-through /work/coord/cluster-run).
+local cluster (target: within 10% of native; run as root with the cluster up, e.g.
+`tools/localcluster.py up`).
 
 Two allocations of the three nodes, held while the steps run (what a user's job script does):
   job A  `--image=docker:mpi/mpich:1`                   (the image's own MPICH)
@@ -16,7 +16,7 @@ moment of this shared machine hits every kind alike):
 Each MPI run's output is checked (one world of 6, each rank once on its node, Allreduce; the
 swap run maps the host's library, the container run the image's). The last two split the
 container's extra time: what any `srun shifter` step of six tasks costs (the generic step
-path, issue 19's bench_srun) and what is left for MPI. Then one `shifter -v` run of each
+path, as in bench_srun) and what is left for MPI. Then one `shifter -v` run of each
 container kind gives the step path's phases per task (medians over the tasks), and the
 prologs' events in slurmd's logs give each node's container build for both jobs: the module's
 setup (its root hook, the compatibility check) is paid there, once per node and job.
@@ -179,7 +179,7 @@ def main() -> int:
           f"{prolog['swap'][0]:.0f} ms with --module=mpich, of which its root hook (the compatibility check) "
           f"{prolog['swap'][1]:.0f} ms; the next job with the image {prolog['again'][0]:.0f} ms "
           f"(root hook {prolog['again'][1]:.0f} ms)")
-    res = Results("bench_mpi", f"python bench/bench_mpi.py -n {args.n} (root, cluster up; cluster-run)",
+    res = Results("bench_mpi", f"python bench/bench_mpi.py -n {args.n} (root, cluster up)",
                   "MPICH hello -N3 -n6 over pmi2 on the local cluster, two held allocations, "
                   f"{args.n} rounds, each kind once per round in rotated order")
     for side, what in (("container", "the image's MPICH"), ("swap", "the host's MPICH swapped in (--module=mpich)")):

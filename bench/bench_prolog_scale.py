@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The prolog's time per node against the node count (issue 19): the local cluster brought up
+"""The prolog's time per node against the node count: the local cluster brought up
 with N slurmd (N = 3, 8, 16 by default; $SHIFTER_CLUSTER_NODES), one small image pulled, then
 `--jobs` image jobs that span every node, one after another (`srun shifter true` in each).
 Each node's prolog logs one event per step (load_config, job_info, node_addresses, spec,
@@ -8,7 +8,7 @@ slurmd's log. Also timed: a job's submission to its script's start.
 
 On this machine all N slurmd share one 2-core VM, so their prologs run at once on two cores:
 what grows with N here is mostly that; the per-node work itself is one file open (the image)
-and a few mounts. Root, the cluster down (it brings it up per N and down after; cluster-run).
+and a few mounts. Root, the cluster down (it brings it up per N and down after).
 usage: bench_prolog_scale.py [--nodes 3,8,16] [--jobs 3] [--json FILE]
 """
 
@@ -101,7 +101,7 @@ def main() -> int:
     from results import Results
 
     res = Results("bench_prolog_scale", f"python bench/bench_prolog_scale.py --nodes {args.nodes} --jobs {args.jobs} "
-                  "(root, cluster down; cluster-run)",
+                  "(root, cluster down)",
                   f"{args.jobs} all-node image jobs per node count; all slurmd share one 2-core VM")
     first, last = rows[0], rows[-1]
     res.ratio(f"prolog per node, {last['nodes']} nodes vs {first['nodes']}", last["prolog_ms"], first["prolog_ms"],

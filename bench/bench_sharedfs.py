@@ -1,5 +1,5 @@
 #!/opt/shifter/bin/python
-"""Start-up of a big Python stack on a shared filesystem: directory vs image (issue 19).
+"""Start-up of a big Python stack on a shared filesystem: directory vs image.
 
 The original Shifter's case: an image is one file on the parallel filesystem, so starting on
 many nodes costs each node one open, not thousands of metadata operations. Here, measured:

@@ -7,7 +7,7 @@ A. `srun -n1 /bin/true` with the plugin loaded but no image, vs no plugin at all
    allocation per srun (prolog included) and a step inside an existing allocation.
    Target: overhead <= 1 ms.
 B. `srun -n1 shifter /bin/true` in an image job vs `srun -n1 /bin/true` in a plain job,
-   both steps of allocations that are already running. Target: overhead <= 10 ms (issue 19).
+   both steps of allocations that are already running. Target: overhead <= 10 ms.
    Beside it, the same shifter step with the plugin's Python started with `site` (what
    starting without it buys), and where the step's milliseconds go (`srun shifter -v`).
 
@@ -91,7 +91,7 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-RESULTS = Results("bench_srun", "python bench/bench_srun.py -n N (root, cluster up; cluster-run)",
+RESULTS = Results("bench_srun", "python bench/bench_srun.py -n N (root, cluster up)",
                   "steps of running allocations on the local cluster")
 
 

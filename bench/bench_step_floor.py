@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The floor under a `srun shifter` step's overhead (issue 19): what an embedded Python costs
+"""The floor under a `srun shifter` step's overhead: what an embedded Python costs
 before any of our work, measured on this machine, outside Slurm, side by side.
 
 Each variant is a tiny C host process (built here with cc; Slurm's SPANK API as stubs, as
@@ -15,7 +15,7 @@ tests/test_spank_build.py does), run n times, interleaved, medians of its wall t
   step imports  + importing what a step joining its container imports (STEP_MODULES)
 
 The difference between consecutive rows is what each layer costs. Needs the installed
-package (run it through cluster-run); no cluster.
+package (`make package plugin`); no cluster.
 usage: bench_step_floor.py [-n 40] [--plugin /opt/shifter/lib]
 """
 

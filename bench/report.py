@@ -29,23 +29,21 @@ WHY = {
                     "of ch-run's whole launch. What the trims bought is measured beside it (python -S, "
                     "squashfuse_ll, reading the command before exec). No C front end, by design.",
     "bench_srun": "See the step table below: the plugin's start of the embedded interpreter and the "
-                  "step path's imports (its \"python\" and \"imports\" phases) are most of it. The "
-                  "no-image rows (Python never starts there) are within about two milliseconds either way (noise).",
-    "bench_pull": "A pull here is CPU-bound on 2 cores. One zstd pull of the Debian image (medians of 3, "
-                  "getrusage and /proc): tar2sqfs 0.81 CPU-s, the gateway's process 0.60 (download into the "
-                  "layer cache 0.14, sha256 included; merge ~0.45, of it zstd decompression 0.13 and the pipe "
-                  "to tar2sqfs ~0.08), the registry 0.05: 1.46 CPU-s in 0.87 s. The floor: zstdcat 0.14 + "
-                  "tar2sqfs 0.81 = 0.95 CPU-s in 0.57 s. 1.1x the floor is 0.63 s: even with both cores busy "
-                  "all the time (1.26 CPU-s) that leaves the gateway 0.40 CPU-s after tar2sqfs and the "
-                  "registry, of which download, zstd decompression and the pipe take 0.35, leaving ~7 us per "
-                  "entry (6,767) to parse, check and write it; reading the headers alone takes 13 us per "
-                  "entry in tarfile with the fast header code. "
-                  "The merge's header code (imagegw/tarheaders.py) took a pull from 1.04 to 0.86 s (zstd) and "
-                  "1.18 to 1.01 s (gzip) in one A/B run (medians of 2-3 runs of 3). skopeo+umoci+mksquashfs "
-                  "took 10.2 to 14.2 s in today's runs: against its fastest, ours (1.01 s) is 10.1x, the "
-                  "gzip target met thinly. Against "
-                  "skopeo+umoci+mksquashfs, umoci cannot unpack "
-                  "zstd layers, so only gzip is compared.",
+                  "step path's imports (its \"python\" and \"imports\" phases) are most of it, and the "
+                  "floor section shows how much of that is CPython's own start before any of our code. "
+                  "The no-image rows (Python never starts there) are within about two milliseconds either "
+                  "way (noise).",
+    "bench_pull": "A pull here is CPU-bound on 2 cores. CPU accounting of one zstd pull of the Debian "
+                  "image, measured separately (getrusage and /proc, medians of 3): tar2sqfs 0.81 CPU-s, the "
+                  "gateway's process 0.60 (download into the layer cache 0.14, sha256 included; merge ~0.45, "
+                  "of it zstd decompression 0.13 and the pipe to tar2sqfs ~0.08), the registry 0.05. The "
+                  "floor: zstdcat 0.14 + tar2sqfs 0.81 CPU-s. 1.1x the floor would need the whole pull in "
+                  "about 1.26 CPU-s even with both cores busy all the time, which leaves the merge about "
+                  "7 us per entry (6,767 entries) to parse, check and write each one; reading a header "
+                  "alone takes 13 us per entry in tarfile with the fast header code (imagegw/tarheaders.py). "
+                  "With gzip layers the floor pays gzip decompression too, and ours is below it. Against "
+                  "skopeo+umoci+mksquashfs, umoci cannot unpack zstd layers, so only gzip is compared; "
+                  "that baseline varies most from run to run (10 to 14 s on this machine).",
     "bench_bigimage": "Small images pay the fixed start of a conversion (a Python process, tar2sqfs); "
                       "the ratios improve with size.",
 }

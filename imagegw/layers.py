@@ -48,7 +48,7 @@ from shifter_site.errors import ShifterError
 
 from imagegw.tarheaders import FastTarInfo, gnu_header
 
-try:  # ISA-L decompresses gzip several times faster than zlib (DESIGN decision 11)
+try:  # ISA-L decompresses gzip several times faster than zlib (docs/architecture.md, decision 11)
     from isal import igzip as _gzip
     from isal.isal_zlib import error as _isal_error
 except ImportError:  # pragma: no cover - isal is a dependency; zlib keeps working without it
@@ -345,7 +345,7 @@ class Flattener:
         """Write `info`, with the content of `member` of `layer` when given. The header is the
         one tarfile.addfile writes; the content is copied straight from the layer's stream:
         no file object per entry, no copy of the TarInfo, no list of every entry written
-        (about a third of the merge's time and memory per entry went there; issue 19)."""
+        (about a third of the merge's time and memory per entry went there; bench/bench_pull.py)."""
         self._imply(info.name)
         if info.pax_headers:  # kept extended attributes need a pax header: tarfile's own path
             self.tar.format = tarfile.PAX_FORMAT

@@ -1,7 +1,7 @@
 """Tar header blocks, read and written faster than tarfile does it, with tarfile's results.
 
 The layer merge (imagegw.layers) spends most of its own time in tarfile's per-entry header
-code (issue 19). The common header (octal numbers, names that fit, an unsigned checksum) is
+code (bench/bench_pull.py). The common header (octal numbers, names that fit, an unsigned checksum) is
 decoded and encoded here with one struct call; anything else (base-256 numbers, GNU sparse
 entries, signed checksums, invalid or end-of-archive blocks, names too long for a block) is
 left to tarfile itself, so errors, long names, pax records and every hostile case behave

@@ -1,7 +1,7 @@
 # Embedding init code of shifter_spank_py.so: runs once per process, at the first hook.
 # Everything is imported here, before any hook may chroot into a container: nothing may be
 # imported later (a hook may then run as root inside the user's image). Not `traceback`
-# either (~8 ms of every `srun shifter` step, issue 19): a failed hook is described by
+# either (~8 ms of every `srun shifter` step, bench/bench_srun.py): a failed hook is described by
 # _describe, which imports nothing; only a failed start, before any hook ran, imports it.
 from _shifter_spank import ffi, lib
 

@@ -1,6 +1,6 @@
 /*
  * C part of shifter_spank_py.so, the cffi embedding-mode library the SPANK shim loads on
- * first need. It starts Python itself (DESIGN.md decision 2): re-open libpython
+ * first need. It starts Python itself (docs/architecture.md, decision 2): re-open libpython
  * RTLD_GLOBAL so C extension modules link, an isolated PyConfig (no PYTHON* from the
  * environment, no signal handlers: srun's and slurmstepd's stay theirs) in UTF-8 mode,
  * executable = the venv's python, and for that default python the search path written in at
@@ -24,7 +24,7 @@
    `-I -S` sys.path, existing directories only, then its package directories from sysconfig,
    as runtime/launcher.py does for `shifter`), and its home: with them, the default Python
    starts without `site` (its .pth files and sitecustomize cost each `srun shifter` step
-   ~2 ms, issue 19) and without getpath's search for its prefix and landmarks (~0.2 ms): the
+   ~2 ms, bench/bench_srun.py) and without getpath's search for its prefix and landmarks (~0.2 ms): the
    standard library first, then the package directories, where `site` puts them. Another
    python= in plugstack.conf starts with `site` and its own search, as before. */
 #ifndef SHIFTER_SEARCH_PATH
