@@ -39,6 +39,8 @@ def main(argv: list[str]) -> int:
     limit = float(os.environ.get("BENCH_TIMEOUT", "900"))
     timed_out = threading.Event()
     try:
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # `make bench &`: the benchmark must
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # not inherit SIGINT ignored
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 errors="replace")
 

@@ -6,6 +6,7 @@ import importlib.util
 import grp
 import os
 import pwd
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = bool(os.environ.get("CI"))
+
+# A run started in the background of a non-interactive shell (`make test &`) has SIGINT
+# ignored, and every process the tests start would inherit that: the tests that press Ctrl-C
+# (on a pull's wait, on a hung benchmark) would then wait in vain. With a handler here, the
+# processes the tests start get SIGINT's default back at exec.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _load_localcluster():
