@@ -89,8 +89,9 @@ def run_step(srun: list[str]) -> int:
             os.write(2, f"shifter: cannot run {srun[0]}: {err.strerror}\n".encode(errors="replace"))
         os._exit(127)
     os.close(write_end)
-    for name in FORWARDED:
-        signal.signal(getattr(signal, name), lambda signum, _frame: os.kill(pid, signum))
+    for name in FORWARDED:  # not those the script ignores (`shifter CMD &`): srun ignores them too, as before
+        if signal.getsignal(getattr(signal, name)) is not signal.SIG_IGN:
+            signal.signal(getattr(signal, name), lambda signum, _frame: os.kill(pid, signum))
     held = b""
     while True:
         chunk = os.read(read_end, 65536)

@@ -4,8 +4,10 @@ which note. Pure parts, with files made here."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -95,3 +97,31 @@ def test_typed_shifter_relays_the_steps_stderr_less_sruns_exit_note(tmp_path):
                               f"sys.exit(batch.run_step([{str(tmp_path / 'nosrun')!r}]))"],
                              capture_output=True, text=True, timeout=30, cwd=Path(__file__).parent.parent)
     assert missing.returncode == 127 and missing.stderr.startswith("shifter: cannot run ")
+
+
+@pytest.mark.parametrize("ignored", [False, True])
+def test_typed_shifter_passes_signals_on_to_srun_unless_the_script_ignores_them(tmp_path, ignored):
+    """`shifter CMD` typed in a batch script: a SIGTERM it gets goes to srun (as when it was
+    srun itself); one the script ignores (`shifter CMD &` ignores SIGINT) stays ignored, as
+    srun would have inherited it."""
+    fake = tmp_path / "srun"
+    fake.write_text("#!/bin/sh\ntrap 'echo got-term; exit 7' TERM\necho ready\nwhile :; do sleep 0.05; done\n")
+    fake.chmod(0o755)
+    setup = "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); " if ignored else ""
+    proc = subprocess.Popen([sys.executable, "-c", f"{setup}import sys; from shifter_wlm import batch; "
+                             f"sys.exit(batch.run_step([{str(fake)!r}]))"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent,
+                            start_new_session=True)
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        proc.send_signal(signal.SIGTERM)
+        if ignored:
+            with pytest.raises(subprocess.TimeoutExpired):
+                proc.wait(2)  # neither the shifter process nor srun took it
+        else:
+            out, _ = proc.communicate(timeout=30)
+            assert (proc.returncode, out) == (7, "got-term\n")
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # the stand-in srun too, if still there
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
