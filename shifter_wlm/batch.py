@@ -77,9 +77,16 @@ def run_step(srun: list[str]) -> int:
     `shifter` gets go to srun, as if it were srun."""
     import signal
 
+    # the signals to pass on: not those the script ignores (`shifter CMD &`): srun inherits
+    # those ignored, as it did when `shifter` exec'd it. Blocked from before the fork until
+    # the handlers are in place, so that none arriving in between is lost or kills us alone
+    forwarded = [getattr(signal, name) for name in FORWARDED
+                 if signal.getsignal(getattr(signal, name)) is not signal.SIG_IGN]
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, forwarded)
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(read_end)
         os.dup2(write_end, 2)
         os.close(write_end)
@@ -89,9 +96,9 @@ def run_step(srun: list[str]) -> int:
             os.write(2, f"shifter: cannot run {srun[0]}: {err.strerror}\n".encode(errors="replace"))
         os._exit(127)
     os.close(write_end)
-    for name in FORWARDED:  # not those the script ignores (`shifter CMD &`): srun ignores them too, as before
-        if signal.getsignal(getattr(signal, name)) is not signal.SIG_IGN:
-            signal.signal(getattr(signal, name), lambda signum, _frame: os.kill(pid, signum))
+    for signum in forwarded:
+        signal.signal(signum, lambda signum, _frame: os.kill(pid, signum))
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     held = b""
     while True:
         chunk = os.read(read_end, 65536)
