@@ -37,6 +37,7 @@ from results import Results, json_arg  # noqa: E402
 STEP_MODULES = ["shifter_wlm.task", "runtime.enter", "shifter_site.configcache", "shifter_wlm.jobs", "runtime.cli",
                 "runtime.spec", "runtime.frozen", "runtime.syscalls"]
 
+HOST_STUBS = Path(__file__).resolve().parent.parent / "spank" / "hoststubs.c"  # Slurm's API, stubbed
 HOST_C = r"""
 #include <Python.h>
 #include <dlfcn.h>
@@ -44,17 +45,6 @@ HOST_C = r"""
 #include <stdlib.h>
 #include <string.h>
 #include <slurm/spank.h>
-spank_err_t spank_get_item(spank_t sp, spank_item_t item, ...) { (void)sp; (void)item; return ESPANK_ERROR; }
-spank_context_t spank_context(void) { return S_CTX_SLURMD; }
-int spank_remote(spank_t sp) { (void)sp; return 0; }
-spank_err_t spank_getenv(spank_t sp, const char *v, char *b, int l) { (void)sp; (void)v; (void)b; (void)l; return ESPANK_ENV_NOEXIST; }
-spank_err_t spank_setenv(spank_t sp, const char *v, const char *x, int o) { (void)sp; (void)v; (void)x; (void)o; return ESPANK_ERROR; }
-spank_err_t spank_unsetenv(spank_t sp, const char *v) { (void)sp; (void)v; return ESPANK_ERROR; }
-spank_err_t spank_job_control_setenv(spank_t sp, const char *n, const char *v, int o) { (void)sp; (void)n; (void)v; (void)o; return ESPANK_ERROR; }
-const char *spank_strerror(spank_err_t e) { (void)e; return "error"; }
-void slurm_error(const char *fmt, ...) { fprintf(stderr, "slurm_error: %s\n", fmt); }
-void slurm_info(const char *fmt, ...) { (void)fmt; }
-void slurm_debug(const char *fmt, ...) { (void)fmt; }
 
 /* argv: variant, libpython, plugin .so, search path (':'), home, modules to import (',') */
 int main(int argc, char **argv)
@@ -143,7 +133,7 @@ def main() -> int:
         host = Path(tmp) / "host"
         (Path(tmp) / "host.c").write_text(HOST_C)
         subprocess.run(["cc", "-O2", "-rdynamic", f"-I{sysconfig.get_path('include')}", "-o", str(host),
-                        str(Path(tmp) / "host.c"), "-ldl"], check=True)
+                        str(Path(tmp) / "host.c"), str(HOST_STUBS), "-ldl"], check=True)
         runs = [(v, v, plugin) for v in VARIANTS]
         if args.versus_plugin:
             runs.append(("plugin (other)", "plugin", Path(args.versus_plugin) / "shifter_spank_py.so"))

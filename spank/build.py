@@ -21,6 +21,7 @@ HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "shim.c"
 PY_SOURCE = HERE / "pyentry.c"
 INIT_CODE = HERE / "init_code.py"
+HOST_STUBS = HERE / "hoststubs.c"  # Slurm's API as stubs, for hosts outside Slurm (tests, bench)
 SLURM_HEADER = Path("/usr/include/slurm/spank.h")
 
 # What the Python hooks may call: the typed helpers in pyentry.c and Slurm's own API,

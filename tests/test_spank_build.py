@@ -201,25 +201,14 @@ def test_a_new_row_in_the_option_table_is_a_new_option_of_the_built_shim(tmp_pat
 
 # ---------------------------------------------------------------- the embedded Python's start
 
-# A stand-in for slurmstepd: Slurm's API as stubs (exported with -rdynamic, as slurmstepd
-# exports them), the plugin's Python part loaded as the shim loads it, one hook called (in
+# A stand-in for slurmstepd: Slurm's API as stubs (spank/hoststubs.c, exported with
+# -rdynamic, as slurmstepd exports them), the plugin's Python part loaded as the shim loads it, one hook called (in
 # the slurmd context, which routes nothing), then what the started interpreter has imported.
 HOST_C = r"""
 #include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <slurm/spank.h>
-spank_err_t spank_get_item(spank_t sp, spank_item_t item, ...) { (void)sp; (void)item; return ESPANK_ERROR; }
-spank_context_t spank_context(void) { return S_CTX_SLURMD; }
-int spank_remote(spank_t sp) { (void)sp; return 0; }
-spank_err_t spank_getenv(spank_t sp, const char *v, char *b, int l) { (void)sp; (void)v; (void)b; (void)l; return ESPANK_ENV_NOEXIST; }
-spank_err_t spank_setenv(spank_t sp, const char *v, const char *x, int o) { (void)sp; (void)v; (void)x; (void)o; return ESPANK_ERROR; }
-spank_err_t spank_unsetenv(spank_t sp, const char *v) { (void)sp; (void)v; return ESPANK_ERROR; }
-spank_err_t spank_job_control_setenv(spank_t sp, const char *n, const char *v, int o) { (void)sp; (void)n; (void)v; (void)o; return ESPANK_ERROR; }
-const char *spank_strerror(spank_err_t e) { (void)e; return "error"; }
-void slurm_error(const char *fmt, ...) { fprintf(stderr, "slurm_error: %s\n", fmt); }
-void slurm_info(const char *fmt, ...) { (void)fmt; }
-void slurm_debug(const char *fmt, ...) { (void)fmt; }
 int main(int argc, char **argv)
 {
     char *none[] = {NULL};
@@ -241,7 +230,8 @@ def _embedded(tmp_path, plugin_args=(), code: str | None = None) -> str:
     py = build.build_python_part(str(tmp_path / "shifter_spank_py.so"))
     host = tmp_path / "host"
     (tmp_path / "host.c").write_text(HOST_C)
-    subprocess.run(["cc", "-rdynamic", "-o", str(host), str(tmp_path / "host.c"), "-ldl"], check=True)
+    subprocess.run(["cc", "-rdynamic", "-o", str(host), str(tmp_path / "host.c"), str(build.HOST_STUBS), "-ldl"],
+                   check=True)
     env = {k: v for k, v in os.environ.items() if k != "HOST_CODE"} | ({"HOST_CODE": code} if code else {})
     proc = subprocess.run([str(host), str(py), *plugin_args], capture_output=True, text=True, timeout=60, cwd="/",
                           env=env)
