@@ -545,7 +545,9 @@ class Following(io.RawIOBase):
         return os.pread(self._f.fileno(), min(n, available), 0)
 
     def readinto(self, buf) -> int:
-        available = self._arriving._wait(self._pos, 1)
+        # a whole read, as from a finished file: tarfile takes a short header block for the
+        # archive's end (a layer cut short in silence) and a short first one for an error
+        available = self._arriving._wait(self._pos, len(buf))
         if available <= 0:
             return 0
         n = os.preadv(self._f.fileno(), [memoryview(buf)[:min(len(buf), available)]], self._pos)

@@ -90,6 +90,55 @@ def test_a_layer_read_while_it_downloads_merges_to_the_same_bytes(tmp_path: Path
     assert tarfile.open(fileobj=io.BytesIO(following)).getmember("opt/f7").size == 3 << 20
 
 
+def _small_layer(entries: int = 12) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for i in range(entries):
+            info = tarfile.TarInfo(f"etc/small{i}")
+            info.size = 100 + 37 * i
+            tar.addfile(info, io.BytesIO(bytes([i]) * info.size))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("first", [0, 1], ids=["from-the-first-header", "from-the-second-header"])
+@pytest.mark.parametrize("cut", [100, 300, 511])
+def test_an_uncompressed_layer_whose_download_pauses_inside_a_header_loses_nothing(
+        tmp_path: Path, cut: int, first: int) -> None:
+    """A registry's chunks end anywhere: the download pauses `cut` bytes into header blocks, so
+    the merge reads a block that has only partly arrived. tarfile takes a short header for the
+    archive's end (the files after it silently missing from the image) or, at the start, for
+    an error: the reader must wait for the whole block."""
+    blob = _small_layer()
+    headers = [m.offset for m in tarfile.open(fileobj=io.BytesIO(blob))]
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    arriving = registry.Arriving()
+
+    def download(out) -> None:
+        start = 0
+        for offset in headers[first:]:
+            out.write(blob[start:offset + cut])
+            start = offset + cut
+            time.sleep(0.01)  # the merge catches up and reads the part-written block
+        out.write(blob[start:])
+
+    with ThreadPoolExecutor(1) as pool:
+        cache = registry.LayerCache(tmp_path / "cache")
+        fetch = registry.Fetch(pool.submit(cache.get_or_fetch, digest, download, arriving), arriving)
+        following = _merged([fetch])
+        path = fetch.result()
+    assert following == _merged([path])
+    assert len(tarfile.open(fileobj=io.BytesIO(following)).getnames()) == len(headers)
+
+
+def test_a_zstd_layer_of_several_frames_merges_whole(tmp_path: Path) -> None:
+    """zstd:chunked and parallel compressors write many frames; frame ends fall anywhere."""
+    blob, compressor = _layer(), zstandard.ZstdCompressor()
+    cuts = [0, 777, 70_001, 1 << 20, len(blob)]
+    (tmp_path / "frames").write_bytes(b"".join(compressor.compress(blob[a:b]) for a, b in zip(cuts, cuts[1:])))
+    (tmp_path / "one").write_bytes(compressor.compress(blob))
+    assert _merged([tmp_path / "frames"]) == _merged([tmp_path / "one"])
+
+
 def test_a_download_that_fails_fails_the_merge_with_its_own_error(tmp_path: Path) -> None:
     blob = COMPRESS["gzip"](_layer())
     cache = registry.LayerCache(tmp_path / "cache")
