@@ -1,4 +1,5 @@
-"""Tar header blocks, read and written faster than tarfile does it, with tarfile's results.
+"""Tar header blocks, read and written faster than tarfile does it, with tarfile's results
+but for one rule: a header block cut short is an error (tarfile ends the archive there).
 
 The layer merge (imagegw.layers) spends most of its own time in tarfile's per-entry header
 code (bench/bench_pull.py). The common header (octal numbers, names that fit, an unsigned checksum) is
@@ -34,6 +35,12 @@ class FastTarInfo(tarfile.TarInfo):
 
     @classmethod
     def _frombuf(cls, buf, encoding, errors, *, dircheck=True):
+        if 0 < len(buf) < tarfile.BLOCKSIZE:
+            # tarfile takes a header cut short past the archive's start for its end, and the
+            # files after it would go missing in silence (Go's archive/tar, Docker's reader,
+            # fails such a layer): ReadError is not a HeaderError, so tarfile passes it on
+            raise tarfile.ReadError(f"a header block is cut short ({len(buf)} of {tarfile.BLOCKSIZE} bytes): "
+                                    "the layer is truncated")
         if len(buf) != tarfile.BLOCKSIZE or not buf[0] or buf[156:157] == tarfile.GNUTYPE_SPARSE:
             return super()._frombuf(buf, encoding, errors, dircheck=dircheck)
         (name, mode, uid, gid, size, mtime, chksum, type_, linkname, _magic, uname, gname, devmajor,

@@ -130,6 +130,21 @@ def test_an_uncompressed_layer_whose_download_pauses_inside_a_header_loses_nothi
     assert len(tarfile.open(fileobj=io.BytesIO(following)).getnames()) == len(headers)
 
 
+@pytest.mark.parametrize("compression", sorted(COMPRESS))
+def test_a_finished_layer_cut_inside_a_header_fails_and_one_cut_between_entries_does_not(
+        tmp_path: Path, compression: str) -> None:
+    """A layer whose tar stops inside a header block past its first is corrupt (Docker's Go
+    reader fails it too), not an archive that ends there; one that stops between entries
+    (no end-of-archive blocks) is read as ending there, as Go's reader does."""
+    blob = _small_layer()
+    third = [m.offset for m in tarfile.open(fileobj=io.BytesIO(blob))][2]
+    (tmp_path / "cut").write_bytes(COMPRESS[compression](blob[:third + 200]))
+    with pytest.raises(layers.LayerError, match=r"cannot be read: a header block is cut short \(200 of 512"):
+        _merged([tmp_path / "cut"])
+    (tmp_path / "between").write_bytes(COMPRESS[compression](blob[:third]))
+    assert tarfile.open(fileobj=io.BytesIO(_merged([tmp_path / "between"]))).getnames() == ["etc/small0", "etc/small1"]
+
+
 def test_a_zstd_layer_of_several_frames_merges_whole(tmp_path: Path) -> None:
     """zstd:chunked and parallel compressors write many frames; frame ends fall anywhere."""
     blob, compressor = _layer(), zstandard.ZstdCompressor()
