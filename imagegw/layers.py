@@ -84,7 +84,9 @@ def open_layer(path: str | Path, following=None) -> BinaryIO:
     if magic == b"\x28\xb5\x2f\xfd":
         return _Forward(zstandard.ZstdDecompressor().stream_reader(f, read_size=BUF, read_across_frames=True,
                                                                    closefd=True))
-    return f
+    # a buffered reader reads until it has what was asked for: tarfile takes a header block
+    # read short (a download not there yet) for the archive's end, and drops the files after it
+    return io.BufferedReader(f, BUF) if following is not None else f
 
 
 class _Forward(io.RawIOBase):

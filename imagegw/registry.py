@@ -545,9 +545,9 @@ class Following(io.RawIOBase):
         return os.pread(self._f.fileno(), min(n, available), 0)
 
     def readinto(self, buf) -> int:
-        # a whole read, as from a finished file: tarfile takes a short header block for the
-        # archive's end (a layer cut short in silence) and a short first one for an error
-        available = self._arriving._wait(self._pos, len(buf))
+        # what has arrived, at least one byte (a raw read may be short: decompressors read
+        # on at once; layers.open_layer buffers an uncompressed layer, as tarfile needs)
+        available = self._arriving._wait(self._pos, 1)
         if available <= 0:
             return 0
         n = os.preadv(self._f.fileno(), [memoryview(buf)[:min(len(buf), available)]], self._pos)
