@@ -1,6 +1,7 @@
 """The merge's streaming paths: a layer read while it still downloads into the
 layer cache (registry.Arriving / Fetch.follow) merges to the same bytes as the finished blob,
-and a download that fails fails the merge with the download's own error; a regular file's
+also when the download pauses inside a header block, and a download that fails fails the
+merge with the download's own error; a finished layer cut inside a header is refused; a regular file's
 content copied straight from the layer's stream (layers._copy) keeps GNU sparse files whole.
 
 Pure (no root, no cluster): runs in `make unit`.
