@@ -38,17 +38,17 @@ def decode(data: bytes) -> str:
     """The file as text. Comment lines may be in any encoding (the original's parser never
     reads them: a Latin-1 comment is common in old files); a key line must be UTF-8, and one
     that is not is named (ValueError)."""
-    lines = data.split(b"\n")
-    for number, raw in enumerate(lines, start=1):
+    lines = []
+    for number, raw in enumerate(data.split(b"\n"), start=1):
         if raw.startswith(b"#"):
-            lines[number - 1] = b"#"
+            lines.append("#")
             continue
         try:
-            raw.decode("utf-8")
+            lines.append(raw.decode("utf-8"))
         except UnicodeDecodeError as err:
             raise ValueError(f"line {number} is not UTF-8 text (byte {raw[err.start]:#04x} at column "
                              f"{err.start + 1}); write it in UTF-8") from None
-    return b"\n".join(lines).decode("utf-8")
+    return "\n".join(lines)
 
 
 def read_pairs(text: str) -> tuple[list[tuple[int, str, str]], list[str]]:
